@@ -1,0 +1,59 @@
+"""Type stubs for the compiled data core (rust/python.rs). Integer arrays of any width are
+accepted (anything numpy.asarray turns into a 1-D integer array); they must be C-contiguous.
+Outputs are int64 arrays handed over without a copy. Bad input raises ValueError naming the
+argument and the first offending index; a wrong dtype or shape raises TypeError."""
+
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.ArrayLike
+I64 = npt.NDArray[np.int64]
+
+def group(users: IntArray, ts: IntArray) -> tuple[I64, I64]:
+    """Stable (user, time) order ``perm`` of a raw log and CSR ``offsets`` (length U+1) of
+    its distinct users in increasing id order; ties in time keep input order."""
+
+def sessionize(offsets: IntArray, ts: IntArray, gap: int) -> I64:
+    """Session offsets: a new session at each sequence start and wherever consecutive
+    events of one sequence are more than ``gap`` apart. Sessions never cross sequences."""
+
+def windows(
+    offsets: IntArray,
+    ends: IntArray | None = None,
+    *,
+    window: int,
+    stride: int,
+    min_len: int = 2,
+    max_history: int | None = None,
+    regime: Literal["sliding", "last"] = "sliding",
+) -> tuple[I64, I64, I64]:
+    """End-anchored training windows ``(seq, start, stop)`` as pointers into the event array:
+    stop = b, b - stride, ... while stop - a >= min_len; start = max(a, stop - window - 1)."""
+
+def sample_windows(
+    offsets: IntArray,
+    ends: IntArray | None = None,
+    *,
+    window: int,
+    per_seq: int = 1,
+    min_len: int = 2,
+    max_history: int | None = None,
+    seed: int,
+) -> tuple[I64, I64, I64]:
+    """``per_seq`` seeded random windows per sequence: stop uniform in [a + min_len, b]."""
+
+def gather(items: IntArray, start: IntArray, stop: IntArray, *, length: int, pad: int = 0) -> npt.NDArray[np.int64]:
+    """A right-aligned, left-padded ``[B, length + 1]`` batch of ``items[start[b]:stop[b]]``."""
+
+def kshift_rows(
+    ids: IntArray, *, k: int, rows: int, seed: int, scheme: Literal["mix", "rotate", "rotate_signed"] = "mix"
+) -> npt.NDArray[np.int64]:
+    """The ``[n, k]`` k-shift table rows of each id."""
+
+def leave_one_out_ends(offsets: IntArray, holdout: int = 1, min_history: int = 1) -> I64:
+    """Per sequence ``b - holdout`` when at least ``min_history`` events remain before it, else ``b``."""
+
+def temporal_ends(offsets: IntArray, ts: IntArray, cutoff: int) -> I64:
+    """Per sequence the first index whose time is at or after ``cutoff`` (``b`` if none)."""

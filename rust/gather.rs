@@ -1,0 +1,85 @@
+//! `gather`: materialize a batch of windows as a dense [B, length+1] matrix.
+
+use crate::error::{CoreError, Result};
+use crate::validate::{check_at_least, check_len};
+use rayon::prelude::*;
+
+/// Item arrays come in any integer width (items.npy is int32); the batch is int64.
+pub trait ToI64: Copy + Send + Sync {
+    fn to_i64(self) -> i64;
+}
+macro_rules! impl_to_i64 {
+    ($($t:ty),*) => {$(impl ToI64 for $t { #[inline] fn to_i64(self) -> i64 { self as i64 } })*};
+}
+impl_to_i64!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+/// Row b holds `items[start[b]..stop[b]]` right-aligned (the most recent event in the last
+/// column), left-padded with `pad`; a slice longer than `length + 1` keeps its last
+/// `length + 1` events. Returns the row-major buffer of B * (length + 1) values.
+pub fn gather<T: ToI64>(
+    items: &[T],
+    start: &[i64],
+    stop: &[i64],
+    length: i64,
+    pad: i64,
+) -> Result<Vec<i64>> {
+    check_len("stop", stop.len(), "start", start.len())?;
+    check_at_least("length", length, 1)?;
+    for (b, (&s, &e)) in start.iter().zip(stop).enumerate() {
+        if s < 0 || s > e || e > items.len() as i64 {
+            return Err(CoreError::new(
+                "start",
+                format!("row {b}: [{s}, {e}) is not a slice of the {} items", items.len()),
+            ));
+        }
+    }
+    let width = length as usize + 1;
+    let mut out = vec![pad; start.len() * width];
+    // Small rows (a few hundred values) are cheap: hand rayon chunks of rows, not single rows.
+    out.par_chunks_mut(width)
+        .with_min_len(64)
+        .zip(start.par_iter().zip(stop.par_iter()))
+        .for_each(|(row, (&s, &e))| {
+            let s = s.max(e - width as i64) as usize;
+            let src = &items[s..e as usize];
+            for (dst, &v) in row[width - src.len()..].iter_mut().zip(src) {
+                *dst = v.to_i64();
+            }
+        });
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn right_aligned_and_truncated() {
+        let items: Vec<i32> = (10..20).collect();
+        let out = gather(&items, &[0, 2, 5], &[3, 9, 5], 3, 0).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                0, 10, 11, 12, // short slice: left-padded
+                15, 16, 17, 18, // 7 events, keep the last 4
+                0, 0, 0, 0, // empty slice: all padding
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_batch_and_pad_value() {
+        assert_eq!(gather::<i64>(&[], &[], &[], 4, 0).unwrap(), Vec::<i64>::new());
+        assert_eq!(gather(&[7u8], &[0], &[1], 2, -1).unwrap(), vec![-1, -1, 7]);
+    }
+
+    #[test]
+    fn bad_slices() {
+        let items = [1i64, 2, 3];
+        assert!(gather(&items, &[2], &[1], 2, 0).unwrap_err().msg.starts_with("row 0"));
+        assert!(gather(&items, &[0, 0], &[1, 4], 2, 0).unwrap_err().msg.starts_with("row 1"));
+        assert_eq!(gather(&items, &[-1], &[1], 2, 0).unwrap_err().arg, "start");
+        assert_eq!(gather(&items, &[0], &[1, 2], 2, 0).unwrap_err().arg, "stop");
+        assert_eq!(gather(&items, &[0], &[1], 0, 0).unwrap_err().arg, "length");
+    }
+}

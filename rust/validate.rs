@@ -1,0 +1,110 @@
+//! Checks shared by several functions. Each returns the first offending index so the
+//! caller can find it.
+
+use crate::error::{CoreError, Result};
+
+/// CSR offsets over `n_events` events: start at 0, never decrease, end at `n_events`.
+pub fn check_offsets(offsets: &[i64], n_events: usize) -> Result<()> {
+    let first = *offsets
+        .first()
+        .ok_or_else(|| CoreError::new("offsets", "must have at least one entry (length U+1)"))?;
+    if first != 0 {
+        return Err(CoreError::new("offsets", format!("offsets[0] is {first}, must be 0")));
+    }
+    if let Some(i) = offsets.windows(2).position(|w| w[1] < w[0]) {
+        return Err(CoreError::new(
+            "offsets",
+            format!("decreases at index {}: {} after {}", i + 1, offsets[i + 1], offsets[i]),
+        ));
+    }
+    let last = offsets[offsets.len() - 1];
+    if last != n_events as i64 {
+        return Err(CoreError::new(
+            "offsets",
+            format!("ends at {last} but there are {n_events} events"),
+        ));
+    }
+    Ok(())
+}
+
+/// Timestamps never decrease within one sequence of `offsets`.
+pub fn check_ts_sorted(offsets: &[i64], ts: &[i64]) -> Result<()> {
+    for u in 0..offsets.len().saturating_sub(1) {
+        let (a, b) = (offsets[u] as usize, offsets[u + 1] as usize);
+        if let Some(i) = ts[a..b].windows(2).position(|w| w[1] < w[0]) {
+            return Err(CoreError::new(
+                "ts",
+                format!("decreases within sequence {u} at index {}", a + i + 1),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Same length as the reference argument.
+pub fn check_len(arg: &'static str, len: usize, ref_arg: &str, ref_len: usize) -> Result<()> {
+    if len != ref_len {
+        return Err(CoreError::new(
+            arg,
+            format!("has length {len} but {ref_arg} has length {ref_len}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A size parameter that must be at least `min`.
+pub fn check_at_least(arg: &'static str, value: i64, min: i64) -> Result<()> {
+    if value < min {
+        return Err(CoreError::new(arg, format!("must be at least {min}, got {value}")));
+    }
+    Ok(())
+}
+
+/// Per-sequence ends: `ends[u]` must lie inside sequence u, i.e. in [offsets[u], offsets[u+1]].
+pub fn check_ends(offsets: &[i64], ends: &[i64]) -> Result<()> {
+    check_len("ends", ends.len(), "offsets - 1", offsets.len() - 1)?;
+    for (u, &e) in ends.iter().enumerate() {
+        if e < offsets[u] || e > offsets[u + 1] {
+            return Err(CoreError::new(
+                "ends",
+                format!(
+                    "ends[{u}] = {e} lies outside its sequence [{}, {}]",
+                    offsets[u],
+                    offsets[u + 1]
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_rules() {
+        assert!(check_offsets(&[0], 0).is_ok());
+        assert!(check_offsets(&[0, 2, 2, 5], 5).is_ok());
+        assert!(check_offsets(&[], 0).is_err());
+        assert!(check_offsets(&[1, 5], 5).unwrap_err().msg.contains("offsets[0]"));
+        assert!(check_offsets(&[0, 3, 2, 5], 5).unwrap_err().msg.contains("index 2"));
+        assert!(check_offsets(&[0, 3], 5).unwrap_err().msg.contains("5 events"));
+    }
+
+    #[test]
+    fn ts_sorted_within_sequences_only() {
+        // A drop between sequences is fine, a drop inside one is not.
+        assert!(check_ts_sorted(&[0, 2, 4], &[5, 6, 1, 2]).is_ok());
+        let err = check_ts_sorted(&[0, 2, 4], &[5, 6, 2, 1]).unwrap_err();
+        assert_eq!(err.arg, "ts");
+        assert!(err.msg.contains("sequence 1 at index 3"));
+    }
+
+    #[test]
+    fn ends_inside_sequences() {
+        assert!(check_ends(&[0, 2, 4], &[0, 4]).is_ok());
+        assert!(check_ends(&[0, 2, 4], &[3, 4]).unwrap_err().msg.contains("ends[0]"));
+        assert!(check_ends(&[0, 2, 4], &[2]).is_err());
+    }
+}
