@@ -70,7 +70,13 @@ fn int_array<'py>(obj: &Bound<'py, PyAny>, arg: &'static str) -> PyResult<IntArr
     let py = obj.py();
     let arr: Bound<'py, PyUntypedArray> = match obj.cast::<PyUntypedArray>() {
         Ok(a) => a.clone(),
-        Err(_) => py.import("numpy")?.call_method1("asarray", (obj,))?.cast_into::<PyUntypedArray>()?,
+        Err(_) => {
+            // A Python sequence: let NumPy pick the dtype, except that an empty list
+            // (float64 to NumPy) is simply no integers.
+            let np = py.import("numpy")?;
+            let a = np.call_method1("asarray", (obj,))?.cast_into::<PyUntypedArray>()?;
+            if a.len() == 0 { np.call_method1("zeros", (0, "int64"))?.cast_into::<PyUntypedArray>()? } else { a }
+        }
     };
     if arr.ndim() != 1 {
         return Err(PyTypeError::new_err(format!("{arg} must be a 1-D array, got {} dimensions", arr.ndim())));
