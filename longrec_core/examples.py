@@ -1,0 +1,153 @@
+"""Training examples for one epoch: which windows (per regime), which of their targets count,
+and a background thread that materializes shuffled batches with the core's `gather`.
+
+Windows are pointers (start, stop) into the data dir's one event array and never reach past a
+user's training end, so validation and test events are never inputs or targets.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import longrec_core as lc
+
+REGIMES = ("last", "sliding", "mixed", "random")
+
+
+@dataclass
+class EpochWindows:
+    """One epoch's examples in core order (by user, then time). Targets at an event index
+    >= fresh_stop are also targets of a later window of the same user."""
+
+    seq: np.ndarray  # (W,) user of each window
+    start: np.ndarray  # (W,) first event
+    stop: np.ndarray  # (W,) one past the last event
+    fresh_stop: np.ndarray  # (W,) targets before this index are covered by no later window
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+
+def regime_of(regime: str, epoch: int, mixed_epochs: int) -> str:
+    """The window regime used in `epoch`: `mixed` is `last` for mixed_epochs epochs, then `sliding`."""
+    if regime == "mixed":
+        return "last" if epoch < mixed_epochs else "sliding"
+    return regime
+
+
+def epoch_windows(
+    offsets: np.ndarray,
+    train_end: np.ndarray,
+    *,
+    regime: str,
+    window: int,
+    stride: int = 1,
+    min_len: int = 2,
+    max_history: int | None = None,
+    per_seq: int = 1,
+    seed: int = 0,
+) -> EpochWindows:
+    """The windows of one epoch for a concrete regime (last | sliding | random; resolve `mixed`
+    with `regime_of` first). `seed` only matters for `random`: pass one per epoch."""
+    if regime == "random":
+        seq, start, stop = lc.sample_windows(offsets, train_end, window=window, per_seq=per_seq, min_len=min_len,
+                                             max_history=max_history, seed=seed)
+    elif regime in ("last", "sliding"):
+        seq, start, stop = lc.windows(offsets, train_end, window=window, stride=stride, min_len=min_len,
+                                      max_history=max_history, regime=regime)
+    else:
+        raise ValueError(f"regime must be last, sliding or random here, got {regime!r}")
+    fresh_stop = stop.copy()
+    # Windows of one user come in time order (core guarantee); a later window's targets are the
+    # events from its start + 1 on, so this window's targets from there on are not fresh.
+    # Random windows have no order, so every target counts.
+    if regime != "random":
+        nxt = np.flatnonzero(seq[:-1] == seq[1:])
+        fresh_stop[nxt] = np.minimum(stop[nxt], start[nxt + 1] + 1)
+    return EpochWindows(seq, start, stop, fresh_stop)
+
+
+def make_batch(
+    items: np.ndarray,
+    types: np.ndarray | None,
+    w: EpochWindows,
+    idx: np.ndarray,
+    window: int,
+    fresh_only: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(inputs, targets, types) for windows `idx`: (B, T) each, right-aligned, 0 = padding.
+    A target is 0 (never counted) at padding and, with fresh_only, where a later window covers it."""
+    seqs = torch.from_numpy(lc.gather(items, w.start[idx], w.stop[idx], length=window))  # (B, T+1)
+    targets = seqs[:, 1:].clone()  # (B, T); column j predicts event stop - T + j
+    if fresh_only:
+        event = w.stop[idx, None] + np.arange(-window, 0)[None, :]  # (B, T) event index of each target
+        targets[torch.from_numpy(event >= w.fresh_stop[idx, None])] = 0
+    types_in = None
+    if types is not None:
+        types_in = torch.from_numpy(lc.gather(types, w.start[idx], w.stop[idx], length=window)[:, :-1])
+    return seqs[:, :-1], targets, types_in
+
+
+def shuffled_order(n: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> np.ndarray:
+    """This process's share of a permutation that depends only on (seed, epoch): every rank of a
+    data-parallel run sees the same permutation and takes an equal-sized, disjoint slice."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    if world > 1:
+        per_rank = n // world
+        order = order[rank * per_rank:(rank + 1) * per_rank]
+    return order
+
+
+def n_batches(n_windows: int, batch_size: int, world: int = 1) -> int:
+    return math.ceil((n_windows // world if world > 1 else n_windows) / batch_size)
+
+
+def iter_batches(
+    items: np.ndarray,
+    types: np.ndarray | None,
+    w: EpochWindows,
+    order: np.ndarray,
+    *,
+    batch_size: int,
+    window: int,
+    fresh_only: bool = False,
+    skip: int = 0,
+    prefetch: int = 8,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Batches of `order` (window indices) from batch `skip` on, built in a background thread
+    (gather releases the GIL) so the training loop never waits on Python per-example work."""
+    total = math.ceil(len(order) / batch_size)
+    q: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for b in range(skip, total):
+                if stop.is_set():
+                    return
+                q.put(make_batch(items, types, w, order[b * batch_size:(b + 1) * batch_size], window, fresh_only))
+        except BaseException as e:  # hand the failure to the consumer
+            q.put(e)
+        q.put(None)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (batch := q.get()) is not None:
+            if isinstance(batch, BaseException):
+                raise batch
+            yield batch
+    finally:
+        stop.set()  # the consumer broke off early: let the producer finish
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.01)

@@ -1,0 +1,419 @@
+"""Train a SASRec-style transformer on sliding windows over a longrec data dir.
+
+    python scripts/train.py --stride 64                       # demo data (made on first use)
+    python scripts/train.py --data data/ml-1m --regime last --window 200 --epochs 200
+    python scripts/train.py --data data/ml-1m --regime sliding --stride 32 --max-history 1000
+    python scripts/train.py --data data/ml-1m --regime mixed --mixed-epochs 5 --stride 64
+    python scripts/train.py --data data/big --item-emb kshift --kshift-compression 16 --loss sampled
+    python scripts/prep.py ml-1m.txt.gz | python scripts/train.py --stride 64 | python scripts/eval.py
+    python scripts/train.py --resume runs/20261122-101500-sliding    # continue a stopped run
+    torchrun --nproc_per_node 2 scripts/train.py --data data/ml-1m --stride 64   # data-parallel
+
+Training examples are pointers (seq, start, stop) into the one event array, made per epoch by
+the Rust core (`longrec_core.windows` / `sample_windows`) and materialized batch by batch by
+`longrec_core.gather` in a background thread. Every window ends at or before the user's training
+end, so no validation or test event is ever an input or a target. Each epoch ends with a
+full-catalogue validation (the same code as eval.py); the best weights by validation NDCG@10 are
+kept in model.pt. stdout carries one line: the run dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from longrec_core import cli
+from longrec_core.data import DataDir, load_data_dir, prepare_synthetic
+from longrec_core.examples import EpochWindows, epoch_windows, iter_batches, n_batches, regime_of, shuffled_order
+from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
+from longrec_core.metrics import evaluate, metrics_from_ranks
+from longrec_core.model import ModelConfig, SASRec, embedding_memory_bytes
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+DEMO_DATA = Path("data/demo")
+
+# ----------------------------------------------------------------------------- settings
+p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+g = p.add_argument_group("input and output")
+g.add_argument("--data", default=None, help="data dir from prep.py; default: stdin when piped, else data/demo (made on first use)")
+g.add_argument("--out", default=None, help="run dir to write; default: a fresh dir under runs/")
+g.add_argument("--resume", default=None, help="run dir to continue from its ckpt.pt (its settings win, except the run-length flags)")
+g = p.add_argument_group("model")
+g.add_argument("--window", type=int, default=200, help="context length T: inputs per example (the model's max_len)")
+g.add_argument("--dim", type=int, default=64, help="embedding and hidden width d")
+g.add_argument("--layers", type=int, default=2, help="transformer blocks")
+g.add_argument("--heads", type=int, default=2, help="attention heads (must divide --dim)")
+g.add_argument("--ffn", type=int, default=256, help="feed-forward width of each block")
+g.add_argument("--dropout", type=float, default=0.2, help="dropout on embeddings, attention and residuals")
+g.add_argument("--item-emb", choices=["full", "kshift"], default="full", help="full N x d table, or the k-shift shared table")
+g.add_argument("--kshift-k", type=int, default=8, help="k-shift: rows summed per item")
+g.add_argument("--kshift-compression", type=int, default=16, help="k-shift: table rows P = ceil(N / compression)")
+g.add_argument("--kshift-scheme", choices=["mix", "rotate", "rotate_signed"], default="mix", help="k-shift row scheme (rotate_signed = the paper code's bug)")
+g.add_argument("--kshift-seed", type=int, default=0, help="k-shift: seed of the item hash")
+g = p.add_argument_group("windows")
+g.add_argument("--regime", choices=["last", "sliding", "mixed", "random"], default="sliding",
+               help="last: one window per user at the training end; sliding: all end-anchored windows; "
+                    "mixed: last for --mixed-epochs then sliding; random: --per-seq sampled windows per user per epoch")
+g.add_argument("--stride", type=int, default=64, help="sliding: distance between consecutive window ends")
+g.add_argument("--max-history", type=int, default=None, help="sliding: only the last H training events of a user make windows")
+g.add_argument("--mixed-epochs", type=int, default=1, help="mixed: epochs of `last` before switching to sliding")
+g.add_argument("--per-seq", type=int, default=1, help="random: windows drawn per user per epoch")
+g.add_argument("--min-len", type=int, default=2, help="shortest window in events (one input and one target)")
+g.add_argument("--targets", choices=["all", "fresh"], default="all",
+               help="all: every position of a window is a target; fresh: only targets no later window of the same user covers")
+g = p.add_argument_group("loss")
+g.add_argument("--loss", choices=["ce", "sampled", "chunked"], default="ce",
+               help="ce: full softmax; sampled: sampled softmax with log-Q; chunked: exact full softmax without B x T x N logits")
+g.add_argument("--negatives", type=int, default=256, help="sampled: negatives per batch (shared)")
+g.add_argument("--sampler", choices=["uniform", "popularity"], default="uniform", help="sampled: negative distribution")
+g.add_argument("--loss-chunk", type=int, default=8192, help="chunked: items per chunk")
+g = p.add_argument_group("optimization")
+g.add_argument("--batch-size", type=int, default=128, help="windows per step (per process under torchrun)")
+g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
+g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+g.add_argument("--schedule", choices=["cosine", "constant"], default="constant", help="LR after warmup")
+g.add_argument("--warmup-steps", type=int, default=100, help="linear LR warmup steps")
+g.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping (0 = off)")
+g = p.add_argument_group("run")
+g.add_argument("--epochs", type=int, default=20, help="passes over the windows")
+g.add_argument("--max-train-seconds", type=float, default=None, help="stop (and checkpoint) after this much training time")
+g.add_argument("--max-steps", type=int, default=None, help="stop (and checkpoint) after this many optimizer steps in total")
+g.add_argument("--patience", type=int, default=5, help="stop after this many epochs without a better validation NDCG@10 (0 = never)")
+g.add_argument("--eval-batch-size", type=int, default=256, help="users per validation batch")
+g.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, dropout and negatives")
+g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = cuda when available")
+g.add_argument("--compile", action="store_true", help="torch.compile the model")
+g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+args = p.parse_args()
+
+# On --resume every setting comes from the checkpoint, except: these keep the checkpoint's value
+# unless given again, and the per-invocation ones always come from this command line.
+RUN_LENGTH_FLAGS = ("epochs", "patience")
+PER_INVOCATION_FLAGS = ("resume", "max_train_seconds", "max_steps", "device", "threads", "compile")
+
+
+def flag_given(name: str) -> bool:
+    flag = "--" + name.replace("_", "-")
+    return any(a == flag or a.startswith(flag + "=") for a in sys.argv[1:])
+
+
+# ----------------------------------------------------------------------------- distributed setup
+world = int(os.environ.get("WORLD_SIZE", "1"))
+rank = int(os.environ.get("RANK", "0"))
+main_process = rank == 0
+if args.device == "cuda" and not torch.cuda.is_available():
+    cli.fail("--device cuda was asked for but no CUDA device is available")
+device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+if world > 1:
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+if args.threads:
+    torch.set_num_threads(args.threads)
+
+
+def log(msg: str) -> None:
+    if main_process:
+        cli.console.print(msg, highlight=False)
+
+
+# ----------------------------------------------------------------------------- resume or start
+ckpt = None
+if args.resume:
+    run_dir = Path(args.resume)
+    if not (run_dir / "ckpt.pt").is_file():
+        cli.fail(f"cannot resume: {run_dir / 'ckpt.pt'} does not exist")
+    ckpt = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=False)
+    saved = ckpt["config"]
+    for k in vars(args):
+        if k in saved and k not in PER_INVOCATION_FLAGS and not (k in RUN_LENGTH_FLAGS and flag_given(k)):
+            setattr(args, k, saved[k])
+    data_path = Path(saved["data"])
+else:
+    if args.data is not None:
+        data_path = Path(args.data)
+    elif sys.stdin is not None and not sys.stdin.isatty() and not os.environ.get("LONGREC_NO_STDIN"):
+        data_path = cli.input_path(None, "data dir")
+    else:
+        data_path = DEMO_DATA
+        if not (DEMO_DATA / "manifest.json").exists() and main_process:
+            log(f"no --data given: making the demo data set in {DEMO_DATA} (prep.py --synthetic defaults)")
+            prepare_synthetic(DEMO_DATA)
+        if world > 1:
+            dist.barrier()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(args.out) if args.out else Path("runs") / f"{stamp}-{args.regime}-s{args.stride}-seed{args.seed}"
+    if main_process and run_dir.exists() and any(run_dir.iterdir()):
+        cli.fail(f"run dir {run_dir} already exists and is not empty; pass another --out or --resume it")
+
+# Check every setting before any work, so a bad flag costs nothing.
+for name, minimum in [("window", 1), ("stride", 1), ("batch_size", 1), ("epochs", 1), ("negatives", 1),
+                      ("loss_chunk", 1), ("per_seq", 1), ("min_len", 2), ("mixed_epochs", 0), ("warmup_steps", 0)]:
+    if getattr(args, name) < minimum:
+        cli.fail(f"--{name.replace('_', '-')} must be at least {minimum}, got {getattr(args, name)}")
+if args.max_history is not None and args.max_history < 1:
+    cli.fail(f"--max-history must be at least 1, got {args.max_history}")
+if args.targets == "fresh" and args.regime == "random":
+    cli.fail("--targets fresh needs end-anchored windows: use --regime last, sliding or mixed")
+
+try:
+    data: DataDir = load_data_dir(data_path)
+except (ValueError, OSError) as e:
+    cli.fail(str(e).splitlines()[0] if str(e) else f"cannot read data dir {data_path}")
+args.data = str(Path(data.path).resolve())
+
+# ----------------------------------------------------------------------------- model and optimizer
+seed = args.seed
+random.seed(seed)
+np.random.seed(seed)
+torch.manual_seed(seed)
+try:
+    model_cfg = ModelConfig(
+        n_items=data.n_items, max_len=args.window, dim=args.dim, layers=args.layers, heads=args.heads, ffn=args.ffn,
+        dropout=args.dropout, item_emb=args.item_emb, kshift_k=args.kshift_k, kshift_compression=args.kshift_compression,
+        kshift_scheme=args.kshift_scheme, kshift_seed=args.kshift_seed, n_types=data.n_types,
+    )
+except ValueError as e:
+    cli.fail(str(e))
+model = SASRec(model_cfg).to(device)
+raw_model = model
+optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+if world > 1:
+    model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+if args.compile:
+    model = torch.compile(model)
+
+n_params = sum(p.numel() for p in raw_model.parameters())
+mem = embedding_memory_bytes(model_cfg)
+log(f"data {data.path}: {data.n_users:,} users, {data.n_items:,} items, {data.n_events:,} events")
+log(f"model: {n_params:,} parameters; item embedding {mem['params_bytes'] / 2**20:,.1f} MiB "
+    f"(+{mem['adam_bytes'] / 2**20:,.1f} MiB AdamW state; a full table would be {mem['full_table_bytes'] / 2**20:,.1f} MiB)")
+if model_cfg.item_emb == "kshift":
+    log(f"k-shift: k={model_cfg.kshift_k}, {raw_model.item_emb.rows:,} rows, scheme {model_cfg.kshift_scheme}; "
+        f"{raw_model.item_emb.collision_share():.2%} of items share their whole row set with another item")
+
+
+
+def training_item_counts() -> torch.Tensor:
+    """(N+1,) how often each item occurs before the users' training ends: the popularity sampler
+    must not see validation or test targets."""
+    lengths = data.train_end - data.offsets[:-1]  # (U,)
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # where each user's run starts in the flat list
+    idx = np.arange(int(lengths.sum())) + np.repeat(data.offsets[:-1] - first, lengths)
+    return torch.from_numpy(np.bincount(data.items[idx], minlength=data.n_items + 1).astype(np.float64))
+
+
+item_counts = training_item_counts() if args.loss == "sampled" and args.sampler == "popularity" else None
+
+
+# ----------------------------------------------------------------------------- windows per epoch
+def windows_of(epoch: int) -> EpochWindows:
+    return epoch_windows(data.offsets, data.train_end, regime=regime_of(args.regime, epoch, args.mixed_epochs),
+                         window=args.window, stride=args.stride, min_len=args.min_len, max_history=args.max_history,
+                         per_seq=args.per_seq, seed=seed * 1_000_003 + epoch)
+
+
+# Every epoch of one regime has the same number of windows (random draws a fixed number per user).
+epoch_regimes = [regime_of(args.regime, e, args.mixed_epochs) for e in range(args.epochs)]
+sizes = {r: n_batches(len(windows_of(epoch_regimes.index(r))), args.batch_size, world) for r in set(epoch_regimes)}
+total_steps = sum(sizes[r] for r in epoch_regimes)
+if total_steps == 0:
+    cli.fail(f"no training windows: no user of {data.path} has {args.min_len} events before its training end")
+
+
+def lr_at(step: int) -> float:
+    if step < args.warmup_steps:
+        return (step + 1) / args.warmup_steps
+    if args.schedule == "constant":
+        return 1.0
+    progress = (step - args.warmup_steps) / max(1, total_steps - args.warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+
+
+def loss_fn(hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    keep = targets != 0  # padding (and covered targets) never count
+    h, t = hidden[keep], targets[keep]  # (M, d), (M,)
+    if args.loss == "ce":
+        return full_cross_entropy(h, raw_model.item_table(), t)
+    if args.loss == "chunked":
+        return chunked_cross_entropy(h, raw_model.item_table(), t, chunk_size=args.loss_chunk)
+    return sampled_softmax(h, raw_model.item_vectors, t, args.negatives, sampler=args.sampler,
+                           item_counts=item_counts, generator=generator, n_items=data.n_items)
+
+
+# ----------------------------------------------------------------------------- state
+state = {"epoch": 0, "batch": 0, "step": 0, "best_ndcg": -1.0, "best_epoch": -1, "bad_epochs": 0,
+         "train_seconds": 0.0, "tokens": 0, "examples": 0, "loader_wait_seconds": 0.0}
+neg_gen = torch.Generator().manual_seed(seed * 7919 + rank)
+if ckpt is not None:
+    raw_model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    state.update(ckpt["state"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    np.random.set_state(ckpt["rng"]["numpy"])
+    random.setstate(ckpt["rng"]["python"])
+    neg_gen.set_state(ckpt["rng"]["negatives"])
+    if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+    log(f"resuming {run_dir} at epoch {state['epoch']}, batch {state['batch']} (step {state['step']})")
+
+if main_process:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with cli.atomic_write(run_dir / "config.json") as tmp:
+        tmp.write_text(json.dumps({**vars(args), "model": model_cfg.to_dict(), "world_size": world}, indent=2))
+
+
+def save_checkpoint() -> None:
+    if not main_process:
+        return
+    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+           "negatives": neg_gen.get_state(), "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
+    blob = {"model": raw_model.state_dict(), "model_config": model_cfg.to_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": rng, "state": dict(state), "config": vars(args)}
+    with cli.atomic_write(run_dir / "ckpt.pt") as tmp:
+        torch.save(blob, tmp)
+
+
+def save_best() -> None:
+    with cli.atomic_write(run_dir / "model.pt") as tmp:
+        torch.save({"model": raw_model.state_dict(), "model_config": model_cfg.to_dict()}, tmp)
+
+
+def peak_memory_bytes() -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+# ----------------------------------------------------------------------------- training loop
+autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+stop_reason = "epochs"
+progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=cli.console, transient=True, disable=not main_process)
+with progress:
+    bar = progress.add_task("training", total=total_steps, completed=min(state["step"], total_steps))
+    while state["epoch"] < args.epochs:
+        epoch = state["epoch"]
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum, loss_n, epoch_tokens, epoch_examples = 0.0, 0, 0, 0
+        wait = 0.0
+        stopped_early = False
+        tw = time.perf_counter()
+        w = windows_of(epoch)
+        order = shuffled_order(len(w), seed, epoch, rank, world)
+        for inputs, targets, types_in in iter_batches(data.items, data.types, w, order, batch_size=args.batch_size,
+                                                      window=args.window, fresh_only=args.targets == "fresh",
+                                                      skip=state["batch"]):
+            wait += time.perf_counter() - tw
+            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            types_in = types_in.to(device) if types_in is not None else None
+            with autocast:
+                hidden = model(inputs, types_in)
+                loss = loss_fn(hidden, targets, neg_gen)
+            if not torch.isfinite(loss):
+                cli.console.print(f"loss became {loss.item()} at epoch {epoch}, step {state['step']}; "
+                                  f"stopping. The last good checkpoint is {run_dir / 'ckpt.pt'}")
+                raise SystemExit(1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+            optimizer.step()
+            scheduler.step()
+            state["step"] += 1
+            state["batch"] += 1
+            n_tok = int((inputs != 0).sum())
+            epoch_tokens += n_tok
+            epoch_examples += len(inputs)
+            loss_sum += loss.item()
+            loss_n += 1
+            elapsed = state["train_seconds"] + time.perf_counter() - t0
+            progress.update(bar, advance=1, description=f"epoch {epoch + 1}/{args.epochs} loss {loss_sum / loss_n:.4f} "
+                                      f"{epoch_tokens / max(1e-9, time.perf_counter() - t0) / 1e3:,.1f}k tok/s")
+            if ((args.max_train_seconds is not None and elapsed >= args.max_train_seconds)
+                    or (args.max_steps is not None and state["step"] >= args.max_steps)):
+                stopped_early = True
+                break
+            tw = time.perf_counter()
+        seconds = time.perf_counter() - t0
+        state["train_seconds"] += seconds
+        state["tokens"] += epoch_tokens * world
+        state["examples"] += epoch_examples * world
+        state["loader_wait_seconds"] += wait
+        if stopped_early:
+            stop_reason = "max_train_seconds" if args.max_steps is None or state["step"] < args.max_steps else "max_steps"
+            save_checkpoint()
+            log(f"stopped at epoch {epoch}, batch {state['batch']} ({stop_reason}); resume with --resume {run_dir}")
+            break
+
+        # Validation on rank 0 (full catalogue, the same code as eval.py); others wait.
+        record = None
+        if main_process:
+            tv = time.perf_counter()
+            _, ranks = evaluate(raw_model, data, "valid", batch_size=args.eval_batch_size, device=device)
+            valid = metrics_from_ranks(ranks) if len(ranks) else {}
+            ndcg = valid.get("NDCG@10", float("nan"))
+            improved = ndcg > state["best_ndcg"]
+            if improved:
+                state["best_ndcg"], state["best_epoch"], state["bad_epochs"] = ndcg, epoch, 0
+                save_best()
+            else:
+                state["bad_epochs"] += 1
+            record = {"epoch": epoch, "loss": loss_sum / max(1, loss_n), "train_seconds": seconds,
+                      "eval_seconds": time.perf_counter() - tv, "tokens": epoch_tokens * world,
+                      "examples": epoch_examples * world, "tokens_per_second": epoch_tokens * world / seconds,
+                      "loader_wait_share": wait / seconds, "peak_memory_bytes": peak_memory_bytes(),
+                      "lr": scheduler.get_last_lr()[0], "valid": valid}
+            with open(run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            log(f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid NDCG@10 {ndcg:.4f} HR@10 {valid.get('HR@10', float('nan')):.4f}"
+                f"{' (best)' if improved else ''}, {record['tokens_per_second'] / 1e3:,.1f}k tok/s, {seconds:.1f} s, "
+                f"loader wait {wait / seconds:.1%}")
+        state["epoch"] += 1
+        state["batch"] = 0
+        save_checkpoint()
+        if world > 1:
+            flag = torch.tensor([state["bad_epochs"]], device=device if device.type == "cuda" else "cpu")
+            dist.broadcast(flag, 0)
+            state["bad_epochs"] = int(flag.item())
+        if args.patience and state["bad_epochs"] >= args.patience:
+            stop_reason = "early_stopping"
+            log(f"no better validation NDCG@10 for {args.patience} epochs: stopping (best epoch {state['best_epoch'] + 1})")
+            break
+
+# ----------------------------------------------------------------------------- summary
+if main_process:
+    if not (run_dir / "model.pt").exists():
+        save_best()  # stopped before the first validation: keep the current weights
+    summary = {
+        "run_dir": str(run_dir), "data": args.data, "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "world_size": world, "regime": args.regime, "stride": args.stride, "window": args.window,
+        "stop_reason": stop_reason, "epochs": state["epoch"], "steps": state["step"],
+        "train_seconds": state["train_seconds"], "tokens": state["tokens"], "examples": state["examples"],
+        "tokens_per_second": state["tokens"] / max(1e-9, state["train_seconds"]),
+        "loader_wait_share": state["loader_wait_seconds"] / max(1e-9, state["train_seconds"]),
+        "peak_memory_bytes": peak_memory_bytes(), "parameters": n_params, "embedding_memory": mem,
+        "best_epoch": state["best_epoch"], "best_valid_ndcg10": state["best_ndcg"],
+    }
+    with cli.atomic_write(run_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    print(run_dir, flush=True)
+if world > 1:
+    dist.destroy_process_group()
