@@ -83,9 +83,11 @@ def make_batch(
     fresh_only: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(inputs, targets, types) for windows `idx`: (B, T) each, right-aligned, 0 = padding.
-    A target is 0 (never counted) at padding and, with fresh_only, where a later window covers it."""
+    A target is 0 (never counted) where its input is padding and, with fresh_only, where a later
+    window covers it."""
     seqs = torch.from_numpy(lc.gather(items, w.start[idx], w.stop[idx], length=window))  # (B, T+1)
     targets = seqs[:, 1:].clone()  # (B, T); column j predicts event stop - T + j
+    targets[seqs[:, :-1] == 0] = 0  # a window's first event has no input before it: not a target
     if fresh_only:
         event = w.stop[idx, None] + np.arange(-window, 0)[None, :]  # (B, T) event index of each target
         targets[torch.from_numpy(event >= w.fresh_stop[idx, None])] = 0
@@ -95,18 +97,27 @@ def make_batch(
     return seqs[:, :-1], targets, types_in
 
 
-def shuffled_order(n: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> np.ndarray:
-    """This process's share of a permutation that depends only on (seed, epoch): every rank of a
-    data-parallel run sees the same permutation and takes an equal-sized, disjoint slice."""
+def shuffled_order(n: int, seed: int, epoch: int, batch_size: int, rank: int = 0, world: int = 1) -> np.ndarray:
+    """This process's windows for one epoch, in batch order. The permutation depends only on
+    (seed, epoch). Under data parallelism global batch k is the k-th run of batch_size * world
+    windows, split evenly across ranks, so the examples of each optimizer step are exactly those a
+    single process with batch_size * world would see (up to world - 1 windows dropped per epoch)."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
-    if world > 1:
-        per_rank = n // world
-        order = order[rank * per_rank:(rank + 1) * per_rank]
-    return order
+    if world == 1:
+        return order
+    order = order[: n - n % world]
+    g = batch_size * world
+    parts = []
+    for s in range(0, len(order), g):
+        chunk = order[s:s + g]
+        k = len(chunk) // world
+        parts.append(chunk[rank * k:(rank + 1) * k])
+    return np.concatenate(parts) if parts else order
 
 
 def n_batches(n_windows: int, batch_size: int, world: int = 1) -> int:
-    return math.ceil((n_windows // world if world > 1 else n_windows) / batch_size)
+    """Optimizer steps in an epoch of n_windows windows (the same on every rank)."""
+    return math.ceil((n_windows - n_windows % world) / (batch_size * world))
 
 
 def iter_batches(

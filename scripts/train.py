@@ -201,7 +201,7 @@ log(f"data {data.path}: {data.n_users:,} users, {data.n_items:,} items, {data.n_
 log(f"model: {n_params:,} parameters; item embedding {mem['params_bytes'] / 2**20:,.1f} MiB "
     f"(+{mem['adam_bytes'] / 2**20:,.1f} MiB AdamW state; a full table would be {mem['full_table_bytes'] / 2**20:,.1f} MiB)")
 if model_cfg.item_emb == "kshift":
-    log(f"k-shift: k={model_cfg.kshift_k}, {raw_model.item_emb.rows:,} rows, scheme {model_cfg.kshift_scheme}; "
+    log(f"k-shift: k={model_cfg.kshift_k}, {raw_model.item_emb.n_rows:,} rows, scheme {model_cfg.kshift_scheme}; "
         f"{raw_model.item_emb.collision_share():.2%} of items share their whole row set with another item")
 
 
@@ -245,20 +245,29 @@ def lr_at(step: int) -> float:
 scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
 
 
-def loss_fn(hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def loss_fn(hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, float]:
+    """(loss to backpropagate, mean loss over the global batch for logging)."""
     keep = targets != 0  # padding (and covered targets) never count
     h, t = hidden[keep], targets[keep]  # (M, d), (M,)
     if args.loss == "ce":
-        return full_cross_entropy(h, raw_model.item_table(), t)
-    if args.loss == "chunked":
-        return chunked_cross_entropy(h, raw_model.item_table(), t, chunk_size=args.loss_chunk)
-    return sampled_softmax(h, raw_model.item_vectors, t, args.negatives, sampler=args.sampler,
-                           item_counts=item_counts, generator=generator, n_items=data.n_items)
+        loss = full_cross_entropy(h, raw_model.item_table(), t)
+    elif args.loss == "chunked":
+        loss = chunked_cross_entropy(h, raw_model.item_table(), t, chunk_size=args.loss_chunk)
+    else:
+        loss = sampled_softmax(h, raw_model.item_vectors, t, args.negatives, sampler=args.sampler,
+                               item_counts=item_counts, generator=generator, n_items=data.n_items)
+    if world == 1:
+        return loss, loss.item()
+    # DDP averages gradients over ranks; weighting each rank's mean by its share of the global
+    # targets makes the step the gradient of the global mean, as one process would take it.
+    stats = torch.tensor([float(len(t)), loss.item() * len(t)], dtype=torch.float64, device=h.device)
+    dist.all_reduce(stats)
+    return loss * (len(t) * world / stats[0].item()), (stats[1] / stats[0]).item()
 
 
 # ----------------------------------------------------------------------------- state
 state = {"epoch": 0, "batch": 0, "step": 0, "best_ndcg": -1.0, "best_epoch": -1, "bad_epochs": 0,
-         "train_seconds": 0.0, "tokens": 0, "examples": 0, "loader_wait_seconds": 0.0}
+         "train_seconds": 0.0, "tokens": 0, "examples": 0, "loader_wait_seconds": 0.0, "ep": {}}
 neg_gen = torch.Generator().manual_seed(seed * 7919 + rank)
 if ckpt is not None:
     raw_model.load_state_dict(ckpt["model"])
@@ -310,25 +319,25 @@ with progress:
     bar = progress.add_task("training", total=total_steps, completed=min(state["step"], total_steps))
     while state["epoch"] < args.epochs:
         epoch = state["epoch"]
+        if state["batch"] == 0:  # a fresh epoch (a resumed one keeps its running sums)
+            state["ep"] = {"loss_sum": 0.0, "steps": 0, "tokens": 0, "examples": 0, "seconds": 0.0, "wait": 0.0}
+        ep = state["ep"]
         model.train()
-        t0 = time.perf_counter()
-        loss_sum, loss_n, epoch_tokens, epoch_examples = 0.0, 0, 0, 0
-        wait = 0.0
-        stopped_early = False
-        tw = time.perf_counter()
         w = windows_of(epoch)
-        order = shuffled_order(len(w), seed, epoch, rank, world)
+        order = shuffled_order(len(w), seed, epoch, args.batch_size, rank, world)
+        stopped_early = False
+        t0 = tw = time.perf_counter()
         for inputs, targets, types_in in iter_batches(data.items, data.types, w, order, batch_size=args.batch_size,
                                                       window=args.window, fresh_only=args.targets == "fresh",
                                                       skip=state["batch"]):
-            wait += time.perf_counter() - tw
+            ep["wait"] += time.perf_counter() - tw
             inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             types_in = types_in.to(device) if types_in is not None else None
             with autocast:
-                hidden = model(inputs, types_in)
-                loss = loss_fn(hidden, targets, neg_gen)
-            if not torch.isfinite(loss):
-                cli.console.print(f"loss became {loss.item()} at epoch {epoch}, step {state['step']}; "
+                hidden = model(inputs, types_in)  # (B, T, d)
+                loss, loss_value = loss_fn(hidden, targets, neg_gen)
+            if not math.isfinite(loss_value):
+                cli.console.print(f"loss became {loss_value} at epoch {epoch}, step {state['step']}; "
                                   f"stopping. The last good checkpoint is {run_dir / 'ckpt.pt'}")
                 raise SystemExit(1)
             optimizer.zero_grad(set_to_none=True)
@@ -339,29 +348,33 @@ with progress:
             scheduler.step()
             state["step"] += 1
             state["batch"] += 1
-            n_tok = int((inputs != 0).sum())
-            epoch_tokens += n_tok
-            epoch_examples += len(inputs)
-            loss_sum += loss.item()
-            loss_n += 1
-            elapsed = state["train_seconds"] + time.perf_counter() - t0
-            progress.update(bar, advance=1, description=f"epoch {epoch + 1}/{args.epochs} loss {loss_sum / loss_n:.4f} "
-                                      f"{epoch_tokens / max(1e-9, time.perf_counter() - t0) / 1e3:,.1f}k tok/s")
-            if ((args.max_train_seconds is not None and elapsed >= args.max_train_seconds)
+            ep["tokens"] += int((inputs != 0).sum())  # non-padding input positions
+            ep["examples"] += len(inputs)
+            ep["loss_sum"] += loss_value
+            ep["steps"] += 1
+            now = time.perf_counter()
+            progress.update(bar, advance=1, description=f"epoch {epoch + 1}/{args.epochs} loss {ep['loss_sum'] / ep['steps']:.4f} "
+                                                        f"{ep['tokens'] / max(1e-9, ep['seconds'] + now - t0) / 1e3:,.1f}k tok/s")
+            if ((args.max_train_seconds is not None and state["train_seconds"] + now - t0 >= args.max_train_seconds)
                     or (args.max_steps is not None and state["step"] >= args.max_steps)):
                 stopped_early = True
                 break
             tw = time.perf_counter()
         seconds = time.perf_counter() - t0
+        ep["seconds"] += seconds
         state["train_seconds"] += seconds
-        state["tokens"] += epoch_tokens * world
-        state["examples"] += epoch_examples * world
-        state["loader_wait_seconds"] += wait
         if stopped_early:
-            stop_reason = "max_train_seconds" if args.max_steps is None or state["step"] < args.max_steps else "max_steps"
+            stop_reason = "max_steps" if args.max_steps is not None and state["step"] >= args.max_steps else "max_train_seconds"
             save_checkpoint()
-            log(f"stopped at epoch {epoch}, batch {state['batch']} ({stop_reason}); resume with --resume {run_dir}")
+            log(f"stopped in epoch {epoch + 1} after batch {state['batch']} ({stop_reason}); continue with --resume {run_dir}")
             break
+        if world > 1:  # count what every rank processed
+            counts = torch.tensor([ep["tokens"], ep["examples"]], dtype=torch.int64)
+            dist.all_reduce(counts)
+            ep["tokens"], ep["examples"] = (int(c) for c in counts)
+        state["tokens"] += ep["tokens"]
+        state["examples"] += ep["examples"]
+        state["loader_wait_seconds"] += ep["wait"]
 
         # Validation on rank 0 (full catalogue, the same code as eval.py); others wait.
         record = None
@@ -376,16 +389,16 @@ with progress:
                 save_best()
             else:
                 state["bad_epochs"] += 1
-            record = {"epoch": epoch, "loss": loss_sum / max(1, loss_n), "train_seconds": seconds,
-                      "eval_seconds": time.perf_counter() - tv, "tokens": epoch_tokens * world,
-                      "examples": epoch_examples * world, "tokens_per_second": epoch_tokens * world / seconds,
-                      "loader_wait_share": wait / seconds, "peak_memory_bytes": peak_memory_bytes(),
+            record = {"epoch": epoch, "loss": ep["loss_sum"] / max(1, ep["steps"]), "train_seconds": ep["seconds"],
+                      "eval_seconds": time.perf_counter() - tv, "tokens": ep["tokens"],
+                      "examples": ep["examples"], "tokens_per_second": ep["tokens"] / ep["seconds"],
+                      "loader_wait_share": ep["wait"] / ep["seconds"], "peak_memory_bytes": peak_memory_bytes(),
                       "lr": scheduler.get_last_lr()[0], "valid": valid}
             with open(run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             log(f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid NDCG@10 {ndcg:.4f} HR@10 {valid.get('HR@10', float('nan')):.4f}"
-                f"{' (best)' if improved else ''}, {record['tokens_per_second'] / 1e3:,.1f}k tok/s, {seconds:.1f} s, "
-                f"loader wait {wait / seconds:.1%}")
+                f"{' (best)' if improved else ''}, {record['tokens_per_second'] / 1e3:,.1f}k tok/s, {ep['seconds']:.1f} s, "
+                f"loader wait {record['loader_wait_share']:.1%}")
         state["epoch"] += 1
         state["batch"] = 0
         save_checkpoint()

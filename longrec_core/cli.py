@@ -1,0 +1,176 @@
+"""What every stage script shares: error exits, the input path, atomic output, stderr console.
+
+Conventions (DESIGN.md, "CLI conventions"): stdout carries only the path of what a stage
+wrote; everything else (progress, logs, tables, errors) goes to stderr; bad input exits 2
+with one sentence and leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+console = Console(stderr=True)  # never stdout: stdout is the pipe between stages
+
+EXIT_BAD_INPUT = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag like any other bad input: `error: ...`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102 (argparse API)
+        fail(f"{message} (see --help)")
+
+
+def fail(msg: str) -> NoReturn:
+    """Print `error: msg` on stderr and exit 2 (bad input; no traceback)."""
+    sys.stdout.flush()
+    # Plain write, not console.print: a message may contain [brackets] that rich would eat.
+    sys.stderr.write(f"error: {msg.rstrip()}\n")
+    sys.stderr.flush()
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+def input_path(arg: str | os.PathLike[str] | None, what: str) -> Path:
+    """The input path: `arg` when given, else one line read from a piped stdin.
+
+    `what` names the input in the error (e.g. "data dir"). When `arg` is None and stdin
+    is a terminal (nothing piped), fails with exit 2.
+    """
+    if arg is not None and str(arg) != "":
+        return Path(arg)
+    if sys.stdin is None or sys.stdin.isatty():
+        fail(f"no {what} given: pass it as an argument or pipe its path on stdin")
+    line = sys.stdin.readline().strip()
+    if not line:
+        fail(f"no {what} given: stdin was empty (the previous stage may have failed)")
+    return Path(line)
+
+
+def _tmp_sibling(final: Path) -> Path:
+    # Same parent, so the final os.replace/rename is atomic (no cross-device move).
+    return final.parent / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def check_replaceable(final: str | os.PathLike[str], force: bool, marker: str | None = None) -> None:
+    """Raise FileExistsError unless `final` is absent, or `force` is set and it may be replaced
+    (see atomic_dir); stages call it before starting work so a refusal comes early."""
+    final = Path(final)
+    if not os.path.lexists(final):
+        return
+    if not force:
+        raise FileExistsError(f"{final} already exists; pass --force to replace it")
+    if not final.is_dir() or final.is_symlink():
+        raise FileExistsError(f"refusing to replace {final}: it is not a directory")
+    if marker is not None and not (final / marker).exists() and any(final.iterdir()):
+        raise FileExistsError(f"refusing to replace {final}: it is not empty and has no {marker}")
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike[str], force: bool = False, *, marker: str | None = None) -> Iterator[Path]:
+    """Yield a temporary sibling dir that is renamed to `final` when the block succeeds.
+
+    On any exception (or Ctrl-C) the temporary dir is removed and `final` is untouched.
+    An existing `final` is an error (FileExistsError, checked on entry, before any work)
+    unless `force`; with `force` it is replaced only if it is a directory, and, when
+    `marker` is given (e.g. "manifest.json"), only if it holds that file or is empty, so
+    a mistyped --out never deletes an unrelated folder.
+    """
+    final = Path(final)
+    check_replaceable(final, force, marker)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(final)
+    tmp.mkdir()
+    try:
+        yield tmp
+        check_replaceable(final, force, marker)  # something may have appeared meanwhile
+        if os.path.lexists(final):
+            old = _tmp_sibling(final)
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary file name next to `path`; os.replace it onto `path` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def _one_sentence(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.strerror}: {e.filename}"
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+def stage_main(fn: Callable[[], object]) -> None:
+    """Run a stage's main(); bad input (ValueError, OSError) becomes `fail(one sentence)`.
+
+    Set LONGREC_DEBUG=1 to get the traceback instead.
+    """
+    try:
+        fn()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(130) from None
+    except (ValueError, OSError) as e:  # FileNotFoundError is an OSError
+        if os.environ.get("LONGREC_DEBUG"):
+            raise
+        fail(_one_sentence(e))
+
+
+def progress() -> Progress:
+    """A rich progress bar on stderr: `with progress() as p: t = p.add_task("read", total=n)`."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,  # animations only on a terminal; logs carry the rest
+    )
+
+
+def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
+    """A two-column summary table (name, value) on stderr."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)

@@ -1,0 +1,591 @@
+"""The data dir: one event array grouped by user, splits as pointers, and a checked manifest.
+
+Layout (DESIGN.md, "Data flow"); E events, U users, N items, S sessions, T event types:
+
+    items.npy      int32 (E,)   item index 1..N (0 = padding, never stored), by user then time
+    ts.npy         int64 (E,)   event time in seconds (an ordinal when the source has only order)
+    offsets.npy    int64 (U+1,) user u's events are [offsets[u], offsets[u+1])
+    types.npy      int8  (E,)   event type 1..T (0 = padding); only when the source has types
+    sessions.npy   int64 (S+1,) session offsets over the same event array (never cross users)
+    split.npz      train_end, valid_end int64 (U,): training uses events before train_end[u];
+                   validation target at train_end[u] if train_end[u] < valid_end[u]; test target
+                   at valid_end[u] if valid_end[u] < offsets[u+1]
+    items.parquet  index (1..N, by descending count; ties by raw id), id (raw), count
+    users.parquet  index (0..U-1, by raw id), id (raw), events
+    manifest.json  format_version, source, params, counts, split, types, and a sha256 of
+                   every array's data and of each table file
+
+`prepare()` turns a coded log (any order) into a data dir; the readers in scripts/prep.py
+and `prepare_synthetic()` (also used by train.py for data/demo) both go through it, so the
+same log always gives the same dir. `load_data_dir()` memory-maps it back and checks it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+import longrec_core as core
+from longrec_core.cli import atomic_dir
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+EVENT_ARRAYS = {"items": np.int32, "ts": np.int64, "types": np.int8}  # (E,) each
+SMALL_ARRAYS = ("offsets", "train_end", "valid_end")  # O(U): hashed on every load
+_HASH_CHUNK = 1 << 24  # bytes per hashlib update
+
+Status = Callable[[str], None]  # reports a stage ("grouping 1,000,000 events") to the caller
+
+
+class DataDirError(ValueError):
+    """A data dir that is missing, truncated, edited, or from another format version."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass
+class DataDir:
+    """A loaded data dir; event arrays are read-only memory maps."""
+
+    path: Path
+    items: np.ndarray  # int32 (E,)
+    ts: np.ndarray  # int64 (E,)
+    offsets: np.ndarray  # int64 (U+1,)
+    types: np.ndarray | None  # int8 (E,), or None when the source has no event types
+    sessions: np.ndarray  # int64 (S+1,)
+    train_end: np.ndarray  # int64 (U,)
+    valid_end: np.ndarray  # int64 (U,)
+    manifest: dict[str, Any]
+
+    @property
+    def n_items(self) -> int:
+        return int(self.manifest["counts"]["items"])
+
+    @property
+    def n_users(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_events(self) -> int:
+        return len(self.items)
+
+    @property
+    def n_types(self) -> int:
+        return len(self.manifest.get("types", []))
+
+    def eval_targets(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(users, end) of every user with a `split` ("valid" | "test") target and at least one
+        event before it; the target is items[end], the history is the events before end.
+
+        The history condition only bites on temporal splits, where a user's first event can
+        fall after the cutoff (nothing to condition on); leave-one-out ends never allow it.
+        """
+        if split == "valid":
+            end, has = self.train_end, self.train_end < self.valid_end
+        elif split == "test":
+            end, has = self.valid_end, self.valid_end < self.offsets[1:]
+        else:
+            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        users = np.flatnonzero(has & (end > self.offsets[:-1]))
+        return users, end[users]
+
+
+def _array_sha256(a: np.ndarray) -> str:
+    """sha256 of an array's data (C order), streamed so a memory map is never read whole."""
+    h = hashlib.sha256()
+    flat = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    for i in range(0, flat.size, _HASH_CHUNK):
+        h.update(flat[i : i + _HASH_CHUNK])
+    return h.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _load_array(path: Path, name: str, spec: dict[str, Any], split: Any) -> np.ndarray:
+    where = path / spec["file"]
+    try:
+        if spec["file"] == "split.npz":
+            a = split[name]
+        else:
+            a = np.load(where, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, KeyError) as e:  # missing, truncated (mmap longer than file), not .npy
+        raise DataDirError(f"{path} is damaged: cannot read {name} from {spec['file']} ({e})") from None
+    if str(a.dtype) != spec["dtype"] or list(a.shape) != spec["shape"]:
+        raise DataDirError(
+            f"{path} is damaged: {name} is {a.dtype}{list(a.shape)}, the manifest says {spec['dtype']}{spec['shape']}"
+        )
+    return a
+
+
+def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir:
+    """Memory-map a data dir and check it against its manifest; raise DataDirError if it fails.
+
+    Always checked: format version, every array's presence, dtype and shape (a truncated
+    file fails here), the sha256 of the O(U) arrays (offsets, split ends), the consistency
+    of offsets and split ends, and the table files' presence. With `verify=True` also the
+    sha256 of the event arrays and tables (reads everything; seconds per GB).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DataDirError(f"{path} is not a data dir: no such directory")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise DataDirError(f"{path} is not a data dir: it has no {MANIFEST} (make one with scripts/prep.py)") from None
+    except (OSError, ValueError) as e:
+        raise DataDirError(f"{path} is damaged: {MANIFEST} is not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
+        raise DataDirError(f"{path} has data dir format version {version}, this code reads {FORMAT_VERSION}; rerun prep.py")
+    try:
+        specs: dict[str, dict[str, Any]] = manifest["arrays"]
+        split_file = path / "split.npz"
+        with np.load(split_file, allow_pickle=False) as z:  # O(U): read into memory
+            split = {k: z[k] for k in z.files}
+        arrays = {name: _load_array(path, name, spec, split) for name, spec in specs.items()}
+        for name in ("items", "ts", "offsets", "sessions", "train_end", "valid_end"):
+            if name not in arrays:
+                raise DataDirError(f"{path} is damaged: the manifest lists no {name} array")
+    except (KeyError, TypeError, OSError, ValueError) as e:
+        if isinstance(e, DataDirError):
+            raise
+        raise DataDirError(f"{path} is damaged: cannot read its arrays ({type(e).__name__}: {e})") from None
+
+    to_hash = [n for n in specs if n in SMALL_ARRAYS or verify]
+    for name in to_hash:
+        if _array_sha256(arrays[name]) != specs[name]["sha256"]:
+            raise DataDirError(f"{path} is damaged: {name} does not match its hash in the manifest")
+    for name, spec in manifest.get("tables", {}).items():
+        file = path / spec["file"]
+        if not file.is_file():
+            raise DataDirError(f"{path} is damaged: {spec['file']} is missing")
+        if verify and _file_sha256(file) != spec["sha256"]:
+            raise DataDirError(f"{path} is damaged: {spec['file']} does not match its hash in the manifest")
+
+    off, train_end, valid_end = arrays["offsets"], arrays["train_end"], arrays["valid_end"]
+    n_events = len(arrays["items"])
+    if len(off) < 1 or off[0] != 0 or off[-1] != n_events or np.any(np.diff(off) < 0):
+        raise DataDirError(f"{path} is damaged: offsets do not partition the {n_events:,} events")
+    if not (np.all(off[:-1] <= train_end) and np.all(train_end <= valid_end) and np.all(valid_end <= off[1:])):
+        raise DataDirError(f"{path} is damaged: split ends lie outside their users' events")
+    if manifest.get("counts", {}).get("items") is None:
+        raise DataDirError(f"{path} is damaged: the manifest has no item count")
+    return DataDir(
+        path=path,
+        items=arrays["items"],
+        ts=arrays["ts"],
+        offsets=off,
+        types=arrays.get("types"),
+        sessions=arrays["sessions"],
+        train_end=train_end,
+        valid_end=valid_end,
+        manifest=manifest,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_data_dir(
+    out: str | os.PathLike[str],
+    *,
+    items: np.ndarray,
+    ts: np.ndarray,
+    offsets: np.ndarray,
+    sessions: np.ndarray,
+    train_end: np.ndarray,
+    valid_end: np.ndarray,
+    types: np.ndarray | None,
+    item_table: pl.DataFrame,
+    user_table: pl.DataFrame,
+    manifest: dict[str, Any],
+    force: bool = False,
+) -> Path:
+    """Write a data dir atomically (temporary sibling, renamed at the end) and return its path.
+
+    `manifest` holds source, params, counts, split and types; this adds format_version and
+    the hash, dtype and shape of every array and table.
+    """
+    out = Path(out)
+    arrays: dict[str, np.ndarray] = {
+        "items": np.ascontiguousarray(items, dtype=np.int32),
+        "ts": np.ascontiguousarray(ts, dtype=np.int64),
+        "offsets": np.ascontiguousarray(offsets, dtype=np.int64),
+        "sessions": np.ascontiguousarray(sessions, dtype=np.int64),
+        "train_end": np.ascontiguousarray(train_end, dtype=np.int64),
+        "valid_end": np.ascontiguousarray(valid_end, dtype=np.int64),
+    }
+    if types is not None:
+        arrays["types"] = np.ascontiguousarray(types, dtype=np.int8)
+    specs: dict[str, dict[str, Any]] = {}
+    tables: dict[str, dict[str, Any]] = {}
+    with atomic_dir(out, force, marker=MANIFEST) as tmp:
+        for name, a in arrays.items():
+            file = "split.npz" if name in ("train_end", "valid_end") else f"{name}.npy"
+            if file.endswith(".npy"):
+                np.save(tmp / file, a)
+            specs[name] = {"file": file, "dtype": str(a.dtype), "shape": list(a.shape), "sha256": _array_sha256(a)}
+        np.savez(tmp / "split.npz", train_end=arrays["train_end"], valid_end=arrays["valid_end"])
+        for name, table in (("items", item_table), ("users", user_table)):
+            file = f"{name}.parquet"
+            table.write_parquet(tmp / file)
+            tables[name] = {"file": file, "rows": table.height, "sha256": _file_sha256(tmp / file)}
+        full = {"format_version": FORMAT_VERSION, **manifest, "arrays": specs, "tables": tables}
+        (tmp / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# From a coded log to a data dir
+
+
+@dataclass
+class Log:
+    """An interaction log as the readers hand it over: dense codes, any event order.
+
+    Codes follow raw-id order (code k is the k-th smallest raw id), so that ties in item
+    frequency break by raw id and user indices follow raw ids.
+    """
+
+    user: np.ndarray  # (E,) int, user code 0..U-1
+    item: np.ndarray  # (E,) int, item code 0..N-1
+    ts: np.ndarray  # (E,) int64 seconds (or ordinal)
+    types: np.ndarray | None  # (E,) int8 type 1..T, or None
+    user_ids: pl.Series  # (U,) raw id of each user code
+    item_ids: pl.Series  # (N,) raw id of each item code
+    type_names: list[str] = dataclasses.field(default_factory=list)  # type k+1 = type_names[k]
+
+
+@dataclass
+class PrepParams:
+    """Every processing choice of prep.py (its flags), recorded in the manifest."""
+
+    dedupe: bool = False  # drop exact repeats (same user, item, time, type)
+    dedupe_consecutive: bool = False  # drop an event whose item equals the user's previous item
+    min_item_count: int = 1  # drop items with fewer events
+    min_user_len: int = 1  # drop users with fewer events
+    kcore: bool = False  # repeat both filters until neither drops anything
+    session_gap: int = 1800  # seconds between events that starts a new session
+    split: str = "loo"  # "loo" | "temporal"
+    valid_cutoff: str | None = None  # temporal: int seconds, ISO date, or quantile "q0.9"
+    test_cutoff: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in ("loo", "temporal"):
+            raise ValueError(f"--split must be 'loo' or 'temporal', got {self.split!r}")
+        if self.split == "temporal" and (self.valid_cutoff is None or self.test_cutoff is None):
+            raise ValueError("--split temporal needs --valid-cutoff and --test-cutoff")
+        if self.split == "loo" and (self.valid_cutoff is not None or self.test_cutoff is not None):
+            raise ValueError("--valid-cutoff and --test-cutoff only apply to --split temporal")
+        for name in ("min_item_count", "min_user_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.session_gap < 1:
+            raise ValueError(f"--session-gap must be >= 1 second, got {self.session_gap}")
+        for name in ("valid_cutoff", "test_cutoff"):
+            v = getattr(self, name)
+            if v is not None:
+                parse_cutoff(v, None)  # syntax only; quantiles need the data
+
+
+_QUANTILE = re.compile(r"^q(0?\.\d+|0|1(\.0*)?)$")
+
+
+def parse_cutoff(text: str, ts: np.ndarray | None) -> int:
+    """A cutoff time in seconds from `text`: int seconds, ISO date/time (UTC unless it says
+    otherwise), or a quantile `q0.9` of `ts`. With ts=None only checks the syntax (returns 0)."""
+    s = str(text).strip()
+    if re.fullmatch(r"-?\d+", s):
+        return int(s)
+    if _QUANTILE.match(s):
+        if ts is None:
+            return 0
+        if len(ts) == 0:
+            raise ValueError(f"cutoff {s}: no events to take a quantile of")
+        return int(np.quantile(ts, float(s[1:]), method="higher"))
+    try:
+        when = dt.datetime.fromisoformat(s)
+    except ValueError:
+        raise ValueError(
+            f"cutoff {s!r} is not int seconds, an ISO date (2015-08-01) or a quantile like q0.9"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return int(when.timestamp())
+
+
+def _counts_per_user(offsets: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Kept events per user (U,), from a kept-before prefix sum: O(E) without a user array."""
+    before = np.zeros(len(keep) + 1, dtype=np.int64)
+    np.cumsum(keep, out=before[1:])
+    return np.diff(before[offsets])
+
+
+def prepare(
+    log: Log,
+    out: str | os.PathLike[str],
+    params: PrepParams,
+    source: dict[str, Any],
+    *,
+    force: bool = False,
+    status: Status | None = None,
+) -> Path:
+    """Group, clean, index, sessionize and split `log`, then write the data dir `out`.
+
+    Steps: stable (user, time) order (ties keep input order) -> optional exact and
+    consecutive dedupe -> item/user filters (k-core: to a fixed point) -> items re-indexed
+    1..N by descending count (ties by raw id), users 0..U-1 by raw id -> sessions -> split.
+    Raises ValueError when nothing is left. `source` describes the input for the manifest;
+    counts it holds (rows_read, dropped_missing) are kept.
+    """
+    say = status or (lambda _msg: None)
+    source = dict(source)
+    n_in = len(log.item)
+    if n_in == 0:
+        raise ValueError("the input has no events")
+
+    say(f"grouping {n_in:,} events by user and time")
+    perm, offsets = core.group(np.ascontiguousarray(log.user), np.ascontiguousarray(log.ts, dtype=np.int64))
+    item = np.asarray(log.item)[perm]  # code order within each user is now time order
+    ts = np.asarray(log.ts, dtype=np.int64)[perm]
+    types = None if log.types is None else np.asarray(log.types, dtype=np.int8)[perm]
+    del perm
+    n_users_in = len(offsets) - 1
+    # group() numbers the users that occur, in increasing code (= raw id) order.
+    if n_users_in == len(log.user_ids):
+        present = np.arange(n_users_in)
+    else:
+        present = np.flatnonzero(np.bincount(log.user, minlength=len(log.user_ids)))
+    keep = np.ones(n_in, dtype=bool)
+    dropped: dict[str, int] = {}
+
+    if params.dedupe:
+        say("dropping exact repeats")
+        user_of = np.repeat(np.arange(n_users_in, dtype=np.int64), np.diff(offsets))
+        cols = {"u": user_of, "t": ts, "i": item}
+        if types is not None:
+            cols["y"] = types
+        keep &= pl.DataFrame(cols).select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy()
+        dropped["duplicates"] = int(n_in - keep.sum())
+        del cols, user_of
+    if params.dedupe_consecutive:
+        say("dropping consecutive repeats")
+        # Compare each kept event with the previous *kept* event of the same user.
+        idx = np.flatnonzero(keep)
+        same = np.zeros(idx.size, dtype=bool)
+        same[1:] = (item[idx[1:]] == item[idx[:-1]]) & _same_user(offsets, idx[1:], idx[:-1])
+        keep[idx[same]] = False
+        dropped["consecutive"] = int(same.sum())
+        del idx, same
+
+    # Filters on items and users; k-core repeats both to a fixed point.
+    n_items_in = len(log.item_ids)
+    n_before = int(keep.sum())
+    while True:
+        changed = False
+        if params.min_item_count > 1:
+            counts = np.bincount(item[keep], minlength=n_items_in)
+            bad = counts < params.min_item_count
+            hit = keep & bad[item]
+            if hit.any():
+                keep &= ~hit
+                changed = True
+        if params.min_user_len > 1:
+            lens = _counts_per_user(offsets, keep)
+            short = (lens > 0) & (lens < params.min_user_len)
+            if short.any():
+                ev_short = np.repeat(short, np.diff(offsets))
+                keep &= ~ev_short
+                changed = True
+        if not params.kcore or not changed:
+            break
+    dropped["filtered"] = n_before - int(keep.sum())
+
+    if not keep.all():
+        lens = _counts_per_user(offsets, keep)
+        item, ts = item[keep], ts[keep]
+        types = None if types is None else types[keep]
+    else:
+        lens = np.diff(offsets)
+    if item.size == 0:
+        raise ValueError("no events are left after the filters (lower --min-item-count / --min-user-len)")
+    user_codes = np.flatnonzero(lens > 0)
+    offsets = np.zeros(user_codes.size + 1, dtype=np.int64)
+    np.cumsum(lens[user_codes], out=offsets[1:])
+
+    # Items 1..N by descending count, ties by raw id (= code order, so a stable sort).
+    counts = np.bincount(item, minlength=n_items_in)
+    by_count = np.argsort(-counts, kind="stable")
+    by_count = by_count[counts[by_count] > 0]
+    index_of = np.zeros(n_items_in, dtype=np.int32)
+    index_of[by_count] = np.arange(1, by_count.size + 1, dtype=np.int32)
+    items = index_of[item]
+    del item
+
+    # Raw user ids for the codes still present (group's users are the present codes in order).
+    raw_users = log.user_ids.gather(present[user_codes])
+
+    say("sessions and split")
+    sessions = core.sessionize(offsets, ts, params.session_gap)
+    split_info: dict[str, Any] = {"kind": params.split}
+    if params.split == "loo":
+        train_end = core.leave_one_out_ends(offsets, 2)
+        valid_end = np.minimum(train_end + 1, offsets[1:])
+        split_info.update(valid_cutoff=None, test_cutoff=None)
+    else:
+        assert params.valid_cutoff is not None and params.test_cutoff is not None
+        vc, tc = parse_cutoff(params.valid_cutoff, ts), parse_cutoff(params.test_cutoff, ts)
+        if vc > tc:
+            raise ValueError(f"the validation cutoff ({vc}) is after the test cutoff ({tc})")
+        train_end = core.temporal_ends(offsets, ts, vc)
+        valid_end = core.temporal_ends(offsets, ts, tc)
+        split_info.update(valid_cutoff=vc, test_cutoff=tc)
+    lens = np.diff(offsets)
+    has_valid = (train_end < valid_end) & (train_end > offsets[:-1])
+    has_test = (valid_end < offsets[1:]) & (valid_end > offsets[:-1])
+    split_info.update(
+        train_events=int((train_end - offsets[:-1]).sum()),
+        valid_targets=int(has_valid.sum()),
+        test_targets=int(has_test.sum()),
+    )
+    if params.split == "temporal" and split_info["test_targets"] == 0:
+        raise ValueError(f"no user has an event at or after the test cutoff {split_info['test_cutoff']}")
+
+    item_table = pl.DataFrame(
+        {
+            "index": np.arange(1, by_count.size + 1, dtype=np.int32),
+            "id": log.item_ids.gather(by_count),
+            "count": counts[by_count].astype(np.int64),
+        }
+    )
+    user_table = pl.DataFrame(
+        {"index": np.arange(user_codes.size, dtype=np.int64), "id": raw_users, "events": lens.astype(np.int64)}
+    )
+    counts_info = {
+        "events": int(items.size),
+        "users": int(user_codes.size),
+        "items": int(by_count.size),
+        "sessions": int(len(sessions) - 1),
+        "types": len(log.type_names) if types is not None else 0,
+        "rows_read": int(source.pop("rows_read", n_in)),
+        "dropped_missing": int(source.pop("dropped_missing", 0)),
+        **{f"dropped_{k}": v for k, v in dropped.items()},
+    }
+    q = np.percentile(lens, [50, 90, 99]) if lens.size else [0, 0, 0]
+    counts_info["history_len"] = {"min": int(lens.min()), "p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]), "max": int(lens.max())}
+    manifest = {
+        "source": source,
+        "params": dataclasses.asdict(params),
+        "counts": counts_info,
+        "split": split_info,
+        "types": list(log.type_names) if types is not None else [],
+    }
+    say(f"writing {out}")
+    return write_data_dir(
+        out,
+        items=items,
+        ts=ts,
+        offsets=offsets,
+        sessions=sessions,
+        train_end=train_end,
+        valid_end=valid_end,
+        types=types,
+        item_table=item_table,
+        user_table=user_table,
+        manifest=manifest,
+        force=force,
+    )
+
+
+def _same_user(offsets: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether event positions a[i] and b[i] belong to the same user (searchsorted on offsets)."""
+    return np.searchsorted(offsets, a, side="right") == np.searchsorted(offsets, b, side="right")
+
+
+def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, value) rows describing a data dir, for the table prep prints on stderr."""
+    c, s = manifest["counts"], manifest["split"]
+    h = c["history_len"]
+    rows = [
+        ("rows read", f"{c['rows_read']:,}"),
+        ("dropped: missing user/item/time", f"{c['dropped_missing']:,}"),
+    ]
+    for key, label in (("dropped_duplicates", "exact repeats"), ("dropped_consecutive", "consecutive repeats"), ("dropped_filtered", "filters")):
+        if key in c and (key != "dropped_filtered" or c[key]):
+            rows.append((f"dropped: {label}", f"{c[key]:,}"))
+    rows += [
+        ("events", f"{c['events']:,}"),
+        ("users", f"{c['users']:,}"),
+        ("items", f"{c['items']:,}"),
+        ("history length p50 / p90 / p99 / max", f"{h['p50']:,.0f} / {h['p90']:,.0f} / {h['p99']:,.0f} / {h['max']:,}"),
+        ("sessions", f"{c['sessions']:,}"),
+    ]
+    if c.get("types"):
+        rows.append(("event types", ", ".join(manifest["types"])))
+    cut = "" if s["kind"] == "loo" else f" (valid >= {s['valid_cutoff']}, test >= {s['test_cutoff']})"
+    rows += [
+        ("split", s["kind"] + cut),
+        ("training events", f"{s['train_events']:,}"),
+        ("validation / test targets", f"{s['valid_targets']:,} / {s['test_targets']:,}"),
+    ]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic data dirs
+
+
+def synthetic_log(**params: Any) -> tuple[Log, dict[str, Any]]:
+    """The synthetic generator's log (SyntheticConfig fields as params) and its manifest source."""
+    from longrec_core import synthetic
+
+    cfg = synthetic.SyntheticConfig(**params)
+    # Blocks as generated (each in time order): group() orders by (user, time) anyway, and
+    # a user's times are distinct, so this gives the same dir as generate()'s global order.
+    parts = list(synthetic.chunks(cfg))
+    user, item, ts = (np.concatenate([part[k] for part in parts]) for k in range(3))
+    del parts
+    # Raw ids are 1..users / 1..items; codes are raw - 1, which keeps raw-id order. Users
+    # or items that never occur are fine: prepare() drops them.
+    log = Log(
+        user=(user - 1).astype(np.int64),
+        item=(item - 1).astype(np.int64),
+        ts=ts,
+        types=None,
+        user_ids=pl.Series("id", np.arange(1, cfg.users + 1, dtype=np.int64)),
+        item_ids=pl.Series("id", np.arange(1, cfg.items + 1, dtype=np.int64)),
+    )
+    return log, {"synthetic": cfg.to_dict(), "format": "synthetic"}
+
+
+def prepare_synthetic(
+    out: str | os.PathLike[str],
+    params: PrepParams | None = None,
+    *,
+    force: bool = False,
+    status: Status | None = None,
+    **synthetic_params: Any,
+) -> Path:
+    """Generate a synthetic log (SyntheticConfig fields, e.g. users=2000, items=1000, seed=0)
+    and write it as a data dir; prep.py --synthetic and train.py's data/demo both call this."""
+    say = status or (lambda _msg: None)
+    say("generating the synthetic log")
+    log, source = synthetic_log(**synthetic_params)
+    return prepare(log, out, params or PrepParams(), source, force=force, status=status)

@@ -1,0 +1,220 @@
+"""Next-item losses over the item catalogue.
+
+Every loss takes the hidden states of the non-padding positions only (the caller selects them):
+hidden (M, d), targets (M,) in 1..N. Item vectors come as a table weight (N+1, d) whose row 0 is
+padding, or as a function ids -> (n, d). Padding is never a class: its column is never scored.
+
+- `full_cross_entropy`: plain logits over all N items + F.cross_entropy; holds M x N logits.
+- `chunked_cross_entropy`: the same value and gradients, computed over item chunks, so memory holds
+  M x chunk_size logits at a time (after CCE, arXiv 2509.09682).
+- `sampled_softmax`: shared negatives per batch with log-Q correction; never touches the full table.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+WeightFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _check_targets(targets: torch.Tensor, n_items: int) -> None:
+    if targets.numel() and bool(((targets < 1) | (targets > n_items)).any()):
+        raise ValueError(f"targets must be item indices in 1..{n_items} (0 is padding, never a target)")
+
+
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    """Upcast half-precision logits (autocast) to float32; float64 stays float64."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def full_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean softmax cross-entropy over items 1..N: hidden (M, d), weight (N+1, d), targets (M,) -> scalar."""
+    _check_targets(targets, weight.shape[0] - 1)
+    logits = hidden @ weight[1:].T  # (M, N): column j is item j+1, padding is left out
+    return F.cross_entropy(_f32(logits), targets - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# chunked exact cross-entropy
+
+def _compute_dtype(*ts: torch.Tensor) -> torch.dtype:
+    return torch.float64 if any(t.dtype == torch.float64 for t in ts) else torch.float32
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """loss = mean_i (logsumexp_j h_i.w_j - h_i.w_{t_i}) over items j = 1..N, chunk by chunk.
+
+    Forward keeps a running logsumexp (M,); backward recomputes each chunk's logits and turns them
+    into softmax probabilities in place. Both reuse one (M, chunk_size) buffer, so peak extra memory
+    is that buffer plus the gradients.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                chunk_size: int) -> torch.Tensor:
+        dt = _compute_dtype(hidden, weight)
+        with torch.autocast(hidden.device.type, enabled=False):
+            h, w = hidden.to(dt), weight.to(dt)
+            M, n = h.shape[0], w.shape[0]
+            buf = torch.empty(M * min(chunk_size, n - 1), dtype=dt, device=h.device)
+            lse = torch.full((M,), float("-inf"), dtype=dt, device=h.device)  # (M,)
+            for lo in range(1, n, chunk_size):
+                wc = w[lo:lo + chunk_size]  # (C, d)
+                logits = torch.mm(h, wc.T, out=buf[:M * len(wc)].view(M, len(wc)))  # (M, C)
+                top = logits.amax(dim=1)  # (M,)
+                chunk_lse = logits.sub_(top[:, None]).exp_().sum(dim=1).log_().add_(top)
+                lse = torch.logaddexp(lse, chunk_lse)
+            target_logit = (h * w[targets]).sum(dim=1)  # (M,)
+            loss = (lse - target_logit).mean()
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.chunk_size = chunk_size
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        hidden, weight, targets, lse = ctx.saved_tensors
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dt = lse.dtype
+        with torch.autocast(hidden.device.type, enabled=False):
+            h, w = hidden.to(dt), weight.to(dt)
+            M, n = h.shape[0], w.shape[0]
+            g = float(grad_loss) / M  # d loss / d logit_ij = g * (softmax_ij - [j == t_i])
+            grad_h = torch.zeros_like(h) if need_h else None
+            grad_w = torch.zeros_like(w) if need_w else None  # row 0 (padding) stays zero
+            buf = torch.empty(M * min(ctx.chunk_size, n - 1), dtype=dt, device=h.device)
+            for lo in range(1, n, ctx.chunk_size):
+                wc = w[lo:lo + ctx.chunk_size]  # (C, d)
+                p = torch.mm(h, wc.T, out=buf[:M * len(wc)].view(M, len(wc)))
+                p.sub_(lse[:, None]).exp_()  # (M, C) softmax probabilities
+                if grad_h is not None:
+                    grad_h.addmm_(p, wc, alpha=g)
+                if grad_w is not None:
+                    torch.mm(p.T, h, out=grad_w[lo:lo + len(wc)]).mul_(g)
+            if grad_h is not None:
+                grad_h.sub_(w[targets], alpha=g)
+            if grad_w is not None:
+                grad_w.index_add_(0, targets, h, alpha=-g)
+        return (grad_h.to(hidden.dtype) if grad_h is not None else None,
+                grad_w.to(weight.dtype) if grad_w is not None else None, None, None)
+
+
+def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                          chunk_size: int = 4096) -> torch.Tensor:
+    """Exact `full_cross_entropy` (value and gradients) without ever holding the M x N logits.
+
+    hidden (M, d), weight (N+1, d) with row 0 = padding, targets (M,) in 1..N -> scalar mean loss.
+    Works in float32 inside (float64 when an input is float64), also under autocast; gradients come
+    back in the inputs' dtypes. Peak extra memory is about M x chunk_size x 4 bytes.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    _check_targets(targets, weight.shape[0] - 1)
+    return _ChunkedCrossEntropy.apply(hidden, weight, targets, chunk_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# sampled softmax
+
+def _n_items(weight_fn: WeightFn | torch.Tensor, item_counts: Any, n_items: int | None) -> int:
+    if n_items is not None:
+        return n_items
+    if item_counts is not None:
+        return len(item_counts) - 1
+    if isinstance(weight_fn, torch.Tensor):
+        return weight_fn.shape[0] - 1
+    owner_n = getattr(getattr(weight_fn, "__self__", None), "n_items", None)  # e.g. model.item_vectors
+    if owner_n is None:
+        raise ValueError("sampled_softmax needs n_items (or item_counts, a weight tensor, or model.item_vectors)")
+    return int(owner_n)
+
+
+_POPULARITY_CACHE: dict[torch.device, tuple[Any, torch.Tensor, torch.Tensor]] = {}
+
+
+def _popularity_cdf(item_counts: Any, n_items: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(counts (N+1,), cdf (N+1,)) float64 on device: counts raised to at least 1, padding 0.
+
+    Kept per device for the last item_counts object seen (by identity), so a training loop pays the
+    O(N) conversion once, not every step; pass a new array when the counts change.
+    """
+    if item_counts is None or len(item_counts) != n_items + 1:
+        raise ValueError(f"the popularity sampler needs item_counts of length N+1 = {n_items + 1}")
+    device = torch.device(device)
+    cached = _POPULARITY_CACHE.get(device)
+    if cached is None or cached[0] is not item_counts:
+        counts = torch.as_tensor(item_counts, device=device).to(torch.float64).clamp(min=1)
+        counts[0] = 0  # padding is never drawn
+        cached = _POPULARITY_CACHE[device] = (item_counts, counts, counts.cumsum(0))
+    return cached[1], cached[2]
+
+
+def sample_negatives(n_items: int, num_negatives: int, sampler: str = "uniform", item_counts: Any = None,
+                     generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Draw (num_negatives,) item ids in 1..N with replacement, on `device`.
+
+    sampler "uniform": q = 1/N. "popularity": q proportional to item_counts (N+1,) (index 0 ignored),
+    each count raised to at least 1 so every item can be drawn and log q stays finite. Draws use
+    `generator` (on its own device) when given, so a seeded run repeats.
+    """
+    gen_device = generator.device if generator is not None else torch.device(device)
+    if sampler == "uniform":
+        ids = torch.randint(1, n_items + 1, (num_negatives,), generator=generator, device=gen_device)
+    elif sampler == "popularity":
+        _, cdf = _popularity_cdf(item_counts, n_items, gen_device)
+        # inverse-CDF sampling: works for any N (torch.multinomial stops at 2^24 categories)
+        u = torch.rand(num_negatives, generator=generator, device=gen_device, dtype=torch.float64) * cdf[-1]
+        ids = torch.searchsorted(cdf, u, right=True).clamp_(1, n_items)
+    else:
+        raise ValueError(f"sampler must be 'uniform' or 'popularity', got {sampler!r}")
+    return ids.to(device)
+
+
+def log_q(ids: torch.Tensor, n_items: int, sampler: str = "uniform", item_counts: Any = None) -> torch.Tensor:
+    """log of each id's sampling probability under `sample_negatives` (float64, shape of ids)."""
+    if sampler == "uniform":
+        return torch.full(ids.shape, -float(np.log(n_items)), dtype=torch.float64, device=ids.device)
+    if sampler == "popularity":
+        counts, cdf = _popularity_cdf(item_counts, n_items, ids.device)
+        return counts[ids].log() - cdf[-1].log()
+    raise ValueError(f"sampler must be 'uniform' or 'popularity', got {sampler!r}")
+
+
+def sampled_softmax(hidden: torch.Tensor, weight_fn: WeightFn | torch.Tensor, targets: torch.Tensor,
+                    num_negatives: int, sampler: str = "uniform", item_counts: Any = None,
+                    generator: torch.Generator | None = None, n_items: int | None = None,
+                    negatives: torch.Tensor | None = None) -> torch.Tensor:
+    """Sampled softmax cross-entropy with log-Q correction and shared negatives.
+
+    hidden (M, d), targets (M,) in 1..N -> scalar mean loss. weight_fn(ids) -> (n, d) item vectors
+    (pass model.item_vectors so a k-shift model composes only the rows it needs) or an (N+1, d)
+    weight tensor. One set of `num_negatives` ids is drawn per call and shared by all M rows
+    (`sample_negatives`; or pass `negatives` yourself). Each logit, positive and negative, has
+    log q(item) subtracted, which makes the loss a consistent estimate of full softmax under a
+    non-uniform sampler; a negative equal to the row's own target (an accidental hit) is masked.
+    N comes from n_items, item_counts, the weight tensor or weight_fn's model, in that order.
+    """
+    n = _n_items(weight_fn, item_counts, n_items)
+    _check_targets(targets, n)
+    if isinstance(weight_fn, torch.Tensor):
+        table = weight_fn
+        weight_fn = lambda ids: table[ids]  # noqa: E731
+    if negatives is None:
+        if num_negatives < 1:
+            raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+        neg = sample_negatives(n, num_negatives, sampler, item_counts, generator, hidden.device)
+    else:
+        neg = negatives.to(hidden.device)
+    M = hidden.shape[0]
+    vecs = weight_fn(torch.cat([targets, neg]))  # (M + S, d), one lookup for both
+    pos = _f32((hidden * vecs[:M]).sum(dim=1))  # (M,)
+    pos = pos - log_q(targets, n, sampler, item_counts).to(pos.dtype)
+    neg_logits = _f32(hidden @ vecs[M:].T)  # (M, S)
+    neg_logits = neg_logits - log_q(neg, n, sampler, item_counts).to(neg_logits.dtype)
+    neg_logits = neg_logits.masked_fill(neg[None, :] == targets[:, None], float("-inf"))
+    logits = torch.cat([pos[:, None], neg_logits], dim=1)  # (M, 1 + S); the positive is class 0
+    return F.cross_entropy(logits, torch.zeros(M, dtype=torch.long, device=hidden.device))

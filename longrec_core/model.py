@@ -1,0 +1,304 @@
+"""SASRec-style causal transformer with a full or a k-shift item embedding.
+
+Conventions (shared with every stage):
+- item ids are 1..N, 0 is padding and never a real item; item tables have N+1 rows, row 0 = padding;
+- inputs are left-padded [B, T] batches, so column T-1 always holds the most recent event;
+- scores are dot products of the final hidden state with `item_vectors(ids)`, the very vectors the
+  input side embeds (tied), so a k-shift model scores with its composed vectors too.
+
+    cfg = ModelConfig(n_items=3706, max_len=200)
+    model = SASRec(cfg)
+    hidden = model(items)                           # (B, T, d)
+    logits = hidden[:, -1] @ model.item_table().T   # (B, N+1); column 0 is padding, never rank it
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ITEM_EMBS = ("full", "kshift")
+KSHIFT_SCHEMES = ("mix", "rotate", "rotate_signed")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a SASRec model; saved in model.pt and config.json as a plain dict."""
+
+    n_items: int  # N; the item table has N+1 rows, row 0 = padding
+    max_len: int  # longest input T (learned positions)
+    dim: int = 64  # d, width of embeddings and hidden states
+    layers: int = 2  # transformer blocks
+    heads: int = 2  # attention heads; must divide dim
+    ffn: int = 256  # hidden width of each block's feed-forward
+    dropout: float = 0.2  # on embeddings, attention weights and residual branches
+    item_emb: str = "full"  # "full" (N+1 x d table) | "kshift" (shared P x d table, P = ceil(N / compression))
+    kshift_k: int = 8  # rows summed per item
+    kshift_compression: int = 16  # N / P
+    kshift_scheme: str = "mix"  # "mix" | "rotate" | "rotate_signed" (the paper code's bug, for comparison only)
+    kshift_seed: int = 0  # seed of the item hash
+    n_types: int = 0  # event types 1..n_types get an embedding; 0 = no type embedding
+
+    def __post_init__(self) -> None:
+        problems = [
+            (self.n_items < 1, f"n_items must be >= 1, got {self.n_items}"),
+            (self.max_len < 1, f"max_len must be >= 1, got {self.max_len}"),
+            (self.dim < 1 or self.heads < 1 or self.dim % self.heads != 0,
+             f"dim ({self.dim}) must be a positive multiple of heads ({self.heads})"),
+            (self.layers < 0 or self.ffn < 1, f"layers must be >= 0 and ffn >= 1, got {self.layers}, {self.ffn}"),
+            (not 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+            (self.item_emb not in ITEM_EMBS, f"item_emb must be one of {ITEM_EMBS}, got {self.item_emb!r}"),
+            (self.kshift_k < 1, f"kshift_k must be >= 1, got {self.kshift_k}"),
+            (not self.kshift_compression > 0, f"kshift_compression must be > 0, got {self.kshift_compression}"),
+            (self.kshift_scheme not in KSHIFT_SCHEMES,
+             f"kshift_scheme must be one of {KSHIFT_SCHEMES}, got {self.kshift_scheme!r}"),
+            (not 0 <= self.n_types < 128, f"n_types must be in 0..127, got {self.n_types}"),
+        ]
+        for bad, msg in problems:
+            if bad:
+                raise ValueError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------
+# k-shift embedding
+
+def kshift_table_rows(n_items: int, compression: float) -> int:
+    """P = ceil(N / compression), at least 1: rows of the shared k-shift table."""
+    return max(1, math.ceil(n_items / compression))
+
+
+def _kshift_rows_int32(n_items: int, k: int, rows: int, seed: int, scheme: str) -> np.ndarray:
+    """[N+1, k] int32 row indices of ids 0..N, computed in chunks so 10^7 items never hold an int64 copy."""
+    from longrec_core import kshift_rows  # the Rust core; imported here so the model imports without it
+
+    out = np.empty((n_items + 1, k), dtype=np.int32)
+    step = 1 << 20
+    for lo in range(0, n_items + 1, step):
+        hi = min(n_items + 1, lo + step)
+        out[lo:hi] = kshift_rows(np.arange(lo, hi, dtype=np.int64), k=k, rows=rows, seed=seed, scheme=scheme)
+    return out
+
+
+def _fingerprint(rows: np.ndarray) -> int:
+    """64-bit digest of the row table, kept in checkpoints so a changed hash cannot load silently."""
+    digest = hashlib.blake2b(memoryview(np.ascontiguousarray(rows)), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+class KShiftEmbedding(nn.Module):
+    """Hashed item embedding: item i is the sum of k rows of one shared P x d table, divided by sqrt(k).
+
+    The rows come from `longrec_core.kshift_rows` (scheme "mix" by default: k independent hashes).
+    Dividing by sqrt(k) (rather than L2-normalizing) keeps the composed vector's scale equal to a
+    table row's scale when rows are independent, and keeps its norm free to carry popularity, as a
+    full table's does. Id 0 (padding) maps to the zero vector.
+
+    Memory: the table (P x d float32), its gradient and AdamW state, plus the [N+1, k] int32 row
+    buffer — for N = 10^7, d = 64, compression 16, k = 8: 160 + 160 + 320 + 320 MB. The buffer is not
+    saved in checkpoints (it is recomputed from the seed); a 64-bit fingerprint of it is, and loading a
+    checkpoint whose fingerprint differs raises ValueError.
+    """
+
+    def __init__(self, n_items: int, dim: int, k: int = 8, compression: float = 16, scheme: str = "mix",
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.n_items, self.k = n_items, k
+        self.n_rows = kshift_table_rows(n_items, compression)  # P
+        self.table = nn.Parameter(torch.empty(self.n_rows, dim))
+        nn.init.normal_(self.table, std=0.02)
+        rows = _kshift_rows_int32(n_items, k, self.n_rows, seed, scheme)
+        self.register_buffer("rows", torch.from_numpy(rows), persistent=False)  # (N+1, k) int32
+        self.register_buffer("rows_fingerprint", torch.tensor(_fingerprint(rows)), persistent=True)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids of any shape (...) -> composed vectors (..., d); zeros where ids == 0."""
+        flat = ids.reshape(-1)
+        bags = self.rows[flat].long()  # (n, k)
+        out = F.embedding_bag(bags, self.table, mode="sum")  # (n, d) without an (n, k, d) intermediate
+        scale = (flat != 0).to(out.dtype) / math.sqrt(self.k)
+        return (out * scale.unsqueeze(1)).view(*ids.shape, -1)
+
+    def collision_share(self) -> float:
+        """Share of items 1..N whose row multiset equals another item's (identical vectors)."""
+        return kshift_collision_share(self.rows.cpu().numpy())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        saved = state_dict.get(prefix + "rows_fingerprint")
+        if saved is not None and int(saved) != int(self.rows_fingerprint):
+            raise ValueError("the checkpoint's k-shift rows differ from the rows this build computes "
+                             "(same seed and scheme, so the core's hash changed); retrain or use the matching build")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def kshift_collision_share(rows: np.ndarray) -> float:
+    """Share of items whose row multiset equals another item's, so their composed vectors are identical.
+
+    rows: [N+1, k] row indices indexed by item id (the KShiftEmbedding buffer); row 0 (padding) is
+    ignored, items are ids 1..N. Rows are compared as multisets (sorted), since the vector is a sum.
+    Exact and fast at N = 10^7: a 64-bit hash of each sorted row picks the candidates (equal rows have
+    equal hashes), then an exact np.unique over the candidates alone confirms them.
+    """
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[0] < 1:
+        raise ValueError(f"rows must be a 2-d array [N+1, k], got shape {rows.shape}")
+    items = np.sort(rows[1:], axis=1)  # (N, k)
+    n = items.shape[0]
+    if n < 2:
+        return 0.0
+    h = np.zeros(n, dtype=np.uint64)
+    for c in range(items.shape[1]):  # FNV-style mix, wrapping uint64 arithmetic
+        h = (h ^ items[:, c].astype(np.uint64)) * np.uint64(0x100000001B3)
+        h ^= h >> np.uint64(29)
+    _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
+    candidates = items[counts[inverse] > 1]
+    if len(candidates) == 0:
+        return 0.0
+    _, inverse, counts = np.unique(candidates, axis=0, return_inverse=True, return_counts=True)
+    return float((counts[inverse.reshape(-1)] > 1).sum()) / n
+
+
+def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, int]:
+    """Bytes the item embedding needs to train (float32, AdamW), and what a full table would need.
+
+    Keys: params_bytes, grad_bytes, adam_bytes (two moments), rows_bytes (k-shift row buffer),
+    total_bytes (their sum), full_table_bytes ((N+1) x d params) and full_total_bytes (params, grad
+    and AdamW state of a full table).
+    """
+    full = (cfg.n_items + 1) * cfg.dim * 4
+    if cfg.item_emb == "kshift":
+        params = kshift_table_rows(cfg.n_items, cfg.kshift_compression) * cfg.dim * 4
+        rows = (cfg.n_items + 1) * cfg.kshift_k * 4
+    else:
+        params, rows = full, 0
+    return {"params_bytes": params, "grad_bytes": params, "adam_bytes": 2 * params, "rows_bytes": rows,
+            "total_bytes": 4 * params + rows, "full_table_bytes": full, "full_total_bytes": 4 * full}
+
+
+# ---------------------------------------------------------------------------------------------
+# transformer
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + ffn(ln(x))."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.heads, self.p = cfg.heads, cfg.dropout
+        self.ln1 = nn.LayerNorm(cfg.dim)
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
+        self.proj = nn.Linear(cfg.dim, cfg.dim)
+        self.ln2 = nn.LayerNorm(cfg.dim)
+        self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn), nn.GELU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(cfg.ffn, cfg.dim))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, T, d); mask (B, 1, T, T) bool, True where query t may attend key s."""
+        B, T, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        q, k, v = (z.view(B, T, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))  # (B, H, T, d/H)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0)
+        x = x + self.drop(self.proj(y.transpose(1, 2).reshape(B, T, d)))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+class SASRec(nn.Module):
+    """Causal transformer over left-padded item sequences; scores are tied to the item embedding.
+
+    Positions are counted from the right end (column T-1 gets the last position embedding), so a
+    sequence's outputs do not depend on how much left padding its batch has.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if cfg.item_emb == "kshift":
+            self.item_emb: nn.Module = KShiftEmbedding(cfg.n_items, cfg.dim, cfg.kshift_k, cfg.kshift_compression,
+                                                       cfg.kshift_scheme, cfg.kshift_seed)
+        else:
+            self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)  # row 0 zero, never trained
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        self.type_emb = nn.Embedding(cfg.n_types + 1, cfg.dim, padding_idx=0) if cfg.n_types > 0 else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.ln_f = nn.LayerNorm(cfg.dim)
+        for m in self.modules():  # small init as in GPT-2; the k-shift table initializes itself
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+        with torch.no_grad():  # padding rows stay zero (padding_idx also keeps their gradient zero)
+            for emb in (self.item_emb, self.type_emb):
+                if isinstance(emb, nn.Embedding):
+                    emb.weight[0].zero_()
+
+    @property
+    def n_items(self) -> int:
+        return self.cfg.n_items
+
+    def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (...) -> (..., d): the vectors used both as inputs and for scoring; id 0 -> zeros."""
+        return self.item_emb(ids)
+
+    def item_table(self) -> torch.Tensor:
+        """(N+1, d) all item vectors, row 0 = zeros; differentiable (the weight itself for a full table)."""
+        if isinstance(self.item_emb, nn.Embedding):
+            return self.item_emb.weight
+        ids = torch.arange(self.n_items + 1, device=self.item_emb.table.device)
+        step = 1 << 20  # composes in chunks: the (n, k) row indices of 10^7 items at once would take 640 MB
+        return torch.cat([self.item_emb(ids[lo:lo + step]) for lo in range(0, len(ids), step)])
+
+    def forward(self, items: torch.Tensor, types: torch.Tensor | None = None) -> torch.Tensor:
+        """items (B, T) long, left-padded with 0; types (B, T) ints, 0 = padding -> hidden (B, T, d).
+
+        Padding positions get finite but meaningless outputs (each attends only to itself); callers
+        must keep only the positions where items != 0.
+        """
+        B, T = items.shape
+        if T > self.cfg.max_len:
+            raise ValueError(f"input length {T} exceeds the model's max_len {self.cfg.max_len}")
+        real = items != 0  # (B, T)
+        x = self.item_emb(items) * math.sqrt(self.cfg.dim)  # (B, T, d), SASRec's embedding scale
+        x = x + self.pos_emb.weight[self.cfg.max_len - T:]  # right-aligned positions
+        if self.type_emb is not None:
+            if types is None:
+                raise ValueError("this model was trained with event types; pass types alongside items")
+            x = x + self.type_emb(types.long())
+        x = self.drop(x) * real.unsqueeze(-1)
+        # query t attends keys s <= t that are real; the diagonal is always allowed so a padding query
+        # has one key and softmax never sees an all-masked row (which would give NaN)
+        eye = torch.eye(T, dtype=torch.bool, device=items.device)
+        mask = torch.ones(T, T, dtype=torch.bool, device=items.device).tril() & (real[:, None, None, :] | eye)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_f(x)
+
+
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> SASRec:
+    """The best weights of a run: reads run_dir/model.pt ({"model": state_dict, "model_config": dict}), eval mode."""
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no model.pt in {run_dir} (not a finished run dir?)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = SASRec(ModelConfig.from_dict(ckpt["model_config"]))
+    # a torch.compile'd model saves its keys under "_orig_mod."; accept those too
+    state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
+    model.load_state_dict(state)
+    return model.to(device).eval()

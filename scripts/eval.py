@@ -1,0 +1,213 @@
+"""Evaluate a trained run: rank the whole catalogue for every test (or validation) target.
+
+    python scripts/eval.py --run runs/demo                      # test split -> runs/demo/metrics_test.json
+    python scripts/train.py --stride 64 | python scripts/eval.py   # the run dir arrives on stdin
+    python scripts/eval.py                                      # the newest run under runs/
+    python scripts/eval.py --run runs/a --split valid --filter-seen --bootstrap 2000
+    python scripts/eval.py --run runs/a --compare runs/b        # paired test on the common users
+                                                                # (evaluate runs/b with the same flags first)
+
+Protocol (DESIGN.md): the history of a target is the `window` events before it, window =
+the model's max_len; every item 1..N is a candidate (no sampled negatives, padding never
+ranked); rank = 1 + number of other items scoring >= the target, so ties count against the
+model; --filter-seen drops the items of the user's whole history before the target from the
+competitors. Metrics: HR@K, NDCG@K, MRR@K for each K and the untruncated MRR, each with a
+95% percentile-bootstrap interval over users.
+
+Writes (atomically) the metrics JSON and, beside it, the per-user ranks
+(`metrics_test.ranks.npz`: users, ranks and what they were computed on) so that another run
+can be compared with --compare. stdout: the metrics JSON's path, one line; the table goes
+to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.table import Table
+
+from longrec_core.cli import atomic_write, console, fail, input_path, progress, stage_main
+from longrec_core.data import load_data_dir
+from longrec_core.metrics import KS, bootstrap_ci, evaluate, metrics_from_ranks, paired_comparison, per_user
+from longrec_core.model import load_model
+
+p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+# what to evaluate
+p.add_argument("--run", default=None,
+               help="run dir written by train.py (default: read from stdin when piped, else the newest run under runs/)")
+p.add_argument("--data", default=None, help="data dir (default: the run's config.json 'data')")
+p.add_argument("--split", default="test", choices=["test", "valid"], help="which targets to rank (default: test)")
+p.add_argument("--filter-seen", action="store_true",
+               help="exclude items of the user's history before the target from the competitors (default: off)")
+# metrics
+p.add_argument("--ks", default=",".join(map(str, KS)), help="cut-offs K for HR/NDCG/MRR@K (default: %(default)s)")
+p.add_argument("--bootstrap", type=int, default=1000,
+               help="bootstrap resamples of users for the 95%% intervals; 0 = no intervals. --compare draws "
+                    "max(this, 1000) resamples and sign flips (default: %(default)s)")
+p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutation draws (default: %(default)s)")
+# comparison
+p.add_argument("--compare", default=None,
+               help="another run dir (or its metrics JSON or .ranks.npz) evaluated with the same split, data and --filter-seen: "
+                    "prints a paired comparison on the common users (default: none)")
+p.add_argument("--metrics", default="HR@10,NDCG@10,MRR",
+               help="metrics compared with --compare (default: %(default)s)")
+# compute
+p.add_argument("--batch-size", type=int, default=256, help="users scored at once (default: %(default)s)")
+p.add_argument("--item-chunk", type=int, default=65536,
+               help="items scored at once; memory ~ batch-size x item-chunk floats (default: %(default)s)")
+p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+               help="auto = cuda when available (default: %(default)s)")
+# output
+p.add_argument("--out", default=None, help="metrics JSON path (default: RUN/metrics_SPLIT.json); ranks go beside it")
+
+
+def ranks_path(metrics_path: Path) -> Path:
+    """Where the per-user ranks of a metrics JSON live: metrics_test.json -> metrics_test.ranks.npz."""
+    return metrics_path.with_suffix(".ranks.npz")
+
+
+def main() -> None:
+    args = p.parse_args()
+
+    # -- settings ------------------------------------------------------------------------
+    try:
+        ks = tuple(sorted({int(k) for k in args.ks.split(",")}))
+    except ValueError:
+        fail(f"--ks must be comma-separated integers, got {args.ks!r}")
+    if not ks or ks[0] < 1:
+        fail(f"--ks must be positive integers, got {args.ks!r}")
+    compare_metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    for m in compare_metrics:
+        per_user(np.ones(1, dtype=np.int64), m)  # ValueError (-> one sentence) on an unknown name
+    if args.bootstrap < 0 or args.batch_size < 1 or args.item_chunk < 1:
+        fail("--bootstrap must be >= 0, --batch-size and --item-chunk >= 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda was asked for but CUDA is not available")
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+
+    # -- the run and its data ------------------------------------------------------------
+    if args.run is None and sys.stdin is not None and sys.stdin.isatty():
+        finished = sorted(Path("runs").glob("*/model.pt"), key=lambda f: f.stat().st_mtime)
+        if not finished:
+            fail("no run given and no finished run under runs/; pass --run RUN_DIR")
+        run = finished[-1].parent
+    else:
+        run = input_path(args.run, "run dir")
+    if not run.is_dir():
+        fail(f"run dir {run} does not exist")
+    if not (run / "model.pt").is_file():
+        fail(f"{run} has no model.pt (not a run dir, or its training has not finished)")
+    config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
+    data_dir = args.data if args.data is not None else config.get("data")
+    if data_dir is None:
+        fail(f"{run}/config.json names no data dir; pass --data DATA_DIR")
+    data = load_data_dir(data_dir)
+    model = load_model(run, device)
+    if data.n_items != model.n_items:
+        fail(f"data dir {data_dir} has {data.n_items:,} items but the model in {run} was trained on "
+             f"{model.n_items:,}; pass the data dir it was trained on with --data")
+    out = Path(args.out) if args.out is not None else run / f"metrics_{args.split}.json"
+    data_abs = str(Path(data_dir).resolve())
+
+    # the other run's ranks (checked before the work: same split, data and filter)
+    other = None
+    if args.compare is not None:
+        other_npz = Path(args.compare)
+        if other_npz.is_dir():
+            other_npz = other_npz / f"metrics_{args.split}.ranks.npz"
+        elif other_npz.suffix == ".json":  # a metrics file: its ranks lie beside it
+            other_npz = ranks_path(other_npz)
+        if not other_npz.is_file():
+            fail(f"{other_npz} does not exist: evaluate the other run first "
+                 f"(python scripts/eval.py --run {args.compare} --split {args.split})")
+        with np.load(other_npz) as z:
+            other = {k: z[k] for k in z.files}
+        mine = {"split": args.split, "filter_seen": args.filter_seen, "n_items": data.n_items, "data": data_abs}
+        for key, value in mine.items():
+            if key not in other or other[key].item() != value:
+                theirs = other[key].item() if key in other else "unknown"
+                fail(f"cannot compare: {other_npz} was evaluated with {key} = {theirs}, this run with {value}")
+
+    # -- rank every target on the full catalogue ------------------------------------------
+    n_targets = len(data.eval_targets(args.split)[0])
+    if n_targets == 0:
+        fail(f"the {args.split} split of {data_dir} has no targets")
+    t0 = time.perf_counter()
+    with progress() as bar:
+        task = bar.add_task(f"ranking {data.n_items:,} items", total=n_targets)
+        users, ranks = evaluate(model, data, args.split, batch_size=args.batch_size, device=device,
+                                filter_seen=args.filter_seen, item_chunk=args.item_chunk,
+                                on_batch=lambda done, total: bar.update(task, completed=done))
+    seconds = time.perf_counter() - t0
+    console.print(f"{args.split}: ranked {len(users):,} targets among {data.n_items:,} items "
+                  f"in {seconds:.1f} s on {device}")
+
+    metrics = metrics_from_ranks(ranks, ks)
+    ci = bootstrap_ci(ranks, ks, n_boot=args.bootstrap, seed=args.seed) if args.bootstrap > 0 else {}
+
+    # -- paired comparison with another run -----------------------------------------------
+    comparison = None
+    if other is not None:
+        common, ia, ib = np.intersect1d(users, other["users"], assume_unique=True, return_indices=True)
+        if len(common) == 0:
+            fail(f"{run} and {args.compare} have no evaluated users in common")
+        n_boot = max(args.bootstrap, 1000)
+        comparison = {
+            "other": args.compare, "n_common_users": int(len(common)),
+            "results": [paired_comparison(ranks[ia], other["ranks"][ib], m, n_boot=n_boot, seed=args.seed)
+                        for m in compare_metrics],
+        }
+
+    # -- write ranks and metrics ---------------------------------------------------------
+    with atomic_write(ranks_path(out)) as tmp, open(tmp, "wb") as f:
+        np.savez(f, users=users, ranks=ranks, split=args.split, filter_seen=args.filter_seen,
+                 n_items=data.n_items, data=data_abs, window=model.cfg.max_len)
+    result = {
+        "run": str(run.resolve()), "data": data_abs, "split": args.split,
+        "filter_seen": args.filter_seen, "window": model.cfg.max_len, "n_items": data.n_items,
+        "n_users": int(len(users)), "ks": list(ks), "metrics": metrics,
+        "ci": {k: list(v) for k, v in ci.items()}, "bootstrap": {"n": args.bootstrap, "seed": args.seed, "alpha": 0.05},
+        "ranks_file": ranks_path(out).name, "eval_seconds": round(seconds, 3), "device": str(device),
+    }
+    if comparison is not None:
+        result["compare"] = comparison
+    with atomic_write(out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+
+    # -- report ----------------------------------------------------------------------------
+    def cell(name: str) -> str:  # value ± half-width of its bootstrap interval (exact bounds in the JSON)
+        half = f" ± {(ci[name][1] - ci[name][0]) / 2:.4f}" if name in ci else ""
+        return f"{metrics[name]:.4f}{half}"
+
+    title = f"{run.name}: {args.split}, {len(users):,} users, {data.n_items:,} items"
+    title += (", seen items filtered" if args.filter_seen else "") + (", ± 95% bootstrap CI" if ci else "")
+    table = Table(title=title, title_justify="left")
+    for col in ("K", "HR", "NDCG", "MRR"):
+        table.add_column(col, justify="right")
+    for k in ks:
+        table.add_row(str(k), cell(f"HR@{k}"), cell(f"NDCG@{k}"), cell(f"MRR@{k}"))
+    table.add_row("all", "", "", cell("MRR"))
+    console.print(table)
+    if comparison is not None:
+        table = Table(title=f"this = {run}, other = {args.compare}: paired, {len(common):,} common users",
+                      title_justify="left")
+        for col in ("metric", "this", "other", "diff", "95% CI of diff", "p"):
+            table.add_column(col, justify="right", no_wrap=True)
+        for r in comparison["results"]:
+            table.add_row(r["metric"], f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}", f"{r['diff']:+.4f}",
+                          f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]", f"{r['p_value']:.3g}")
+        console.print(table)
+    print(out)
+
+
+if __name__ == "__main__":
+    stage_main(main)

@@ -1,0 +1,383 @@
+"""Prepare an interaction log as a data dir (DESIGN.md, "Data flow"); prints its path on stdout.
+
+    python scripts/prep.py ../shared/data/ml-1m/ml-1m.txt.gz                    # -> data/ml-1m
+    python scripts/prep.py ../shared/data/ml-latest-small/ratings.csv.gz \\
+        --split temporal --valid-cutoff q0.8 --test-cutoff q0.9                 # -> data/ratings
+    python scripts/prep.py events.csv.gz --dedupe --kcore --min-item-count 5 --min-user-len 5
+    python scripts/prep.py log.parquet --user-col uid --item-col sku --time-col when --time-unit ms
+    python scripts/prep.py sessions.txt --format items                          # one sequence per line
+    python scripts/prep.py --synthetic --users 2000 --items 1000 --seed 0       # -> data/synthetic-u2000-i1000-s0
+    python scripts/prep.py --synthetic --events 100000000 --out data/synth-1e8
+    python scripts/prep.py ratings.dat | python scripts/train.py --stride 64
+
+Formats (--format; detected from the file name and first lines when absent), plain, .gz or .zst:
+    retailrocket  events.csv: timestamp,visitorid,event,itemid,transactionid (ms); event -> types.npy
+    ml-dat        MovieLens ratings.dat: UserID::MovieID::Rating::Timestamp
+    ml-csv        MovieLens ratings.csv: userId,movieId,rating,timestamp
+    inter         RecBole .inter: tab-separated, header like user_id:token item_id:token ... timestamp:float
+    pairs         `user item` per line (SASRec), each user's lines in time order; an optional third
+                  column is a time, which must not decrease within a user
+    seqs          `user item item ...`, one user per line, items in time order
+    items         `item item ...`, one sequence per line (the line number is the user)
+    csv, parquet  any table, with --user-col --item-col --time-col [--type-col]
+Ordered formats without times (pairs, seqs, items) get ts = the event's position in the file.
+
+Then: drop rows with a missing user/item/time, optional dedupe and filters, items 1..N by
+descending count, group by user in time order, sessions, split; see longrec_core.data.prepare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from longrec_core import cli, data, synthetic
+
+FORMATS = ("retailrocket", "ml-dat", "ml-csv", "inter", "pairs", "seqs", "items", "csv", "parquet")
+ORDERED = ("pairs", "seqs", "items")
+COMPRESSED = (".gz", ".zst", ".zstd")
+RETAILROCKET_HEADER = "timestamp,visitorid,event,itemid,transactionid"
+RETAILROCKET_TYPES = ["view", "addtocart", "transaction"]  # codes 1, 2, 3 (0 = padding)
+GUESS = {  # column names tried for csv/parquet when --user-col/--item-col/--time-col are absent
+    "user": ["user_id", "userId", "user", "uid", "visitorid", "UserID", "customer_id"],
+    "item": ["item_id", "itemId", "movieId", "item", "iid", "itemid", "product_id", "MovieID", "sku"],
+    "time": ["timestamp", "ts", "time", "datetime", "event_time", "Timestamp", "date"],
+}
+UNIT_DIV = {"s": 1, "ms": 1_000, "us": 1_000_000}
+
+# ---------------------------------------------------------------------------------------------
+# settings
+p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+g = p.add_argument_group("input")
+g.add_argument("input", nargs="?", help="log file (.gz/.zst read transparently); read from stdin when piped; omit with --synthetic")
+g.add_argument("--format", choices=FORMATS, default=None, help="input format (default: detect from name and first lines)")
+g.add_argument("--user-col", default=None, help="csv/parquet: user column (default: a common name such as user_id)")
+g.add_argument("--item-col", default=None, help="csv/parquet: item column (default: a common name such as item_id)")
+g.add_argument("--time-col", default=None, help="csv/parquet: time column, numbers or dates (default: a common name such as timestamp)")
+g.add_argument("--type-col", default=None, help="csv/parquet: event type column, kept as types.npy (default: none)")
+g.add_argument("--time-unit", choices=tuple(UNIT_DIV), default=None, help="unit of numeric times (default: s; ms for retailrocket)")
+g.add_argument("--separator", default=None, help="csv: field separator (default: tab if the header has tabs and no commas, else ',')")
+g = p.add_argument_group("synthetic input (longrec_core.synthetic)")
+g.add_argument("--synthetic", action="store_true", help="generate a log instead of reading one")
+g.add_argument("--users", type=int, default=None, help="synthetic: users (default: 2000, or from --events)")
+g.add_argument("--items", type=int, default=1000, help="synthetic: items (default: 1000)")
+g.add_argument("--events", type=int, default=None, help="synthetic: about this many events; sets --users (default: none)")
+g.add_argument("--seed", type=int, default=0, help="synthetic: seed; same seed, same log (default: 0)")
+g = p.add_argument_group("processing")
+g.add_argument("--dedupe", action="store_true", help="drop exact repeats of (user, item, time, type) (default: off)")
+g.add_argument("--dedupe-consecutive", action="store_true", help="drop an event whose item equals the user's previous one (default: off)")
+g.add_argument("--min-item-count", type=int, default=1, help="drop items with fewer events (default: 1)")
+g.add_argument("--min-user-len", type=int, default=1, help="drop users with fewer events (default: 1)")
+g.add_argument("--kcore", action="store_true", help="repeat both filters until nothing changes (default: off)")
+g.add_argument("--session-gap", type=int, default=1800, help="seconds of inactivity that start a new session (default: 1800)")
+g.add_argument("--split", choices=("loo", "temporal"), default="loo", help="loo: last event test, second last valid; temporal: global cutoffs (default: loo)")
+g.add_argument("--valid-cutoff", default=None, help="temporal: int seconds, ISO date (2015-08-01) or quantile of all times (q0.8)")
+g.add_argument("--test-cutoff", default=None, help="temporal: same forms; a user's first event at or after it is the test target")
+g = p.add_argument_group("output")
+g.add_argument("--out", default=None, help="data dir to write (default: data/<input stem> or data/synthetic-u<U>-i<N>-s<S>)")
+g.add_argument("--force", action="store_true", help="replace an existing data dir (default: refuse)")
+
+
+# ---------------------------------------------------------------------------------------------
+# readers: each returns a LazyFrame with columns user, item, ts (raw) and optionally type
+
+
+def strip_compression(name: str) -> str:
+    for ext in COMPRESSED:
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def head_lines(path: Path, n: int = 50) -> list[str]:
+    """The first lines of a text file, decompressed by Polars (gzip, zstd)."""
+    df = pl.read_csv(path, has_header=False, separator="\x1f", quote_char=None, n_rows=n,
+                     new_columns=["line"], schema={"line": pl.String}, truncate_ragged_lines=True)
+    return [s.rstrip("\r") for s in df["line"].fill_null("").to_list()]
+
+
+def detect_format(path: Path) -> str:
+    name = strip_compression(path.name).lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith(".inter"):
+        return "inter"
+    lines = [s for s in head_lines(path) if s.strip()]
+    if not lines:
+        raise ValueError(f"{path} is empty")
+    first = lines[0].strip()
+    if first.startswith(RETAILROCKET_HEADER):
+        return "retailrocket"
+    if first.startswith("userId,movieId"):
+        return "ml-csv"
+    if "::" in first:
+        return "ml-dat"
+    if re.match(r"^\w+:\w+\t", first):
+        return "inter"
+    if "," in first or "\t" in first and not re.fullmatch(r"[\d\t ]+", first):
+        return "csv"
+    counts = {len(s.split()) for s in lines}
+    if counts == {2}:
+        return "pairs"
+    # One sequence per line: `user item ...` when the first column counts 1, 2, 3, ... (user
+    # ids), else items only (a session file starts each line with an item).
+    heads = [s.split()[0] for s in lines]
+    if all(h.isdigit() for h in heads) and all(int(b) == int(a) + 1 for a, b in zip(heads, heads[1:])):
+        return "seqs"
+    return "items"
+
+
+def columns_of(lf: pl.LazyFrame, path: Path) -> list[str]:
+    return list(lf.collect_schema().names())
+
+
+def pick(cols: list[str], flag: str | None, kind: str, path: Path, required: bool = True) -> str | None:
+    if flag is not None:
+        if flag not in cols:
+            raise ValueError(f"{path} has no column {flag!r} (its columns: {', '.join(cols)})")
+        return flag
+    for name in GUESS[kind]:
+        if name in cols:
+            return name
+    if required:
+        raise ValueError(f"{path} has no {kind} column I recognize: pass --{kind}-col (its columns: {', '.join(cols)})")
+    return None
+
+
+def read_table(path: Path, fmt: str, args: Any) -> tuple[pl.LazyFrame, dict[str, Any]]:
+    """csv, parquet, ml-csv, retailrocket, inter: a table with named columns."""
+    sep = args.separator
+    if fmt == "parquet":
+        lf = pl.scan_parquet(path)
+    else:
+        if sep is None:
+            first = head_lines(path, 1)[0] if fmt in ("csv", "ml-csv") else ""
+            sep = "\t" if fmt == "inter" or ("\t" in first and "," not in first) else ","
+        if len(sep) != 1:
+            raise ValueError(f"--separator must be one character, got {sep!r}")
+        lf = pl.scan_csv(path, separator=sep, has_header=True, infer_schema_length=10_000,
+                         quote_char=None if fmt == "inter" else '"')
+    cols = columns_of(lf, path)
+    user_col, item_col, time_col, type_col = args.user_col, args.item_col, args.time_col, args.type_col
+    type_order: list[str] = []
+    unit = args.time_unit or "s"
+    if fmt == "retailrocket":
+        user_col, item_col, time_col, type_col = "visitorid", "itemid", "timestamp", "event"
+        unit, type_order = args.time_unit or "ms", RETAILROCKET_TYPES
+    elif fmt == "ml-csv":
+        user_col, item_col, time_col = user_col or "userId", item_col or "movieId", time_col or "timestamp"
+    elif fmt == "inter":  # RecBole: `name:type` headers
+        by_name = {c.split(":")[0]: c for c in cols}
+        user_col = user_col or by_name.get("user_id", "user_id")
+        item_col = item_col or by_name.get("item_id", "item_id")
+        time_col = time_col or by_name.get("timestamp", "timestamp")
+    user_col = pick(cols, user_col, "user", path)
+    item_col = pick(cols, item_col, "item", path)
+    time_col = pick(cols, time_col, "time", path)
+    if type_col is not None:
+        pick(cols, type_col, "type", path)
+    exprs = [pl.col(user_col).alias("user"), pl.col(item_col).alias("item"), pl.col(time_col).alias("ts")]
+    if type_col is not None:
+        exprs.append(pl.col(type_col).cast(pl.String).alias("type"))
+    info = {"columns": {"user": user_col, "item": item_col, "time": time_col, "type": type_col},
+            "time_unit": unit, "type_order": type_order}
+    if fmt not in ("parquet",):
+        info["separator"] = sep
+    return lf.select(exprs), info
+
+
+def read_ml_dat(path: Path) -> tuple[pl.LazyFrame, dict[str, Any]]:
+    # `::` is two one-byte separators with an empty field between: u,'',i,'',r,'',t.
+    lf = pl.scan_csv(path, separator=":", has_header=False, quote_char=None, infer_schema_length=10_000)
+    cols = columns_of(lf, path)
+    if len(cols) != 7:
+        raise ValueError(f"{path} is not a MovieLens ratings.dat file (UserID::MovieID::Rating::Timestamp)")
+    lf = lf.select(pl.col(cols[0]).alias("user"), pl.col(cols[2]).alias("item"), pl.col(cols[6]).alias("ts"))
+    return lf, {"time_unit": "s"}
+
+
+def read_pairs(path: Path) -> tuple[pl.LazyFrame, dict[str, Any]]:
+    first = next((s for s in head_lines(path) if s.strip()), "")
+    sep = "\t" if "\t" in first else " "
+    lf = pl.scan_csv(path, separator=sep, has_header=False, quote_char=None, infer_schema_length=10_000)
+    cols = columns_of(lf, path)
+    if len(cols) not in (2, 3):
+        raise ValueError(f"{path} has {len(cols)} columns; the pairs format is `user item` or `user item time` per line")
+    lf = lf.with_row_index("line").select(
+        pl.col(cols[0]).alias("user"),
+        pl.col(cols[1]).alias("item"),
+        (pl.col(cols[2]) if len(cols) == 3 else pl.col("line")).cast(pl.Int64).alias("ts"),
+        pl.col("line").cast(pl.Int64),
+    )
+    return lf, {"time_unit": "s", "timed": len(cols) == 3, "separator": sep}
+
+
+def read_sequences(path: Path, with_user: bool) -> tuple[pl.LazyFrame, dict[str, Any]]:
+    lines = pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None,
+                        new_columns=["line"], schema={"line": pl.String})
+    tok = pl.col("line").str.extract_all(r"\S+")
+    lf = lines.with_row_index("row").with_columns(tok.alias("tok")).filter(pl.col("tok").list.len() > int(with_user))
+    if with_user:
+        lf = lf.select(pl.col("tok").list.first().alias("user"), pl.col("tok").list.slice(1).alias("item"))
+    else:
+        lf = lf.select((pl.col("row").cast(pl.Int64) + 1).alias("user"), pl.col("tok").alias("item"))
+    # Position in the file is the time: every event gets its own ordinal.
+    lf = lf.explode("item").with_row_index("ts").with_columns(pl.col("ts").cast(pl.Int64))
+    return lf.select("user", "item", "ts"), {"time_unit": "s"}
+
+
+def to_int_ids(s: pl.Series) -> pl.Series:
+    """Integer ids stay integers; text that is all integers becomes Int64; other text stays text."""
+    if s.dtype.is_integer():
+        return s
+    if s.dtype == pl.String:
+        try:
+            return s.cast(pl.Int64, strict=True)
+        except pl.exceptions.InvalidOperationError:
+            return s
+    if s.dtype.is_float():
+        if (s != s.floor()).any():
+            raise ValueError(f"{s.name} ids are fractional numbers")
+        return s.cast(pl.Int64)
+    return s.cast(pl.String)
+
+
+def to_seconds(s: pl.Series, unit: str) -> pl.Series:
+    """Event times as int64 seconds (floor), from numbers in `unit`, dates or date strings."""
+    if s.dtype == pl.String:
+        try:
+            s = s.str.to_datetime(strict=True, time_zone="UTC")
+        except pl.exceptions.PolarsError:
+            raise ValueError("the time column is neither numbers nor dates I can parse") from None
+    if s.dtype == pl.Date:
+        s = s.cast(pl.Datetime("ms"))
+    if isinstance(s.dtype, pl.Datetime):
+        return s.dt.epoch("s").cast(pl.Int64)
+    if s.dtype.is_float():
+        return (s / UNIT_DIV[unit]).floor().cast(pl.Int64)
+    if s.dtype.is_integer():
+        return s.cast(pl.Int64) // UNIT_DIV[unit]
+    raise ValueError(f"the time column has type {s.dtype}, not numbers or dates")
+
+
+def codes(s: pl.Series) -> tuple[np.ndarray, pl.Series]:
+    """Dense codes 0..K-1 in raw-id order, and the raw id of each code."""
+    code = s.rank("dense").cast(pl.Int64) - 1  # rank of a sorted unique value
+    return code.to_numpy(), s.unique().sort().alias("id")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+def main() -> None:
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    params = data.PrepParams(
+        dedupe=args.dedupe, dedupe_consecutive=args.dedupe_consecutive, min_item_count=args.min_item_count,
+        min_user_len=args.min_user_len, kcore=args.kcore, session_gap=args.session_gap, split=args.split,
+        valid_cutoff=args.valid_cutoff, test_cutoff=args.test_cutoff,
+    )  # checks the values: bad ones raise ValueError -> exit 2
+
+    with cli.progress() as bar:
+        task = bar.add_task("starting", total=None)
+
+        def status(msg: str) -> None:
+            cli.console.print(f"{time.perf_counter() - t0:7.1f} s  {msg}", highlight=False, markup=False, soft_wrap=True)
+            bar.update(task, description=msg)
+
+        if args.synthetic:
+            if args.input is not None:
+                raise ValueError("give an input file or --synthetic, not both")
+            if args.users is not None and args.events is not None:
+                raise ValueError("give --users or --events, not both")
+            users = args.users if args.events is None else synthetic.users_for_events(args.events, items=args.items)
+            users = 2_000 if users is None else users
+            out = Path(args.out or f"data/synthetic-u{users}-i{args.items}-s{args.seed}")
+            cli.check_replaceable(out, args.force, data.MANIFEST)
+            data.prepare_synthetic(out, params, force=args.force, status=status, users=users, items=args.items, seed=args.seed)
+        else:
+            path = cli.input_path(args.input, "input file")
+            if not path.exists():
+                raise ValueError(f"input file {path} does not exist")
+            if not path.is_file():
+                raise ValueError(f"input {path} is not a file")
+            stem = Path(strip_compression(path.name)).stem or "data"
+            out = Path(args.out or f"data/{stem}")
+            cli.check_replaceable(out, args.force, data.MANIFEST)  # refuse before any work
+            fmt = args.format or "(detecting)"
+            try:
+                fmt = args.format or detect_format(path)
+                status(f"reading {path} ({fmt})")
+                if fmt == "ml-dat":
+                    lf, info = read_ml_dat(path)
+                elif fmt == "pairs":
+                    lf, info = read_pairs(path)
+                elif fmt in ("seqs", "items"):
+                    lf, info = read_sequences(path, with_user=fmt == "seqs")
+                else:
+                    lf, info = read_table(path, fmt, args)
+                df = lf.collect(engine="streaming")
+            except pl.exceptions.PolarsError as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ValueError(f"cannot read {path} as {fmt}: {first}") from None
+            rows_read = df.height
+
+            # Missing user/item/time: dropped and counted (NaN times count as missing too).
+            ok = pl.col("user").is_not_null() & pl.col("item").is_not_null() & pl.col("ts").is_not_null()
+            if df["ts"].dtype.is_float():
+                ok = ok & pl.col("ts").is_not_nan()
+            df = df.filter(ok)
+            if df.height == 0:
+                raise ValueError(f"{path} has no rows with a user, an item and a time")
+            if fmt in ORDERED and info.get("timed"):
+                # Ordered formats: the file order is the truth, so a time that goes back is an error.
+                back = df.with_columns(pl.col("ts").diff().over("user").alias("dt")).filter(pl.col("dt") < 0)
+                if back.height:
+                    line = int(back["line"][0]) + 1
+                    raise ValueError(f"time goes backwards for user {back['user'][0]} at line {line} of {path}; "
+                                     f"in the {fmt} format each user's lines must be in time order")
+            status(f"read {rows_read:,} rows; coding ids")
+            ts = to_seconds(df["ts"], info.get("time_unit", "s")).to_numpy()
+            user, user_ids = codes(to_int_ids(df["user"]))
+            item, item_ids = codes(to_int_ids(df["item"]))
+            types, type_names = None, []
+            if "type" in df.columns:
+                order = info.get("type_order", [])
+                found = df["type"].fill_null("").unique().sort().to_list()
+                type_names = [t for t in order if t in found] + [t for t in found if t not in order]
+                if len(type_names) > 127:
+                    raise ValueError(f"the type column has {len(type_names)} distinct values; at most 127 are supported")
+                code_of = {t: k + 1 for k, t in enumerate(type_names)}
+                types = df["type"].fill_null("").replace_strict(code_of, return_dtype=pl.Int8).to_numpy()
+            del df
+            log = data.Log(user=user, item=item, ts=ts, types=types, user_ids=user_ids, item_ids=item_ids, type_names=type_names)
+            status(f"hashing {path}")
+            source = {
+                "path": str(path.resolve()), "sha256": sha256_file(path), "bytes": path.stat().st_size,
+                "format": fmt, **{k: v for k, v in info.items() if k not in ("type_order", "timed")},
+                "rows_read": rows_read, "dropped_missing": rows_read - len(ts),
+            }
+            data.prepare(log, out, params, source, force=args.force, status=status)
+
+    manifest = data.load_data_dir(out).manifest
+    rows = data.summary_rows(manifest) + [("seconds", f"{time.perf_counter() - t0:,.1f}")]
+    cli.print_table(f"data dir {out}", rows)
+    print(out)
+
+
+if __name__ == "__main__":
+    cli.stage_main(main)

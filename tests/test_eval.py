@@ -1,0 +1,206 @@
+"""scripts/eval.py end to end: on run dirs made here from a tiny synthetic data dir (a
+random-init model saved the way train.py saves it), then the real pipeline
+prep.py | train.py | eval.py when those scripts exist.
+
+Most runs are in-process (runpy, so torch is imported once); the CLI contract (exit
+code 2, one-line stdout, stdin pipe) is also checked through a real subprocess.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from longrec_core.data import load_data_dir, prepare_synthetic
+from longrec_core.metrics import bootstrap_ci, evaluate, metrics_from_ranks
+from longrec_core.model import ModelConfig, SASRec, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL = ROOT / "scripts" / "eval.py"
+
+
+def make_run(run: Path, data: Path, seed: int, **cfg: object) -> Path:
+    """A run dir as train.py writes it (config.json + model.pt), with random-init weights."""
+    torch.manual_seed(seed)
+    d = load_data_dir(data)
+    mc = ModelConfig(n_items=d.n_items, max_len=12, dim=16, layers=1, heads=1, ffn=32, **cfg)  # type: ignore[arg-type]
+    run.mkdir(parents=True)
+    torch.save({"model": SASRec(mc).state_dict(), "model_config": mc.to_dict()}, run / "model.pt")
+    (run / "config.json").write_text(json.dumps({"data": str(data.resolve()), "model": mc.to_dict()}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("eval")
+    data = prepare_synthetic(tmp / "data", users=80, items=60, median_len=15, max_len=100, seed=1)
+    other = prepare_synthetic(tmp / "other", users=30, items=25, median_len=10, max_len=50, seed=2)
+    a = make_run(tmp / "runs" / "a", data, seed=0)
+    b = make_run(tmp / "runs" / "b", data, seed=1, item_emb="kshift", kshift_k=2, kshift_compression=4)
+    return {"tmp": tmp, "data": data, "other": other, "a": a, "b": b}
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def run_eval(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str,
+             stdin: io.StringIO | None = None, cwd: Path | None = None) -> tuple[int, str, str]:
+    """Run scripts/eval.py in this process; returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", [str(EVAL), *args])
+    monkeypatch.setattr(sys, "stdin", stdin if stdin is not None else io.StringIO(""))
+    if cwd is not None:
+        monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(EVAL), run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_metrics_json_and_ranks(world, monkeypatch, capsys):
+    code, out, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--bootstrap", "200")
+    assert code == 0, err
+    path = world["a"] / "metrics_test.json"
+    assert out == f"{path}\n"  # stdout: the metrics path, one line
+    res = json.loads(path.read_text())
+    with np.load(world["a"] / res["ranks_file"]) as z:
+        users, ranks = z["users"], z["ranks"]
+        assert z["split"].item() == "test" and not z["filter_seen"].item()
+    # the script's ranks are the library's single evaluation path on the same model and data
+    data = load_data_dir(world["data"])
+    want_users, want_ranks = evaluate(load_model(world["a"]), data, "test")
+    np.testing.assert_array_equal(users, want_users)
+    np.testing.assert_array_equal(ranks, want_ranks)
+    assert len(users) == res["n_users"] == len(data.eval_targets("test")[0]) > 50
+    assert res["metrics"] == pytest.approx(metrics_from_ranks(ranks))
+    assert res["ci"] == {k: list(v) for k, v in bootstrap_ci(ranks, n_boot=200, seed=0).items()}
+    assert res["window"] == 12 and res["n_items"] == data.n_items and res["split"] == "test"
+    assert "HR" in err and "NDCG" in err  # the table is on stderr
+
+
+def test_valid_split_from_stdin_and_filter_seen(world, monkeypatch, capsys):
+    code, out, err = run_eval(monkeypatch, capsys, "--split", "valid", stdin=io.StringIO(f"{world['a']}\n"))
+    assert code == 0, err
+    plain = json.loads(Path(out.strip()).read_text())
+    assert Path(out.strip()) == world["a"] / "metrics_valid.json" and plain["split"] == "valid"
+    out_path = world["tmp"] / "seen.json"
+    code, out, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--split", "valid", "--filter-seen",
+                              "--out", str(out_path), "--ks", "10,1", "--bootstrap", "0")
+    assert code == 0, err
+    seen = json.loads(out_path.read_text())
+    assert seen["filter_seen"] and seen["ks"] == [1, 10] and seen["ci"] == {} and "HR@5" not in seen["metrics"]
+    with np.load(world["a"] / "metrics_valid.ranks.npz") as z1, np.load(world["tmp"] / "seen.ranks.npz") as z2:
+        np.testing.assert_array_equal(z1["users"], z2["users"])
+        assert (z2["ranks"] <= z1["ranks"]).all() and (z2["ranks"] < z1["ranks"]).any()
+
+
+def test_newest_run_when_stdin_is_a_terminal(world, monkeypatch, capsys):
+    os.utime(world["b"] / "model.pt")  # b is now the newest finished run
+    (world["tmp"] / "runs" / "unfinished").mkdir(exist_ok=True)  # no model.pt: never picked
+    code, out, err = run_eval(monkeypatch, capsys, "--bootstrap", "0", stdin=Tty(), cwd=world["tmp"])
+    assert code == 0, err
+    assert Path(out.strip()).resolve() == (world["b"] / "metrics_test.json").resolve()
+
+
+def test_compare(world, monkeypatch, capsys):
+    for run in ("a", "b"):
+        assert run_eval(monkeypatch, capsys, "--run", str(world[run]), "--bootstrap", "0")[0] == 0
+    code, out, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--compare", str(world["b"]),
+                              "--metrics", "NDCG@10,MRR", "--out", str(world["tmp"] / "ab.json"))
+    assert code == 0, err
+    cmp = json.loads((world["tmp"] / "ab.json").read_text())["compare"]
+    with np.load(world["a"] / "metrics_test.ranks.npz") as za, np.load(world["b"] / "metrics_test.ranks.npz") as zb:
+        assert cmp["n_common_users"] == len(za["users"]) == len(zb["users"])
+        mrr = cmp["results"][1]
+        assert [r["metric"] for r in cmp["results"]] == ["NDCG@10", "MRR"]
+        assert mrr["mean_a"] == pytest.approx(metrics_from_ranks(za["ranks"])["MRR"])
+        assert mrr["mean_b"] == pytest.approx(metrics_from_ranks(zb["ranks"])["MRR"])
+    assert "paired" in err
+    for same in ("metrics_test.ranks.npz", "metrics_test.json"):  # a run against itself, by file
+        code, _, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--compare", str(world["a"] / same),
+                                "--bootstrap", "0", "--out", str(world["tmp"] / "aa.json"))
+        assert code == 0, err
+        for r in json.loads((world["tmp"] / "aa.json").read_text())["compare"]["results"]:
+            assert r["diff"] == 0 and r["p_value"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "does not exist"),
+        ("no_model", "has no model.pt"),
+        ("wrong_data", "items but the model"),
+        ("not_data", "not a data dir"),
+        ("compare_mismatch", "filter_seen"),
+        ("compare_missing", "evaluate the other run first"),
+        ("bad_metric", "unknown metric"),
+        ("bad_ks", "--ks"),
+        ("empty_stdin", "stdin was empty"),
+    ],
+)
+def test_bad_input_exits_2_with_one_sentence(world, monkeypatch, capsys, case, message):
+    empty = world["tmp"] / "empty_run"
+    empty.mkdir(exist_ok=True)
+    a = str(world["a"])
+    args = {
+        "missing": ["--run", str(world["tmp"] / "nope")],
+        "no_model": ["--run", str(empty)],
+        "wrong_data": ["--run", a, "--data", str(world["other"])],
+        "not_data": ["--run", a, "--data", str(empty)],
+        "compare_mismatch": ["--run", a, "--filter-seen", "--compare", a, "--out", str(empty / "x.json")],
+        "compare_missing": ["--run", a, "--compare", str(empty), "--out", str(empty / "x.json")],
+        "bad_metric": ["--run", a, "--metrics", "AUC"],
+        "bad_ks": ["--run", a, "--ks", "10,x"],
+        "empty_stdin": [],
+    }[case]
+    if case == "compare_mismatch":  # a's test ranks exist, computed without --filter-seen
+        assert run_eval(monkeypatch, capsys, "--run", a, "--bootstrap", "0")[0] == 0
+    code, out, err = run_eval(monkeypatch, capsys, *args)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (empty / "x.json").exists() and not (empty / "x.ranks.npz").exists()  # nothing half-written
+
+
+def test_cli_subprocess_exit_code(world):
+    """The real process: exit status 2, empty stdout, no traceback (success through a pipe is
+    checked by the pipeline test below)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    bad = subprocess.run([sys.executable, str(EVAL), "--run", str(world["a"]), "--data", str(world["other"])],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stdout == "", bad.stderr
+    assert bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+@pytest.mark.skipif(not (ROOT / "scripts" / "train.py").exists() or not (ROOT / "scripts" / "prep.py").exists(),
+                    reason="scripts/train.py or scripts/prep.py does not exist yet")
+def test_pipeline_prep_train_eval(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def stage(*args: str, stdin: str = "") -> str:
+        r = subprocess.run([sys.executable, *args], input=stdin, capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert len(r.stdout.splitlines()) == 1, r.stdout
+        return r.stdout
+
+    data = stage(str(ROOT / "scripts" / "prep.py"), "--synthetic", "--users", "60", "--items", "40",
+                 "--out", str(tmp_path / "data"))
+    run = stage(str(ROOT / "scripts" / "train.py"), "--epochs", "1", "--window", "8", "--dim", "16", "--layers", "1",
+                "--ffn", "32", "--batch-size", "64", "--device", "cpu", "--out", str(tmp_path / "runs" / "r"), stdin=data)
+    metrics = stage(str(EVAL), "--bootstrap", "50", stdin=run)
+    res = json.loads(Path(metrics.strip()).read_text())
+    assert res["n_users"] > 0 and 0 <= res["metrics"]["HR@10"] <= 1 and res["window"] == 8

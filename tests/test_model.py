@@ -1,0 +1,235 @@
+"""SASRec and the k-shift layer: rows against a NumPy port of the hash, masks, padding, loading."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from longrec_core.model import (KShiftEmbedding, ModelConfig, SASRec, embedding_memory_bytes,
+                                kshift_collision_share, kshift_table_rows, load_model)
+
+try:
+    from longrec_core import kshift_rows
+except ImportError:  # the Rust core is not built yet
+    kshift_rows = None
+needs_core = pytest.mark.skipif(kshift_rows is None, reason="longrec_core._core is not built (run maturin develop)")
+
+# --- NumPy reference of the core's hash (wrapping uint64 arithmetic) ---------------------------
+
+U = np.uint64
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    x = x + U(0x9E3779B97F4A7C15)
+    z = (x ^ (x >> U(30))) * U(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> U(27))) * U(0x94D049BB133111EB)
+    return z ^ (z >> U(31))
+
+
+def reference_rows(ids: np.ndarray, k: int, rows: int, seed: int, scheme: str) -> np.ndarray:
+    h = splitmix64(ids.astype(np.uint64) ^ splitmix64(np.array([seed % 2**64], dtype=np.uint64)))
+    out = np.empty((len(ids), k), dtype=np.int64)
+    for c in range(k):
+        if scheme == "mix":
+            key = splitmix64(np.array([0xC0FFEE + c], dtype=np.uint64)) | U(1)
+            out[:, c] = splitmix64(h ^ key) % U(rows)
+        elif scheme == "rotate":
+            rot = h if c == 0 else (h << U(c)) | (h >> U(64 - c))
+            out[:, c] = rot % U(rows)
+        else:  # rotate_signed: the paper code's arithmetic shift, then Python's floor mod
+            s = h.view(np.int64)
+            rot = s if c == 0 else (h << U(c)).view(np.int64) | (s >> np.int64(64 - c))
+            out[:, c] = np.mod(rot, rows)
+    return out
+
+
+@needs_core
+@pytest.mark.parametrize("scheme", ["mix", "rotate", "rotate_signed"])
+@pytest.mark.parametrize("seed,rows", [(0, 7), (1, 1000), (12345, 2**31 - 1)])
+def test_kshift_rows_match_numpy_reference(scheme, seed, rows):
+    ids = np.concatenate([np.arange(2000), [2**31 - 1, 2**40 + 3, 2**62]])
+    got = kshift_rows(ids, k=8, rows=rows, seed=seed, scheme=scheme)
+    assert np.array_equal(got, reference_rows(ids, 8, rows, seed, scheme))
+
+
+def test_reference_hash_known_value():
+    # splitmix64 of state 0 (first output of the standard generator seeded with 0)
+    assert splitmix64(np.array([0], dtype=np.uint64))[0] == U(0xE220A8397B1DCDAF)
+
+
+# --- collision share ---------------------------------------------------------------------------
+
+def test_collision_share_hand_made():
+    rows = np.array([[9, 9],  # id 0 (padding): ignored even though it equals nothing
+                     [1, 2], [2, 1], [3, 4], [1, 2], [5, 5], [5, 6]])
+    # items 1, 2, 4 share the multiset {1, 2}; {5, 5} and {5, 6} differ
+    assert kshift_collision_share(rows) == pytest.approx(3 / 6)
+    assert kshift_collision_share(np.array([[0, 0], [1, 1], [1, 2]])) == 0.0
+    assert kshift_collision_share(np.array([[0, 0], [1, 1], [1, 1], [2, 1]])) == pytest.approx(2 / 3)
+
+
+def test_collision_share_matches_unique_reference():
+    rows = np.random.default_rng(0).integers(0, 40, size=(3001, 3))  # ~11k multisets: many collide
+    s = np.sort(rows[1:], axis=1)
+    _, inverse, counts = np.unique(s, axis=0, return_inverse=True, return_counts=True)
+    expected = (counts[inverse.reshape(-1)] > 1).mean()
+    assert 0 < expected < 1
+    assert kshift_collision_share(rows) == pytest.approx(expected)
+
+
+@needs_core
+def test_rotate_collides_and_mix_does_not():
+    n = 20_000
+    share = {s: KShiftEmbedding(n, 4, k=8, compression=16, scheme=s).collision_share() for s in ("mix", "rotate")}
+    assert share["mix"] < 0.001 < 0.01 < share["rotate"]
+
+
+# --- k-shift layer -----------------------------------------------------------------------------
+
+@needs_core
+def test_kshift_embedding_composes_rows():
+    emb = KShiftEmbedding(100, 6, k=4, compression=8, seed=3)
+    assert emb.n_rows == kshift_table_rows(100, 8) == 13 and emb.table.shape == (13, 6)
+    assert np.array_equal(emb.rows.numpy(), reference_rows(np.arange(101), 4, 13, 3, "mix"))
+    ids = torch.tensor([[0, 5, 99], [100, 1, 0]])
+    out = emb(ids)
+    assert out.shape == (2, 3, 6)
+    expected = emb.table[emb.rows[ids].long()].sum(dim=2) / math.sqrt(4)
+    expected[ids == 0] = 0
+    assert torch.allclose(out, expected)
+    assert torch.equal(out[0, 0], torch.zeros(6))
+    out.sum().backward()  # gradient reaches only rows that real items use
+    used = torch.zeros(13, dtype=torch.bool)
+    used[emb.rows[ids[ids != 0]].long().reshape(-1)] = True
+    assert torch.equal(emb.table.grad.abs().sum(1) > 0, used)
+
+
+@needs_core
+def test_kshift_fingerprint_guards_loading():
+    a = KShiftEmbedding(50, 4, k=3, compression=5, seed=0)
+    b = KShiftEmbedding(50, 4, k=3, compression=5, seed=0)
+    b.load_state_dict(a.state_dict())
+    assert "rows" not in a.state_dict()  # recomputed from the seed, never stored
+    c = KShiftEmbedding(50, 4, k=3, compression=5, seed=1)
+    with pytest.raises(ValueError, match="k-shift rows differ"):
+        c.load_state_dict(a.state_dict())
+
+
+def test_memory_of_ten_million_items_fits_in_a_gigabyte():
+    cfg = ModelConfig(n_items=10**7, max_len=200, item_emb="kshift", kshift_compression=16)
+    mem = embedding_memory_bytes(cfg)
+    assert mem["params_bytes"] == 625_000 * 64 * 4 and mem["rows_bytes"] == (10**7 + 1) * 8 * 4
+    assert mem["params_bytes"] + mem["adam_bytes"] + mem["rows_bytes"] < 1e9
+    assert mem["full_table_bytes"] == (10**7 + 1) * 64 * 4
+    assert embedding_memory_bytes(ModelConfig(n_items=10, max_len=5))["total_bytes"] == 4 * 11 * 64 * 4
+
+
+# --- SASRec ------------------------------------------------------------------------------------
+
+def tiny(item_emb: str = "full", **kw) -> SASRec:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_items=30, max_len=12, dim=16, layers=2, heads=2, ffn=32, item_emb=item_emb,
+                      kshift_compression=4, **kw)
+    return SASRec(cfg).eval()
+
+
+def seqs(B: int = 4, T: int = 8, seed: int = 0) -> torch.Tensor:
+    x = torch.randint(1, 31, (B, T), generator=torch.Generator().manual_seed(seed))
+    x[1, :3] = 0  # left padding
+    x[2, :7] = 0
+    return x
+
+
+EMBS = ["full", pytest.param("kshift", marks=needs_core)]
+
+
+@pytest.mark.parametrize("item_emb", EMBS)
+def test_causal(item_emb):
+    model, x = tiny(item_emb), seqs()
+    y = x.clone()
+    y[:, 5] = (y[:, 5] % 30) + 1  # change one event in the middle (padding in row 2 becomes real: fine)
+    a, b = model(x), model(y)
+    assert torch.allclose(a[:, :5], b[:, :5], atol=1e-6)
+    assert not torch.allclose(a[:, 5:], b[:, 5:], atol=1e-4)
+
+
+@pytest.mark.parametrize("item_emb", EMBS)
+def test_left_padding_does_not_change_real_outputs(item_emb):
+    model, x = tiny(item_emb), seqs()
+    wider = torch.cat([torch.zeros(4, 3, dtype=torch.long), x], dim=1)  # (4, 11): 3 more padding columns
+    a, b = model(x), model(wider)[:, 3:]
+    real = x != 0
+    assert torch.allclose(a[real], b[real], atol=1e-5)
+    # and the padding positions of a row never leak into its real ones: garbage at padding ids
+    assert torch.isfinite(model(wider)).all()
+
+
+def test_fully_padded_rows_give_no_nan_in_training_mode():
+    model = tiny().train()
+    x = seqs()
+    x[0] = 0
+    out = model(x)
+    assert torch.isfinite(out).all()
+    out[x != 0].sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("item_emb", EMBS)
+def test_item_vectors_are_tied_and_padding_is_zero(item_emb):
+    model = tiny(item_emb)
+    ids = torch.tensor([0, 1, 30])
+    v = model.item_vectors(ids)
+    assert v.shape == (3, 16) and torch.equal(v[0], torch.zeros(16))
+    assert torch.allclose(model.item_table()[ids], v)
+    # the input side embeds the same vectors: one item alone, no other signal than its vector
+    x = torch.tensor([[0, 0, 7]])
+    with torch.no_grad():
+        model.item_emb.weight.mul_(2) if item_emb == "full" else model.item_emb.table.mul_(2)
+    assert torch.allclose(model.item_vectors(torch.tensor([7])), 2 * tiny(item_emb).item_vectors(torch.tensor([7])))
+    assert not torch.allclose(model(x), tiny(item_emb)(x))
+
+
+def test_types_embedding():
+    model = tiny(n_types=3)
+    x = seqs()
+    t = (x != 0).long()
+    t2 = t * 2
+    assert not torch.allclose(model(x, t), model(x, t2))
+    with pytest.raises(ValueError, match="pass types"):
+        model(x)
+    assert torch.allclose(tiny()(x, t), tiny()(x))  # a model without types ignores them
+
+
+def test_bad_input_and_config_are_refused():
+    with pytest.raises(ValueError, match="exceeds the model's max_len"):
+        tiny()(torch.ones(1, 13, dtype=torch.long))
+    with pytest.raises(ValueError, match="multiple of heads"):
+        ModelConfig(n_items=5, max_len=5, dim=10, heads=3)
+    with pytest.raises(ValueError, match="item_emb must be"):
+        ModelConfig(n_items=5, max_len=5, item_emb="hash")
+    with pytest.raises(ValueError, match="unknown model config keys: colour"):
+        ModelConfig.from_dict({"n_items": 5, "max_len": 5, "colour": 1})
+
+
+def test_bf16_autocast_forward():
+    model, x = tiny(), seqs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out.float(), model(x), atol=0.2)
+
+
+@pytest.mark.parametrize("item_emb", EMBS)
+def test_load_model_round_trip(tmp_path, item_emb):
+    model, x = tiny(item_emb, n_types=2), seqs()
+    cfg = json.loads(json.dumps(model.cfg.to_dict()))  # as it travels through config.json
+    assert ModelConfig.from_dict(cfg) == model.cfg
+    torch.save({"model": model.state_dict(), "model_config": cfg}, tmp_path / "model.pt")
+    loaded = load_model(tmp_path)
+    assert not loaded.training
+    t = (x != 0).long()
+    assert torch.equal(loaded(x, t), model(x, t))
+    with pytest.raises(FileNotFoundError, match="no model.pt"):
+        load_model(tmp_path / "missing")

@@ -1,0 +1,212 @@
+"""Training examples (windows per regime, fresh targets, batches) and train.py end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import longrec_core as lc
+from longrec_core.data import load_data_dir, prepare_synthetic
+from longrec_core.examples import epoch_windows, iter_batches, make_batch, n_batches, regime_of, shuffled_order
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]
+TINY = ["--epochs", "2", "--window", "20", "--stride", "8", "--dim", "16", "--heads", "2", "--ffn", "32",
+        "--batch-size", "32", "--warmup-steps", "2", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("train") / "data"
+    prepare_synthetic(path, users=60, items=80, seed=3)
+    return path
+
+
+def run(*argv, check=True, stdin=subprocess.DEVNULL, env_extra=None):
+    env = {**os.environ, "LONGREC_NO_STDIN": "1", **(env_extra or {})}
+    proc = subprocess.run([*argv], capture_output=True, text=True, stdin=stdin, env=env, cwd=ROOT, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+# ----------------------------------------------------------------------------- examples
+
+
+@pytest.mark.parametrize("regime", ["last", "sliding"])
+def test_epoch_windows_are_the_core_windows(data_dir, regime):
+    d = load_data_dir(data_dir)
+    w = epoch_windows(d.offsets, d.train_end, regime=regime, window=20, stride=8, max_history=100)
+    seq, start, stop = lc.windows(d.offsets, d.train_end, window=20, stride=8, max_history=100, regime=regime)
+    np.testing.assert_array_equal(w.seq, seq)
+    np.testing.assert_array_equal(w.start, start)
+    np.testing.assert_array_equal(w.stop, stop)
+    assert np.all(w.stop <= d.train_end[w.seq])  # no window reaches a validation or test event
+
+
+def test_random_windows_are_the_core_samples_and_change_per_seed(data_dir):
+    d = load_data_dir(data_dir)
+    a = epoch_windows(d.offsets, d.train_end, regime="random", window=20, per_seq=2, seed=5)
+    ref = lc.sample_windows(d.offsets, d.train_end, window=20, per_seq=2, seed=5)
+    np.testing.assert_array_equal(a.stop, ref[2])
+    b = epoch_windows(d.offsets, d.train_end, regime="random", window=20, per_seq=2, seed=6)
+    assert not np.array_equal(a.stop, b.stop)
+    np.testing.assert_array_equal(a.fresh_stop, a.stop)
+
+
+def test_mixed_is_last_then_sliding():
+    assert [regime_of("mixed", e, 2) for e in range(4)] == ["last", "last", "sliding", "sliding"]
+    assert regime_of("sliding", 0, 2) == "sliding"
+
+
+@pytest.mark.parametrize("stride", [1, 3, 8, 21])
+def test_fresh_targets_count_every_training_event_once(data_dir, stride):
+    d = load_data_dir(data_dir)
+    window = 20
+    w = epoch_windows(d.offsets, d.train_end, regime="sliding", window=window, stride=stride)
+    _, targets_all, _ = make_batch(d.items, None, w, np.arange(len(w)), window, fresh_only=False)
+    inputs, targets, _ = make_batch(d.items, None, w, np.arange(len(w)), window, fresh_only=True)
+    # Rebuild which event each counted target is, per user.
+    event = w.stop[:, None] + np.arange(-window, 0)[None, :]
+    counted = event[targets.numpy() != 0]
+    users = np.repeat(w.seq, window).reshape(len(w), window)[targets.numpy() != 0]
+    covered = set(zip(users.tolist(), counted.tolist()))
+    assert len(covered) == len(counted)  # no event is a target twice
+    # Every event a window can predict (from the second of its span) is a target of some window.
+    expected = set()
+    for u in np.unique(w.seq):
+        first = w.start[w.seq == u].min()
+        expected |= {(int(u), e) for e in range(first + 1, int(d.train_end[u]))}
+    if stride <= window:
+        assert covered == expected
+    else:  # stride > window leaves gaps between windows: those events are never targets
+        assert covered < expected
+    assert (targets != 0).sum() <= (targets_all != 0).sum()
+
+
+def test_batches_shift_by_one_and_pad_with_zero(data_dir):
+    d = load_data_dir(data_dir)
+    w = epoch_windows(d.offsets, d.train_end, regime="sliding", window=20, stride=8)
+    inputs, targets, _ = make_batch(d.items, None, w, np.arange(len(w)), 20, fresh_only=False)
+    real = inputs[:, :-1] != 0
+    np.testing.assert_array_equal(inputs[:, 1:][real], targets[:, :-1][real])  # target j is input j + 1
+    assert not torch.any((inputs == 0) & (targets != 0))  # padding input never has a target
+    # A target is padding exactly where the window has no event there.
+    lengths = torch.from_numpy(w.stop - w.start - 1)  # targets per window
+    np.testing.assert_array_equal((targets != 0).sum(1), lengths)
+    np.testing.assert_array_equal((inputs != 0).sum(1), lengths)
+
+
+def test_iter_batches_yields_every_window_once_and_stops_cleanly(data_dir):
+    d = load_data_dir(data_dir)
+    w = epoch_windows(d.offsets, d.train_end, regime="sliding", window=20, stride=4)
+    order = shuffled_order(len(w), seed=0, epoch=0, batch_size=16)
+    got = torch.cat([b[0] for b in iter_batches(d.items, None, w, order, batch_size=16, window=20)])
+    want, _, _ = make_batch(d.items, None, w, order, 20, fresh_only=False)
+    torch.testing.assert_close(got, want)
+    it = iter_batches(d.items, None, w, order, batch_size=1, window=20, prefetch=2)
+    next(it)
+    it.close()  # breaking off early must not hang on a full queue
+
+
+def test_data_parallel_order_splits_global_batches():
+    n, bs, world = 103, 8, 2
+    single = shuffled_order(n, 1, 0, bs * world)
+    ranks = [shuffled_order(n, 1, 0, bs, r, world) for r in range(world)]
+    assert len(ranks[0]) == len(ranks[1]) == 51
+    steps = n_batches(n, bs, world)
+    for k in range(steps):
+        both = np.concatenate([r[k * bs:(k + 1) * bs] for r in ranks])
+        assert set(both) == set(single[k * bs * world:(k + 1) * bs * world]) - ({single[-1]} if k == steps - 1 else set())
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def losses(run_dir):
+    return [json.loads(line)["loss"] for line in (Path(run_dir) / "log.jsonl").read_text().splitlines()]
+
+
+def test_train_writes_a_run_dir_and_prints_only_its_path(data_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = run(*TRAIN, "--data", str(data_dir), "--out", str(out), *TINY)
+    assert proc.stdout.strip() == str(out)
+    for name in ("config.json", "ckpt.pt", "model.pt", "log.jsonl", "summary.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["tokens"] > 0 and summary["train_seconds"] > 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1] and all("NDCG@10" in r["valid"] for r in log)
+
+
+def test_same_seed_same_losses_and_resume_equals_uninterrupted(data_dir, tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    run(*TRAIN, "--data", str(data_dir), "--out", str(a), *TINY)
+    run(*TRAIN, "--data", str(data_dir), "--out", str(b), *TINY)
+    assert losses(a) == losses(b)
+    # Stop mid-way through the first epoch, then resume to the end.
+    proc = run(*TRAIN, "--data", str(data_dir), "--out", str(c), *TINY, "--max-steps", "3")
+    assert not (c / "log.jsonl").exists()
+    run(*TRAIN, "--resume", str(c))
+    # Same examples, steps, dropout masks and optimizer state; CPU reductions over freshly loaded
+    # tensors may round differently in the last bit, so compare to float32 noise, not bitwise.
+    np.testing.assert_allclose(losses(c), losses(a), rtol=1e-6)
+    wa = torch.load(a / "model.pt", weights_only=True)["model"]
+    wc = torch.load(c / "model.pt", weights_only=True)["model"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wc[k], rtol=1e-5, atol=1e-6)
+    # A different seed really changes the run (so the equalities above are not vacuous).
+    d = tmp_path / "d"
+    run(*TRAIN, "--data", str(data_dir), "--out", str(d), *TINY, "--seed", "1")
+    assert losses(d) != losses(a)
+
+
+@pytest.mark.parametrize("extra", [["--regime", "mixed", "--mixed-epochs", "1", "--targets", "fresh"],
+                                   ["--regime", "random", "--per-seq", "2", "--loss", "sampled", "--negatives", "16",
+                                    "--sampler", "popularity"],
+                                   ["--regime", "last", "--loss", "chunked", "--loss-chunk", "7",
+                                    "--item-emb", "kshift", "--kshift-compression", "4"]])
+def test_other_regimes_losses_and_embeddings_train(data_dir, tmp_path, extra):
+    out = tmp_path / "run"
+    run(*TRAIN, "--data", str(data_dir), "--out", str(out), *TINY, *extra)
+    assert all(np.isfinite(losses(out)))
+
+
+def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = [*TINY, "--dropout", "0", "--data", str(data_dir)]
+    common[common.index("--batch-size") + 1] = "16"
+    run(*TRAIN, *common, "--out", str(one), "--batch-size", "32")
+    run(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(ROOT / "scripts" / "train.py"), *common, "--out", str(two))
+    assert json.loads((two / "summary.json").read_text())["world_size"] == 2
+    # The same examples per step and the global-mean loss: equal up to float noise (one window of
+    # 103-ish per epoch may be dropped to split evenly, so compare loosely but meaningfully).
+    np.testing.assert_allclose(losses(two), losses(one), rtol=2e-2)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--stride", "0"], "--stride must be at least 1"),
+        (["--regime", "random", "--targets", "fresh"], "--targets fresh needs end-anchored windows"),
+        (["--heads", "3"], "must be a positive multiple of heads"),
+        (["--data", "/nonexistent/data"], "/nonexistent/data"),
+        (["--resume", "/nonexistent/run"], "cannot resume"),
+        (["--regime", "diagonal"], "invalid choice"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_sentence(data_dir, tmp_path, argv, message):
+    argv = list(argv)
+    if "--data" not in argv and "--resume" not in argv:
+        argv += ["--data", str(data_dir)]
+    proc = run(*TRAIN, "--out", str(tmp_path / "run"), *argv, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
