@@ -200,11 +200,21 @@ def main() -> None:
     if comparison is not None:
         table = Table(title=f"this = {run}, other = {args.compare}: paired, {len(common):,} common users",
                       title_justify="left")
-        for col in ("metric", "this", "other", "diff", "95% CI of diff", "p"):
+        for col in ("metric", "this", "other", "diff", "relative", "95% CI of diff", "p"):
             table.add_column(col, justify="right", no_wrap=True)
         for r in comparison["results"]:
-            table.add_row(r["metric"], f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}", f"{r['diff']:+.4f}",
+            rel = f"{r['diff'] / r['mean_b']:+.1%}" if r["mean_b"] else "-"
+            table.add_row(r["metric"], f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}", f"{r['diff']:+.4f}", rel,
                           f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]", f"{r['p_value']:.3g}")
+        # What the difference cost: training time and tokens from each run's summary.json.
+        other_run = Path(args.compare) if Path(args.compare).is_dir() else Path(args.compare).parent
+        costs = [json.loads(f.read_text()) for f in (run / "summary.json", other_run / "summary.json") if f.is_file()]
+        if len(costs) == 2:
+            a, b = costs
+            for key, label, fmt in (("train_seconds", "training seconds", "{:,.1f}"), ("tokens", "training tokens", "{:,.0f}"),
+                                    ("epochs", "epochs", "{:,.0f}")):
+                ratio = f"{a[key] / b[key]:.2f}x" if b.get(key) else "-"
+                table.add_row(label, fmt.format(a[key]), fmt.format(b[key]), "", ratio, "", "")
         console.print(table)
     print(out)
 

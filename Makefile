@@ -1,0 +1,34 @@
+# longrec: two commands on a fresh machine.
+#   make demo   install, then prep -> train (last) -> train (sliding) -> eval both -> compare
+#   make test   install, then the Rust unit tests and the Python test suite
+# `make install` alone sets up .venv (Python deps + the Rust extension via maturin).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test bench clean
+
+# --system-site-packages reuses a torch that is already installed system-wide (it is ~3 GB);
+# anything missing is installed into .venv by pip.
+$(BIN)/python:
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade "maturin>=1.9,<2"
+	$(BIN)/maturin develop --release --extras dev -q
+
+demo: install
+	bash scripts/demo.sh
+
+test: install
+	cargo test --release
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/core.py
+	$(BIN)/python bench/loss.py
+	$(BIN)/python bench/train.py
+
+clean:
+	rm -rf target $(VENV) longrec_core/*.so
