@@ -116,7 +116,7 @@ def row(case: str, m: int, r: dict, ref: dict | None) -> str:
     ratio = ""
     if ref is not None and "error" not in ref:
         ratio = f"{r['peak_bytes'] / ref['peak_bytes']:>9.3f}x {r['seconds'] / ref['seconds']:>8.2f}x"
-    return f"  {case:<13}{m:>7,}{r['peak_bytes'] / 2**20:>11,.1f}{r['seconds']:>9.2f}{r['loss']:>9.4f}  {ratio}"
+    return f"  {case:<13}{m:>7,}{r['peak_bytes'] / 1e6:>11,.1f}{r['seconds']:>9.2f}{r['loss']:>9.4f}  {ratio}"
 
 
 def main() -> None:
@@ -127,7 +127,8 @@ def main() -> None:
                    help="M = B x T non-padding positions (default 16384 on CUDA, 4096 on CPU to stay within minutes)")
     p.add_argument("--dim", type=int, default=64, help="d")
     p.add_argument("--negatives", type=int, nargs="+", default=[256, 1024], help="sampled-softmax negatives")
-    p.add_argument("--chunk-size", type=int, default=4096, help="items per chunk of chunked_cross_entropy")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="items per chunk of chunked_cross_entropy; default: its own (a 2^24-value buffer)")
     p.add_argument("--naive-budget-gb", type=float, default=None,
                    help="memory naive may use (from shapes); default 8 on CPU, half the GPU on CUDA")
     p.add_argument("--device", default="cuda" if cuda else "cpu", choices=["cpu", "cuda"], help="where to run")
@@ -136,6 +137,8 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    if min([*args.items, args.positions, args.dim, 1 if args.chunk_size is None else args.chunk_size, *args.negatives]) < 1:
+        p.error("sizes (--items, --positions, --dim, --chunk-size, --negatives) must be >= 1")
     if args.device == "cuda" and not cuda:
         p.exit(2, "error: --device cuda but no CUDA device is available\n")
     budget = args.naive_budget_gb * GB if args.naive_budget_gb else (
@@ -143,12 +146,12 @@ def main() -> None:
     cases = ["naive", "full", "chunked"] + [f"sampled-{s}" for s in args.negatives]
 
     print(f"device {args.device} ({torch.get_num_threads()} threads), d = {args.dim}, M = {args.positions:,}, "
-          f"chunk {args.chunk_size}, naive budget {budget / GB:.1f} GB; peak = extra MB over the inputs")
+          f"chunk {args.chunk_size or 'auto'}, naive budget {budget / GB:g} GB; peak = memory added over the inputs (MB = 1e6 bytes)")
     for n in args.items:
         m_fit = args.positions
         while m_fit > 1 and naive_bytes(n, m_fit) > budget:
             m_fit //= 2
-        print(f"\nN = {n:,} items")
+        print(f"\nN = {n:,} items (the table's gradient, {(n + 1) * args.dim * 4 / 1e6:,.0f} MB, is part of every peak)")
         print(f"  {'case':<13}{'M':>7}{'peak MB':>11}{'time s':>9}{'loss':>9}  {'peak':>10} {'time':>9}  (vs naive)")
         naive = measure(args, "naive", n, m_fit)
         print(row("naive", m_fit, naive, naive), flush=True)
@@ -159,8 +162,8 @@ def main() -> None:
         m = args.positions
         need = naive_bytes(n, m)
         scaled = naive["peak_bytes"] * m / m_fit if "error" not in naive else float("nan")
-        print(f"  at M = {m:,}: naive and full need {need / GB:,.1f} GB from shapes (logits {m * (n + 1) * 4 / GB:,.1f} GB;"
-              f" {scaled / GB:,.1f} GB scaled from M = {m_fit:,}) - over budget, not run")
+        print(f"  at M = {m:,}: naive and full need {need / GB:,.2f} GB from shapes (logits {m * (n + 1) * 4 / GB:,.2f} GB;"
+              f" {scaled / GB:,.2f} GB scaled from M = {m_fit:,}) - over budget, not run")
         for case in cases[2:]:
             r = measure(args, case, n, m)
             line = row(case, m, r, None)

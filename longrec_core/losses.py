@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 
 WeightFn = Callable[[torch.Tensor], torch.Tensor]
+CHUNK_VALUES = 1 << 24  # logits held at once by chunked_cross_entropy's default chunking (64 MB in float32)
 
 
-def _check_targets(targets: torch.Tensor, n_items: int) -> None:
+def _check_targets(targets: torch.Tensor, n_items: int, what: str = "targets") -> None:
     if targets.numel() and bool(((targets < 1) | (targets > n_items)).any()):
-        raise ValueError(f"targets must be item indices in 1..{n_items} (0 is padding, never a target)")
+        raise ValueError(f"{what} must be item indices in 1..{n_items} (0 is padding, never a class)")
 
 
 def _f32(x: torch.Tensor) -> torch.Tensor:
@@ -104,13 +105,17 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
 
 
 def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                          chunk_size: int = 4096) -> torch.Tensor:
+                          chunk_size: int | None = None) -> torch.Tensor:
     """Exact `full_cross_entropy` (value and gradients) without ever holding the M x N logits.
 
     hidden (M, d), weight (N+1, d) with row 0 = padding, targets (M,) in 1..N -> scalar mean loss.
     Works in float32 inside (float64 when an input is float64), also under autocast; gradients come
-    back in the inputs' dtypes. Peak extra memory is about M x chunk_size x 4 bytes.
+    back in the inputs' dtypes. Peak extra memory is one M x chunk_size buffer plus the gradients;
+    chunk_size None picks about CHUNK_VALUES / M items, a 64 MB float32 buffer at any M (large chunks
+    when M is small keep the matrix products efficient).
     """
+    if chunk_size is None:
+        chunk_size = max(1, CHUNK_VALUES // max(1, hidden.shape[0]))
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     _check_targets(targets, weight.shape[0] - 1)
@@ -194,8 +199,9 @@ def sampled_softmax(hidden: torch.Tensor, weight_fn: WeightFn | torch.Tensor, ta
     (pass model.item_vectors so a k-shift model composes only the rows it needs) or an (N+1, d)
     weight tensor. One set of `num_negatives` ids is drawn per call and shared by all M rows
     (`sample_negatives`; or pass `negatives` yourself). Each logit, positive and negative, has
-    log q(item) subtracted, which makes the loss a consistent estimate of full softmax under a
-    non-uniform sampler; a negative equal to the row's own target (an accidental hit) is masked.
+    log q(item) subtracted, which removes the sampler's bias towards the items it draws often
+    (Bengio & Senecal 2008; Yi et al. 2019); a negative equal to the row's own target (an accidental
+    hit) is masked out of that row.
     N comes from n_items, item_counts, the weight tensor or weight_fn's model, in that order.
     """
     n = _n_items(weight_fn, item_counts, n_items)
@@ -209,6 +215,7 @@ def sampled_softmax(hidden: torch.Tensor, weight_fn: WeightFn | torch.Tensor, ta
         neg = sample_negatives(n, num_negatives, sampler, item_counts, generator, hidden.device)
     else:
         neg = negatives.to(hidden.device)
+        _check_targets(neg, n, "negatives")
     M = hidden.shape[0]
     vecs = weight_fn(torch.cat([targets, neg]))  # (M + S, d), one lookup for both
     pos = _f32((hidden * vecs[:M]).sum(dim=1))  # (M,)

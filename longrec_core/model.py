@@ -143,8 +143,8 @@ class KShiftEmbedding(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         saved = state_dict.get(prefix + "rows_fingerprint")
         if saved is not None and int(saved) != int(self.rows_fingerprint):
-            raise ValueError("the checkpoint's k-shift rows differ from the rows this build computes "
-                             "(same seed and scheme, so the core's hash changed); retrain or use the matching build")
+            raise ValueError("the checkpoint's k-shift rows differ from the rows computed here "
+                             "(a different seed or scheme, or a core whose hash changed)")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
@@ -283,7 +283,7 @@ class SASRec(nn.Module):
             x = x + self.type_emb(types.long())
         x = self.drop(x) * real.unsqueeze(-1)
         # query t attends keys s <= t that are real; the diagonal is always allowed so a padding query
-        # has one key and softmax never sees an all-masked row (which would give NaN)
+        # has one key and softmax never sees an all-masked row (NaN in some attention kernels)
         eye = torch.eye(T, dtype=torch.bool, device=items.device)
         mask = torch.ones(T, T, dtype=torch.bool, device=items.device).tril() & (real[:, None, None, :] | eye)
         for block in self.blocks:

@@ -54,7 +54,7 @@ def test_padding_or_out_of_range_target_is_refused(loss_fn, bad):
         loss_fn(hidden, weight, targets)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 4, 7, 29, 30, 1000])
+@pytest.mark.parametrize("chunk_size", [1, 4, 7, 29, 30, 1000, None])
 def test_chunked_equals_full_value_and_gradients(chunk_size):
     hidden, weight, targets = make()
     full = full_cross_entropy(hidden, weight, targets)
@@ -110,6 +110,8 @@ def test_sampled_log_q_on_a_hand_made_case():
     negs = [0.0 - math.log(2 / 4), 2.0 - math.log(1 / 4)]  # the third negative is the target itself: masked
     expected = -pos + math.log(sum(math.exp(x) for x in [pos, *negs]))
     assert abs(loss.item() - expected) < 1e-6
+    with pytest.raises(ValueError, match="negatives must be item indices"):  # padding is never a negative
+        sampled_softmax(hidden, weight, torch.tensor([1]), 2, negatives=torch.tensor([2, 0]))
 
 
 def test_sampled_with_all_items_as_negatives_equals_full_softmax():
