@@ -1,0 +1,240 @@
+"""The pieces of scripts/frontier.py that tests check directly: the grid (axes, grid files,
+cells with collapsed axes and stable names), aggregation over seeds, baselines and the
+Pareto frontier. Pure Python and NumPy: no torch, so the script's bad-input checks are quick.
+
+A cell is one training configuration; its name is deterministic and readable
+(`sliding-w200-s64-hall`, `last-w200`, `random-w50-h1000-kshift`) and names the directory
+its runs live in, so a rerun of the same grid finds its finished cells.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REGIMES = ("last", "sliding", "mixed", "random")  # train.py --regime choices
+TARGETS = ("all", "fresh")  # train.py --targets choices
+ITEM_EMBS = ("full", "kshift")  # train.py --item-emb choices
+
+# The grid axes, their defaults (train.py's defaults, and the baseline against sliding) and the
+# keys a grid file may hold besides them.
+DEFAULTS: dict[str, str] = {"regimes": "last,sliding", "windows": "200", "strides": "64", "max_history": "all",
+                            "targets": "all", "item_emb": "full"}
+FILE_KEYS = (*DEFAULTS, "repeats", "metric", "baseline", "flags")
+ALIASES = {"regime": "regimes", "window": "windows", "stride": "strides", "max_histories": "max_history",
+           "item_embs": "item_emb"}
+
+
+# ----------------------------------------------------------------------------- axes and grid files
+def _positive_int(axis: str, v: Any) -> int:
+    if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, str) and v.strip().isdigit())):
+        raise ValueError(f"{axis} must be positive integers, got {v!r}")
+    if int(v) < 1:
+        raise ValueError(f"{axis} must be positive integers, got {v!r}")
+    return int(v)
+
+
+def _choice(axis: str, v: Any, choices: Sequence[str]) -> str:
+    s = str(v).strip()
+    if s not in choices:
+        raise ValueError(f"unknown {axis} value {v!r}: expected one of {', '.join(choices)}")
+    return s
+
+
+def _history(axis: str, v: Any) -> int | None:
+    """`all`, `none` (or JSON null) mean the whole history; else a positive event count."""
+    if v is None or (isinstance(v, str) and v.strip().lower() in ("all", "none")):
+        return None
+    return _positive_int(axis, v)
+
+
+def parse_axis(axis: str, raw: Any) -> list[Any]:
+    """The values of one grid axis from a flag ("16,64"), or a grid file value (list or scalar),
+    checked and de-duplicated in order. Raises ValueError with one sentence on a bad value."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw) if isinstance(raw, (list, tuple)) else [raw]
+    items = [v for v in items if not (isinstance(v, str) and v.strip() == "")]
+    if not items:
+        raise ValueError(f"{axis} is empty: give at least one value")
+    if axis == "regimes":
+        values = [_choice("regime", v, REGIMES) for v in items]
+    elif axis in ("windows", "strides"):
+        values = [_positive_int(axis, v) for v in items]
+    elif axis == "max_history":
+        values = [_history(axis, v) for v in items]
+    elif axis == "targets":
+        values = [_choice("targets", v, TARGETS) for v in items]
+    elif axis == "item_emb":
+        values = [_choice("item-emb", v, ITEM_EMBS) for v in items]
+    else:
+        raise ValueError(f"unknown grid axis {axis!r}")
+    return list(dict.fromkeys(values))
+
+
+def load_grid(path: str | Path) -> dict[str, Any]:
+    """A grid file (.toml or .json) as a dict of FILE_KEYS (singular axis names accepted).
+
+    Example (TOML):  regimes = ["last", "sliding"]  strides = [16, 64]  windows = 200
+                     max_history = ["all", 1000]  repeats = 3  flags = ["--epochs", "10"]
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"grid file {path} does not exist")
+    try:
+        if path.suffix == ".toml":
+            raw = tomllib.loads(path.read_text())
+        elif path.suffix == ".json":
+            raw = json.loads(path.read_text())
+        else:
+            raise ValueError(f"grid file {path} must end in .toml or .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"grid file {path} is not valid {path.suffix[1:].upper()}: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"grid file {path} must hold a table/object of grid keys")
+    grid: dict[str, Any] = {}
+    for key, value in raw.items():
+        k = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
+        if k not in FILE_KEYS:
+            raise ValueError(f"grid file {path} has an unknown key {key!r}: expected {', '.join(FILE_KEYS)}")
+        grid[k] = value
+    if "flags" in grid and not (isinstance(grid["flags"], list) and all(isinstance(f, str) for f in grid["flags"])):
+        raise ValueError(f"grid file {path}: flags must be a list of strings (train.py flags, e.g. [\"--epochs\", \"10\"])")
+    return grid
+
+
+# ----------------------------------------------------------------------------- cells
+@dataclass(frozen=True)
+class Cell:
+    """One training configuration; axes that do not matter for its regime are collapsed (None/"all")."""
+
+    regime: str
+    window: int
+    stride: int | None  # None: the regime has no stride (last, random)
+    max_history: int | None  # None: the whole training history
+    targets: str = "all"
+    item_emb: str = "full"
+
+    @property
+    def name(self) -> str:
+        parts = [self.regime, f"w{self.window}"]
+        if self.stride is not None:
+            parts.append(f"s{self.stride}")
+        if self.regime != "last":
+            parts.append("hall" if self.max_history is None else f"h{self.max_history}")
+        elif self.max_history is not None:
+            parts.append(f"h{self.max_history}")
+        if self.targets != "all":
+            parts.append(self.targets)
+        if self.item_emb != "full":
+            parts.append(self.item_emb)
+        return "-".join(parts)
+
+    def label(self, varying: Iterable[str] = ()) -> str:
+        """A short plot label: regime/stride, plus the other axes named in `varying`."""
+        parts = [self.regime] + ([f"s{self.stride}"] if self.stride is not None else [])
+        if "windows" in varying:
+            parts.append(f"w{self.window}")
+        if "max_history" in varying and (self.regime != "last" or self.max_history is not None):
+            parts.append("hall" if self.max_history is None else f"h{self.max_history}")
+        if self.targets != "all":
+            parts.append(self.targets)
+        if self.item_emb != "full":
+            parts.append(self.item_emb)
+        return "/".join(parts)
+
+    def train_args(self) -> list[str]:
+        """The train.py flags that make this cell (data, out, seed and shared flags come on top)."""
+        args = ["--regime", self.regime, "--window", str(self.window)]
+        if self.stride is not None:
+            args += ["--stride", str(self.stride)]
+        if self.max_history is not None:
+            args += ["--max-history", str(self.max_history)]
+        return args + ["--targets", self.targets, "--item-emb", self.item_emb]
+
+
+def make_cell(regime: str, window: int, stride: int, max_history: int | None, targets: str, item_emb: str) -> Cell:
+    """The cell of one grid point with its irrelevant axes collapsed:
+    - stride only matters where sliding windows are made (sliding, mixed);
+    - `last` takes one window of window+1 events, so a max history of at least that is the whole history;
+    - `fresh` targets equal `all` for `last` (one window per user) and do not exist for `random`
+      (sampled windows have no order; train.py refuses the pair), so both keep every target."""
+    if regime in ("last", "random"):
+        stride_ = None
+    else:
+        stride_ = stride
+    if regime == "last" and max_history is not None and max_history >= window + 1:
+        max_history = None
+    if regime in ("last", "random"):
+        targets = "all"
+    return Cell(regime, window, stride_, max_history, targets, item_emb)
+
+
+def make_cells(regimes: Sequence[str], windows: Sequence[int], strides: Sequence[int],
+               max_history: Sequence[int | None], targets: Sequence[str], item_emb: Sequence[str]) -> list[Cell]:
+    """Every cell of the product of the axes (regime outermost), collapsed and de-duplicated in order."""
+    cells: dict[str, Cell] = {}
+    for r in regimes:
+        for w in windows:
+            for s in strides:
+                for h in max_history:
+                    for t in targets:
+                        for e in item_emb:
+                            c = make_cell(r, w, s, h, t, e)
+                            cells.setdefault(c.name, c)
+    return list(cells.values())
+
+
+def baseline_of(cell: Cell, cells: Sequence[Cell]) -> Cell | None:
+    """The `last` cell a cell is compared with: the one with the same window, preferring the same
+    item embedding and then the whole history (the classic truncation baseline); else the first
+    `last` cell of the grid; None when the grid has none."""
+    lasts = [c for c in cells if c.regime == "last"]
+    same = sorted((c for c in lasts if c.window == cell.window),  # stable: grid order among equals
+                  key=lambda c: (c.item_emb != cell.item_emb, c.max_history is not None))
+    return same[0] if same else lasts[0] if lasts else None
+
+
+# ----------------------------------------------------------------------------- numbers
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation with ddof=1); sd is NaN for fewer than 2 values, both for none."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return math.nan, math.nan
+    return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else math.nan
+
+
+def pareto_mask(cost: Sequence[float], value: Sequence[float]) -> np.ndarray:
+    """(n,) bool: True where no other point has cost <= and value >= with one of them strict
+    (minimize cost, maximize value). Equal points are all on the frontier; NaN points never are
+    and never dominate. O(n^2): grids are small."""
+    c = np.asarray(cost, dtype=np.float64)
+    v = np.asarray(value, dtype=np.float64)
+    if c.shape != v.shape or c.ndim != 1:
+        raise ValueError(f"cost and value must be 1-d and of one length, got {c.shape} and {v.shape}")
+    ok = np.isfinite(c) & np.isfinite(v)
+    # dominated[i, j]: point j dominates point i
+    dominated = ((c[None, :] <= c[:, None]) & (v[None, :] >= v[:, None])
+                 & ((c[None, :] < c[:, None]) | (v[None, :] > v[:, None])) & ok[None, :])
+    return ok & ~dominated.any(axis=1)
+
+
+EVAL_KS = (1, 5, 10, 20, 50, 100)  # the cut-offs eval.py writes by default (longrec_core.metrics.KS)
+
+
+def metric_name(raw: str) -> str:
+    """The eval.py metrics key of a metric name, case-insensitively; Recall@K is HR@K (one target
+    per user). Raises ValueError unless eval.py reports it by default (HR/NDCG/MRR@K for K in
+    EVAL_KS, or MRR)."""
+    kind, at, k = raw.strip().upper().partition("@")
+    kind = "HR" if kind == "RECALL" else kind
+    name = f"{kind}@{k}" if at else kind
+    if name == "MRR" or (kind in ("HR", "NDCG", "MRR") and k.isdigit() and int(k) in EVAL_KS):
+        return name
+    raise ValueError(f"unknown metric {raw!r}: expected NDCG@K, HR@K (= Recall@K), MRR@K for K in "
+                     f"{', '.join(map(str, EVAL_KS))}, or MRR")

@@ -1,0 +1,263 @@
+"""scripts/frontier.py: the grid (axes, grid files, collapsed cells, baselines), the Pareto
+frontier on hand-made and random points against a plain reference, bad input before any run,
+and a tiny grid end to end (a failing cell recorded while the grid goes on; a rerun skips
+finished runs and refuses runs trained with other flags)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from longrec_core.data import prepare_synthetic
+from longrec_core.frontier import (
+    Cell, baseline_of, load_grid, make_cell, make_cells, mean_sd, metric_name, pareto_mask, parse_axis)
+
+ROOT = Path(__file__).resolve().parents[1]
+FRONTIER = [sys.executable, str(ROOT / "scripts" / "frontier.py")]
+TINY = ["--windows", "20", "--strides", "8", "--epochs", "1", "--dim", "16", "--ffn", "32", "--threads", "1"]
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LONGREC_NO_STDIN": "1"}
+    return subprocess.run([*FRONTIER, *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env,
+                          cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("frontier") / "data"
+    prepare_synthetic(path, users=60, items=80, seed=3)
+    return path
+
+
+# ----------------------------------------------------------------------------- Pareto
+def test_pareto_on_a_hand_made_set() -> None:
+    cost = [1.0, 2.0, 3.0, 4.0, 2.0, 5.0, 3.0, 0.5]
+    value = [0.1, 0.3, 0.2, 0.5, 0.3, 0.5, np.nan, np.nan]
+    # (1, .1) cheapest real point; (2, .3) twice: equal points both stay; (3, .2) beaten by (2, .3);
+    # (4, .5) best; (5, .5) same value at more cost; NaN points are never on it and beat nothing.
+    expected = [True, True, False, True, True, False, False, False]
+    assert pareto_mask(cost, value).tolist() == expected
+    assert pareto_mask([], []).tolist() == []
+    with pytest.raises(ValueError, match="one length"):
+        pareto_mask([1.0, 2.0], [1.0])
+
+
+def test_pareto_matches_a_plain_reference_on_random_points() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 12))
+        c = rng.integers(0, 5, n).astype(float)  # few distinct values: many ties
+        v = rng.integers(0, 5, n).astype(float)
+        ref = [not any(c[j] <= c[i] and v[j] >= v[i] and (c[j] < c[i] or v[j] > v[i]) for j in range(n))
+               for i in range(n)]
+        assert pareto_mask(c, v).tolist() == ref
+        # every point off the frontier is dominated by one on it
+        on = pareto_mask(c, v)
+        for i in np.flatnonzero(~on):
+            assert any(c[j] <= c[i] and v[j] >= v[i] for j in np.flatnonzero(on))
+
+
+def test_mean_sd() -> None:
+    assert mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)  # sample std (ddof=1)
+    m, s = mean_sd([4.0])
+    assert m == 4.0 and np.isnan(s)
+    assert all(np.isnan(x) for x in mean_sd([]))
+
+
+# ----------------------------------------------------------------------------- grid
+def test_parse_axis_values_and_errors() -> None:
+    assert parse_axis("strides", "16,64,16") == [16, 64]
+    assert parse_axis("strides", [16, "64"]) == [16, 64]
+    assert parse_axis("windows", 200) == [200]
+    assert parse_axis("max_history", "all,1000") == [None, 1000]
+    assert parse_axis("max_history", [None, "none", 5]) == [None, 5]
+    assert parse_axis("regimes", " last, sliding") == ["last", "sliding"]
+    with pytest.raises(ValueError, match="unknown regime value 'slide'"):
+        parse_axis("regimes", "last,slide")
+    with pytest.raises(ValueError, match="positive integers"):
+        parse_axis("strides", "0")
+    with pytest.raises(ValueError, match="positive integers"):
+        parse_axis("windows", [True])
+    with pytest.raises(ValueError, match="unknown targets"):
+        parse_axis("targets", "some")
+    with pytest.raises(ValueError, match="empty"):
+        parse_axis("windows", ",")
+
+
+def test_cells_collapse_irrelevant_axes_and_have_stable_names() -> None:
+    cells = make_cells(["last", "sliding", "random"], [50], [16, 64], [None, 20, 100], ["all", "fresh"], ["full"])
+    names = [c.name for c in cells]
+    assert names[:3] == ["last-w50", "last-w50-h20", "sliding-w50-s16-hall"]  # last: no stride, no targets,
+    assert "last-w50-h100" not in names  # and a history of >= window+1 events is the whole history
+    assert [n for n in names if n.startswith("random")] == ["random-w50-hall", "random-w50-h20", "random-w50-h100"]
+    assert len([n for n in names if n.startswith("sliding")]) == 2 * 3 * 2
+    assert "sliding-w50-s64-h20-fresh" in names
+    assert len(set(names)) == len(names)
+    c = next(c for c in cells if c.name == "sliding-w50-s16-h20-fresh")
+    assert c.train_args() == ["--regime", "sliding", "--window", "50", "--stride", "16", "--max-history", "20",
+                              "--targets", "fresh", "--item-emb", "full"]
+    assert make_cell("last", 200, 64, None, "fresh", "kshift").train_args() == [
+        "--regime", "last", "--window", "200", "--targets", "all", "--item-emb", "kshift"]
+    assert make_cell("mixed", 200, 64, None, "all", "kshift").name == "mixed-w200-s64-hall-kshift"
+    assert make_cell("sliding", 200, 64, 1000, "all", "full").label({"windows"}) == "sliding/s64/w200"
+
+
+def test_baseline_is_the_last_cell_with_the_same_window() -> None:
+    cells = [Cell("last", 200, None, 20), Cell("last", 50, None, None), Cell("last", 200, None, None),
+             Cell("last", 200, None, None, item_emb="kshift"), Cell("sliding", 200, 64, None),
+             Cell("sliding", 200, 64, None, item_emb="kshift"), Cell("sliding", 100, 64, None)]
+    assert baseline_of(cells[4], cells).name == "last-w200"  # the whole history wins over h20
+    assert baseline_of(cells[5], cells).name == "last-w200-kshift"  # same item embedding
+    assert baseline_of(cells[6], cells).name == "last-w200-h20"  # no w100: the first last cell
+    assert baseline_of(cells[4], cells[4:]) is None
+
+
+def test_grid_files_toml_and_json_agree_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "g.toml").write_text('regimes = ["last", "sliding"]\nstride = [16, 64]\nmax_history = ["all", 1000]\n'
+                                     'repeats = 2\nflags = ["--epochs", "3"]\n')
+    (tmp_path / "g.json").write_text(json.dumps({"regimes": ["last", "sliding"], "strides": [16, 64],
+                                                 "max-history": [None, 1000], "repeats": 2, "flags": ["--epochs", "3"]}))
+    a, b = load_grid(tmp_path / "g.toml"), load_grid(tmp_path / "g.json")
+    assert parse_axis("max_history", a["max_history"]) == parse_axis("max_history", b["max_history"]) == [None, 1000]
+    assert a["strides"] == b["strides"] == [16, 64] and a["flags"] == b["flags"] and a["repeats"] == 2
+    (tmp_path / "bad.toml").write_text("regimes = [last\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_grid(tmp_path / "bad.toml")
+    (tmp_path / "key.json").write_text('{"regimez": ["last"]}')
+    with pytest.raises(ValueError, match="unknown key 'regimez'"):
+        load_grid(tmp_path / "key.json")
+    (tmp_path / "flags.json").write_text('{"flags": "--epochs 3"}')
+    with pytest.raises(ValueError, match="list of strings"):
+        load_grid(tmp_path / "flags.json")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_grid(tmp_path / "none.toml")
+
+
+def test_metric_names() -> None:
+    assert metric_name("ndcg@10") == "NDCG@10"
+    assert metric_name("Recall@20") == "HR@20"
+    assert metric_name("mrr") == "MRR"
+    for bad in ("NDCG@7", "AUC", "HR@", "NDCG@x"):
+        with pytest.raises(ValueError, match="unknown metric"):
+            metric_name(bad)
+
+
+def test_constants_match_the_modules_they_mirror() -> None:
+    from longrec_core import frontier, metrics
+    from longrec_core.examples import REGIMES
+
+    assert frontier.REGIMES == REGIMES
+    assert frontier.EVAL_KS == metrics.KS
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("argv, message", [
+    (["--regimes", "last,slide"], "unknown regime value 'slide'"),
+    (["--metric", "AUC"], "unknown metric 'AUC'"),
+    (["--strides", "0"], "positive integers"),
+    (["--repeats", "0"], "--repeats must be a positive integer"),
+    (["--grid", "GRID"], "not valid TOML"),
+    (["--baseline", "last-w99"], "not a cell of this grid"),
+    (["--seed", "3"], "--seed is set by frontier.py"),
+    (["--data", "NODATA"], "is not a data dir"),
+    (["--epohcs", "3"], "--epohcs is neither a frontier.py nor a train.py flag"),
+])
+def test_bad_input_exits_2_with_one_sentence_before_any_run(data_dir: Path, tmp_path: Path, argv: list[str],
+                                                            message: str) -> None:
+    (tmp_path / "grid.toml").write_text("regimes = [last\n")
+    argv = [a.replace("GRID", str(tmp_path / "grid.toml")).replace("NODATA", str(tmp_path / "nope")) for a in argv]
+    out = tmp_path / "out"
+    proc = run("--data", str(data_dir), "--out", str(out), *TINY, *argv)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert message in proc.stderr
+    assert not out.exists()  # nothing ran, nothing written
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def grid(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """sliding and last, each with the whole history and with a history of 1 event: the latter
+    leave no training window, so train.py exits 2 for them (first in grid order, then the grid goes on)."""
+    out = tmp_path_factory.mktemp("grid") / "out"
+    proc = run("--data", str(data_dir), "--out", str(out), "--regimes", "sliding,last", "--max-history", "1,all", *TINY)
+    return out, proc
+
+
+def test_grid_runs_every_cell_and_records_the_failed_ones(grid: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, proc = grid
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{out}\n"
+    report = json.loads((out / "frontier.json").read_text())
+    cells = {c["name"]: c for c in report["cells"]}
+    assert list(cells) == ["sliding-w20-s8-h1", "sliding-w20-s8-hall", "last-w20-h1", "last-w20"]
+    for name in ("sliding-w20-s8-h1", "last-w20-h1"):
+        assert cells[name]["status"] == "failed"
+        assert "no training windows" in cells[name]["error"]
+        rec = json.loads((out / "cells" / name / "seed0" / "cell.json").read_text())
+        assert rec["status"] == "failed" and rec["stage"] == "train"
+    for name in ("sliding-w20-s8-hall", "last-w20"):
+        assert cells[name]["status"] == "ok"
+    assert "2 of 4 cells failed" in proc.stderr
+
+
+def test_grid_numbers_come_from_the_run_files(grid: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, _ = grid
+    report = json.loads((out / "frontier.json").read_text())
+    cells = {c["name"]: c for c in report["cells"]}
+    files = {}
+    for name in ("sliding-w20-s8-hall", "last-w20"):
+        run_dir = out / "cells" / name / "seed0" / "run"
+        summary = json.loads((run_dir / "summary.json").read_text())
+        metrics = json.loads((run_dir / "metrics_test.json").read_text())["metrics"]
+        files[name] = summary, metrics
+        c = cells[name]
+        assert c["mean"]["train_seconds"] == summary["train_seconds"] > 0
+        assert c["mean"]["tokens"] == summary["tokens"] > 0
+        assert c["peak_memory_bytes"] == summary["peak_memory_bytes"]
+        for m in ("NDCG@10", "MRR", "HR@10"):
+            assert c["mean"][m] == metrics[m]
+            assert c["sd"][m] is None  # one seed: no spread
+        assert c["baseline"] == "last-w20"  # the whole-history last cell, not last-w20-h1
+    (s_sum, s_met), (b_sum, b_met) = files["sliding-w20-s8-hall"], files["last-w20"]
+    s = cells["sliding-w20-s8-hall"]
+    assert s["gain"]["MRR"] == pytest.approx(s_met["MRR"] / b_met["MRR"] - 1)
+    assert s["time_x"] == pytest.approx(s_sum["train_seconds"] / b_sum["train_seconds"])
+    assert s["tokens_x"] == pytest.approx(s_sum["tokens"] / b_sum["tokens"])
+    assert s_sum["tokens"] > b_sum["tokens"]  # sliding reads every event, last one window
+    for cost, key in (("train_seconds", "train_seconds"), ("tokens", "tokens")):
+        ok = [cells[n] for n in ("sliding-w20-s8-hall", "last-w20")]
+        mask = pareto_mask([c["mean"][key] for c in ok], [c["mean"]["NDCG@10"] for c in ok])
+        assert [c[f"pareto_{cost}"] for c in ok] == mask.tolist()
+    rows = list(csv.DictReader((out / "frontier.csv").open()))
+    assert [r["name"] for r in rows] == list(cells)
+    assert float(rows[1]["NDCG@10"]) == pytest.approx(s_met["NDCG@10"])
+    assert rows[0]["status"] == "failed" and rows[0]["NDCG@10"] == ""
+    assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in (out / "frontier.svg").read_text()
+
+
+def test_rerun_skips_finished_runs_and_refuses_other_flags(data_dir: Path,
+                                                           grid: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, _ = grid
+    metrics = sorted(out.glob("cells/*/seed0/run/metrics_test.json"))
+    assert len(metrics) == 2
+    before = [m.stat().st_mtime_ns for m in metrics]
+    proc = run("--data", str(data_dir), "--out", str(out), "--regimes", "sliding,last", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped 2 finished runs, 0 to run" in proc.stderr
+    assert [m.stat().st_mtime_ns for m in metrics] == before
+    assert [r["name"] for r in csv.DictReader((out / "frontier.csv").open())] == ["sliding-w20-s8-hall", "last-w20"]
+    # the same cells with another passthrough flag would mix two experiments in one table
+    proc = run("--data", str(data_dir), "--out", str(out), "--regimes", "sliding,last", *TINY, "--dropout", "0.1")
+    assert proc.returncode == 2 and "was trained with other flags" in proc.stderr
+    assert [m.stat().st_mtime_ns for m in metrics] == before
