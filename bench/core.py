@@ -4,13 +4,15 @@ best plain NumPy / Polars way to do the same thing, all measured in the same run
 
     python bench/core.py                               # 1e7 events, a few minutes on 2 cores
     python bench/core.py --events 1e8                  # the issue's figure (24 GiB machine)
-    python bench/core.py --only gather --repeats 5     # one op (all its cases)
+    python bench/core.py --only gather --rounds 3      # one op (all its cases)
     python bench/core.py --only group:core,group:floor --threads 1   # single-threaded core
     python bench/core.py --json bench/out/core.json    # also write every figure as JSON
 
 Each measurement runs in a fresh subprocess (`bench/core.py --worker CASE ...`) that loads
 its inputs from the cache (np.load, fully in memory), resets its peak-RSS mark, runs the op
-best-of-R, and reports seconds, peak RSS above the loaded inputs, and the bytes it output.
+--repeats times, and reports seconds, peak RSS above the loaded inputs, and the bytes it
+output. All cases run once per round, for --rounds rounds; each reports its best run, so
+on a shared machine every case samples the load over the whole run.
 Peers are checked to produce exactly the core's output (a hash of every output array).
 Figures and ratios are printed; nothing here asserts on time.
 
@@ -369,11 +371,11 @@ def worker(a: argparse.Namespace) -> None:
         out["calls"] += 1
         out["bytes"] += nbytes
         out["max_call_bytes"] = max(out["max_call_bytes"], nbytes)
-        if hashing:  # first run only; hash int64 values in chunks so no big temporary
+        if hashing:  # first run only; int64 values in 512 KiB chunks, so no big temporary
             for x in arrays:
-                flat = x.reshape(-1)
-                for i in range(0, len(flat), 1 << 20):
-                    digest.update(flat[i : i + (1 << 20)].astype(np.int64).tobytes())
+                flat = np.ascontiguousarray(x).reshape(-1)
+                for i in range(0, len(flat), 1 << 16):
+                    digest.update(flat[i : i + (1 << 16)].astype(np.int64, copy=False))
         out["sink_s"] += time.perf_counter() - t0
 
     times, cpu = [], []  # wall and CPU seconds (all threads) per run
@@ -418,6 +420,17 @@ def run_case(name: str, a: argparse.Namespace, env: dict) -> dict:
             why = f"killed by signal {-p.returncode} (out of memory?)"
         return {"case": name, "error": why}
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def merge(old: dict | None, new: dict) -> dict:
+    """Combine two rounds of one case: the best time (and its CPU/wall), every run, the
+    highest peak and load."""
+    if old is None or "error" in new:
+        return new if old is None else old
+    best = new if new["seconds"] < old["seconds"] else old
+    return {**best, "runs": old["runs"] + new["runs"], "all_seconds": old["all_seconds"] + new["all_seconds"],
+            "peak_extra_bytes": max(old["peak_extra_bytes"], new["peak_extra_bytes"]),
+            "load": max(old["load"], new["load"])}
 
 
 def select(only: str | None) -> list[str]:
@@ -477,7 +490,7 @@ def report(res: dict[str, dict], meta: dict, mach: dict, a: argparse.Namespace) 
     con.print(
         f"machine: {mach['cpu']}, {mach['cores']} cores, {mach['mem_gib']} GiB; python {mach['python']}, "
         f"numpy {mach['numpy']}, polars {mach['polars']}, rayon threads: {mach['rayon_threads']}; "
-        f"best of {a.repeats} (fewer when a case passes {a.budget_s:g} s)"
+        f"best of {a.rounds} rounds × {a.repeats} runs (fewer when a case passes {a.budget_s:g} s)"
     )
     summary = []
     t = Table(title="core vs copy floor and best peer (gather: per batch)", title_justify="left")
@@ -550,7 +563,7 @@ def report(res: dict[str, dict], meta: dict, mach: dict, a: argparse.Namespace) 
     busy = max(r["load"] for r in res.values())
     if busy > 0.5 * mach["cores"]:
         con.print(f"[yellow]warning: 1-min load average reached {busy:.1f} on {mach['cores']} cores during the run; "
-                  "other processes were competing, so times are pessimistic (best-of-R helps only partly).[/]")
+                  "other processes were competing, so times are pessimistic and noisy (best-of helps only partly).[/]")
     con.print(
         "floor = np.copyto between two touched buffers of the op's larger byte count (one thread, no "
         "page faults; floor_fresh copies into a new buffer); peer/core > 1 means the core is faster; "
@@ -570,8 +583,9 @@ def main() -> None:
     p.add_argument("--stride", type=int, default=64, help="window stride")
     p.add_argument("--batch", type=int, default=256, help="gather batch size")
     p.add_argument("--batches", type=int, default=2000, help="gather batches timed (random windows)")
-    p.add_argument("--repeats", type=int, default=3, help="best of this many runs per case")
-    p.add_argument("--budget-s", type=float, default=60.0, help="stop repeating a case once its runs took this long")
+    p.add_argument("--repeats", type=int, default=2, help="runs per case in each round (one process)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds over all cases; each case reports its best run")
+    p.add_argument("--budget-s", type=float, default=60.0, help="no more runs or rounds for a case once it took this long")
     p.add_argument("--threads", type=int, default=None, help="threads for the core and Polars (RAYON_NUM_THREADS, POLARS_MAX_THREADS)")
     p.add_argument("--cache", default="bench/out/cache", help="folder for the generated arrays (.npy), one subfolder per log")
     p.add_argument("--only", default=None, help="comma-separated ops or op:variant cases, e.g. 'group,gather:core'")
@@ -605,15 +619,23 @@ def main() -> None:
     mach = machine()
     if a.threads:
         mach["rayon_threads"] = a.threads
-    res = {}
-    for name in names:
-        t0 = time.perf_counter()
-        load_before = os.getloadavg()[0]
-        res[name] = r = run_case(name, a, env)
-        # Other processes on the machine slow every case; keep the 1-min load beside it.
-        r["load"] = max(load_before, os.getloadavg()[0])
-        say(f"{name:<24} " + (f"{fmt_s(r['seconds'])} (best of {r['runs']}; case took {time.perf_counter() - t0:.0f} s)"
-                              if "seconds" in r else f"failed: {r['error']}"))
+    # Rounds: every case once per round (a fresh process each), best over all rounds, so
+    # every case samples the machine's load over the whole run, not one moment of it.
+    res: dict[str, dict] = {}
+    spent = dict.fromkeys(names, 0.0)
+    for rnd in range(a.rounds):
+        for name in names:
+            if rnd and ("error" in res[name] or spent[name] > a.budget_s):
+                continue  # slow cases get one round
+            t0 = time.perf_counter()
+            load_before = os.getloadavg()[0]
+            r = run_case(name, a, env)
+            spent[name] += time.perf_counter() - t0
+            r["load"] = max(load_before, os.getloadavg()[0])
+            res[name] = merge(res.get(name), r)
+            say(f"round {rnd + 1}/{a.rounds} {name:<24} " + (
+                f"{fmt_s(r['seconds'])} (best of {r['runs']}; {time.perf_counter() - t0:.0f} s)"
+                if "seconds" in r else f"failed: {r['error']}"))
     out = report(res, meta, mach, a)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
