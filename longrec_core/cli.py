@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import secrets
 import shutil
+import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -49,6 +51,19 @@ def fail(msg: str) -> NoReturn:
     raise SystemExit(EXIT_BAD_INPUT)
 
 
+def stdin_piped() -> bool:
+    """True when stdin carries data from a pipe or a redirected file (`a.py | b.py`, `b.py < f`);
+    False for a terminal and for /dev/null or a closed stdin (cron, CI), so stages fall back to
+    their defaults there instead of reading an empty line."""
+    if sys.stdin is None:
+        return False
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, io.UnsupportedOperation):  # replaced by an in-memory stream
+        return not sys.stdin.isatty()
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
+
+
 def input_path(arg: str | os.PathLike[str] | None, what: str) -> Path:
     """The input path: `arg` when given, else one line read from a piped stdin.
 
@@ -57,7 +72,7 @@ def input_path(arg: str | os.PathLike[str] | None, what: str) -> Path:
     """
     if arg is not None and str(arg) != "":
         return Path(arg)
-    if sys.stdin is None or sys.stdin.isatty():
+    if not stdin_piped():
         fail(f"no {what} given: pass it as an argument or pipe its path on stdin")
     line = sys.stdin.readline().strip()
     if not line:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from longrec_core.cli import atomic_write, console, fail, input_path, progress, stage_main
+from longrec_core.cli import atomic_write, console, fail, input_path, progress, stage_main, stdin_piped
 from longrec_core.data import load_data_dir
 from longrec_core.metrics import KS, bootstrap_ci, evaluate, metrics_from_ranks, paired_comparison, per_user
 from longrec_core.model import load_model
@@ -95,7 +94,7 @@ def main() -> None:
         device = torch.device(args.device)
 
     # -- the run and its data ------------------------------------------------------------
-    if args.run is None and sys.stdin is not None and sys.stdin.isatty():
+    if args.run is None and not stdin_piped():
         finished = sorted(Path("runs").glob("*/model.pt"), key=lambda f: f.stat().st_mtime)
         if not finished:
             fail("no run given and no finished run under runs/; pass --run RUN_DIR")

@@ -34,7 +34,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import re
 import shlex
 import shutil
@@ -184,12 +183,11 @@ def main() -> None:
     cli.console.print(f"frontier {out}: {len(cells)} cells x {repeats} seeds on {data_path} "
                       f"({data.n_users:,} users, {data.n_items:,} items, {data.n_events:,} events); "
                       f"skipped {skipped} finished runs, {len(todo)} to run", highlight=False, soft_wrap=True)
-    env = {**os.environ, "LONGREC_NO_STDIN": "1"}
 
     def stage(cmd: list[str], log: Any) -> int:
         log.write(f"$ {shlex.join(cmd)}\n")
         log.flush()
-        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env).returncode
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log).returncode
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("ETA"), TimeRemainingColumn(), console=cli.console, transient=True,

@@ -144,7 +144,7 @@ if args.resume:
 else:
     if args.data is not None:
         data_path = Path(args.data)
-    elif sys.stdin is not None and not sys.stdin.isatty() and not os.environ.get("LONGREC_NO_STDIN"):
+    elif cli.stdin_piped():
         data_path = cli.input_path(None, "data dir")
     else:
         data_path = DEMO_DATA

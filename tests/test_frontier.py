@@ -25,7 +25,7 @@ TINY = ["--windows", "20", "--strides", "8", "--epochs", "1", "--dim", "16", "--
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LONGREC_NO_STDIN": "1"}
+    env = dict(os.environ)
     return subprocess.run([*FRONTIER, *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env,
                           cwd=ROOT, timeout=600)
 

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from longrec_core.losses import (chunked_cross_entropy, full_cross_entropy, log_q, sample_negatives,
                                  sampled_softmax)
