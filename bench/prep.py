@@ -25,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PREP = ROOT / "scripts" / "prep.py"
+# Importing Polars sets _RJEM_MALLOC_CONF in os.environ (its allocator's defaults); workers
+# must not inherit that from this parent, or prep.py could not choose its own setting.
+CLEAN_ENV = dict(os.environ)
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--events", type=float, default=1e7, help="about this many events (default: 1e7)")
@@ -35,16 +38,24 @@ p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: on
 
 
 def peak_rss_bytes() -> int:
+    """This process's peak RSS. On Linux from VmHWM: ru_maxrss survives exec, so a worker
+    started by a big parent would report the parent's high-water mark."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r if sys.platform == "darwin" else r * 1024  # Linux reports KiB
 
 
 def worker(spec: dict) -> dict:
     """Runs in a fresh process: one case, timed around the work only."""
-    import polars as pl
-
     path = Path(spec["path"])
     if spec["case"] == "polars read":
+        import polars as pl
+
         lf = pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_csv(path)
         t = time.perf_counter()
         df = lf.select("user", "item", "ts").collect(engine="streaming")
@@ -52,7 +63,7 @@ def worker(spec: dict) -> dict:
         rows = df.height
     else:
         import contextlib
-        import runpy
+        import runpy  # prep.py imports Polars itself (after setting its allocator options)
 
         sys.argv = ["prep.py", str(path), "--out", spec["out"], "--force"]
         t = time.perf_counter()
@@ -69,7 +80,7 @@ def worker(spec: dict) -> dict:
 
 def measure(case: str, path: Path, out: Path) -> dict:
     cmd = [sys.executable, __file__, "--worker", json.dumps({"case": case, "path": str(path), "out": str(out)})]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=CLEAN_ENV)
     if r.returncode != 0:
         sys.exit(f"{case} on {path.name} failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])

@@ -45,6 +45,7 @@ EVENT_ARRAYS = {"items": np.int32, "ts": np.int64, "types": np.int8}  # (E,) eac
 SMALL_ARRAYS = ("offsets", "train_end", "valid_end")  # O(U): hashed on every load
 _HASH_CHUNK = 1 << 24  # bytes per hashlib update
 
+_EMPTY = np.zeros(0, dtype=np.int64)
 Status = Callable[[str], None]  # reports a stage ("grouping 1,000,000 events") to the caller
 
 
@@ -353,7 +354,8 @@ def prepare(
     consecutive dedupe -> item/user filters (k-core: to a fixed point) -> items re-indexed
     1..N by descending count (ties by raw id), users 0..U-1 by raw id -> sessions -> split.
     Raises ValueError when nothing is left. `source` describes the input for the manifest;
-    counts it holds (rows_read, dropped_missing) are kept.
+    counts it holds (rows_read, dropped_missing) are kept. The log is consumed: its event
+    arrays are released (set to empty) as soon as they are reordered, to bound peak memory.
     """
     say = status or (lambda _msg: None)
     source = dict(source)
@@ -363,67 +365,30 @@ def prepare(
 
     say(f"grouping {n_in:,} events by user and time")
     perm, offsets = core.group(np.ascontiguousarray(log.user), np.ascontiguousarray(log.ts, dtype=np.int64))
-    item = np.asarray(log.item)[perm]  # code order within each user is now time order
-    ts = np.asarray(log.ts, dtype=np.int64)[perm]
-    types = None if log.types is None else np.asarray(log.types, dtype=np.int8)[perm]
-    del perm
     n_users_in = len(offsets) - 1
     # group() numbers the users that occur, in increasing code (= raw id) order.
     if n_users_in == len(log.user_ids):
         present = np.arange(n_users_in)
     else:
         present = np.flatnonzero(np.bincount(log.user, minlength=len(log.user_ids)))
-    keep = np.ones(n_in, dtype=bool)
-    dropped: dict[str, int] = {}
+    # Reorder one array at a time and drop the log's copy at once: peak memory stays near
+    # the log plus one array, not two logs.
+    log.user = _EMPTY
+    item, log.item = np.asarray(log.item)[perm], _EMPTY  # code order within each user is now time order
+    ts, log.ts = np.asarray(log.ts, dtype=np.int64)[perm], _EMPTY
+    types = None
+    if log.types is not None:
+        types, log.types = np.asarray(log.types, dtype=np.int8)[perm], _EMPTY
+    del perm
+    keep, dropped = _keep_mask(offsets, item, ts, types, len(log.item_ids), params, say)
 
-    if params.dedupe:
-        say("dropping exact repeats")
-        user_of = np.repeat(np.arange(n_users_in, dtype=np.int64), np.diff(offsets))
-        cols = {"u": user_of, "t": ts, "i": item}
-        if types is not None:
-            cols["y"] = types
-        keep &= pl.DataFrame(cols).select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy()
-        dropped["duplicates"] = int(n_in - keep.sum())
-        del cols, user_of
-    if params.dedupe_consecutive:
-        say("dropping consecutive repeats")
-        # Compare each kept event with the previous *kept* event of the same user.
-        idx = np.flatnonzero(keep)
-        same = np.zeros(idx.size, dtype=bool)
-        same[1:] = (item[idx[1:]] == item[idx[:-1]]) & _same_user(offsets, idx[1:], idx[:-1])
-        keep[idx[same]] = False
-        dropped["consecutive"] = int(same.sum())
-        del idx, same
-
-    # Filters on items and users; k-core repeats both to a fixed point.
-    n_items_in = len(log.item_ids)
-    n_before = int(keep.sum())
-    while True:
-        changed = False
-        if params.min_item_count > 1:
-            counts = np.bincount(item[keep], minlength=n_items_in)
-            bad = counts < params.min_item_count
-            hit = keep & bad[item]
-            if hit.any():
-                keep &= ~hit
-                changed = True
-        if params.min_user_len > 1:
-            lens = _counts_per_user(offsets, keep)
-            short = (lens > 0) & (lens < params.min_user_len)
-            if short.any():
-                ev_short = np.repeat(short, np.diff(offsets))
-                keep &= ~ev_short
-                changed = True
-        if not params.kcore or not changed:
-            break
-    dropped["filtered"] = n_before - int(keep.sum())
-
-    if not keep.all():
-        lens = _counts_per_user(offsets, keep)
+    if keep.all():
+        lens = np.diff(offsets)
+    else:
+        lens = _counts_per_user(offsets, keep)  # (U_in,) events left per user
         item, ts = item[keep], ts[keep]
         types = None if types is None else types[keep]
-    else:
-        lens = np.diff(offsets)
+    del keep
     if item.size == 0:
         raise ValueError("no events are left after the filters (lower --min-item-count / --min-user-len)")
     user_codes = np.flatnonzero(lens > 0)
@@ -431,10 +396,10 @@ def prepare(
     np.cumsum(lens[user_codes], out=offsets[1:])
 
     # Items 1..N by descending count, ties by raw id (= code order, so a stable sort).
-    counts = np.bincount(item, minlength=n_items_in)
+    counts = np.bincount(item, minlength=len(log.item_ids))
     by_count = np.argsort(-counts, kind="stable")
-    by_count = by_count[counts[by_count] > 0]
-    index_of = np.zeros(n_items_in, dtype=np.int32)
+    by_count = by_count[counts[by_count] > 0]  # item codes, in index order
+    index_of = np.zeros(len(log.item_ids), dtype=np.int32)
     index_of[by_count] = np.arange(1, by_count.size + 1, dtype=np.int32)
     items = index_of[item]
     del item
@@ -444,29 +409,8 @@ def prepare(
 
     say("sessions and split")
     sessions = core.sessionize(offsets, ts, params.session_gap)
-    split_info: dict[str, Any] = {"kind": params.split}
-    if params.split == "loo":
-        train_end = core.leave_one_out_ends(offsets, 2)
-        valid_end = np.minimum(train_end + 1, offsets[1:])
-        split_info.update(valid_cutoff=None, test_cutoff=None)
-    else:
-        assert params.valid_cutoff is not None and params.test_cutoff is not None
-        vc, tc = parse_cutoff(params.valid_cutoff, ts), parse_cutoff(params.test_cutoff, ts)
-        if vc > tc:
-            raise ValueError(f"the validation cutoff ({vc}) is after the test cutoff ({tc})")
-        train_end = core.temporal_ends(offsets, ts, vc)
-        valid_end = core.temporal_ends(offsets, ts, tc)
-        split_info.update(valid_cutoff=vc, test_cutoff=tc)
+    train_end, valid_end, split_info = split_ends(offsets, ts, params)
     lens = np.diff(offsets)
-    has_valid = (train_end < valid_end) & (train_end > offsets[:-1])
-    has_test = (valid_end < offsets[1:]) & (valid_end > offsets[:-1])
-    split_info.update(
-        train_events=int((train_end - offsets[:-1]).sum()),
-        valid_targets=int(has_valid.sum()),
-        test_targets=int(has_test.sum()),
-    )
-    if params.split == "temporal" and split_info["test_targets"] == 0:
-        raise ValueError(f"no user has an event at or after the test cutoff {split_info['test_cutoff']}")
 
     item_table = pl.DataFrame(
         {
@@ -514,6 +458,88 @@ def prepare(
     )
 
 
+def _keep_mask(
+    offsets: np.ndarray, item: np.ndarray, ts: np.ndarray, types: np.ndarray | None, n_items: int,
+    params: PrepParams, say: Status,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Which grouped events survive dedupe and filters (E,) bool, and how many each step dropped."""
+    n_users_in = len(offsets) - 1
+    keep = np.ones(len(item), dtype=bool)
+    dropped: dict[str, int] = {}
+
+    if params.dedupe:
+        say("dropping exact repeats")
+        user_of = np.repeat(np.arange(n_users_in, dtype=np.int64), np.diff(offsets))
+        cols = {"u": user_of, "t": ts, "i": item}
+        if types is not None:
+            cols["y"] = types
+        keep &= pl.DataFrame(cols).select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy()
+        dropped["duplicates"] = int(len(item) - keep.sum())
+        del cols, user_of
+    if params.dedupe_consecutive:
+        say("dropping consecutive repeats")
+        # Compare each kept event with the previous *kept* event of the same user.
+        idx = np.flatnonzero(keep)
+        same = np.zeros(idx.size, dtype=bool)
+        same[1:] = (item[idx[1:]] == item[idx[:-1]]) & _same_user(offsets, idx[1:], idx[:-1])
+        keep[idx[same]] = False
+        dropped["consecutive"] = int(same.sum())
+        del idx, same
+
+    # Filters on items and users; k-core repeats both to a fixed point.
+    n_before = int(keep.sum())
+    while True:
+        changed = False
+        if params.min_item_count > 1:
+            counts = np.bincount(item[keep], minlength=n_items)
+            bad = counts < params.min_item_count
+            hit = keep & bad[item]
+            if hit.any():
+                keep &= ~hit
+                changed = True
+        if params.min_user_len > 1:
+            lens = _counts_per_user(offsets, keep)
+            short = (lens > 0) & (lens < params.min_user_len)
+            if short.any():
+                ev_short = np.repeat(short, np.diff(offsets))
+                keep &= ~ev_short
+                changed = True
+        if not params.kcore or not changed:
+            break
+    dropped["filtered"] = n_before - int(keep.sum())
+    return keep, dropped
+
+
+def split_ends(offsets: np.ndarray, ts: np.ndarray, params: PrepParams) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(train_end, valid_end, info) of a grouped log: leave-one-out (test = last event,
+    validation = second last, for users with >= 3 events) or temporal (first event at or
+    after each cutoff); info goes into the manifest's "split"."""
+    split_info: dict[str, Any] = {"kind": params.split}
+    if params.split == "loo":
+        train_end = core.leave_one_out_ends(offsets, 2)
+        valid_end = np.minimum(train_end + 1, offsets[1:])
+        split_info.update(valid_cutoff=None, test_cutoff=None)
+    else:
+        assert params.valid_cutoff is not None and params.test_cutoff is not None
+        vc, tc = parse_cutoff(params.valid_cutoff, ts), parse_cutoff(params.test_cutoff, ts)
+        if vc > tc:
+            raise ValueError(f"the validation cutoff ({vc}) is after the test cutoff ({tc})")
+        train_end = core.temporal_ends(offsets, ts, vc)
+        valid_end = core.temporal_ends(offsets, ts, tc)
+        split_info.update(valid_cutoff=vc, test_cutoff=tc)
+    has_valid = (train_end < valid_end) & (train_end > offsets[:-1])
+    has_test = (valid_end < offsets[1:]) & (valid_end > offsets[:-1])
+    split_info.update(
+        train_events=int((train_end - offsets[:-1]).sum()),
+        valid_targets=int(has_valid.sum()),
+        test_targets=int(has_test.sum()),
+    )
+    if params.split == "temporal" and split_info["test_targets"] == 0:
+        raise ValueError(f"no user has an event at or after the test cutoff {split_info['test_cutoff']} "
+                         "with an earlier event before it")
+    return train_end, valid_end, split_info
+
+
 def _same_user(offsets: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Whether event positions a[i] and b[i] belong to the same user (searchsorted on offsets)."""
     return np.searchsorted(offsets, a, side="right") == np.searchsorted(offsets, b, side="right")
@@ -539,9 +565,10 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if c.get("types"):
         rows.append(("event types", ", ".join(manifest["types"])))
-    cut = "" if s["kind"] == "loo" else f" (valid >= {s['valid_cutoff']}, test >= {s['test_cutoff']})"
+    rows.append(("split", "leave-one-out" if s["kind"] == "loo" else "temporal"))
+    if s["kind"] == "temporal":
+        rows.append(("cutoffs: valid / test (s)", f"{s['valid_cutoff']} / {s['test_cutoff']}"))
     rows += [
-        ("split", s["kind"] + cut),
         ("training events", f"{s['train_events']:,}"),
         ("validation / test targets", f"{s['valid_targets']:,} / {s['test_targets']:,}"),
     ]

@@ -2,29 +2,31 @@
 
 The log has the structure a sequential recommender should find, and it rewards the two
 things this project is about: training on *every* window of a long history (more
-examples of the same item-to-item dynamics) and reading a long context (a user's tastes
-and where they stopped in each one lie far back in a long history).
+examples of the same item-to-item dynamics than the last window holds) and reading a long
+context (where a user stopped in each of their tastes can lie far back).
 
-How one user's history is made:
-- Items fall into `clusters` ("genres"), each an ordered chain (think: a series and its
-  episodes). Cluster popularity is Zipf-like, and so is item popularity inside a cluster,
-  highest at the start of the chain, so overall popularity is long-tailed.
-- A user has a few tastes (2 to 12 clusters, more for longer histories) with Dirichlet
-  weights. They stay in one taste for a while (a phase of ~1/p_switch events), then move
-  to another of their tastes, drawn by weight.
-- Inside a taste the next item usually follows the chain from where *this user* last
-  stopped in that cluster (1, 2 or 3 steps ahead), else jumps to a popular item of the
-  cluster. So after a switch, the next item depends on an event that may be hundreds of
-  events back.
-- Now and then an item comes from anywhere (global popularity), and a taste drifts to a
-  neighbouring cluster (p_drift per event), so long histories are not stationary.
-- History lengths are log-normal (median ~60, some users 10^3 to 10^4 events); times
-  come in sessions (a few minutes between events, days between sessions) and the whole
-  log is ordered by time across users, like a real one.
+How one user's history is made (the story; the code computes it for all users at once):
+- Items fall into `clusters` ("genres"). Cluster popularity is Zipf-like over a random
+  order of clusters, and so is item popularity inside a cluster, so overall popularity
+  is long-tailed. Each item has `successors` items of its own cluster that tend to follow
+  it, with Dirichlet weights: an item-to-item graph a model has to learn from examples.
+- A user has a few tastes (2 to 12 clusters, more for longer histories) with Dirichlet(1)
+  weights. Before each event, with p_switch they move to a taste drawn by weight.
+- Inside the current taste, with p_chain the next item is a successor of the user's last
+  item *in that taste* (which, after a switch, can be hundreds of events back), else a
+  popular item of the cluster or, with p_favorite, one of the user's own `favorites` in
+  that cluster (fixed per user and cluster, so they recur over the whole history: the
+  more of it a model reads, the more of them it knows); with p_noise the event is
+  instead any item, by global popularity (it does not count as the taste's last item).
+- With p_drift per event the current taste moves to a neighbouring cluster and its chain
+  restarts, so long histories are not stationary.
+- History lengths are log-normal (median ~50, some users 10^3 to 10^4 events); times come
+  in sessions (a few minutes between events, days between sessions), each user active
+  over part of a two-year span, and the log is ordered by time across users.
 
 Generation is chunked: users are made in blocks of BLOCK users, each block from its own
-seed, so `chunks()` can stream any number of events with memory bounded by one block,
-and the result does not depend on how the caller consumes the blocks.
+seed and in time order, so `chunks()` streams any number of events with memory bounded
+by one block, and the log does not depend on how the caller consumes the blocks.
 Raw ids are 1..users and 1..items (like MovieLens); prep maps them to its own indices.
 """
 
@@ -40,6 +42,7 @@ import numpy as np
 
 BLOCK = 16_384  # users per generated block (fixed: part of what a seed means)
 START = 1_577_836_800  # 2020-01-01T00:00:00Z, the earliest possible event
+MAX_TASTES = 12
 
 
 @dataclass(frozen=True)
@@ -47,20 +50,22 @@ class SyntheticConfig:
     """Every knob of the generator; `to_dict()` goes into the data dir manifest."""
 
     users: int = 2_000
-    items: int = 1_000
+    items: int = 3_000
     seed: int = 0
     clusters: int = 0  # 0: items // 50, at least 2
-    median_len: float = 60.0  # history length: log-normal median ...
-    len_sigma: float = 1.4  # ... and log-sd (p99 ~ 26x the median)
+    median_len: float = 50.0  # history length: log-normal median ...
+    len_sigma: float = 1.7  # ... and log-sd (p99 ~ 50x the median; a third of the events lie beyond a user's last 200)
     min_len: int = 5
     max_len: int = 20_000
-    p_switch: float = 0.04  # per event: move to another of the user's tastes
+    p_switch: float = 0.08  # per event: move to a taste drawn by weight (maybe the same)
     p_chain: float = 0.7  # inside a taste: a successor of the user's last item there (else a popular one)
-    successors: int = 4  # successors per item (inside its cluster) ...
+    successors: int = 8  # successors per item (inside its cluster) ...
     succ_alpha: float = 1.0  # ... with Dirichlet(succ_alpha) weights
-    p_noise: float = 0.1  # per event: an item from anywhere, by global popularity
-    p_drift: float = 0.002  # per event: one taste moves to a neighbouring cluster
-    zipf: float = 1.1  # popularity exponent (clusters, items inside a cluster, noise)
+    favorites: int = 4  # per user and cluster: personal favourite items ...
+    p_favorite: float = 0.5  # ... that a popular-item draw returns instead, with this probability
+    p_noise: float = 0.15  # per event: an item from anywhere, by global popularity
+    p_drift: float = 0.002  # per event: the current taste moves to a neighbouring cluster
+    zipf: float = 0.8  # popularity exponent (clusters, items inside a cluster, noise)
     span_days: int = 730  # the log covers this many days
     session_len: float = 8.0  # mean events per session
     in_session_gap_s: float = 120.0  # mean seconds between events of one session
@@ -70,14 +75,18 @@ class SyntheticConfig:
             (self.users >= 1, f"users must be >= 1, got {self.users}"),
             (self.items >= 2, f"items must be >= 2, got {self.items}"),
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
-            (self.clusters == 0 or 1 <= self.clusters <= self.items, f"clusters must be in 1..items, got {self.clusters}"),
+            (0 <= self.clusters <= self.items, f"clusters must be in 0..items, got {self.clusters}"),
             (1 <= self.min_len <= self.max_len, f"need 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}"),
             (self.median_len > 0 and self.len_sigma >= 0, "median_len must be > 0 and len_sigma >= 0"),
-            (self.span_days >= 1, f"span_days must be >= 1, got {self.span_days}"),
+            (self.successors >= 1 and self.succ_alpha > 0, "successors must be >= 1 and succ_alpha > 0"),
+            (self.zipf >= 0, f"zipf must be >= 0, got {self.zipf}"),
+            (self.span_days >= 1 and self.session_len >= 1 and self.in_session_gap_s >= 0,
+             "span_days and session_len must be >= 1, in_session_gap_s >= 0"),
         ]
-        for p in ("p_switch", "p_chain", "p_noise", "p_drift"):
-            v = getattr(self, p)
-            checks.append((0.0 <= v <= 1.0, f"{p} must be in [0, 1], got {v}"))
+        checks.append((self.favorites >= 1, f"favorites must be >= 1, got {self.favorites}"))
+        for name in ("p_switch", "p_chain", "p_noise", "p_drift", "p_favorite"):
+            v = getattr(self, name)
+            checks.append((0.0 <= v <= 1.0, f"{name} must be in [0, 1], got {v}"))
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
@@ -90,11 +99,10 @@ class SyntheticConfig:
         return dataclasses.asdict(self)
 
     def expected_len(self) -> float:
-        """Mean history length (the clipped log-normal), for sizing by events."""
-        nd, n = NormalDist(), 4096
-        mu = math.log(self.median_len)
-        qs = (min(max(math.exp(mu + self.len_sigma * nd.inv_cdf((i + 0.5) / n)), self.min_len), self.max_len) for i in range(n))
-        return sum(qs) / n
+        """Mean history length (the clipped log-normal), for sizing a log by events."""
+        nd, n, mu = NormalDist(), 4096, math.log(self.median_len)
+        lens = (math.exp(mu + self.len_sigma * nd.inv_cdf((i + 0.5) / n)) for i in range(n))
+        return sum(min(max(x, self.min_len), self.max_len) for x in lens) / n
 
 
 def users_for_events(events: int, **params: float | int) -> int:
@@ -105,134 +113,183 @@ def users_for_events(events: int, **params: float | int) -> int:
 
 
 def _zipf_cdf(n: int, s: float) -> np.ndarray:
-    w = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** s
-    cdf = np.cumsum(w)
+    cdf = np.cumsum(1.0 / np.arange(1, n + 1, dtype=np.float64) ** s)
     return cdf / cdf[-1]
 
 
 class _Catalogue:
-    """The item side, shared by all users: clusters, their Markov graphs, and popularity."""
+    """The item side, shared by all users: clusters, the successor graph, popularity."""
 
     def __init__(self, cfg: SyntheticConfig) -> None:
         rng = np.random.default_rng([cfg.seed, 0])
         c, n, k = cfg.n_clusters, cfg.items, cfg.successors
         # Cluster j holds members[first[j]:first[j+1]], most popular first; sizes vary.
         sizes = 1 + rng.multinomial(n - c, rng.dirichlet(np.full(c, 2.0)))
+        self.n_clusters = c
         self.size = sizes.astype(np.int64)
         self.first = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.members = rng.permutation(n).astype(np.int64)  # item codes 0..N-1
-        cluster_of_slot = np.repeat(np.arange(c), sizes)
-        # Cluster popularity: Zipf over a random order of clusters.
         self.cluster_cdf = _zipf_cdf(c, cfg.zipf)
-        self.cluster_rank = rng.permutation(c)  # rank r -> cluster
-        # Item popularity inside a cluster: Zipf over member position (one table for all
-        # clusters, long enough for the largest; a draw is folded into the cluster).
+        self.cluster_rank = rng.permutation(c)  # popularity rank -> cluster
+        # One Zipf table over member position for all clusters, long enough for the
+        # largest; a draw is folded into its cluster by modulo.
         self.pos_cdf = _zipf_cdf(int(sizes.max()), cfg.zipf)
-        # Each item's successors: `k` members of its own cluster (popular ones likelier),
-        # with Dirichlet weights. This item-to-item graph is what a model has to learn.
         cluster_of = np.empty(n, dtype=np.int64)
-        cluster_of[self.members] = cluster_of_slot
-        self.cluster_of = cluster_of
-        succ_clusters = np.repeat(cluster_of, k)
-        self.succ = self.members[self.first[succ_clusters] + self.draw_pos(rng, succ_clusters)].reshape(n, k)
+        cluster_of[self.members] = np.repeat(np.arange(c), sizes)
+        self.succ = self.draw_member(rng, np.repeat(cluster_of, k)).reshape(n, k)  # (N, k)
         w = rng.gamma(cfg.succ_alpha, size=(n, k))
-        self.succ_cdf = np.cumsum(w, axis=1) / w.sum(axis=1, keepdims=True)
-        # Global popularity for noise: Zipf over a random order of items.
-        self.item_cdf = _zipf_cdf(n, cfg.zipf)
+        self.succ_cdf = np.cumsum(w, axis=1) / w.sum(axis=1, keepdims=True)  # (N, k)
+        self.item_cdf = _zipf_cdf(n, cfg.zipf)  # global popularity, for noise
         self.item_rank = rng.permutation(n)
 
     def draw_clusters(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         return self.cluster_rank[np.searchsorted(self.cluster_cdf, rng.random(shape))]
 
-    def draw_pos(self, rng: np.random.Generator, clusters: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.pos_cdf, rng.random(len(clusters))) % self.size[clusters]
-
     def draw_member(self, rng: np.random.Generator, clusters: np.ndarray) -> np.ndarray:
-        return self.members[self.first[clusters] + self.draw_pos(rng, clusters)]
+        pos = np.searchsorted(self.pos_cdf, rng.random(len(clusters))) % self.size[clusters]
+        return self.members[self.first[clusters] + pos]
 
-    def draw_next(self, rng: np.random.Generator, last: np.ndarray) -> np.ndarray:
-        pick = (rng.random(len(last))[:, None] > self.succ_cdf[last]).sum(axis=1)
-        return self.succ[last, np.minimum(pick, self.succ.shape[1] - 1)]
+    def draw_next(self, rng: np.random.Generator, prev: np.ndarray) -> np.ndarray:
+        pick = (rng.random(len(prev))[:, None] > self.succ_cdf[prev]).sum(axis=1)
+        return self.succ[prev, np.minimum(pick, self.succ.shape[1] - 1)]
+
+    def favorite(self, seed: int, users: np.ndarray, clusters: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """The k-th personal favourite of each user in each cluster: a popularity-weighted
+        member picked by a hash of (seed, user, cluster, k), the same wherever it is asked."""
+        key = ((users * np.uint64(self.n_clusters) + clusters.astype(np.uint64)) << np.uint64(8)) + k
+        u = (_splitmix64(key ^ _splitmix64(np.full(1, seed, dtype=np.uint64))) >> np.uint64(11)) * 2.0**-53
+        pos = np.searchsorted(self.pos_cdf, u) % self.size[clusters]
+        return self.members[self.first[clusters] + pos]
 
     def draw_items(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return self.item_rank[np.searchsorted(self.item_cdf, rng.random(n))]
 
 
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer on uint64 arrays (wrapping arithmetic): a fixed, well-mixed hash."""
+    z = x + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _ffill_index(mark: np.ndarray) -> np.ndarray:
+    """For each position, the index of the last marked position at or before it (mark[0] must be set)."""
+    return np.maximum.accumulate(np.where(mark, np.arange(mark.size), 0))
+
+
 def _block(cfg: SyntheticConfig, cat: _Catalogue, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Users [block*BLOCK, ...) of the log: (user, item, ts) raw ids, in time order."""
+    """Users [block*BLOCK, ...) of the log: (user, item, ts) int64 raw ids, in time order.
+
+    Events are laid out user-major (user j's history is [base[j], base[j+1])) while they are
+    made; every per-event quantity is a vector over the block's E events.
+    """
     rng = np.random.default_rng([cfg.seed, 1, block])
     u0 = block * BLOCK
     nu = min(BLOCK, cfg.users - u0)
     lens = np.exp(math.log(cfg.median_len) + cfg.len_sigma * rng.standard_normal(nu))
     lens = np.clip(np.rint(lens), cfg.min_len, cfg.max_len).astype(np.int64)
+    base = np.zeros(nu + 1, dtype=np.int64)
+    np.cumsum(lens, out=base[1:])
+    e = int(base[-1])
+    user = np.repeat(np.arange(nu), lens)  # (E,) block-local user
+    starts = np.zeros(e, dtype=bool)
+    starts[base[:-1]] = True
 
-    # Tastes: K clusters per user (more for long histories), Dirichlet(1) weights.
-    k_max = 12
-    n_tastes = np.clip(2 + rng.poisson(np.log1p(lens / 50.0)), 2, k_max)
-    tastes = cat.draw_clusters(rng, (nu, k_max))  # (nu, k_max); only [:n_tastes] used
-    weights = rng.gamma(1.0, size=(nu, k_max)) * (np.arange(k_max) < n_tastes[:, None])
+    # Tastes: (nu, MAX_TASTES) clusters and weights; only the first n_tastes have weight.
+    n_tastes = np.clip(2 + rng.poisson(np.log1p(lens / 50.0)), 2, MAX_TASTES)
+    tastes = cat.draw_clusters(rng, (nu, MAX_TASTES))
+    weights = rng.gamma(1.0, size=(nu, MAX_TASTES)) * (np.arange(MAX_TASTES) < n_tastes[:, None])
     taste_cdf = np.cumsum(weights, axis=1)
     taste_cdf /= taste_cdf[:, -1:]
-    last = np.full((nu, k_max), -1, dtype=np.int64)  # the user's last item in each taste, -1 = none
-    slot = (rng.random(nu)[:, None] > taste_cdf).sum(axis=1)  # current taste
 
-    # Walk all users one step at a time, vectorized over users. Users are visited
-    # longest first, so the ones still active at step t are a prefix of `order`.
-    order = np.argsort(-lens, kind="stable")
-    lens_sorted = lens[order]
-    base = np.zeros(nu + 1, dtype=np.int64)
-    np.cumsum(lens_sorted, out=base[1:])
-    items = np.empty(base[-1], dtype=np.int64)
-    tastes, taste_cdf, slot = tastes[order], taste_cdf[order], slot[order]
-    n_active = np.searchsorted(-lens_sorted, -np.arange(lens_sorted[0] if nu else 0), side="left")
-    for t, n in enumerate(n_active):  # n = number of users with more than t events
-        rows = np.arange(n)
-        r = rng.random((5, n))
-        switch = r[0] < cfg.p_switch
-        slot[:n][switch] = (r[1, switch, None] > taste_cdf[:n][switch]).sum(axis=1)
-        drift = np.flatnonzero(r[2] < cfg.p_drift)
-        if drift.size:
-            ds = slot[drift]
-            tastes[drift, ds] = (tastes[drift, ds] + np.where(r[1, drift] < 0.5, -1, 1)) % cat.size.size
-            last[drift, ds] = -1
-        s = slot[:n]
-        prev = last[rows, s]
-        follow = (r[3] < cfg.p_chain) & (prev >= 0)
-        item = cat.draw_member(rng, tastes[rows, s])  # a popular item of the taste ...
-        if follow.any():  # ... or a successor of the user's last item in it
-            item[follow] = cat.draw_next(rng, prev[follow])
-        noise = r[4] < cfg.p_noise  # an item from anywhere; the taste's last item stays
-        last[rows[~noise], s[~noise]] = item[~noise]
-        if noise.any():
-            item[noise] = cat.draw_items(rng, int(noise.sum()))
-        items[base[:n] + t] = item
+    # Current taste (slot) of every event: a draw at each user's start and at each switch,
+    # carried forward until the next one.
+    draw = starts | (rng.random(e) < cfg.p_switch)
+    at = np.flatnonzero(draw)
+    slot_drawn = (rng.random(at.size)[:, None] > taste_cdf[user[at]]).sum(axis=1)
+    slot_val = np.zeros(e, dtype=np.int64)
+    slot_val[at] = np.minimum(slot_drawn, MAX_TASTES - 1)
+    slot = slot_val[_ffill_index(draw)]
+    del draw, at, slot_drawn, slot_val
+
+    # Follow each (user, taste) "thread" in time order: sort events by thread, stably.
+    thread = user * MAX_TASTES + slot
+    order = np.argsort(thread, kind="stable")  # (E,) event ids, grouped by thread, in time order
+    th = thread[order]
+    new_thread = np.ones(e, dtype=bool)
+    new_thread[1:] = th[1:] != th[:-1]
+    # Drift: a +-1 move of the thread's cluster at an event, felt from that event on.
+    drift = rng.random(e) < cfg.p_drift
+    delta = np.where(drift, np.where(rng.random(e) < 0.5, -1, 1), 0)[order]
+    moved = np.cumsum(delta)
+    head = _ffill_index(new_thread)  # position of each event's thread start
+    moved -= moved[head] - delta[head]  # per-thread running sum
+    del head
+    cluster = (tastes.reshape(-1)[th] + moved) % cat.n_clusters  # (E,) in thread order
+    del delta, moved
+
+    # Noise events take any item and leave the thread alone. The others form chains: an
+    # event continues its thread's chain (a successor of the previous non-noise item)
+    # unless it is the thread's first, a drift happened since the previous one, or it jumps.
+    noise = (rng.random(e) < cfg.p_noise)[order]
+    real = np.flatnonzero(~noise)  # positions (thread order) of chain events
+    drift_t = drift[order]
+    drift_since = np.cumsum(drift_t)  # drifts up to each position
+    prev_real = np.concatenate([[0], real[:-1]])
+    restart = (
+        new_thread[real]
+        | (th[real] != th[prev_real])
+        | (drift_since[real] - drift_since[prev_real] > 0)
+        | (rng.random(real.size) >= cfg.p_chain)
+    )
+    if restart.size:
+        restart[0] = True
+    # Depth along the chain: 0 at a restart, then 1, 2, ... Items are filled depth by depth,
+    # each from the item one step before it (a geometric tail: ~log(E) rounds).
+    depth = np.arange(real.size) - _ffill_index(restart)
+    item_t = np.empty(e, dtype=np.int64)  # items in thread order
+    # A restart draws a popular item of the cluster, or one of the user's own favourites
+    # there: fixed per (user, cluster), so they recur across the whole history.
+    at = real[restart]
+    item_t[at] = cat.draw_member(rng, cluster[at])
+    fav = rng.random(at.size) < cfg.p_favorite
+    uid = (u0 + user[order[at[fav]]]).astype(np.uint64)
+    pick = rng.integers(0, cfg.favorites, int(fav.sum())).astype(np.uint64)
+    item_t[at[fav]] = cat.favorite(cfg.seed, uid, cluster[at[fav]], pick)
+    del at, fav, uid, pick
+    by_depth = np.argsort(depth, kind="stable")
+    bounds = np.searchsorted(depth[by_depth], np.arange(1, int(depth.max(initial=0)) + 2))
+    for d in range(1, bounds.size):
+        k = by_depth[bounds[d - 1] : bounds[d]]  # chain positions at depth d
+        item_t[real[k]] = cat.draw_next(rng, item_t[real[k - 1]])
+    item_t[noise] = cat.draw_items(rng, int(noise.sum()))
+    items = np.empty(e, dtype=np.int64)
+    items[order] = item_t
+    del order, th, new_thread, cluster, noise, real, drift_t, drift_since, prev_real, restart, depth, item_t, by_depth
 
     # Times: sessions of ~session_len events a few minutes apart, days apart otherwise;
-    # each user active over part of the span, starting at a random time.
+    # each user active over a random part of the span, starting at a random time.
     span = cfg.span_days * 86_400
     active_s = span * rng.uniform(0.05, 1.0, nu)
-    n_sessions = np.maximum(lens_sorted / cfg.session_len, 1.0)
-    session_gap = active_s / n_sessions
-    per_event_gap_mean = np.repeat(session_gap, lens_sorted)
-    new_session = rng.random(items.size) < 1.0 / cfg.session_len
-    gaps = 1 + rng.exponential(1.0, items.size) * np.where(new_session, per_event_gap_mean, cfg.in_session_gap_s)
-    gaps[base[:-1]] = 0
-    # Per-user cumulative sums of the gaps, from one global cumsum.
+    between = (active_s / np.maximum(lens / cfg.session_len, 1.0))[user]  # mean gap between sessions
+    new_session = rng.random(e) < 1.0 / cfg.session_len
+    gaps = 1.0 + rng.exponential(1.0, e) * np.where(new_session, between, cfg.in_session_gap_s)
+    gaps[starts] = 0.0
     cum = np.cumsum(gaps)
-    cum -= np.repeat(cum[base[:-1]], lens_sorted)
-    begin = START + rng.uniform(0, 1, nu) * np.maximum(span - cum[base[1:] - 1], 0)
-    ts = (np.repeat(begin, lens_sorted) + cum).astype(np.int64)
+    cum -= cum[base[:-1]][user]  # per-user running time, 0 at the first event
+    begin = START + rng.uniform(0.0, 1.0, nu) * np.maximum(span - cum[base[1:] - 1], 0.0)
+    ts = (begin[user] + cum).astype(np.int64)  # gaps >= 1 s: a user's times strictly increase
 
-    user = np.repeat(u0 + order + 1, lens_sorted)
     by_time = np.argsort(ts, kind="stable")
-    return user[by_time], items[by_time] + 1, ts[by_time]
+    return (u0 + user + 1)[by_time], items[by_time] + 1, ts[by_time]
 
 
 def chunks(cfg: SyntheticConfig) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield the log block by block: (user, item, ts) int64 arrays, each block in time order.
 
     Memory is bounded by one block (BLOCK users); blocks overlap in time, so a consumer
-    that needs global time order must sort (prep's `group` does).
+    that needs one global time order must sort (prep's `group` orders by user and time).
     """
     cat = _Catalogue(cfg)
     for block in range(math.ceil(cfg.users / BLOCK)):
@@ -240,7 +297,7 @@ def chunks(cfg: SyntheticConfig) -> Iterator[tuple[np.ndarray, np.ndarray, np.nd
 
 
 def generate(
-    users: int = 2_000, items: int = 1_000, seed: int = 0, **params: float | int
+    users: int = 2_000, items: int = 3_000, seed: int = 0, **params: float | int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The whole log as (user, item, ts) int64 arrays of raw ids, ordered by time across users.
 
@@ -248,7 +305,7 @@ def generate(
     """
     cfg = SyntheticConfig(users=users, items=items, seed=seed, **params)  # type: ignore[arg-type]
     parts = list(chunks(cfg))
-    user, item, ts = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    user, item, ts = (np.concatenate([part[k] for part in parts]) for k in range(3))
     by_time = np.argsort(ts, kind="stable")
     return user[by_time], item[by_time], ts[by_time]
 

@@ -6,7 +6,7 @@
     python scripts/prep.py events.csv.gz --dedupe --kcore --min-item-count 5 --min-user-len 5
     python scripts/prep.py log.parquet --user-col uid --item-col sku --time-col when --time-unit ms
     python scripts/prep.py sessions.txt --format items                          # one sequence per line
-    python scripts/prep.py --synthetic --users 2000 --items 1000 --seed 0       # -> data/synthetic-u2000-i1000-s0
+    python scripts/prep.py --synthetic --users 2000 --items 3000 --seed 0       # -> data/synthetic-u2000-i3000-s0
     python scripts/prep.py --synthetic --events 100000000 --out data/synth-1e8
     python scripts/prep.py ratings.dat | python scripts/train.py --stride 64
 
@@ -16,7 +16,7 @@ Formats (--format; detected from the file name and first lines when absent), pla
     ml-csv        MovieLens ratings.csv: userId,movieId,rating,timestamp
     inter         RecBole .inter: tab-separated, header like user_id:token item_id:token ... timestamp:float
     pairs         `user item` per line (SASRec), each user's lines in time order; an optional third
-                  column is a time, which must not decrease within a user
+                  column is an integer time (--time-unit), which must not decrease within a user
     seqs          `user item item ...`, one user per line, items in time order
     items         `item item ...`, one sequence per line (the line number is the user)
     csv, parquet  any table, with --user-col --item-col --time-col [--type-col]
@@ -30,16 +30,21 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import polars as pl
+# Polars allocates through jemalloc, which by default keeps freed pages for 10 s; prep frees
+# the whole raw table right before the NumPy stages, so have them returned promptly (this
+# lowers peak RSS by about the raw table's size). Set before Polars loads; yours wins.
+os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
 
-from longrec_core import cli, data, synthetic
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from longrec_core import cli, data, synthetic  # noqa: E402
 
 FORMATS = ("retailrocket", "ml-dat", "ml-csv", "inter", "pairs", "seqs", "items", "csv", "parquet")
 ORDERED = ("pairs", "seqs", "items")
@@ -68,7 +73,7 @@ g.add_argument("--separator", default=None, help="csv: field separator (default:
 g = p.add_argument_group("synthetic input (longrec_core.synthetic)")
 g.add_argument("--synthetic", action="store_true", help="generate a log instead of reading one")
 g.add_argument("--users", type=int, default=None, help="synthetic: users (default: 2000, or from --events)")
-g.add_argument("--items", type=int, default=1000, help="synthetic: items (default: 1000)")
+g.add_argument("--items", type=int, default=3000, help="synthetic: items (default: 3000)")
 g.add_argument("--events", type=int, default=None, help="synthetic: about this many events; sets --users (default: none)")
 g.add_argument("--seed", type=int, default=0, help="synthetic: seed; same seed, same log (default: 0)")
 g = p.add_argument_group("processing")
@@ -99,9 +104,15 @@ def strip_compression(name: str) -> str:
 
 def head_lines(path: Path, n: int = 50) -> list[str]:
     """The first lines of a text file, decompressed by Polars (gzip, zstd)."""
-    df = pl.read_csv(path, has_header=False, separator="\x1f", quote_char=None, n_rows=n,
-                     new_columns=["line"], schema={"line": pl.String}, truncate_ragged_lines=True)
-    return [s.rstrip("\r") for s in df["line"].fill_null("").to_list()]
+    try:
+        df = pl.read_csv(path, has_header=False, separator="\x1f", quote_char=None, n_rows=n,
+                         new_columns=["line"], schema={"line": pl.String}, truncate_ragged_lines=True)
+    except pl.exceptions.PolarsError:
+        raise ValueError(f"cannot read {path}: its first lines are not text (a binary file?)") from None
+    lines = [s.rstrip("\r") for s in df["line"].fill_null("").to_list()]
+    if any("\x00" in s or "\ufffd" in s for s in lines):
+        raise ValueError(f"cannot read {path}: its first lines are not text (a binary file?)")
+    return lines
 
 
 def detect_format(path: Path) -> str:
@@ -122,7 +133,7 @@ def detect_format(path: Path) -> str:
         return "ml-dat"
     if re.match(r"^\w+:\w+\t", first):
         return "inter"
-    if "," in first or "\t" in first and not re.fullmatch(r"[\d\t ]+", first):
+    if "," in first or ("\t" in first and not re.fullmatch(r"[\d\t ]+", first)):  # a header line
         return "csv"
     counts = {len(s.split()) for s in lines}
     if counts == {2}:
@@ -135,21 +146,20 @@ def detect_format(path: Path) -> str:
     return "items"
 
 
-def columns_of(lf: pl.LazyFrame, path: Path) -> list[str]:
+def columns_of(lf: pl.LazyFrame) -> list[str]:
     return list(lf.collect_schema().names())
 
 
-def pick(cols: list[str], flag: str | None, kind: str, path: Path, required: bool = True) -> str | None:
+def pick(cols: list[str], flag: str | None, kind: str, path: Path) -> str:
+    """The column for `kind` (user, item, time, type): the flag's, else a common name."""
     if flag is not None:
         if flag not in cols:
             raise ValueError(f"{path} has no column {flag!r} (its columns: {', '.join(cols)})")
         return flag
-    for name in GUESS[kind]:
+    for name in GUESS.get(kind, []):
         if name in cols:
             return name
-    if required:
-        raise ValueError(f"{path} has no {kind} column I recognize: pass --{kind}-col (its columns: {', '.join(cols)})")
-    return None
+    raise ValueError(f"{path} has no {kind} column I recognize: pass --{kind}-col (its columns: {', '.join(cols)})")
 
 
 def read_table(path: Path, fmt: str, args: Any) -> tuple[pl.LazyFrame, dict[str, Any]]:
@@ -165,7 +175,7 @@ def read_table(path: Path, fmt: str, args: Any) -> tuple[pl.LazyFrame, dict[str,
             raise ValueError(f"--separator must be one character, got {sep!r}")
         lf = pl.scan_csv(path, separator=sep, has_header=True, infer_schema_length=10_000,
                          quote_char=None if fmt == "inter" else '"')
-    cols = columns_of(lf, path)
+    cols = columns_of(lf)
     user_col, item_col, time_col, type_col = args.user_col, args.item_col, args.time_col, args.type_col
     type_order: list[str] = []
     unit = args.time_unit or "s"
@@ -189,7 +199,7 @@ def read_table(path: Path, fmt: str, args: Any) -> tuple[pl.LazyFrame, dict[str,
         exprs.append(pl.col(type_col).cast(pl.String).alias("type"))
     info = {"columns": {"user": user_col, "item": item_col, "time": time_col, "type": type_col},
             "time_unit": unit, "type_order": type_order}
-    if fmt not in ("parquet",):
+    if fmt != "parquet":
         info["separator"] = sep
     return lf.select(exprs), info
 
@@ -197,18 +207,18 @@ def read_table(path: Path, fmt: str, args: Any) -> tuple[pl.LazyFrame, dict[str,
 def read_ml_dat(path: Path) -> tuple[pl.LazyFrame, dict[str, Any]]:
     # `::` is two one-byte separators with an empty field between: u,'',i,'',r,'',t.
     lf = pl.scan_csv(path, separator=":", has_header=False, quote_char=None, infer_schema_length=10_000)
-    cols = columns_of(lf, path)
+    cols = columns_of(lf)
     if len(cols) != 7:
         raise ValueError(f"{path} is not a MovieLens ratings.dat file (UserID::MovieID::Rating::Timestamp)")
     lf = lf.select(pl.col(cols[0]).alias("user"), pl.col(cols[2]).alias("item"), pl.col(cols[6]).alias("ts"))
     return lf, {"time_unit": "s"}
 
 
-def read_pairs(path: Path) -> tuple[pl.LazyFrame, dict[str, Any]]:
+def read_pairs(path: Path, unit: str) -> tuple[pl.LazyFrame, dict[str, Any]]:
     first = next((s for s in head_lines(path) if s.strip()), "")
     sep = "\t" if "\t" in first else " "
     lf = pl.scan_csv(path, separator=sep, has_header=False, quote_char=None, infer_schema_length=10_000)
-    cols = columns_of(lf, path)
+    cols = columns_of(lf)
     if len(cols) not in (2, 3):
         raise ValueError(f"{path} has {len(cols)} columns; the pairs format is `user item` or `user item time` per line")
     lf = lf.with_row_index("line").select(
@@ -217,7 +227,7 @@ def read_pairs(path: Path) -> tuple[pl.LazyFrame, dict[str, Any]]:
         (pl.col(cols[2]) if len(cols) == 3 else pl.col("line")).cast(pl.Int64).alias("ts"),
         pl.col("line").cast(pl.Int64),
     )
-    return lf, {"time_unit": "s", "timed": len(cols) == 3, "separator": sep}
+    return lf, {"time_unit": unit if len(cols) == 3 else "s", "timed": len(cols) == 3, "separator": sep}
 
 
 def read_sequences(path: Path, with_user: bool) -> tuple[pl.LazyFrame, dict[str, Any]]:
@@ -264,13 +274,23 @@ def to_seconds(s: pl.Series, unit: str) -> pl.Series:
     if s.dtype.is_float():
         return (s / UNIT_DIV[unit]).floor().cast(pl.Int64)
     if s.dtype.is_integer():
-        return s.cast(pl.Int64) // UNIT_DIV[unit]
+        s = s.cast(pl.Int64)
+        return s if unit == "s" else s // UNIT_DIV[unit]
     raise ValueError(f"the time column has type {s.dtype}, not numbers or dates")
 
 
 def codes(s: pl.Series) -> tuple[np.ndarray, pl.Series]:
     """Dense codes 0..K-1 in raw-id order, and the raw id of each code."""
-    code = s.rank("dense").cast(pl.Int64) - 1  # rank of a sorted unique value
+    if s.dtype.is_integer() and s.len() > 0:
+        lo, hi = int(s.min()), int(s.max())  # type: ignore[arg-type]
+        if hi - lo < max(4 * s.len(), 1 << 20):  # ids in a compact range: a lookup table, no sort
+            base = 0 if 0 <= lo and hi < max(8 * s.len(), 1 << 20) else lo  # no shifted copy if we can
+            ids = s.to_numpy() if base == 0 else s.to_numpy() - base
+            present = np.zeros(hi - base + 1, dtype=bool)
+            present[ids] = True
+            lut = np.cumsum(present, dtype=np.uint32) - np.uint32(1)  # (range,) code of each present id
+            return lut[ids], pl.Series("id", np.flatnonzero(present) + base, dtype=s.dtype)
+    code = s.rank("dense") - 1  # 1-based rank among the sorted unique values (u32)
     return code.to_numpy(), s.unique().sort().alias("id")
 
 
@@ -318,14 +338,14 @@ def main() -> None:
             stem = Path(strip_compression(path.name)).stem or "data"
             out = Path(args.out or f"data/{stem}")
             cli.check_replaceable(out, args.force, data.MANIFEST)  # refuse before any work
-            fmt = args.format or "(detecting)"
+            fmt = args.format or "a known format"
             try:
                 fmt = args.format or detect_format(path)
                 status(f"reading {path} ({fmt})")
                 if fmt == "ml-dat":
                     lf, info = read_ml_dat(path)
                 elif fmt == "pairs":
-                    lf, info = read_pairs(path)
+                    lf, info = read_pairs(path, args.time_unit or "s")
                 elif fmt in ("seqs", "items"):
                     lf, info = read_sequences(path, with_user=fmt == "seqs")
                 else:
@@ -340,7 +360,9 @@ def main() -> None:
             ok = pl.col("user").is_not_null() & pl.col("item").is_not_null() & pl.col("ts").is_not_null()
             if df["ts"].dtype.is_float():
                 ok = ok & pl.col("ts").is_not_nan()
-            df = df.filter(ok)
+            n_ok = int(df.select(ok.sum()).item())
+            if n_ok < rows_read:
+                df = df.filter(ok)  # a copy: only when something is missing
             if df.height == 0:
                 raise ValueError(f"{path} has no rows with a user, an item and a time")
             if fmt in ORDERED and info.get("timed"):
@@ -365,11 +387,13 @@ def main() -> None:
                 types = df["type"].fill_null("").replace_strict(code_of, return_dtype=pl.Int8).to_numpy()
             del df
             log = data.Log(user=user, item=item, ts=ts, types=types, user_ids=user_ids, item_ids=item_ids, type_names=type_names)
+            n_kept = len(ts)
+            del user, item, ts, types  # prepare() releases the log's arrays as it goes
             status(f"hashing {path}")
             source = {
                 "path": str(path.resolve()), "sha256": sha256_file(path), "bytes": path.stat().st_size,
                 "format": fmt, **{k: v for k, v in info.items() if k not in ("type_order", "timed")},
-                "rows_read": rows_read, "dropped_missing": rows_read - len(ts),
+                "rows_read": rows_read, "dropped_missing": rows_read - n_kept,
             }
             data.prepare(log, out, params, source, force=args.force, status=status)
 

@@ -95,14 +95,15 @@ PARAMS = [
 def test_prepare_matches_reference(tmp_path, seed, params):
     rng = np.random.default_rng(seed)
     log = random_log(rng, 600, 25, 40, with_types=seed == 1)
-    out = data.prepare(log, tmp_path / "d", params, {"format": "test"})
-    d = data.load_data_dir(out, verify=True)
     ref = ref_prepare(log.user.tolist(), log.item.tolist(), log.ts.tolist(),
                       None if log.types is None else log.types.tolist(), params)
+    with_types = log.types is not None
+    out = data.prepare(log, tmp_path / "d", params, {"format": "test"})  # consumes the log's arrays
+    d = data.load_data_dir(out, verify=True)
     assert d.items.tolist() == ref["items"]
     assert d.ts.tolist() == ref["ts"]
     assert d.offsets.tolist() == ref["offsets"]
-    assert (d.types is None) == (log.types is None)
+    assert (d.types is None) == (not with_types)
     if d.types is not None:
         assert d.types.tolist() == ref["types"] and d.n_types == 3
     items_t = pl.read_parquet(out / "items.parquet")
@@ -129,9 +130,8 @@ def test_prepare_matches_reference(tmp_path, seed, params):
 
 
 def test_prepare_is_deterministic_and_drops_nothing_by_default(tmp_path):
-    log = random_log(np.random.default_rng(3), 300, 10, 20, with_types=False)
-    a = data.prepare(log, tmp_path / "a", PrepParams(), {"format": "test"})
-    b = data.prepare(log, tmp_path / "b", PrepParams(), {"format": "test"})
+    a = data.prepare(random_log(np.random.default_rng(3), 300, 10, 20, False), tmp_path / "a", PrepParams(), {"format": "test"})
+    b = data.prepare(random_log(np.random.default_rng(3), 300, 10, 20, False), tmp_path / "b", PrepParams(), {"format": "test"})
     ma, mb = (json.loads((p / "manifest.json").read_text()) for p in (a, b))
     assert ma == mb and ma["counts"]["events"] == 300
     for f in ("items.npy", "ts.npy", "offsets.npy", "sessions.npy", "items.parquet", "users.parquet"):
@@ -291,14 +291,15 @@ def test_synthetic_chunks_are_the_log():
 
 
 def test_synthetic_log_shape():
-    user, item, ts = synthetic.generate(users=2000, items=1000, seed=0)
-    assert user.min() == 1 and user.max() == 2000 and item.min() >= 1 and item.max() <= 1000
+    user, item, ts = synthetic.generate(seed=0)  # the demo defaults: 2,000 users, 3,000 items
+    assert user.min() == 1 and user.max() == 2000 and item.min() >= 1 and item.max() <= 3000
     lens = np.bincount(user)[1:]
-    assert 40 <= np.median(lens) <= 100  # median history ~50-100
-    assert lens.max() >= 1000 and lens.max() > 20 * np.median(lens)  # a long tail of heavy users
-    counts = np.sort(np.bincount(item, minlength=1001)[1:])[::-1]
-    assert counts[:100].sum() > 0.3 * counts.sum()  # top 10% of items: a large share of events
-    assert 2e5 < len(user) < 5e5  # the demo size
+    assert 40 <= np.median(lens) <= 100  # median history ~50
+    assert lens.max() >= 3000 and np.percentile(lens, 99) > 20 * np.median(lens)  # a long tail of heavy users
+    assert np.minimum(lens, 200).sum() < 0.5 * lens.sum()  # most events lie beyond a user's last 200
+    counts = np.sort(np.bincount(item, minlength=3001)[1:])[::-1]
+    assert counts[:300].sum() > 0.3 * counts.sum()  # top 10% of items: a large share of events
+    assert 2e5 < len(user) < 6e5  # the demo size
     # Each user's times increase, and sessions (gaps <= 30 min) hold several events on average.
     order = np.lexsort((ts, user))
     u, t = user[order], ts[order]
@@ -323,6 +324,48 @@ def test_synthetic_has_sequential_structure():
     popular = set(np.argsort(-np.bincount(nxt[:half]))[:10].tolist())
     pop_hit = np.mean([b in popular for b in nxt[half:]])
     assert hit > 2 * pop_hit and hit > 0.3
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> data.DataDir:
+    return data.load_data_dir(data.prepare_synthetic(tmp_path_factory.mktemp("demo") / "d"))  # the defaults
+
+
+def bigram_hr10(d: data.DataDir, keep: np.ndarray) -> float:
+    """HR@10 on the test targets of a count model of (previous item -> item), fit on the
+    training events where `keep` holds."""
+    items = np.asarray(d.items, dtype=np.int64)
+    pos = np.flatnonzero(keep)
+    pairs = pl.DataFrame({"a": items[pos - 1], "b": items[pos]}).group_by("a", "b").len()
+    top = pairs.sort(["a", "len", "b"], descending=[False, True, False]).group_by("a").head(10)
+    table = set(zip(top["a"].to_list(), top["b"].to_list()))
+    users, end = d.eval_targets("test")
+    return float(np.mean([(a, b) in table for a, b in zip(items[end - 1].tolist(), items[end].tolist())]))
+
+
+def test_synthetic_rewards_training_on_all_windows(demo):
+    """The same item-to-item dynamics run through whole histories, so fitting on every
+    training event beats fitting on the last 50 per user (what last-window training sees)."""
+    d = demo
+    user = np.repeat(np.arange(d.n_users), np.diff(d.offsets))
+    pos = np.arange(d.n_events)
+    train = (pos < d.train_end[user]) & (pos > d.offsets[:-1][user])  # events with a predecessor
+    last50 = train & (pos >= d.train_end[user] - 50)
+    assert last50.sum() < 0.2 * train.sum()
+    hr_all, hr_last = bigram_hr10(d, train), bigram_hr10(d, last50)
+    assert hr_all > hr_last + 0.02, (hr_all, hr_last)
+
+
+def test_synthetic_rewards_long_context(demo):
+    """For long histories the test item often recurs in the history, but far back: the more
+    of the history a model reads, the more often the answer is in front of it."""
+    d = demo
+    users, end = d.eval_targets("test")
+    users, end = users[np.diff(d.offsets)[users] > 400], end[np.diff(d.offsets)[users] > 400]
+    assert len(users) > 100
+    seen = {w: np.mean([d.items[e] in d.items[max(d.offsets[u], e - w) : e] for u, e in zip(users, end)])
+            for w in (50, 200, 10**9)}
+    assert seen[10**9] > seen[200] + 0.1 and seen[200] > seen[50] + 0.1, seen
 
 
 def test_synthetic_config_checks():

@@ -1,0 +1,112 @@
+"""longrec_core.cli: atomic output, error exits, the input path."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from longrec_core import cli
+
+
+def test_atomic_dir_renames_on_success_and_cleans_up_on_failure(tmp_path):
+    final = tmp_path / "out"
+    with cli.atomic_dir(final) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".out.tmp-")
+        (tmp / "a").write_text("1")
+        assert not final.exists()
+    assert (final / "a").read_text() == "1"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+    with pytest.raises(FileExistsError, match="already exists; pass --force"):
+        with cli.atomic_dir(final):
+            pass
+    with pytest.raises(RuntimeError):
+        with cli.atomic_dir(final, force=True) as tmp:
+            (tmp / "b").write_text("2")
+            raise RuntimeError("boom")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (final / "a").exists()  # untouched
+    with cli.atomic_dir(final, force=True) as tmp:
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in final.iterdir()) == ["b"]
+
+
+def test_atomic_dir_marker_protects_other_folders(tmp_path):
+    other = tmp_path / "thesis"
+    other.mkdir()
+    (other / "chapter1.tex").write_text("...")
+    with pytest.raises(FileExistsError, match="has no manifest.json"):
+        with cli.atomic_dir(other, force=True, marker="manifest.json"):
+            pass
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a directory"):
+        cli.check_replaceable(tmp_path / "file", force=True)
+    (tmp_path / "empty").mkdir()
+    cli.check_replaceable(tmp_path / "empty", force=True, marker="manifest.json")  # empty: fine
+
+
+def test_atomic_write(tmp_path):
+    path = tmp_path / "sub" / "metrics.json"
+    with cli.atomic_write(path) as tmp:
+        tmp.write_text("{}")
+        assert not path.exists()
+    assert path.read_text() == "{}"
+    with pytest.raises(ValueError):
+        with cli.atomic_write(path) as tmp:
+            tmp.write_text("half")
+            raise ValueError("no")
+    assert path.read_text() == "{}" and sorted(p.name for p in path.parent.iterdir()) == ["metrics.json"]
+
+
+def test_fail_and_stage_main(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.fail("the [data] dir is missing")
+    assert e.value.code == 2 and capsys.readouterr().err == "error: the [data] dir is missing\n"
+
+    def bad() -> None:
+        raise ValueError("window must be >= 1, got 0\nmore detail")
+
+    with pytest.raises(SystemExit) as e:
+        cli.stage_main(bad)
+    assert e.value.code == 2 and capsys.readouterr().err == "error: window must be >= 1, got 0\n"
+
+    def missing() -> None:
+        open("/nonexistent/x.csv")
+
+    with pytest.raises(SystemExit):
+        cli.stage_main(missing)
+    assert capsys.readouterr().err == "error: No such file or directory: /nonexistent/x.csv\n"
+
+    def bug() -> None:
+        raise KeyError("not bad input: a bug keeps its traceback")
+
+    with pytest.raises(KeyError):
+        cli.stage_main(bug)
+
+
+def test_input_path(monkeypatch, capsys):
+    assert str(cli.input_path("data/x", "data dir")) == "data/x"
+    monkeypatch.setattr("sys.stdin", io.StringIO("runs/abc\n"))
+    assert str(cli.input_path(None, "run dir")) == "runs/abc"
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(SystemExit):
+        cli.input_path(None, "run dir")
+    assert "stdin was empty" in capsys.readouterr().err
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdin", Tty())
+    with pytest.raises(SystemExit):
+        cli.input_path(None, "data dir")
+    assert capsys.readouterr().err.startswith("error: no data dir given")
+
+
+def test_argument_parser_exits_2(capsys):
+    p = cli.ArgumentParser()
+    p.add_argument("--split", choices=("loo", "temporal"))
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(["--split", "random"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: argument --split: invalid choice") and len(err.splitlines()) == 1
