@@ -2,6 +2,7 @@
 //! stored event array. Each module is plain Rust over slices with its own unit tests;
 //! `python` is the only file that knows about PyO3.
 
+pub mod alloc;
 pub mod error;
 pub mod gather;
 pub mod group;

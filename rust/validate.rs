@@ -2,6 +2,10 @@
 //! caller can find it.
 
 use crate::error::{CoreError, Result};
+use rayon::prelude::*;
+
+/// Below this many values a check runs on one thread.
+const PARALLEL_MIN: usize = 1 << 15;
 
 /// CSR offsets over `n_events` events: start at 0, never decrease, end at `n_events`.
 pub fn check_offsets(offsets: &[i64], n_events: usize) -> Result<()> {
@@ -11,7 +15,10 @@ pub fn check_offsets(offsets: &[i64], n_events: usize) -> Result<()> {
     if first != 0 {
         return Err(CoreError::new("offsets", format!("offsets[0] is {first}, must be 0")));
     }
-    if let Some(i) = offsets.windows(2).position(|w| w[1] < w[0]) {
+    // The common case (no error) is one parallel read; the first bad index only on error.
+    let decreases = |w: &[i64]| w[1] < w[0];
+    if offsets.par_windows(2).with_min_len(PARALLEL_MIN).any(decreases) {
+        let i = offsets.windows(2).position(decreases).unwrap_or(0);
         return Err(CoreError::new(
             "offsets",
             format!("decreases at index {}: {} after {}", i + 1, offsets[i + 1], offsets[i]),
@@ -63,19 +70,15 @@ pub fn check_at_least(arg: &'static str, value: i64, min: i64) -> Result<()> {
 /// Per-sequence ends: `ends[u]` must lie inside sequence u, i.e. in [offsets[u], offsets[u+1]].
 pub fn check_ends(offsets: &[i64], ends: &[i64]) -> Result<()> {
     check_len("ends", ends.len(), "offsets - 1", offsets.len() - 1)?;
-    for (u, &e) in ends.iter().enumerate() {
-        if e < offsets[u] || e > offsets[u + 1] {
-            return Err(CoreError::new(
-                "ends",
-                format!(
-                    "ends[{u}] = {e} lies outside its sequence [{}, {}]",
-                    offsets[u],
-                    offsets[u + 1]
-                ),
-            ));
-        }
+    let outside = |u: usize| ends[u] < offsets[u] || ends[u] > offsets[u + 1];
+    if !(0..ends.len()).into_par_iter().with_min_len(PARALLEL_MIN).any(outside) {
+        return Ok(());
     }
-    Ok(())
+    let u = (0..ends.len()).find(|&u| outside(u)).unwrap_or(0);
+    Err(CoreError::new(
+        "ends",
+        format!("ends[{u}] = {} lies outside its sequence [{}, {}]", ends[u], offsets[u], offsets[u + 1]),
+    ))
 }
 
 #[cfg(test)]

@@ -2,6 +2,10 @@
 //! holding at most `window + 1` events (inputs are its first stop-start-1 events, targets
 //! the same shifted by one). Nothing is copied here; `gather` materializes a batch.
 
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use crate::alloc::with_capacity_huge;
 use crate::error::{CoreError, Result};
 use crate::validate::{check_at_least, check_ends, check_offsets};
 use rayon::prelude::*;
@@ -84,7 +88,6 @@ pub fn windows(
 ) -> Result<Windows> {
     check_inputs(offsets, ends, &spec)?;
     check_at_least("stride", stride, 1)?;
-    let n_seq = offsets.len() - 1;
     let count = |u: usize| -> i64 {
         let (a, b) = spec.span(offsets, ends, u);
         if b - a < spec.min_len {
@@ -92,17 +95,19 @@ pub fn windows(
         }
         match regime {
             Regime::Last => 1,
-            Regime::Sliding => (b - a - spec.min_len) / stride + 1,
+            // Most histories are shorter than one stride: skip the (slow) division then.
+            Regime::Sliding => match b - a - spec.min_len {
+                d if d < stride => 1,
+                d => d / stride + 1,
+            },
         }
     };
-    fill_per_sequence(n_seq, count, |u, n, seq, start, stop| {
+    fill_per_sequence(offsets, count, |u, n, out| {
         let (a, b) = spec.span(offsets, ends, u);
-        for j in 0..n as usize {
+        for j in 0..n {
             // j-th window in time order: the earliest has the largest multiple of stride.
-            let s = b - (n - 1 - j as i64) * stride;
-            seq[j] = u as i64;
-            stop[j] = s;
-            start[j] = spec.start(a, s);
+            let s = b - (n - 1 - j) * stride;
+            out.push(u, spec.start(a, s), s);
         }
     })
 }
@@ -119,22 +124,19 @@ pub fn sample_windows(
 ) -> Result<Windows> {
     check_inputs(offsets, ends, &spec)?;
     check_at_least("per_seq", per_seq, 1)?;
-    let n_seq = offsets.len() - 1;
     let count = |u: usize| -> i64 {
         let (a, b) = spec.span(offsets, ends, u);
         if b - a < spec.min_len { 0 } else { per_seq }
     };
     let seed_mix = crate::kshift::splitmix64(seed);
-    fill_per_sequence(n_seq, count, |u, n, seq, start, stop| {
+    fill_per_sequence(offsets, count, |u, n, out| {
         let (a, b) = spec.span(offsets, ends, u);
         let choices = (b - a - spec.min_len + 1) as u64; // stops in [a + min_len, b]
         let mut state = seed_mix ^ (u as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-        for j in 0..n as usize {
+        for _ in 0..n {
             state = crate::kshift::splitmix64(state);
             let s = a + spec.min_len + uniform_below(state, choices) as i64;
-            seq[j] = u as i64;
-            stop[j] = s;
-            start[j] = spec.start(a, s);
+            out.push(u, spec.start(a, s), s);
         }
     })
 }
@@ -144,49 +146,87 @@ fn uniform_below(bits: u64, n: u64) -> u64 {
     ((bits as u128 * n as u128) >> 64) as u64
 }
 
-/// Shared driver: count windows per sequence, allocate the outputs once, then let each
-/// block of sequences fill its own disjoint part of them in parallel.
-fn fill_per_sequence<C, F>(n_seq: usize, count: C, fill: F) -> Result<Windows>
+/// Shared driver. Pass 1 totals the windows of each block of sequences; the outputs are
+/// allocated once and cut at the block totals; pass 2 lets each block recount and fill its
+/// own part. No per-sequence table is kept, so memory is the outputs alone.
+fn fill_per_sequence<C, F>(offsets: &[i64], count: C, fill: F) -> Result<Windows>
 where
     C: Fn(usize) -> i64 + Sync,
-    F: Fn(usize, i64, &mut [i64], &mut [i64], &mut [i64]) + Sync,
+    F: Fn(usize, i64, &mut Out) + Sync,
 {
-    let counts: Vec<i64> = (0..n_seq).into_par_iter().with_min_len(4096).map(&count).collect();
-    let total: i64 = counts.iter().sum();
-    let mut seq = vec![0i64; total as usize];
-    let mut start = vec![0i64; total as usize];
-    let mut stop = vec![0i64; total as usize];
-    // Cut sequences into blocks of roughly equal output size.
-    let n_blocks = (rayon::current_num_threads() * 8).max(1);
-    let per_block = (total as usize).div_ceil(n_blocks).max(1);
-    let mut blocks = Vec::new();
-    let (mut rest_seq, mut rest_start, mut rest_stop) =
-        (seq.as_mut_slice(), start.as_mut_slice(), stop.as_mut_slice());
-    let mut u = 0;
-    while u < n_seq {
-        let first = u;
-        let mut size = 0usize;
-        while u < n_seq && (size < per_block || size == 0) {
-            size += counts[u] as usize;
-            u += 1;
+    let blocks = sequence_blocks(offsets, 16 * rayon::current_num_threads());
+    let totals: Vec<usize> = blocks.par_iter().map(|r| r.clone().map(|u| count(u) as usize).sum()).collect();
+    let total: usize = totals.iter().sum();
+    let (mut seq, mut start, mut stop) =
+        (with_capacity_huge(total), with_capacity_huge(total), with_capacity_huge(total));
+    let parts = Out::split(&mut seq, &mut start, &mut stop, &totals);
+    blocks.into_par_iter().zip(parts).for_each(|(users, mut out)| {
+        for u in users {
+            fill(u, count(u), &mut out);
         }
-        let (s1, r1) = rest_seq.split_at_mut(size);
-        let (s2, r2) = rest_start.split_at_mut(size);
-        let (s3, r3) = rest_stop.split_at_mut(size);
-        blocks.push((first, u, s1, s2, s3));
-        rest_seq = r1;
-        rest_start = r2;
-        rest_stop = r3;
-    }
-    blocks.into_par_iter().for_each(|(first, last, sq, st, sp)| {
-        let mut pos = 0usize;
-        for v in first..last {
-            let n = counts[v] as usize;
-            fill(v, n as i64, &mut sq[pos..pos + n], &mut st[pos..pos + n], &mut sp[pos..pos + n]);
-            pos += n;
-        }
+        assert_eq!(out.pos, out.seq.len(), "windows: the filling pass disagrees with the count");
     });
+    // SAFETY: the parts cover 0..total of each output and every part was filled (asserted).
+    unsafe {
+        seq.set_len(total);
+        start.set_len(total);
+        stop.set_len(total);
+    }
     Ok((seq, start, stop))
+}
+
+/// One block's part of the three outputs, filled in order.
+struct Out<'a> {
+    seq: &'a mut [MaybeUninit<i64>],
+    start: &'a mut [MaybeUninit<i64>],
+    stop: &'a mut [MaybeUninit<i64>],
+    pos: usize,
+}
+
+impl<'a> Out<'a> {
+    /// Append window [start, stop) of sequence u.
+    #[inline]
+    fn push(&mut self, u: usize, start: i64, stop: i64) {
+        self.seq[self.pos].write(u as i64);
+        self.start[self.pos].write(start);
+        self.stop[self.pos].write(stop);
+        self.pos += 1;
+    }
+
+    /// Cut the spare capacity of the outputs into consecutive parts of the given sizes.
+    fn split(seq: &'a mut Vec<i64>, start: &'a mut Vec<i64>, stop: &'a mut Vec<i64>, sizes: &[usize]) -> Vec<Out<'a>> {
+        let (mut s1, mut s2, mut s3) =
+            (seq.spare_capacity_mut(), start.spare_capacity_mut(), stop.spare_capacity_mut());
+        let mut parts = Vec::with_capacity(sizes.len());
+        for &n in sizes {
+            let ((h1, t1), (h2, t2), (h3, t3)) = (s1.split_at_mut(n), s2.split_at_mut(n), s3.split_at_mut(n));
+            parts.push(Out { seq: h1, start: h2, stop: h3, pos: 0 });
+            (s1, s2, s3) = (t1, t2, t3);
+        }
+        parts
+    }
+}
+
+/// Cut sequences 0..U into at most `parts` consecutive blocks of about equal weight,
+/// a sequence weighing one plus its events (offsets[u] + u is then the weight before u).
+fn sequence_blocks(offsets: &[i64], parts: usize) -> Vec<Range<usize>> {
+    let n_seq = offsets.len() - 1;
+    let before = |u: usize| offsets[u] as usize + u;
+    let total = before(n_seq);
+    let mut cuts = vec![0];
+    for k in 1..=parts {
+        // The first sequence whose weight before it reaches k/parts of the total.
+        let target = total * k / parts;
+        let (mut lo, mut hi) = (0, n_seq);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if before(mid) < target { lo = mid + 1 } else { hi = mid }
+        }
+        if lo > *cuts.last().unwrap() {
+            cuts.push(lo);
+        }
+    }
+    cuts.windows(2).map(|w| w[0]..w[1]).collect()
 }
 
 #[cfg(test)]
@@ -256,6 +296,52 @@ mod tests {
             assert!(sp >= offsets[u] + 2 && sp <= offsets[u + 1]);
             assert_eq!(st, offsets[u].max(sp - 5));
         }
+    }
+
+    /// The plain per-sequence loop of the docstring.
+    fn reference(offsets: &[i64], window: i64, stride: i64) -> Windows {
+        let mut out: Windows = (vec![], vec![], vec![]);
+        for u in 0..offsets.len() - 1 {
+            let (a, b) = (offsets[u], offsets[u + 1]);
+            let mut stops = vec![];
+            let mut s = b;
+            while s - a >= 2 {
+                stops.push(s);
+                s -= stride;
+            }
+            for &s in stops.iter().rev() {
+                out.0.push(u as i64);
+                out.1.push(a.max(s - window - 1));
+                out.2.push(s);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn blocks_with_empty_and_huge_sequences() {
+        // Many short sequences, runs of empty ones (also at both ends), and a few huge ones,
+        // so the parallel blocks cut in all kinds of places.
+        let mut x = 3u64;
+        let mut rnd = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut offsets = vec![0i64, 0, 0];
+        for u in 0..20_000 {
+            let len = match u % 5000 { 17 => 200_000, _ if rnd(3) == 0 => 0, _ => rnd(30) as i64 };
+            offsets.push(offsets.last().unwrap() + len);
+        }
+        offsets.extend([*offsets.last().unwrap(); 3]);
+        for (window, stride) in [(200, 64), (3, 1), (10, 50)] {
+            let got = windows(&offsets, None, spec(window), stride, Regime::Sliding).unwrap();
+            assert_eq!(got, reference(&offsets, window, stride));
+        }
+        // only empty sequences
+        let none: Windows = (vec![], vec![], vec![]);
+        assert_eq!(windows(&[0; 100_000], None, spec(3), 1, Regime::Sliding).unwrap(), none);
     }
 
     #[test]
