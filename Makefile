@@ -16,7 +16,7 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade "maturin>=1.9,<2"
-	$(BIN)/maturin develop --release --extras dev -q
+	$(BIN)/python -m maturin develop --release --extras dev -q
 
 demo: install
 	bash scripts/demo.sh
