@@ -15,8 +15,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install -q --upgrade "maturin>=1.9,<2"
-	$(BIN)/python -m maturin develop --release --extras dev -q
+	$(BIN)/python -m pip install -q --upgrade --ignore-installed "maturin>=1.9,<2"
+	$(BIN)/maturin develop --release --extras dev -q
 
 demo: install
 	bash scripts/demo.sh
