@@ -126,7 +126,7 @@ if args.threads:
 
 def log(msg: str) -> None:
     if main_process:
-        cli.console.print(msg, highlight=False)
+        cli.console.print(msg, highlight=False, soft_wrap=True)  # greppable lines, never wrapped
 
 
 # ----------------------------------------------------------------------------- resume or start
