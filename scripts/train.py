@@ -365,16 +365,14 @@ with progress:
         state["train_seconds"] += seconds
         if stopped_early:
             stop_reason = "max_steps" if args.max_steps is not None and state["step"] >= args.max_steps else "max_train_seconds"
-            save_checkpoint()
-            log(f"stopped in epoch {epoch + 1} after batch {state['batch']} ({stop_reason}); continue with --resume {run_dir}")
-            break
-        if world > 1:  # count what every rank processed
-            counts = torch.tensor([ep["tokens"], ep["examples"]], dtype=torch.int64)
-            dist.all_reduce(counts)
-            ep["tokens"], ep["examples"] = (int(c) for c in counts)
-        state["tokens"] += ep["tokens"]
-        state["examples"] += ep["examples"]
-        state["loader_wait_seconds"] += ep["wait"]
+        else:
+            if world > 1:  # count what every rank processed
+                counts = torch.tensor([ep["tokens"], ep["examples"]], dtype=torch.int64)
+                dist.all_reduce(counts)
+                ep["tokens"], ep["examples"] = (int(c) for c in counts)
+            state["tokens"] += ep["tokens"]
+            state["examples"] += ep["examples"]
+            state["loader_wait_seconds"] += ep["wait"]
 
         # Validation on rank 0 (full catalogue, the same code as eval.py); others wait.
         record = None
@@ -389,7 +387,7 @@ with progress:
                 save_best()
             else:
                 state["bad_epochs"] += 1
-            record = {"epoch": epoch, "loss": ep["loss_sum"] / max(1, ep["steps"]), "train_seconds": ep["seconds"],
+            record = {"epoch": epoch, "partial": stopped_early, "loss": ep["loss_sum"] / max(1, ep["steps"]), "train_seconds": ep["seconds"],
                       "eval_seconds": time.perf_counter() - tv, "tokens": ep["tokens"],
                       "examples": ep["examples"], "tokens_per_second": ep["tokens"] / ep["seconds"],
                       "loader_wait_share": ep["wait"] / ep["seconds"], "peak_memory_bytes": peak_memory_bytes(),
@@ -399,6 +397,10 @@ with progress:
             log(f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid NDCG@10 {ndcg:.4f} HR@10 {valid.get('HR@10', float('nan')):.4f}"
                 f"{' (best)' if improved else ''}, {record['tokens_per_second'] / 1e3:,.1f}k tok/s, {ep['seconds']:.1f} s, "
                 f"loader wait {record['loader_wait_share']:.1%}")
+        if stopped_early:  # validated what the budget allowed; the epoch itself resumes later
+            save_checkpoint()
+            log(f"stopped in epoch {epoch + 1} after batch {state['batch']} ({stop_reason}); continue with --resume {run_dir}")
+            break
         state["epoch"] += 1
         state["batch"] = 0
         save_checkpoint()
@@ -413,15 +415,17 @@ with progress:
 
 # ----------------------------------------------------------------------------- summary
 if main_process:
-    if not (run_dir / "model.pt").exists():
-        save_best()  # stopped before the first validation: keep the current weights
+    # A run stopped inside an epoch has counted that epoch's work only in its running sums.
+    partial = state["ep"] if state["batch"] > 0 else {"tokens": 0, "examples": 0, "wait": 0.0}
+    tokens, examples = state["tokens"] + partial["tokens"], state["examples"] + partial["examples"]
+    loader_wait = state["loader_wait_seconds"] + partial["wait"]
     summary = {
         "run_dir": str(run_dir), "data": args.data, "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "world_size": world, "regime": args.regime, "stride": args.stride, "window": args.window,
         "stop_reason": stop_reason, "epochs": state["epoch"], "steps": state["step"],
-        "train_seconds": state["train_seconds"], "tokens": state["tokens"], "examples": state["examples"],
-        "tokens_per_second": state["tokens"] / max(1e-9, state["train_seconds"]),
-        "loader_wait_share": state["loader_wait_seconds"] / max(1e-9, state["train_seconds"]),
+        "train_seconds": state["train_seconds"], "tokens": tokens, "examples": examples,
+        "tokens_per_second": tokens / max(1e-9, state["train_seconds"]),
+        "loader_wait_share": loader_wait / max(1e-9, state["train_seconds"]),
         "peak_memory_bytes": peak_memory_bytes(), "parameters": n_params, "embedding_memory": mem,
         "best_epoch": state["best_epoch"], "best_valid_ndcg10": state["best_ndcg"],
     }

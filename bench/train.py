@@ -1,0 +1,464 @@
+"""Training-pipeline benchmark on CPU: window construction, tokens/s, loader share of step time
+and peak memory for the paper's configuration, beside the way the paper's code and most peers
+feed a model (Python lists of per-example windows, a per-example Dataset, a pad_sequence
+collate), and beside a floor with no loader at all, all measured in the same run on the same data.
+
+    python bench/train.py                                   # ml-1m from ../shared/data (else demo), minutes on 2 cores
+    python bench/train.py --data data/ml-1m --steps 500     # longer timing, less noise
+    python bench/train.py --rounds 3                        # on a shared machine: best of 3 alternating rounds
+    python bench/train.py --threads 1 --json bench/out/train-1t.json
+
+Pipelines, each in a fresh subprocess (`bench/train.py --worker NAME ...`):
+  longrec  windows = longrec_core.windows(offsets, train_end, ...) -> (seq, start, stop) pointers;
+           batches from longrec_core.examples.iter_batches (shuffled; `gather` in a background thread)
+  peer     windows = a Python list of per-example item lists, built user by user from the end of
+           the history back by stride, as the paper's released code does; a torch Dataset whose
+           __getitem__ returns torch.tensor(window); DataLoader(shuffle=True, num_workers=0) with a
+           right-aligning pad_sequence collate
+  floor    the same model step on one fixed pre-built batch: the pure compute floor
+Every pipeline trains the same model (longrec_core.model.SASRec, same seed) with the same loss
+(full softmax cross-entropy over the catalogue, padding never a target), AdamW and gradient
+clipping as scripts/train.py does, for --warmup then --steps timed steps. tokens = non-padding
+input positions; loader share = seconds the loop waited for its next batch / timed seconds.
+
+Peak memory is the worker's peak RSS: VmHWM from /proc/self/status on Linux (it belongs to the
+new address space, so unlike ru_maxrss it does not inherit the launching process's high-water
+mark through vfork + exec); resource.getrusage ru_maxrss elsewhere; both go into --json.
+Figures and ratios are printed; nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ML1M = REPO.parent / "shared" / "data" / "ml-1m" / "ml-1m.txt.gz"
+ML1M_DIR = REPO / "bench" / "out" / "ml-1m"  # git-ignored
+DEMO_DIR = REPO / "data" / "demo"  # the same demo data train.py makes on first use
+
+# The paper's released pipeline on a 2-core machine (from the issue), for scale only: another
+# machine, and its own count of ml-1m windows.
+PAPER = {"build_s": 11.1, "windows": 547_748, "tokens_per_s": 9_500.0}
+TARGETS = {"build": 100.0, "tokens": 3.0}  # ours vs the peer: build speed-up, tokens/s ratio
+PIPELINES = ("longrec", "peer", "floor")
+LABELS = {"longrec": "longrec: core windows, gather thread", "peer": "peer: lists, Dataset, pad_sequence",
+          "floor": "floor: one fixed batch"}
+CHECK_SAMPLE = 2_000  # peer windows compared with the core's, element by element
+
+
+# ----------------------------------------------------------------------------- worker (fresh process)
+
+
+def proc_status_bytes(field: str) -> int | None:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in bytes; None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_bytes() -> dict[str, int | None]:
+    """This process's peak RSS: VmHWM (Linux, own address space) and ru_maxrss."""
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return {"vmhwm": proc_status_bytes("VmHWM"), "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale}
+
+
+def peer_windows(items: Any, offsets: Any, ends: Any, *, window: int, stride: int, max_history: int | None,
+                 min_len: int = 2) -> list[list[int]]:
+    """The paper's way: per user, the history as a Python list, then one slice per window end,
+    from the last event back to the first by stride. Windows hold at most window + 1 events
+    (inputs and the shifted targets), the same examples as longrec_core.windows."""
+    examples: list[list[int]] = []
+    for u in range(len(ends)):
+        a, b = int(offsets[u]), int(ends[u])
+        if max_history is not None:
+            a = max(a, b - max_history)
+        hist = items[a:b].tolist()  # the user's history as a Python list
+        for stop in range(len(hist), min_len - 1, -stride):
+            examples.append(hist[max(0, stop - window - 1):stop])
+    return examples
+
+
+def check_same_windows(examples: list[list[int]], items: Any, seq: Any, start: Any, stop: Any) -> bool:
+    """The peer's windows are the core's: same count, same total length, and CHECK_SAMPLE random
+    windows equal element by element. The core lists a user's windows in time order, the peer
+    from the last back, so window j of user u sits at first_u + n_u - 1 - j in the peer's list."""
+    import numpy as np
+
+    if len(examples) != len(start):
+        return False
+    if sum(map(len, examples)) != int((stop - start).sum()):
+        return False
+    first = np.searchsorted(seq, seq, side="left")  # (W,) first window of each window's user
+    last = np.searchsorted(seq, seq, side="right") - 1  # (W,) last window of each window's user
+    rng = np.random.default_rng(0)
+    for i in rng.integers(0, len(start), min(CHECK_SAMPLE, len(start))).tolist():
+        peer_i = int(first[i] + last[i] - i)
+        if examples[peer_i] != items[start[i]:stop[i]].tolist():
+            return False
+    return True
+
+
+def worker(a: argparse.Namespace) -> dict[str, Any]:
+    """One pipeline in this fresh process: build its windows (best of --repeats), then train."""
+    import numpy as np
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+    from torch.utils.data import DataLoader, Dataset
+
+    import longrec_core as lc
+    from longrec_core.data import load_data_dir
+    from longrec_core.examples import epoch_windows, iter_batches, shuffled_order
+    from longrec_core.losses import full_cross_entropy
+    from longrec_core.model import ModelConfig, SASRec
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    data = load_data_dir(a.data)
+    items, offsets, ends = data.items, data.offsets, data.train_end
+    wargs = {"window": a.window, "stride": a.stride, "max_history": a.max_history}
+    # torch alone holds hundreds of MiB: what each pipeline adds is its peak above this
+    out: dict[str, Any] = {"pipeline": a.worker, "torch_threads": torch.get_num_threads(),
+                           "rss_after_imports": proc_status_bytes("VmRSS")}
+
+    def timed(fn: Any) -> tuple[Any, float]:
+        """fn's result (last run) and its best wall seconds over --repeats runs."""
+        best, res = float("inf"), None
+        for _ in range(a.repeats):
+            res = None  # free the previous result first: peak memory is one result's
+            t0 = time.perf_counter()
+            res = fn()
+            best = min(best, time.perf_counter() - t0)
+        return res, best
+
+    # --- windows
+    if a.worker == "longrec":
+        (seq, start, stop), out["build_s"] = timed(lambda: lc.windows(offsets, ends, **wargs))
+        out["windows"] = len(start)
+    elif a.worker == "peer":
+        examples, out["build_s"] = timed(lambda: peer_windows(items, offsets, ends, **wargs))
+        out["windows"] = len(examples)
+        out["same_windows_as_core"] = check_same_windows(examples, items, *lc.windows(offsets, ends, **wargs))
+
+    # --- batches: iterators of (inputs, targets), each (B, T) long, right-aligned, 0 = padding
+    def ours() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        w = epoch_windows(offsets, ends, regime="sliding", **wargs)  # as scripts/train.py makes them
+        for epoch in range(1 << 30):  # as many epochs as the steps need
+            order = shuffled_order(len(w), a.seed, epoch, a.batch_size)
+            for inputs, targets, _ in iter_batches(items, None, w, order, batch_size=a.batch_size, window=a.window):
+                yield inputs, targets
+
+    class WindowDataset(Dataset):
+        """One example per window: the window's items as a tensor (variable length)."""
+
+        def __init__(self, windows: list[list[int]]) -> None:
+            self.windows = windows
+
+        def __len__(self) -> int:
+            return len(self.windows)
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            return torch.tensor(self.windows[i], dtype=torch.long)
+
+    def pad_collate(batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-align (pad on the left): flip, pad_sequence, flip back; then inputs and targets."""
+        seqs = pad_sequence([s.flip(0) for s in batch], batch_first=True).flip(1)  # (B, L), L <= window + 1
+        inputs, targets = seqs[:, :-1], seqs[:, 1:].clone()
+        targets[inputs == 0] = 0  # a window's first event has no input before it: not a target
+        return inputs, targets
+
+    def peer() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(WindowDataset(examples), batch_size=a.batch_size, shuffle=True, collate_fn=pad_collate,
+                            num_workers=0, generator=torch.Generator().manual_seed(a.seed))
+        while True:
+            yield from loader
+
+    if a.worker == "floor":
+        w = epoch_windows(offsets, ends, regime="sliding", **wargs)
+        order = shuffled_order(len(w), a.seed, 0, a.batch_size)
+        fixed = next(iter_batches(items, None, w, order, batch_size=a.batch_size, window=a.window))[:2]
+        batches: Iterator = iter(lambda: fixed, None)  # the same batch forever
+    else:
+        batches = ours() if a.worker == "longrec" else peer()
+
+    # --- model and step, as scripts/train.py does them (loss `ce`, AdamW, clipping)
+    torch.manual_seed(a.seed)
+    cfg = ModelConfig(n_items=data.n_items, max_len=a.window, dim=a.dim, layers=a.layers, heads=a.heads, ffn=a.ffn,
+                      dropout=a.dropout)
+    model = SASRec(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    out["parameters"] = sum(p.numel() for p in model.parameters())
+
+    wait, tokens, examples_seen = 0.0, 0, 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in range(a.warmup + a.steps):
+        if i == a.warmup:  # the timed part starts here
+            wait, tokens, examples_seen = 0.0, 0, 0
+            t0, c0 = time.perf_counter(), time.process_time()
+        tw = time.perf_counter()
+        inputs, targets = next(batches)
+        wait += time.perf_counter() - tw
+        hidden = model(inputs)  # (B, T, d)
+        keep = targets != 0  # padding never counts
+        loss = full_cross_entropy(hidden[keep], model.item_table(), targets[keep])
+        loss_value = loss.item()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        tokens += int((inputs != 0).sum())  # non-padding input positions
+        examples_seen += len(inputs)
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    if hasattr(batches, "close"):
+        batches.close()  # stops the gather thread
+    out.update(steps=a.steps, seconds=seconds, step_ms=1e3 * seconds / a.steps, tokens=tokens,
+               examples=examples_seen, tokens_per_s=tokens / seconds, loader_s=wait, loader_share=wait / seconds,
+               cpu_over_wall=cpu_seconds / seconds, tokens_per_cpu_s=tokens / cpu_seconds,
+               last_loss=loss_value, peak_rss=peak_rss_bytes(),
+               versions={"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__})
+    return out
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def fail(msg: str) -> None:
+    say(f"error: {msg}")
+    raise SystemExit(2)
+
+
+def default_data() -> Path:
+    """ml-1m from ../shared/data made into bench/out/ml-1m (once); else the demo data."""
+    if SHARED_ML1M.is_file():
+        target, cmd = ML1M_DIR, [str(SHARED_ML1M), "--format", "pairs", "--out", str(ML1M_DIR)]
+    else:
+        target, cmd = DEMO_DIR, ["--synthetic", "--out", str(DEMO_DIR)]
+    if not (target / "manifest.json").exists():
+        say(f"making the data dir {target} with scripts/prep.py")
+        p = subprocess.run([sys.executable, str(REPO / "scripts" / "prep.py"), *cmd], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            fail(f"scripts/prep.py failed: {(p.stderr.strip().splitlines() or ['no message'])[-1]}")
+    return target
+
+
+def worker_flags(a: argparse.Namespace) -> list[str]:
+    flags = ["--data", str(a.data), "--window", str(a.window), "--stride", str(a.stride), "--batch-size",
+             str(a.batch_size), "--dim", str(a.dim), "--layers", str(a.layers), "--heads", str(a.heads), "--ffn",
+             str(a.ffn), "--dropout", str(a.dropout), "--steps", str(a.steps), "--warmup", str(a.warmup),
+             "--repeats", str(a.repeats), "--seed", str(a.seed)]
+    if a.max_history is not None:
+        flags += ["--max-history", str(a.max_history)]
+    if a.threads:
+        flags += ["--threads", str(a.threads)]
+    return flags
+
+
+def run_worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
+    """One pipeline in a fresh subprocess; its last stdout line is its JSON result."""
+    p = subprocess.run([sys.executable, __file__, "--worker", name, *worker_flags(a)], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        why = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
+        if p.returncode < 0:
+            why = f"killed by signal {-p.returncode} (out of memory?)"
+        return {"pipeline": name, "error": why}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def best_of(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """Across rounds: the round with the most tokens/s (its loader share and load with it), the
+    fastest window build, the highest peak RSS; every round's figures stay under "rounds"."""
+    if old is None:
+        return {**new, "rounds": [new]}
+    rounds = [*old["rounds"], new]
+    ok = [r for r in rounds if "error" not in r]
+    if not ok:
+        return {**new, "rounds": rounds}
+    best = dict(max(ok, key=lambda r: r["tokens_per_s"]))
+    if "build_s" in best:
+        best["build_s"] = min(r["build_s"] for r in ok)
+    for key in ("vmhwm", "ru_maxrss"):
+        vals = [r["peak_rss"][key] for r in ok if r["peak_rss"][key] is not None]
+        best["peak_rss"] = {**best["peak_rss"], key: max(vals) if vals else None}
+    return {**best, "rounds": rounds}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cores": cores, "platform": platform.platform()}
+
+
+def ratio(x: float | None, y: float | None) -> float | None:
+    return x / y if x and y else None
+
+
+def report(res: dict[str, dict[str, Any]], a: argparse.Namespace, mach: dict[str, Any]) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(width=190)
+    ours, peer, floor = (res.get(k, {}) for k in PIPELINES)
+    some = next((r for r in res.values() if "versions" in r), {})
+    v = some.get("versions", {})
+    con.print(f"machine: {mach['cpu']}, {mach['cores']} cores, torch threads {some.get('torch_threads', '?')}; "
+              f"python {v.get('python', '?')}, torch {v.get('torch', '?')}, numpy {v.get('numpy', '?')}")
+    con.print(f"data {a.data}; window {a.window}, stride {a.stride}, max history {a.max_history}, batch {a.batch_size}; "
+              f"model d={a.dim}, {a.layers} layers, {a.heads} heads, ffn {a.ffn}, "
+              f"{some.get('parameters', 0):,} parameters; loss ce; {a.steps} timed steps after {a.warmup} warm-up; "
+              f"best of {a.rounds} round(s)")
+
+    t = Table(title="training pipelines (fresh process each)", title_justify="left")
+    for col in ("pipeline", "windows", "build s", "÷ ours", "step ms", "tokens/s", "ours ÷ this",
+                "floor ÷ step", "loader share", "cpu/wall", "tokens/CPU-s", "peak RSS MiB", "above imports", "load"):
+        t.add_column(col, justify="left" if col == "pipeline" else "right")
+    rows = []
+    for name in PIPELINES:
+        r = res.get(name)
+        if r is None:
+            continue
+        if "error" in r:
+            t.add_row(LABELS[name], f"[red]failed: {r['error']}[/]", *[""] * 11, f"{r['load']:.1f}")
+            continue
+        peak = r["peak_rss"]["vmhwm"] or r["peak_rss"]["ru_maxrss"]
+        row = {"pipeline": name, "windows": r.get("windows"), "build_s": r.get("build_s"),
+               "build_over_ours": ratio(r.get("build_s"), ours.get("build_s")),
+               "step_ms": r["step_ms"], "tokens_per_s": r["tokens_per_s"],
+               "ours_over_this": ratio(ours.get("tokens_per_s"), r["tokens_per_s"]),
+               "floor_over_step": ratio(floor.get("step_ms"), r["step_ms"]),
+               "loader_share": r["loader_share"], "cpu_over_wall": r["cpu_over_wall"],
+               "tokens_per_cpu_s": r["tokens_per_cpu_s"], "peak_rss_bytes": peak,
+               "peak_above_imports_bytes": peak - (r["rss_after_imports"] or 0), "load": r["load"]}
+        rows.append(row)
+        f = lambda x, spec, unit="": "—" if x is None else format(x, spec) + unit  # noqa: E731
+        t.add_row(LABELS[name], f(row["windows"], ","), f(row["build_s"], ".4g"), f(row["build_over_ours"], ",.0f", "×"),
+                  f(row["step_ms"], ".1f"), f(row["tokens_per_s"], ",.0f"), f(row["ours_over_this"], ".2f", "×"),
+                  f(row["floor_over_step"], ".0%"), f(row["loader_share"], ".1%"), f(row["cpu_over_wall"], ".2f"),
+                  f(row["tokens_per_cpu_s"], ",.0f"), f(peak / 2**20, ",.0f"),
+                  f(row["peak_above_imports_bytes"] / 2**20, ",.0f"),
+                  f"{r['load']:.1f}")
+    con.print(t)
+
+    build_x = ratio(peer.get("build_s"), ours.get("build_s"))
+    tok_x = ratio(ours.get("tokens_per_s"), peer.get("tokens_per_s"))
+    cpu_x = ratio(ours.get("tokens_per_cpu_s"), peer.get("tokens_per_cpu_s"))
+    mark = lambda x, target: "—" if x is None else ("met" if x >= target else "not met")  # noqa: E731
+    if build_x is not None and tok_x is not None:
+        con.print(f"vs the peer in this run: window build {build_x:,.0f}× faster (target ≥{TARGETS['build']:g}×: "
+                  f"{mark(build_x, TARGETS['build'])}), tokens/s {tok_x:.2f}× (target ≥{TARGETS['tokens']:g}×: "
+                  f"{mark(tok_x, TARGETS['tokens'])}), tokens per CPU second {cpu_x or 0:.2f}×; "
+                  f"peer windows identical to the core's: {'yes' if peer.get('same_windows_as_core') else '[red]NO[/]'}")
+    if ours.get("build_s") and ours.get("tokens_per_s"):
+        con.print(f"for scale only (another machine, {PAPER['windows']:,} windows by its own count): the paper's released "
+                  f"pipeline built windows in {PAPER['build_s']} s ({PAPER['windows'] / PAPER['build_s']:,.0f} windows/s; "
+                  f"ours here {ours['windows'] / ours['build_s']:,.0f} windows/s, "
+                  f"{PAPER['build_s'] / ours['build_s']:,.0f}× less time) and trained at "
+                  f"{PAPER['tokens_per_s']:,.0f} tokens/s "
+                  f"(ours here {ours['tokens_per_s'] / PAPER['tokens_per_s']:.2f}×)")
+    busy = max((r["load"] for r in res.values()), default=0.0)
+    if busy > 0.5 * mach["cores"]:
+        con.print(f"[yellow]warning: 1-min load average reached {busy:.1f} on {mach['cores']} cores; other processes "
+                  "were competing, so these times are pessimistic and the ratios noisy: rerun on an idle machine.[/]")
+    con.print("build s = window construction, best of --repeats; ÷ ours = that over ours; ours ÷ this = our tokens/s "
+              "over this row's; floor ÷ step = the fixed-batch step time over this row's (compute is per step: padding "
+              "costs as much as a token); loader share = time waiting for the next batch / timed step time; cpu/wall = "
+              "CPU seconds of all threads (the gather thread's included) per wall second while timed; tokens/CPU-s = "
+              "tokens per CPU second, which outside load moves far less than tokens/s (with --threads 1 no thread spins "
+              "while waiting); peak RSS = VmHWM of the worker process; above imports = that minus its RSS after "
+              "importing torch and opening the data dir; load = 1-min load average.")
+    return {"rows": rows, "build_speedup_vs_peer": build_x, "tokens_ratio_vs_peer": tok_x,
+            "tokens_per_cpu_s_ratio_vs_peer": cpu_x}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=None, help="data dir; default: ml-1m from ../shared/data prepared into "
+                                                "bench/out/ml-1m, else the demo data (data/demo)")
+    p.add_argument("--window", type=int, default=100, help="context length T (inputs per example)")
+    p.add_argument("--stride", type=int, default=1, help="distance between consecutive window ends")
+    p.add_argument("--max-history", type=int, default=1000, help="only a user's last H training events make windows (0 = all)")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per step")
+    p.add_argument("--dim", type=int, default=32, help="embedding width d")
+    p.add_argument("--layers", type=int, default=2, help="transformer blocks")
+    p.add_argument("--heads", type=int, default=4, help="attention heads")
+    p.add_argument("--ffn", type=int, default=2048, help="feed-forward width (the paper's code uses PyTorch's default 2048)")
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout")
+    p.add_argument("--steps", type=int, default=200, help="timed training steps per pipeline")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps before the timed ones")
+    p.add_argument("--repeats", type=int, default=3, help="window builds per pipeline; the best counts")
+    p.add_argument("--rounds", type=int, default=1, help="run every pipeline this many times, alternating; "
+                                                         "the best round counts (helps on a shared machine)")
+    p.add_argument("--seed", type=int, default=0, help="model init and shuffling seed")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--only", default=None, help="comma-separated pipelines among " + ", ".join(PIPELINES))
+    p.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    p.add_argument("--worker", default=None, choices=PIPELINES, help=argparse.SUPPRESS)  # internal: one pipeline
+    a = p.parse_args()
+    for name in ("window", "stride", "batch_size", "dim", "layers", "heads", "ffn", "steps", "repeats", "rounds"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if a.warmup < 0 or (a.threads is not None and a.threads < 1) or a.max_history < 0:
+        p.error("--warmup and --max-history must be at least 0, --threads at least 1")
+    if a.dim % a.heads:
+        p.error(f"--heads ({a.heads}) must divide --dim ({a.dim})")
+    a.max_history = a.max_history or None
+    if a.worker:
+        print(json.dumps(worker(a)))
+        return
+
+    names = PIPELINES if a.only is None else tuple(a.only.split(","))
+    if bad := [n for n in names if n not in PIPELINES]:
+        p.error(f"unknown pipeline {bad[0]!r} in --only; choose from {', '.join(PIPELINES)}")
+    a.data = Path(a.data) if a.data else default_data()
+    if not (a.data / "manifest.json").is_file():
+        fail(f"{a.data} is not a data dir (no manifest.json); make one with scripts/prep.py")
+    mach = machine()
+    res: dict[str, dict[str, Any]] = {}
+    for rnd in range(a.rounds):
+        for name in names:  # pipelines alternate, so a burst of outside load hits each alike
+            load_before = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            r = run_worker(name, a)
+            r["load"] = max(load_before, os.getloadavg()[0])  # other processes slow every figure
+            say(f"round {rnd + 1}/{a.rounds} {name:<8} " + (
+                f"{r['tokens_per_s']:,.0f} tokens/s, loader share {r['loader_share']:.1%}, cpu/wall "
+                f"{r['cpu_over_wall']:.2f} (took {time.perf_counter() - t0:.0f} s, load {r['load']:.1f})"
+                if "error" not in r else f"failed: {r['error']}"))
+            res[name] = best_of(res.get(name), r)
+    out = report(res, a, mach)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
+                                            "machine": mach, "paper": PAPER, "targets": TARGETS, "results": res, **out},
+                                           indent=1))
+        say(f"wrote {a.json}")
+
+
+if __name__ == "__main__":
+    main()
