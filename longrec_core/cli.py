@@ -30,7 +30,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console(stderr=True)  # never stdout: stdout is the pipe between stages
+# never stdout: stdout is the pipe between stages. Logs and tables written to a file or pipe
+# get a wide fixed width instead of rich's 80 columns, so table cells are not cut.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 EXIT_BAD_INPUT = 2
 
