@@ -10,7 +10,7 @@ Cases, all on the same random inputs hidden (M, d), item table (N+1, d), targets
   chunked      longrec_core.losses.chunked_cross_entropy (exact; never holds M x N logits)
   sampled-S    longrec_core.losses.sampled_softmax with S shared uniform negatives
 Each measurement runs in a fresh subprocess. Peak memory is what the case adds on top of its inputs:
-on CPU the process's peak RSS (ru_maxrss) minus its RSS after allocating the inputs; on CUDA
+on CPU the process's peak RSS (VmHWM, see bench/memory.py) minus its RSS after allocating the inputs; on CUDA
 torch.cuda.max_memory_allocated minus the memory allocated after the inputs. Gradients of hidden
 and of the table are part of every case. CPU workers run with MALLOC_MMAP_THRESHOLD_ = 1 MiB so that
 RSS follows live tensors rather than glibc's retained heap.
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -33,23 +32,11 @@ import time
 import torch
 import torch.nn.functional as F
 
+from memory import peak_rss_bytes, rss_bytes
+
 from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
 
 GB = 1e9
-
-
-def rss_now() -> float:
-    """Current resident set size in bytes (Linux /proc; else the peak so far)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return peak_rss()
-
-
-def peak_rss() -> float:
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def worker(spec: dict) -> dict:
@@ -81,13 +68,13 @@ def worker(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = rss_now()
+        base = rss_bytes()
     t0 = time.perf_counter()
     loss = run()
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated() - base if device.type == "cuda" else peak_rss() - base
+    peak = torch.cuda.max_memory_allocated() - base if device.type == "cuda" else peak_rss_bytes() - base
     return {"peak_bytes": max(0.0, peak), "seconds": seconds, "loss": loss.item()}
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from memory import peak_rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 PREP = ROOT / "scripts" / "prep.py"
@@ -35,19 +36,6 @@ p.add_argument("--items", type=int, default=100_000, help="catalogue size of the
 p.add_argument("--dir", default=str(ROOT / "bench" / "out" / "prep"), help="where the logs and data dirs go (default: bench/out/prep)")
 p.add_argument("--keep", action="store_true", help="keep the written data dirs (default: delete them)")
 p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one measurement, JSON on stdout
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak RSS. On Linux from VmHWM: ru_maxrss survives exec, so a worker
-    started by a big parent would report the parent's high-water mark."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r if sys.platform == "darwin" else r * 1024  # Linux reports KiB
 
 
 def worker(spec: dict) -> dict:

@@ -23,7 +23,7 @@ input positions; loader share = seconds the loop waited for its next batch / tim
 
 Peak memory is the worker's peak RSS: VmHWM from /proc/self/status on Linux (it belongs to the
 new address space, so unlike ru_maxrss it does not inherit the launching process's high-water
-mark through vfork + exec); resource.getrusage ru_maxrss elsewhere; both go into --json.
+mark through vfork + exec; bench/memory.py); resource.getrusage ru_maxrss elsewhere.
 Figures and ratios are printed; nothing here asserts on time.
 """
 
@@ -33,13 +33,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from memory import peak_rss_bytes, rss_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ML1M = REPO.parent / "shared" / "data" / "ml-1m" / "ml-1m.txt.gz"
@@ -57,23 +58,6 @@ CHECK_SAMPLE = 2_000  # peer windows compared with the core's, element by elemen
 
 
 # ----------------------------------------------------------------------------- worker (fresh process)
-
-
-def proc_status_bytes(field: str) -> int | None:
-    """A memory field of /proc/self/status (VmRSS, VmHWM) in bytes; None off Linux."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def peak_rss_bytes() -> dict[str, int | None]:
-    """This process's peak RSS: VmHWM (Linux, own address space) and ru_maxrss."""
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return {"vmhwm": proc_status_bytes("VmHWM"), "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale}
 
 
 def peer_windows(items: Any, offsets: Any, ends: Any, *, window: int, stride: int, max_history: int | None,
@@ -132,7 +116,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     wargs = {"window": a.window, "stride": a.stride, "max_history": a.max_history}
     # torch alone holds hundreds of MiB: what each pipeline adds is its peak above this
     out: dict[str, Any] = {"pipeline": a.worker, "torch_threads": torch.get_num_threads(),
-                           "rss_after_imports": proc_status_bytes("VmRSS")}
+                           "rss_after_imports": rss_bytes()}
 
     def timed(fn: Any) -> tuple[Any, float]:
         """fn's result (last run) and its best wall seconds over --repeats runs."""
@@ -296,9 +280,7 @@ def best_of(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     best = dict(max(ok, key=lambda r: r["tokens_per_s"]))
     if "build_s" in best:
         best["build_s"] = min(r["build_s"] for r in ok)
-    for key in ("vmhwm", "ru_maxrss"):
-        vals = [r["peak_rss"][key] for r in ok if r["peak_rss"][key] is not None]
-        best["peak_rss"] = {**best["peak_rss"], key: max(vals) if vals else None}
+    best["peak_rss"] = max(r["peak_rss"] for r in ok)
     return {**best, "rounds": rounds}
 
 
@@ -346,7 +328,7 @@ def report(res: dict[str, dict[str, Any]], a: argparse.Namespace, mach: dict[str
         if "error" in r:
             t.add_row(LABELS[name], f"[red]failed: {r['error']}[/]", *[""] * 11, f"{r['load']:.1f}")
             continue
-        peak = r["peak_rss"]["vmhwm"] or r["peak_rss"]["ru_maxrss"]
+        peak = r["peak_rss"]
         row = {"pipeline": name, "windows": r.get("windows"), "build_s": r.get("build_s"),
                "build_over_ours": ratio(r.get("build_s"), ours.get("build_s")),
                "step_ms": r["step_ms"], "tokens_per_s": r["tokens_per_s"],
@@ -354,7 +336,7 @@ def report(res: dict[str, dict[str, Any]], a: argparse.Namespace, mach: dict[str
                "floor_over_step": ratio(floor.get("step_ms"), r["step_ms"]),
                "loader_share": r["loader_share"], "cpu_over_wall": r["cpu_over_wall"],
                "tokens_per_cpu_s": r["tokens_per_cpu_s"], "peak_rss_bytes": peak,
-               "peak_above_imports_bytes": peak - (r["rss_after_imports"] or 0), "load": r["load"]}
+               "peak_above_imports_bytes": peak - r["rss_after_imports"], "load": r["load"]}
         rows.append(row)
         f = lambda x, spec, unit="": "—" if x is None else format(x, spec) + unit  # noqa: E731
         t.add_row(LABELS[name], f(row["windows"], ","), f(row["build_s"], ".4g"), f(row["build_over_ours"], ",.0f", "×"),

@@ -1,0 +1,40 @@
+"""Memory readings shared by the benchmarks' worker processes.
+
+Peak RSS comes from VmHWM in /proc/self/status, not from getrusage's ru_maxrss: ru_maxrss
+survives exec, so a fresh worker started by a large parent would report the parent's
+high-water mark. Off Linux there is no /proc, and ru_maxrss is the fallback.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+
+
+def status_bytes(field: str) -> int | None:
+    """A memory field of /proc/self/status (VmRSS, VmHWM, ...) in bytes; None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _ru_maxrss_bytes() -> int:
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now (the peak so far where /proc is missing)."""
+    rss = status_bytes("VmRSS")
+    return rss if rss is not None else _ru_maxrss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (its own, not inherited through exec)."""
+    peak = status_bytes("VmHWM")
+    return peak if peak is not None else _ru_maxrss_bytes()
