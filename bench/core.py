@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -36,6 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from memory import peak_rss_bytes, status_bytes
 
 import longrec_core as lc
 
@@ -337,16 +338,6 @@ BUILDERS = {"group": case_group, "sessionize": case_sessionize, "windows": case_
 # ----------------------------------------------------------------------------- worker
 
 
-def proc_status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def worker(a: argparse.Namespace) -> None:
     """Run one case in this fresh process and print one JSON line with its figures."""
     op, variant = a.worker.split(":")
@@ -360,7 +351,7 @@ def worker(a: argparse.Namespace) -> None:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
-    base = proc_status_kib("VmRSS")
+    base = status_bytes("VmRSS")
 
     digest = hashlib.blake2b(digest_size=16)
     out = {"calls": 0, "bytes": 0, "max_call_bytes": 0, "sink_s": 0.0}
@@ -388,15 +379,15 @@ def worker(a: argparse.Namespace) -> None:
         cpu.append(time.process_time() - c0 - out["sink_s"])
         if sum(times) > a.budget_s:
             break
-    peak = proc_status_kib("VmHWM")
-    if peak is None or base is None:  # not Linux: ru_maxrss (KiB on Linux, bytes on macOS)
-        base, peak = 0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = status_bytes("VmHWM")
+    if peak is None or base is None:  # no /proc: the whole process's peak (ru_maxrss)
+        base, peak = 0, peak_rss_bytes()
     print(json.dumps({
         "case": a.worker, "seconds": min(times), "runs": len(times), "all_seconds": times,
         "cpu_over_wall": cpu[times.index(min(times))] / max(min(times), 1e-9),
         "calls": out["calls"], "input_bytes": sum(x.nbytes for x in inputs.values()),
         "output_bytes": out["bytes"], "max_call_bytes": out["max_call_bytes"],
-        "peak_extra_bytes": (peak - base) * 1024, "digest": digest.hexdigest() if out["bytes"] else None,
+        "peak_extra_bytes": peak - base, "digest": digest.hexdigest() if out["bytes"] else None,
     }))
 
 
