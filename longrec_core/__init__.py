@@ -14,6 +14,7 @@ Shared Python pieces live in submodules imported on demand (they need torch):
 """
 
 from longrec_core._core import (
+    dropout_mask,
     gather,
     group,
     kshift_rows,
@@ -25,6 +26,7 @@ from longrec_core._core import (
 )
 
 __all__ = [
+    "dropout_mask",
     "gather",
     "group",
     "kshift_rows",

@@ -191,3 +191,24 @@ def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+
+
+def keep_freed_memory() -> None:
+    """Let glibc reuse freed blocks instead of returning them to the kernel (Linux; else a no-op).
+
+    By default glibc serves every allocation over 128 KiB with a fresh mmap and unmaps it on free,
+    so each training step page-faults its activations in again; on a 2-core CPU that was 40% of a
+    SASRec step. Raising the mmap and trim thresholds keeps those pages in the heap for reuse.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl): nothing to tune
+        return
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)  # blocks up to 1 GiB come from the reusable heap
+    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)  # keep up to 1 GiB of free heap rather than trimming it
+    libc.mallopt(M_TOP_PAD, 64 << 20)  # grow the heap in 64 MiB steps

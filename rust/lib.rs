@@ -3,6 +3,7 @@
 //! `python` is the only file that knows about PyO3.
 
 pub mod alloc;
+pub mod dropout;
 pub mod error;
 pub mod gather;
 pub mod group;

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use numpy::ndarray::Array2;
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyReadonlyArray1, PyUntypedArray,
+    IntoPyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1, PyUntypedArray,
     PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -288,6 +288,25 @@ fn temporal_ends<'py>(
     Ok(PyArray1::from_vec(py, out))
 }
 
+/// Fill the float32 array ``out`` (any shape, C-contiguous, writable) with an inverted-dropout
+/// mask: 0 where an element is dropped (probability ``p``, rounded to 1/65536), else
+/// ``1 / (1 - p)``. The mask depends only on ``seed`` and the element index.
+#[pyfunction]
+#[pyo3(signature = (out, *, p, seed))]
+fn dropout_mask(py: Python<'_>, out: &Bound<'_, PyAny>, p: f64, seed: u64) -> PyResult<()> {
+    let arr = out.cast::<PyUntypedArray>().map_err(|_| PyTypeError::new_err("out must be a NumPy array"))?;
+    if !arr.is_c_contiguous() {
+        return Err(PyValueError::new_err("out: must be C-contiguous"));
+    }
+    let arr = out
+        .cast::<numpy::PyArrayDyn<f32>>()
+        .map_err(|_| PyTypeError::new_err(format!("out must be float32, got {}", arr.dtype())))?;
+    let mut rw = arr.try_readwrite().map_err(|_| PyValueError::new_err("out: must be writable and not borrowed elsewhere"))?;
+    let slice = rw.as_slice_mut().map_err(|_| PyValueError::new_err("out: must be C-contiguous"))?;
+    py.detach(|| crate::dropout::dropout_mask(slice, p, seed))?;
+    Ok(())
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(group, m)?)?;
@@ -298,5 +317,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kshift_rows, m)?)?;
     m.add_function(wrap_pyfunction!(leave_one_out_ends, m)?)?;
     m.add_function(wrap_pyfunction!(temporal_ends, m)?)?;
+    m.add_function(wrap_pyfunction!(dropout_mask, m)?)?;
     Ok(())
 }

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from longrec_core.cli import atomic_write, console, fail, input_path, progress, stage_main, stdin_piped
+from longrec_core.cli import atomic_write, console, fail, input_path, keep_freed_memory, progress, stage_main, stdin_piped
 from longrec_core.data import load_data_dir
 from longrec_core.metrics import KS, bootstrap_ci, evaluate, metrics_from_ranks, paired_comparison, per_user
 from longrec_core.model import load_model
@@ -73,6 +73,7 @@ def ranks_path(metrics_path: Path) -> Path:
 
 def main() -> None:
     args = p.parse_args()
+    keep_freed_memory()
 
     # -- settings ------------------------------------------------------------------------
     try:

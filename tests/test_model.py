@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from longrec_core.model import (KShiftEmbedding, ModelConfig, SASRec, embedding_memory_bytes,
+from longrec_core.model import (KShiftEmbedding, ModelConfig, SASRec, attention, dropout, embedding_memory_bytes,
                                 kshift_collision_share, kshift_table_rows, load_model)
 
 try:
@@ -233,3 +233,50 @@ def test_load_model_round_trip(tmp_path, item_emb):
     assert torch.equal(loaded(x, t), model(x, t))
     with pytest.raises(FileNotFoundError, match="no model.pt"):
         load_model(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------------------------------------
+# fast CPU dropout and the spelled-out attention it needs
+
+def test_dropout_mask_from_core():
+    import longrec_core as lc
+
+    m = np.empty((64, 1000), np.float32)
+    lc.dropout_mask(m, p=0.3, seed=5)
+    assert abs((m == 0).mean() - 0.3) < 0.01
+    assert np.allclose(m[m != 0], 1 / (1 - 0.3), atol=1e-4)
+    again = np.empty_like(m)
+    lc.dropout_mask(again, p=0.3, seed=5)
+    assert np.array_equal(m, again)
+    with pytest.raises(TypeError, match="float32"):
+        lc.dropout_mask(np.empty(8, np.float64), p=0.1, seed=0)
+    with pytest.raises(ValueError, match="contiguous"):
+        lc.dropout_mask(m[:, ::2], p=0.1, seed=0)
+    with pytest.raises(ValueError, match="p"):
+        lc.dropout_mask(m, p=1.0, seed=0)
+
+
+def test_dropout_is_seeded_by_torch_and_keeps_the_mean():
+    x = torch.ones(200, 500)
+    torch.manual_seed(3)
+    a = dropout(x, 0.25, True)
+    torch.manual_seed(3)
+    assert torch.equal(a, dropout(x, 0.25, True))
+    assert abs(float((a == 0).float().mean()) - 0.25) < 0.01
+    assert abs(float(a.mean()) - 1.0) < 0.02
+    assert dropout(x, 0.25, False) is x
+    y = torch.randn(10, 7, requires_grad=True)  # gradient flows through the kept elements, scaled
+    out = dropout(y, 0.5, True)
+    out.sum().backward()
+    assert torch.equal(y.grad, (out.detach() / y.detach()).nan_to_num())
+
+
+def test_spelled_out_attention_equals_torch_kernel_without_dropout():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 9, 8) for _ in range(3))
+    mask = torch.ones(9, 9, dtype=torch.bool).tril() | torch.eye(9, dtype=torch.bool)
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    # p > 0 in training takes the spelled-out path; a mask of all ones (p tiny) must match the kernel
+    spelled = attention(q, k, v, mask, 1e-9, True)
+    assert torch.allclose(spelled, fused, atol=1e-5)
+    assert torch.allclose(attention(q, k, v, mask, 0.5, False), fused)
