@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Every run behind docs/RESULTS.md, as two lanes meant to run side by side on a 2-core CPU:
+#
+#     bash docs/results.sh prep          # data dirs from ../shared/data (skips those that exist)
+#     bash docs/results.sh a & bash docs/results.sh b; wait
+#     bash docs/results.sh report        # the tables of docs/RESULTS.md, from the finished runs
+#
+# Each lane trains with one torch thread, so the two lanes share the machine evenly and every run
+# gets the same conditions. Runs stop at a training-time budget (--max-train-seconds); frontier.py
+# skips finished runs, so an interrupted lane resumes where it stopped when started again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+S=${SHARED_DATA:-../shared/data}
+OUT=${RESULTS_OUT:-runs/results}
+# SASRec as in the SASRec+ reference (hidden 64, 2 blocks, 1 head, window 200, full CE, batch 128)
+MODEL="--dim 64 --layers 2 --heads 1 --ffn 64 --dropout 0.2 --batch-size 128 --lr 1e-3"
+RUN="--epochs 200 --patience 10 --threads 1"
+frontier() { python scripts/frontier.py "$@" $MODEL $RUN; }
+
+case "${1:-}" in
+prep)
+  [ -d data/ml-1m ] || python scripts/prep.py "$S/ml-1m/ml-1m.txt.gz" --out data/ml-1m
+  [ -d data/beauty ] || python scripts/prep.py "$S/amazon-beauty/Beauty.txt.gz" --out data/beauty
+  [ -d data/retailrocket ] || python scripts/prep.py "$S/retailrocket-sessions/train_sessions.txt.gz" \
+      --format items --out data/retailrocket
+  [ -d data/ml-latest-small ] || python scripts/prep.py "$S/ml-latest-small/ratings.csv.gz" \
+      --split temporal --valid-cutoff q0.8 --test-cutoff q0.9 --out data/ml-latest-small
+  ;;
+a)
+  # 1. ml-1m, window 200: last (the SASRec+ setting) against sliding and mixed, 8 minutes each
+  frontier --data data/ml-1m --out $OUT/ml1m-w200 --regimes last,sliding,mixed --windows 200 \
+      --strides 200,64 --mixed-epochs 3 --max-train-seconds 480
+  # 2. amazon-beauty (leave-one-out; median history 6): window 20
+  frontier --data data/beauty --out $OUT/beauty-w20 --regimes last,sliding --windows 20 --strides 10 \
+      --repeats 3 --max-train-seconds 120
+  # 3. k-shift on amazon-beauty, beside the full table of the sliding cell above (seed 0)
+  for c in 4 16 64; do
+    frontier --data data/beauty --out $OUT/beauty-kshift-c$c --regimes sliding --windows 20 --strides 10 \
+        --item-emb kshift --kshift-compression $c --max-train-seconds 120
+  done
+  frontier --data data/beauty --out $OUT/beauty-kshift-c16-signed --regimes sliding --windows 20 --strides 10 \
+      --item-emb kshift --kshift-compression 16 --kshift-scheme rotate_signed --max-train-seconds 120
+  # 2. retailrocket sessions (leave-one-out; median session 4): window 10
+  frontier --data data/retailrocket --out $OUT/retailrocket-w10 --regimes last,sliding --windows 10 --strides 5 \
+      --repeats 3 --max-train-seconds 120
+  ;;
+b)
+  # 1. ml-1m, window 50: last, sliding and mixed, 3 seeds, 3 minutes each
+  frontier --data data/ml-1m --out $OUT/ml1m-w50 --regimes last,sliding,mixed --windows 50 --strides 50,25 \
+      --mixed-epochs 3 --repeats 3 --max-train-seconds 180
+  # 4. losses on ml-1m (sliding, window 50, stride 50), 3 minutes each
+  for loss in ce chunked; do
+    frontier --data data/ml-1m --out $OUT/ml1m-loss-$loss --regimes sliding --windows 50 --strides 50 \
+        --loss $loss --max-train-seconds 180
+  done
+  for n in 64 256 1024; do
+    frontier --data data/ml-1m --out $OUT/ml1m-loss-sampled$n --regimes sliding --windows 50 --strides 50 \
+        --loss sampled --negatives $n --max-train-seconds 180
+  done
+  # 3. k-shift on ml-1m, beside the full table of ml1m-loss-ce
+  for c in 4 16 64; do
+    frontier --data data/ml-1m --out $OUT/ml1m-kshift-c$c --regimes sliding --windows 50 --strides 50 \
+        --item-emb kshift --kshift-compression $c --max-train-seconds 180
+  done
+  frontier --data data/ml-1m --out $OUT/ml1m-kshift-c16-signed --regimes sliding --windows 50 --strides 50 \
+      --item-emb kshift --kshift-compression 16 --kshift-scheme rotate_signed --max-train-seconds 180
+  # 2. ml-latest-small (temporal split: valid from the 0.8 time quantile, test from 0.9)
+  frontier --data data/ml-latest-small --out $OUT/mlls-w50 --regimes last,sliding --windows 50 --strides 25 \
+      --repeats 3 --max-train-seconds 90
+  ;;
+report)
+  python docs/results_report.py "$OUT"
+  ;;
+*)
+  echo "usage: bash docs/results.sh prep|a|b|report" >&2
+  exit 2
+  ;;
+esac
