@@ -154,6 +154,10 @@ def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
         raise DataDirError(f"{path} has data dir format version {version}, this code reads {FORMAT_VERSION}; rerun prep.py")
+    if "shards" in manifest:  # a sharded dir (longrec_core.shards): all its shards as one
+        from longrec_core.shards import load_shards
+
+        return load_shards(path, verify=verify)
     try:
         specs: dict[str, dict[str, Any]] = manifest["arrays"]
         split_file = path / "split.npz"
@@ -214,7 +218,7 @@ def write_data_dir(
     train_end: np.ndarray,
     valid_end: np.ndarray,
     types: np.ndarray | None,
-    item_table: pl.DataFrame,
+    item_table: pl.DataFrame | None,
     user_table: pl.DataFrame,
     manifest: dict[str, Any],
     force: bool = False,
@@ -245,6 +249,8 @@ def write_data_dir(
             specs[name] = {"file": file, "dtype": str(a.dtype), "shape": list(a.shape), "sha256": _array_sha256(a)}
         np.savez(tmp / "split.npz", train_end=arrays["train_end"], valid_end=arrays["valid_end"])
         for name, table in (("items", item_table), ("users", user_table)):
+            if table is None:  # a shard: the sharded root holds the item table
+                continue
             file = f"{name}.parquet"
             table.write_parquet(tmp / file)
             tables[name] = {"file": file, "rows": table.height, "sha256": _file_sha256(tmp / file)}
@@ -332,6 +338,44 @@ def parse_cutoff(text: str, ts: np.ndarray | None) -> int:
     return int(when.timestamp())
 
 
+def dense_codes(s: pl.Series) -> tuple[np.ndarray, pl.Series]:
+    """Dense codes 0..K-1 in raw-id order, and the raw id of each code."""
+    if s.dtype.is_integer() and s.len() > 0:
+        lo, hi = int(s.min()), int(s.max())  # type: ignore[arg-type]
+        if hi - lo < max(4 * s.len(), 1 << 20):  # ids in a compact range: a lookup table, no sort
+            base = 0 if 0 <= lo and hi < max(8 * s.len(), 1 << 20) else lo  # no shifted copy if we can
+            ids = s.to_numpy() if base == 0 else s.to_numpy() - base
+            present = np.zeros(hi - base + 1, dtype=bool)
+            present[ids] = True
+            lut = np.cumsum(present, dtype=np.uint32) - np.uint32(1)  # (range,) code of each present id
+            return lut[ids], pl.Series("id", np.flatnonzero(present) + base, dtype=s.dtype)
+    code = s.rank("dense") - 1  # 1-based rank among the sorted unique values (u32)
+    return code.to_numpy(), s.unique().sort().alias("id")
+
+
+@dataclass
+class ItemIndex:
+    """Item indices 1..N by descending count (ties by raw id) over item codes 0..K-1."""
+
+    index_of: np.ndarray  # (K,) int32: index of each code, 0 = dropped
+    table: pl.DataFrame  # items.parquet: index, id (raw), count
+
+    @property
+    def n_items(self) -> int:
+        return self.table.height
+
+
+def index_items(counts: np.ndarray, item_ids: pl.Series) -> ItemIndex:
+    """Index the items with count > 0 by descending count, ties by raw id (= code order, a stable sort)."""
+    by_count = np.argsort(-counts, kind="stable")
+    by_count = by_count[counts[by_count] > 0]  # item codes, in index order
+    index_of = np.zeros(len(counts), dtype=np.int32)
+    index_of[by_count] = np.arange(1, by_count.size + 1, dtype=np.int32)
+    table = pl.DataFrame({"index": np.arange(1, by_count.size + 1, dtype=np.int32), "id": item_ids.gather(by_count),
+                          "count": counts[by_count].astype(np.int64)})
+    return ItemIndex(index_of, table)
+
+
 def _counts_per_user(offsets: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Kept events per user (U,), from a kept-before prefix sum: O(E) without a user array."""
     before = np.zeros(len(keep) + 1, dtype=np.int64)
@@ -347,6 +391,7 @@ def prepare(
     *,
     force: bool = False,
     status: Status | None = None,
+    item_index: ItemIndex | None = None,
 ) -> Path:
     """Group, clean, index, sessionize and split `log`, then write the data dir `out`.
 
@@ -356,6 +401,10 @@ def prepare(
     Raises ValueError when nothing is left. `source` describes the input for the manifest;
     counts it holds (rows_read, dropped_missing) are kept. The log is consumed: its event
     arrays are released (set to empty) as soon as they are reordered, to bound peak memory.
+
+    `item_index` (one shard of a sharded prep) fixes the item indices from the whole log: items
+    it does not index are dropped in place of the item filter, and the dir gets no items.parquet
+    (the sharded root holds the one item table).
     """
     say = status or (lambda _msg: None)
     source = dict(source)
@@ -380,7 +429,8 @@ def prepare(
     if log.types is not None:
         types, log.types = np.asarray(log.types, dtype=np.int8)[perm], _EMPTY
     del perm
-    keep, dropped = _keep_mask(offsets, item, ts, types, len(log.item_ids), params, say)
+    keep, dropped = _keep_mask(offsets, item, ts, types, len(log.item_ids), params, say,
+                               allowed=None if item_index is None else item_index.index_of > 0)
 
     if keep.all():
         lens = np.diff(offsets)
@@ -395,13 +445,12 @@ def prepare(
     offsets = np.zeros(user_codes.size + 1, dtype=np.int64)
     np.cumsum(lens[user_codes], out=offsets[1:])
 
-    # Items 1..N by descending count, ties by raw id (= code order, so a stable sort).
-    counts = np.bincount(item, minlength=len(log.item_ids))
-    by_count = np.argsort(-counts, kind="stable")
-    by_count = by_count[counts[by_count] > 0]  # item codes, in index order
-    index_of = np.zeros(len(log.item_ids), dtype=np.int32)
-    index_of[by_count] = np.arange(1, by_count.size + 1, dtype=np.int32)
-    items = index_of[item]
+    if item_index is None:
+        item_index = index_items(np.bincount(item, minlength=len(log.item_ids)), log.item_ids)
+        item_table: pl.DataFrame | None = item_index.table
+    else:
+        item_table = None
+    items = item_index.index_of[item]
     del item
 
     # Raw user ids for the codes still present (group's users are the present codes in order).
@@ -412,20 +461,13 @@ def prepare(
     train_end, valid_end, split_info = split_ends(offsets, ts, params)
     lens = np.diff(offsets)
 
-    item_table = pl.DataFrame(
-        {
-            "index": np.arange(1, by_count.size + 1, dtype=np.int32),
-            "id": log.item_ids.gather(by_count),
-            "count": counts[by_count].astype(np.int64),
-        }
-    )
     user_table = pl.DataFrame(
         {"index": np.arange(user_codes.size, dtype=np.int64), "id": raw_users, "events": lens.astype(np.int64)}
     )
     counts_info = {
         "events": int(items.size),
         "users": int(user_codes.size),
-        "items": int(by_count.size),
+        "items": item_index.n_items,
         "sessions": int(len(sessions) - 1),
         "types": len(log.type_names) if types is not None else 0,
         "rows_read": int(source.pop("rows_read", n_in)),
@@ -460,9 +502,12 @@ def prepare(
 
 def _keep_mask(
     offsets: np.ndarray, item: np.ndarray, ts: np.ndarray, types: np.ndarray | None, n_items: int,
-    params: PrepParams, say: Status,
+    params: PrepParams, say: Status, allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, int]]:
-    """Which grouped events survive dedupe and filters (E,) bool, and how many each step dropped."""
+    """Which grouped events survive dedupe and filters (E,) bool, and how many each step dropped.
+
+    `allowed` (N,) bool, when given, replaces the item filter: the whole log's item counts
+    decided it (sharded prep), so it is applied once, before the user filter."""
     n_users_in = len(offsets) - 1
     keep = np.ones(len(item), dtype=bool)
     dropped: dict[str, int] = {}
@@ -488,9 +533,11 @@ def _keep_mask(
 
     # Filters on items and users; k-core repeats both to a fixed point.
     n_before = int(keep.sum())
+    if allowed is not None:
+        keep &= allowed[item]
     while True:
         changed = False
-        if params.min_item_count > 1:
+        if params.min_item_count > 1 and allowed is None:
             counts = np.bincount(item[keep], minlength=n_items)
             bad = counts < params.min_item_count
             hit = keep & bad[item]

@@ -35,6 +35,7 @@ from longrec_core.cli import atomic_write, console, fail, input_path, keep_freed
 from longrec_core.data import load_data_dir
 from longrec_core.metrics import KS, bootstrap_ci, evaluate, metrics_from_ranks, paired_comparison, per_user
 from longrec_core.model import load_model
+from longrec_core.shards import load_shards, shard_count
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 # what to evaluate
@@ -110,7 +111,10 @@ def main() -> None:
     data_dir = args.data if args.data is not None else config.get("data")
     if data_dir is None:
         fail(f"{run}/config.json names no data dir; pass --data DATA_DIR")
-    data = load_data_dir(data_dir)
+    n_shards = shard_count(data_dir)
+    # a sharded dir is ranked one shard at a time (memory bounded by a shard); users are numbered
+    # across the shards in order, as load_data_dir(root) would number them
+    data = load_shards(data_dir, [0]) if n_shards else load_data_dir(data_dir)
     model = load_model(run, device)
     if data.n_items != model.n_items:
         fail(f"data dir {data_dir} has {data.n_items:,} items but the model in {run} was trained on "
@@ -138,15 +142,24 @@ def main() -> None:
                 fail(f"cannot compare: {other_npz} was evaluated with {key} = {theirs}, this run with {value}")
 
     # -- rank every target on the full catalogue ------------------------------------------
-    n_targets = len(data.eval_targets(args.split)[0])
+    n_targets = (data.manifest["split"][f"{args.split}_targets"] if n_shards
+                 else len(data.eval_targets(args.split)[0]))
     if n_targets == 0:
         fail(f"the {args.split} split of {data_dir} has no targets")
     t0 = time.perf_counter()
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    user_base = target_base = 0
     with progress() as bar:
         task = bar.add_task(f"ranking {data.n_items:,} items", total=n_targets)
-        users, ranks = evaluate(model, data, args.split, batch_size=args.batch_size, device=device,
-                                filter_seen=args.filter_seen, item_chunk=args.item_chunk,
-                                on_batch=lambda done, total: bar.update(task, completed=done))
+        for k in range(max(1, n_shards)):
+            if k > 0:
+                data = load_shards(data_dir, [k])
+            shard_users, shard_ranks = evaluate(
+                model, data, args.split, batch_size=args.batch_size, device=device, filter_seen=args.filter_seen,
+                item_chunk=args.item_chunk, on_batch=lambda done, total: bar.update(task, completed=target_base + done))
+            parts.append((shard_users + user_base, shard_ranks))
+            user_base, target_base = user_base + data.n_users, target_base + len(shard_users)
+    users, ranks = (np.concatenate([part[i] for part in parts]) for i in range(2))
     seconds = time.perf_counter() - t0
     console.print(f"{args.split}: ranked {len(users):,} targets among {data.n_items:,} items "
                   f"in {seconds:.1f} s on {device}")

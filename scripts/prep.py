@@ -9,6 +9,7 @@
     python scripts/prep.py --synthetic --users 2000 --items 3000 --seed 0       # -> data/synthetic-u2000-i3000-s0
     python scripts/prep.py --synthetic --events 100000000 --out data/synth-1e8
     python scripts/prep.py ratings.dat | python scripts/train.py --stride 64
+    python scripts/prep.py log.parquet --shards 16 --out data/big                # bounded memory, 10^9 events
 
 Formats (--format; detected from the file name and first lines when absent), plain, .gz or .zst:
     retailrocket  events.csv: timestamp,visitorid,event,itemid,transactionid (ms); event -> types.npy
@@ -30,10 +31,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 # Polars allocates through jemalloc, which by default keeps freed pages for 10 s; prep frees
@@ -44,7 +47,7 @@ os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from longrec_core import cli, data, synthetic  # noqa: E402
+from longrec_core import cli, data, shards, synthetic  # noqa: E402
 
 FORMATS = ("retailrocket", "ml-dat", "ml-csv", "inter", "pairs", "seqs", "items", "csv", "parquet")
 ORDERED = ("pairs", "seqs", "items")
@@ -89,6 +92,10 @@ g.add_argument("--test-cutoff", default=None, help="temporal: same forms; a user
 g = p.add_argument_group("output")
 g.add_argument("--out", default=None, help="data dir to write (default: data/<input stem> or data/synthetic-u<U>-i<N>-s<S>)")
 g.add_argument("--force", action="store_true", help="replace an existing data dir (default: refuse)")
+g.add_argument("--shards", type=int, default=None,
+               help="write N shards by user hash, streaming the input in batches so memory is bounded by one "
+                    "shard, not the log (integer ids; no --kcore or quantile cutoffs) (default: one data dir)")
+g.add_argument("--batch-rows", type=int, default=20_000_000, help="--shards: input rows per batch (default: 20,000,000)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,27 +286,48 @@ def to_seconds(s: pl.Series, unit: str) -> pl.Series:
     raise ValueError(f"the time column has type {s.dtype}, not numbers or dates")
 
 
-def codes(s: pl.Series) -> tuple[np.ndarray, pl.Series]:
-    """Dense codes 0..K-1 in raw-id order, and the raw id of each code."""
-    if s.dtype.is_integer() and s.len() > 0:
-        lo, hi = int(s.min()), int(s.max())  # type: ignore[arg-type]
-        if hi - lo < max(4 * s.len(), 1 << 20):  # ids in a compact range: a lookup table, no sort
-            base = 0 if 0 <= lo and hi < max(8 * s.len(), 1 << 20) else lo  # no shifted copy if we can
-            ids = s.to_numpy() if base == 0 else s.to_numpy() - base
-            present = np.zeros(hi - base + 1, dtype=bool)
-            present[ids] = True
-            lut = np.cumsum(present, dtype=np.uint32) - np.uint32(1)  # (range,) code of each present id
-            return lut[ids], pl.Series("id", np.flatnonzero(present) + base, dtype=s.dtype)
-    code = s.rank("dense") - 1  # 1-based rank among the sorted unique values (u32)
-    return code.to_numpy(), s.unique().sort().alias("id")
-
-
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
             h.update(chunk)
     return h.hexdigest()
+
+
+def event_batches(lf: pl.LazyFrame, info: dict[str, Any], path: Path, batch_rows: int,
+                  type_names: list[str], counts: dict[str, int]) -> Iterator[tuple[np.ndarray, ...]]:
+    """--shards: the input in batches of raw events (user, item, ts, type codes or None).
+
+    Ids must be integers; rows with a missing user/item/time are dropped and counted in
+    `counts`; event types are coded 1 + their position in `type_names`, which grows as new
+    names appear (prepare_sharded renumbers them as the unsharded prep does).
+    """
+    unit = info.get("time_unit", "s")
+    for df in lf.collect_batches(chunk_size=batch_rows):
+        counts["rows_read"] += df.height
+        ok = pl.col("user").is_not_null() & pl.col("item").is_not_null() & pl.col("ts").is_not_null()
+        if df["ts"].dtype.is_float():
+            ok = ok & pl.col("ts").is_not_nan()
+        df = df.filter(ok)
+        counts["dropped_missing"] += counts["rows_read"] - counts["kept"] - df.height
+        counts["kept"] += df.height
+        if df.height == 0:
+            continue
+        user, item = to_int_ids(df["user"]), to_int_ids(df["item"])
+        if not (user.dtype.is_integer() and item.dtype.is_integer()):
+            raise ValueError(f"with --shards, user and item ids must be integers; {path} has text ids "
+                             "(give them dense integer ids first, e.g. in DuckDB: see the README)")
+        types = None
+        if "type" in df.columns:
+            names = df["type"].fill_null("")
+            for t in names.unique(maintain_order=True).to_list():
+                if t not in type_names:
+                    type_names.append(t)
+            if len(type_names) > 127:
+                raise ValueError(f"the type column has {len(type_names)} distinct values; at most 127 are supported")
+            types = names.replace_strict({t: k + 1 for k, t in enumerate(type_names)}, return_dtype=pl.Int8).to_numpy()
+        yield (user.cast(pl.Int64).to_numpy(), item.cast(pl.Int64).to_numpy(),
+               to_seconds(df["ts"], unit).to_numpy(), types)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,6 +339,10 @@ def main() -> None:
         min_user_len=args.min_user_len, kcore=args.kcore, session_gap=args.session_gap, split=args.split,
         valid_cutoff=args.valid_cutoff, test_cutoff=args.test_cutoff,
     )  # checks the values: bad ones raise ValueError -> exit 2
+    if args.shards is not None and args.shards < 1:
+        raise ValueError(f"--shards must be >= 1, got {args.shards}")
+    if args.batch_rows < 1:
+        raise ValueError(f"--batch-rows must be >= 1, got {args.batch_rows}")
 
     with cli.progress() as bar:
         task = bar.add_task("starting", total=None)
@@ -328,7 +360,14 @@ def main() -> None:
             users = 2_000 if users is None else users
             out = Path(args.out or f"data/synthetic-u{users}-i{args.items}-s{args.seed}")
             cli.check_replaceable(out, args.force, data.MANIFEST)
-            data.prepare_synthetic(out, params, force=args.force, status=status, users=users, items=args.items, seed=args.seed)
+            if args.shards is None:
+                data.prepare_synthetic(out, params, force=args.force, status=status, users=users, items=args.items,
+                                       seed=args.seed)
+            else:
+                cfg = synthetic.SyntheticConfig(users=users, items=args.items, seed=args.seed)
+                batches = ((u, i, t, None) for u, i, t in synthetic.chunks(cfg))
+                shards.prepare_sharded(batches, out, params, args.shards, {"synthetic": cfg.to_dict(), "format": "synthetic"},
+                                       force=args.force, status=status)
         else:
             path = cli.input_path(args.input, "input file")
             if not path.exists():
@@ -350,54 +389,66 @@ def main() -> None:
                     lf, info = read_sequences(path, with_user=fmt == "seqs")
                 else:
                     lf, info = read_table(path, fmt, args)
-                df = lf.collect(engine="streaming")
+                if args.shards is not None:
+                    type_names: list[str] = []
+                    counts = {"rows_read": 0, "dropped_missing": 0, "kept": 0}
+                    source = {"path": str(path.resolve()), "sha256": sha256_file(path), "bytes": path.stat().st_size,
+                              "format": fmt, **{k: v for k, v in info.items() if k not in ("type_order", "timed")}}
+                    shards.prepare_sharded(event_batches(lf, info, path, args.batch_rows, type_names, counts), out,
+                                           params, args.shards, source, type_names=type_names,
+                                           type_order=info.get("type_order", []), read_counts=counts,
+                                           force=args.force, status=status)
+                else:
+                    df = lf.collect(engine="streaming")
             except pl.exceptions.PolarsError as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ValueError(f"cannot read {path} as {fmt}: {first}") from None
-            rows_read = df.height
+            if args.shards is None:
+                rows_read = df.height
 
-            # Missing user/item/time: dropped and counted (NaN times count as missing too).
-            ok = pl.col("user").is_not_null() & pl.col("item").is_not_null() & pl.col("ts").is_not_null()
-            if df["ts"].dtype.is_float():
-                ok = ok & pl.col("ts").is_not_nan()
-            n_ok = int(df.select(ok.sum()).item())
-            if n_ok < rows_read:
-                df = df.filter(ok)  # a copy: only when something is missing
-            if df.height == 0:
-                raise ValueError(f"{path} has no rows with a user, an item and a time")
-            if fmt in ORDERED and info.get("timed"):
-                # Ordered formats: the file order is the truth, so a time that goes back is an error.
-                back = df.with_columns(pl.col("ts").diff().over("user").alias("dt")).filter(pl.col("dt") < 0)
-                if back.height:
-                    line = int(back["line"][0]) + 1
-                    raise ValueError(f"time goes backwards for user {back['user'][0]} at line {line} of {path}; "
-                                     f"in the {fmt} format each user's lines must be in time order")
-            status(f"read {rows_read:,} rows; coding ids")
-            ts = to_seconds(df["ts"], info.get("time_unit", "s")).to_numpy()
-            user, user_ids = codes(to_int_ids(df["user"]))
-            item, item_ids = codes(to_int_ids(df["item"]))
-            types, type_names = None, []
-            if "type" in df.columns:
-                order = info.get("type_order", [])
-                found = df["type"].fill_null("").unique().sort().to_list()
-                type_names = [t for t in order if t in found] + [t for t in found if t not in order]
-                if len(type_names) > 127:
-                    raise ValueError(f"the type column has {len(type_names)} distinct values; at most 127 are supported")
-                code_of = {t: k + 1 for k, t in enumerate(type_names)}
-                types = df["type"].fill_null("").replace_strict(code_of, return_dtype=pl.Int8).to_numpy()
-            del df
-            log = data.Log(user=user, item=item, ts=ts, types=types, user_ids=user_ids, item_ids=item_ids, type_names=type_names)
-            n_kept = len(ts)
-            del user, item, ts, types  # prepare() releases the log's arrays as it goes
-            status(f"hashing {path}")
-            source = {
-                "path": str(path.resolve()), "sha256": sha256_file(path), "bytes": path.stat().st_size,
-                "format": fmt, **{k: v for k, v in info.items() if k not in ("type_order", "timed")},
-                "rows_read": rows_read, "dropped_missing": rows_read - n_kept,
-            }
-            data.prepare(log, out, params, source, force=args.force, status=status)
+                # Missing user/item/time: dropped and counted (NaN times count as missing too).
+                ok = pl.col("user").is_not_null() & pl.col("item").is_not_null() & pl.col("ts").is_not_null()
+                if df["ts"].dtype.is_float():
+                    ok = ok & pl.col("ts").is_not_nan()
+                n_ok = int(df.select(ok.sum()).item())
+                if n_ok < rows_read:
+                    df = df.filter(ok)  # a copy: only when something is missing
+                if df.height == 0:
+                    raise ValueError(f"{path} has no rows with a user, an item and a time")
+                if fmt in ORDERED and info.get("timed"):
+                    # Ordered formats: the file order is the truth, so a time that goes back is an error.
+                    back = df.with_columns(pl.col("ts").diff().over("user").alias("dt")).filter(pl.col("dt") < 0)
+                    if back.height:
+                        line = int(back["line"][0]) + 1
+                        raise ValueError(f"time goes backwards for user {back['user'][0]} at line {line} of {path}; "
+                                         f"in the {fmt} format each user's lines must be in time order")
+                status(f"read {rows_read:,} rows; coding ids")
+                ts = to_seconds(df["ts"], info.get("time_unit", "s")).to_numpy()
+                user, user_ids = data.dense_codes(to_int_ids(df["user"]))
+                item, item_ids = data.dense_codes(to_int_ids(df["item"]))
+                types, type_names = None, []
+                if "type" in df.columns:
+                    order = info.get("type_order", [])
+                    found = df["type"].fill_null("").unique().sort().to_list()
+                    type_names = [t for t in order if t in found] + [t for t in found if t not in order]
+                    if len(type_names) > 127:
+                        raise ValueError(f"the type column has {len(type_names)} distinct values; at most 127 are supported")
+                    code_of = {t: k + 1 for k, t in enumerate(type_names)}
+                    types = df["type"].fill_null("").replace_strict(code_of, return_dtype=pl.Int8).to_numpy()
+                del df
+                log = data.Log(user=user, item=item, ts=ts, types=types, user_ids=user_ids, item_ids=item_ids, type_names=type_names)
+                n_kept = len(ts)
+                del user, item, ts, types  # prepare() releases the log's arrays as it goes
+                status(f"hashing {path}")
+                source = {
+                    "path": str(path.resolve()), "sha256": sha256_file(path), "bytes": path.stat().st_size,
+                    "format": fmt, **{k: v for k, v in info.items() if k not in ("type_order", "timed")},
+                    "rows_read": rows_read, "dropped_missing": rows_read - n_kept,
+                }
+                data.prepare(log, out, params, source, force=args.force, status=status)
 
-    manifest = data.load_data_dir(out).manifest
+    # the manifest, checked (a sharded dir: its root, each shard checked as it was written)
+    manifest = data.load_data_dir(out).manifest if args.shards is None else json.loads((out / data.MANIFEST).read_text())
     rows = data.summary_rows(manifest) + [("seconds", f"{time.perf_counter() - t0:,.1f}")]
     cli.print_table(f"data dir {out}", rows)
     print(out)

@@ -39,6 +39,7 @@ from longrec_core.examples import EpochWindows, epoch_windows, iter_batches, n_b
 from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
 from longrec_core.metrics import evaluate, metrics_from_ranks
 from longrec_core.model import ModelConfig, SASRec, embedding_memory_bytes
+from longrec_core.shards import load_shards, shard_count
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 DEMO_DATA = Path("data/demo")
@@ -169,8 +170,16 @@ if args.max_history is not None and args.max_history < 1:
 if args.targets == "fresh" and args.regime == "random":
     cli.fail("--targets fresh needs end-anchored windows: use --regime last, sliding or mixed")
 
+# A sharded data dir under torchrun: each rank reads only its shards (rank, rank + world, ...) and
+# draws its batches from them; the ranks agree on the steps per epoch (the fewest any rank has).
+n_shards = shard_count(data_path)
+per_rank_data = n_shards > 0 and world > 1
+if per_rank_data and n_shards % world:
+    cli.fail(f"{data_path} has {n_shards} shards, not a multiple of the {world} processes; prep it with "
+             f"--shards {world * max(1, n_shards // world)}")
 try:
-    data: DataDir = load_data_dir(data_path)
+    data: DataDir = (load_shards(data_path, range(rank, n_shards, world)) if per_rank_data
+                     else load_data_dir(data_path))
 except (ValueError, OSError) as e:
     cli.fail(str(e).splitlines()[0] if str(e) else f"cannot read data dir {data_path}")
 args.data = str(Path(data.path).resolve())
@@ -198,7 +207,8 @@ if args.compile:
 
 n_params = sum(p.numel() for p in raw_model.parameters())
 mem = embedding_memory_bytes(model_cfg)
-log(f"data {data.path}: {data.n_users:,} users, {data.n_items:,} items, {data.n_events:,} events")
+log(f"data {data.path}: {data.n_users:,} users, {data.n_items:,} items, {data.n_events:,} events"
+    + (f" (rank 0's shards of {n_shards}; each rank reads its own)" if per_rank_data else ""))
 log(f"model: {n_params:,} parameters; item embedding {mem['params_bytes'] / 2**20:,.1f} MiB "
     f"(+{mem['adam_bytes'] / 2**20:,.1f} MiB AdamW state; a full table would be {mem['full_table_bytes'] / 2**20:,.1f} MiB)")
 if model_cfg.item_emb == "kshift":
@@ -228,7 +238,17 @@ def windows_of(epoch: int) -> EpochWindows:
 
 # Every epoch of one regime has the same number of windows (random draws a fixed number per user).
 epoch_regimes = [regime_of(args.regime, e, args.mixed_epochs) for e in range(args.epochs)]
-sizes = {r: n_batches(len(windows_of(epoch_regimes.index(r))), args.batch_size, world) for r in set(epoch_regimes)}
+
+
+def steps_per_epoch(n_windows: int) -> int:
+    if not per_rank_data:
+        return n_batches(n_windows, args.batch_size, world)
+    steps = torch.tensor([math.ceil(n_windows / args.batch_size)], device=device)
+    dist.all_reduce(steps, op=dist.ReduceOp.MIN)
+    return int(steps.item())
+
+
+sizes = {r: steps_per_epoch(len(windows_of(epoch_regimes.index(r)))) for r in sorted(set(epoch_regimes))}
 total_steps = sum(sizes[r] for r in epoch_regimes)
 if total_steps == 0:
     cli.fail(f"no training windows: no user of {data.path} has {args.min_len} events before its training end")
@@ -325,7 +345,11 @@ with progress:
         ep = state["ep"]
         model.train()
         w = windows_of(epoch)
-        order = shuffled_order(len(w), seed, epoch, args.batch_size, rank, world)
+        if per_rank_data:  # this rank's own windows, cut to the steps every rank has
+            steps = sizes[regime_of(args.regime, epoch, args.mixed_epochs)]
+            order = shuffled_order(len(w), seed * 1_000_003 + rank, epoch, args.batch_size)[: steps * args.batch_size]
+        else:
+            order = shuffled_order(len(w), seed, epoch, args.batch_size, rank, world)
         stopped_early = False
         t0 = tw = time.perf_counter()
         for inputs, targets, types_in in iter_batches(data.items, data.types, w, order, batch_size=args.batch_size,
@@ -375,7 +399,8 @@ with progress:
             state["examples"] += ep["examples"]
             state["loader_wait_seconds"] += ep["wait"]
 
-        # Validation on rank 0 (full catalogue, the same code as eval.py); others wait.
+        # Validation on rank 0 (full catalogue, the same code as eval.py; with per-rank shards, over
+        # rank 0's users only); others wait.
         record = None
         if main_process:
             tv = time.perf_counter()

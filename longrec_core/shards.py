@@ -1,0 +1,300 @@
+"""Sharded data dirs: one log split by user into N data dirs that share one item index.
+
+A log too big to group in memory at once is prepared shard by shard (`prep.py --shards N`), and
+data-parallel training reads on each rank only the shards it trains on. Layout:
+
+    OUT/manifest.json   format_version, "shards" {count, dirs, by}, source, params, counts and
+                        split summed over the shards, types
+    OUT/items.parquet   the one item table (index 1..N by descending count over the whole log)
+    OUT/shard-00000/    a complete data dir of the users with shard_of(user id) == 0; its
+    OUT/shard-00001/    manifest counts the global N items, and it has no items.parquet
+    ...
+
+How prep builds it with memory bounded by one shard, not the log:
+1. `ShardSpill` streams the log in batches, appending each event to its shard's spill files
+   (raw user id, raw item id, time, type) and counting items by raw id.
+2. The item index comes from the whole log's counts. When dedupe or filters change those
+   counts, each shard is cleaned once more to count what survives (`_surviving_counts`).
+3. Each shard's spill becomes a data dir through the same `data.prepare` as an unsharded log,
+   with the global item index. Concatenating the shards gives the unsharded dir's users.
+
+Restrictions (exit 2 in prep): integer user and item ids (item ids below 2^31, as a dense id
+from an engine's pre-grouping is); no --kcore (it needs the whole log at once); temporal cutoffs
+as times, not quantiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from longrec_core import data as dd
+from longrec_core.cli import atomic_dir
+
+SPILL_COLUMNS = {"user": np.int64, "item": np.int64, "ts": np.int64, "types": np.int8}
+MAX_ITEM_ID = 2**31 - 1
+
+
+def shard_of(user_ids: np.ndarray, n_shards: int) -> np.ndarray:
+    """Shard of each integer user id: splitmix64(id) mod n_shards (stable across machines and runs)."""
+    z = np.asarray(user_ids).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return ((z ^ (z >> np.uint64(31))) % np.uint64(n_shards)).astype(np.int64)
+
+
+class ShardSpill:
+    """Append-only per-shard event files under `root`, and item counts by raw id."""
+
+    def __init__(self, root: Path, n_shards: int, with_types: bool) -> None:
+        self.root, self.n_shards, self.with_types = root, n_shards, with_types
+        root.mkdir(parents=True, exist_ok=True)
+        self.columns = [c for c in SPILL_COLUMNS if c != "types" or with_types]
+        self.files = {(k, c): open(root / f"{k}.{c}", "wb") for k in range(n_shards) for c in self.columns}
+        self.item_counts = np.zeros(0, dtype=np.int64)  # by raw item id
+        self.events = 0
+
+    def add(self, user: np.ndarray, item: np.ndarray, ts: np.ndarray, types: np.ndarray | None = None) -> None:
+        """Append a batch of events (raw integer ids, int64 seconds)."""
+        if len(item) == 0:
+            return
+        if int(user.min()) < 0:
+            raise ValueError("with --shards, user ids must be non-negative integers")
+        lo, hi = int(item.min()), int(item.max())
+        if lo < 0 or hi > MAX_ITEM_ID:
+            raise ValueError(f"with --shards, item ids must be integers in 0..{MAX_ITEM_ID} "
+                             f"(found {lo if lo < 0 else hi}); give items dense ids first")
+        if hi >= len(self.item_counts):
+            self.item_counts = np.concatenate([self.item_counts, np.zeros(hi + 1 - len(self.item_counts), np.int64)])
+        self.item_counts[: hi + 1] += np.bincount(item, minlength=hi + 1)
+        shard = shard_of(user, self.n_shards)
+        order = np.argsort(shard, kind="stable")  # events of one shard keep their input order
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(shard, minlength=self.n_shards))])
+        cols = {"user": user, "item": item, "ts": ts, "types": types}
+        for c in self.columns:
+            a = np.ascontiguousarray(cols[c], dtype=SPILL_COLUMNS[c])[order]
+            for k in range(self.n_shards):
+                a[bounds[k]:bounds[k + 1]].tofile(self.files[k, c])
+        self.events += len(item)
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+    def read(self, k: int) -> dict[str, np.ndarray]:
+        """Shard k's events, in input order."""
+        return {c: np.fromfile(self.root / f"{k}.{c}", dtype=SPILL_COLUMNS[c]) for c in self.columns}
+
+
+def _shard_log(spill: ShardSpill, k: int, item_code: np.ndarray, item_ids: pl.Series, type_lut: np.ndarray | None,
+               type_names: list[str]) -> dd.Log:
+    ev = spill.read(k)
+    if len(ev["user"]) == 0:
+        raise ValueError(f"shard {k} of {spill.n_shards} has no events: use fewer --shards")
+    user, user_ids = dd.dense_codes(pl.Series("user", ev.pop("user")))
+    item = item_code[ev.pop("item")]
+    types = None if type_lut is None else type_lut[ev.pop("types")]
+    return dd.Log(user=user, item=item, ts=ev.pop("ts"), types=types, user_ids=user_ids, item_ids=item_ids,
+                  type_names=type_names if types is not None else [])
+
+
+def _surviving_counts(log: dd.Log, params: dd.PrepParams, allowed: np.ndarray | None) -> np.ndarray:
+    """Per item code, the events of this shard that dedupe and filters keep (as `prepare` would)."""
+    perm, offsets = dd.core.group(np.ascontiguousarray(log.user), np.ascontiguousarray(log.ts, dtype=np.int64))
+    item, ts = np.asarray(log.item)[perm], np.asarray(log.ts)[perm]
+    types = None if log.types is None else np.asarray(log.types)[perm]
+    del perm
+    keep, _ = dd._keep_mask(offsets, item, ts, types, len(log.item_ids), params, lambda _m: None, allowed=allowed)
+    return np.bincount(item[keep], minlength=len(log.item_ids))
+
+
+def prepare_sharded(
+    batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]],
+    out: str | Path,
+    params: dd.PrepParams,
+    n_shards: int,
+    source: dict[str, Any],
+    *,
+    type_names: Sequence[str] = (),
+    type_order: Sequence[str] = (),
+    read_counts: dict[str, int] | None = None,
+    force: bool = False,
+    status: dd.Status | None = None,
+) -> Path:
+    """Write a sharded data dir from `batches` of (user, item, ts, type codes or None) raw events.
+
+    Type codes are 1 + the position of the type's name in `type_names` (the order the reader met
+    them; `type_names` may grow while batches are read); the dir numbers them as the unsharded
+    prep does: the names of `type_order` first, then the rest sorted. `read_counts` (rows_read,
+    dropped_missing), filled by the reader while the batches are read, goes into the manifest.
+    """
+    say = status or (lambda _msg: None)
+    if n_shards < 1:
+        raise ValueError(f"--shards must be >= 1, got {n_shards}")
+    if params.kcore:
+        raise ValueError("--kcore cannot be used with --shards: a k-core needs the whole log at once "
+                         "(filter in your engine first, or prep without --shards)")
+    for name in ("valid_cutoff", "test_cutoff"):
+        v = getattr(params, name)
+        if v is not None and str(v).strip().startswith("q"):
+            raise ValueError(f"with --shards, give --{name.replace('_', '-')} as a time, not a quantile "
+                             "(a quantile needs every event at once)")
+    out = Path(out)
+    with atomic_dir(out, force, marker=dd.MANIFEST) as tmp:
+        spill_dir = tmp / "spill"
+        spill = None
+        for user, item, ts, types in batches:
+            if spill is None:
+                spill = ShardSpill(spill_dir, n_shards, with_types=types is not None)
+            spill.add(user, item, ts, types)
+            say(f"split {spill.events:,} events into {n_shards} shards")
+        if spill is None or spill.events == 0:
+            raise ValueError("the input has no events")
+        spill.close()
+
+        # Item codes 0..K-1 in raw-id order, over the items that occur.
+        present = np.flatnonzero(spill.item_counts)
+        item_code = np.full(len(spill.item_counts), -1, dtype=np.int32)
+        item_code[present] = np.arange(len(present), dtype=np.int32)
+        item_ids = pl.Series("id", present.astype(np.int64))
+        counts = spill.item_counts[present]
+        names = list(type_names)
+        final_types = [t for t in type_order if t in names] + sorted(t for t in names if t not in type_order)
+        type_lut = None
+        if spill.with_types:
+            type_lut = np.zeros(len(names) + 1, dtype=np.int8)
+            type_lut[1:] = [final_types.index(t) + 1 for t in names]
+
+        def shard_log(k: int) -> dd.Log:
+            return _shard_log(spill, k, item_code, item_ids, type_lut, final_types)
+
+        # The item index from the whole log; dedupe and filters change the counts it ranks by.
+        allowed = None
+        dedupes = params.dedupe or params.dedupe_consecutive
+        if dedupes and params.min_item_count > 1:  # the item filter counts after dedupe
+            only_dedupe = dataclasses.replace(params, min_item_count=1, min_user_len=1)
+            say("counting items after dedupe")
+            counts = sum(_surviving_counts(shard_log(k), only_dedupe, None) for k in range(n_shards))
+        if params.min_item_count > 1:
+            allowed = counts >= params.min_item_count
+        if dedupes or params.min_item_count > 1 or params.min_user_len > 1:
+            say("counting items that survive dedupe and filters")
+            counts = sum(_surviving_counts(shard_log(k), params, allowed) for k in range(n_shards))
+        if not counts.any():
+            raise ValueError("no events are left after the filters (lower --min-item-count / --min-user-len)")
+        index = dd.index_items(np.asarray(counts), item_ids)
+
+        dirs = [f"shard-{k:05d}" for k in range(n_shards)]
+        shard_manifests = []
+        lens = []
+        for k, name in enumerate(dirs):
+            say(f"shard {k + 1}/{n_shards}")
+            shard_source = {**source, "shard": k, "shards": n_shards}
+            dd.prepare(shard_log(k), tmp / name, params, shard_source, item_index=index)
+            loaded = dd.load_data_dir(tmp / name)
+            shard_manifests.append(loaded.manifest)
+            lens.append(np.diff(loaded.offsets))
+        shutil.rmtree(spill_dir)
+
+        index.table.write_parquet(tmp / "items.parquet")
+        lens_all = np.concatenate(lens)
+        manifest = {
+            "format_version": dd.FORMAT_VERSION,
+            "shards": {"count": n_shards, "dirs": dirs, "by": "splitmix64(raw user id) mod count"},
+            "source": source,
+            "params": dataclasses.asdict(params),
+            "counts": _summed_counts([m["counts"] for m in shard_manifests], index.n_items, lens_all, read_counts),
+            "split": _summed_split([m["split"] for m in shard_manifests]),
+            "types": final_types if spill.with_types else [],
+            "tables": {"items": {"file": "items.parquet", "rows": index.n_items,
+                                 "sha256": dd._file_sha256(tmp / "items.parquet")}},
+        }
+        (tmp / dd.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def _summed_counts(per_shard: list[dict[str, Any]], n_items: int, lens: np.ndarray,
+                   read_counts: dict[str, int] | None) -> dict[str, Any]:
+    total: dict[str, Any] = {}
+    for c in per_shard:
+        for key, v in c.items():
+            if isinstance(v, int) and key != "items":
+                total[key] = total.get(key, 0) + v
+    total["items"] = n_items
+    for key in ("rows_read", "dropped_missing"):  # what the reader saw, before the shards
+        if read_counts and key in read_counts:
+            total[key] = read_counts[key]
+    total["types"] = per_shard[0]["types"]
+    q = np.percentile(lens, [50, 90, 99])
+    total["history_len"] = {"min": int(lens.min()), "p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
+                            "max": int(lens.max())}
+    return total
+
+
+def _summed_split(per_shard: list[dict[str, Any]]) -> dict[str, Any]:
+    split = dict(per_shard[0])
+    for key in ("train_events", "valid_targets", "test_targets"):
+        split[key] = sum(s[key] for s in per_shard)
+    return split
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def shard_count(path: str | Path) -> int:
+    """Shards of a sharded data dir; 0 for an ordinary one (or anything that is not a sharded dir)."""
+    try:
+        manifest = json.loads((Path(path) / dd.MANIFEST).read_text())
+    except (OSError, ValueError):
+        return 0
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    return int(shards["count"]) if isinstance(shards, dict) else 0
+
+
+def load_shards(path: str | Path, which: Sequence[int] | None = None, verify: bool = False) -> dd.DataDir:
+    """The shards `which` (default all) of a sharded data dir as one DataDir over their users.
+
+    One shard is memory-mapped as it is; several are concatenated in memory (offsets and split
+    ends shifted), so a rank that should map rather than copy reads exactly one shard.
+    """
+    path = Path(path)
+    manifest = json.loads((path / dd.MANIFEST).read_text())
+    info = manifest.get("shards")
+    if not isinstance(info, dict):
+        raise dd.DataDirError(f"{path} is not a sharded data dir (its manifest has no shards)")
+    n = int(info["count"])
+    which = list(range(n)) if which is None else list(which)
+    bad = [k for k in which if not 0 <= k < n]
+    if bad or not which:
+        raise dd.DataDirError(f"{path} has shards 0..{n - 1}; cannot read shard(s) {bad or which}")
+    if not (path / "items.parquet").is_file():
+        raise dd.DataDirError(f"{path} is damaged: items.parquet is missing")
+    parts = [dd.load_data_dir(path / info["dirs"][k], verify=verify) for k in which]
+    n_items = int(manifest["counts"]["items"])
+    for k, part in zip(which, parts):
+        if part.n_items != n_items:
+            raise dd.DataDirError(f"{path} is damaged: shard {k} has {part.n_items:,} items, the root {n_items:,}")
+    if len(parts) == 1:
+        return dataclasses.replace(parts[0], path=path, manifest=manifest)
+    base = np.cumsum([0] + [p.n_events for p in parts])
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts])
+
+    def shifted(name: str, drop_last: bool) -> np.ndarray:
+        return np.concatenate([(getattr(p, name)[:-1] if drop_last else getattr(p, name)) + b
+                               for p, b in zip(parts, base)] + ([np.array([base[-1]])] if drop_last else []))
+
+    return dd.DataDir(
+        path=path, items=cat("items"), ts=cat("ts"), offsets=shifted("offsets", True),
+        types=cat("types") if parts[0].types is not None else None, sessions=shifted("sessions", True),
+        train_end=shifted("train_end", False), valid_end=shifted("valid_end", False), manifest=manifest,
+    )
