@@ -269,6 +269,8 @@ def evaluate(
     item_chunk: int = 65536,
     window: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    sample: int | None = None,
+    sample_seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rank every `split` ("valid" | "test") target of `data` (a DataDir) on the full catalogue.
 
@@ -278,6 +280,8 @@ def evaluate(
     not just the window) from the competitors. Returns (users [M] int64, ranks [M]
     int64) in the order of `data.eval_targets(split)`. on_batch(done, total) is called
     after each user batch (for progress bars). The model is left in the mode it came in.
+    `sample` ranks only a seeded random sample of that many targets (for catalogues so large
+    that ranking every target costs hours; each sampled target is still ranked on all items).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -289,6 +293,9 @@ def evaluate(
         raise ValueError(f"the data dir has {data.n_items:,} items but the model was trained on {n_items:,}")
     use_types = data.types is not None and getattr(cfg, "n_types", 0) > 0
     users, end = (np.asarray(a, dtype=np.int64) for a in data.eval_targets(split))  # (M,), (M,)
+    if sample is not None and sample < len(users):
+        pick = np.sort(np.random.default_rng(sample_seed).choice(len(users), sample, replace=False))
+        users, end = users[pick], end[pick]
     ranks = np.empty(len(users), dtype=np.int64)
 
     was_training = model.training

@@ -92,6 +92,22 @@ def test_metrics_json_and_ranks(world, monkeypatch, capsys):
     assert "HR" in err and "NDCG" in err  # the table is on stderr
 
 
+def test_sample_users_ranks_a_seeded_subset_on_the_full_catalogue(world, monkeypatch, capsys):
+    full_users, full_ranks = evaluate(load_model(world["a"]), load_data_dir(world["data"]), "test")
+    out = world["tmp"] / "sampled.json"
+    code, _, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--sample-users", "20", "--bootstrap", "0",
+                            "--out", str(out))
+    assert code == 0, err
+    res = json.loads(out.read_text())
+    assert res["n_users"] == 20 and res["sample_users"] == 20
+    with np.load(out.with_name("sampled.ranks.npz")) as z:
+        users, ranks = z["users"], z["ranks"]
+    assert len(set(users)) == 20 and set(users) <= set(full_users)
+    np.testing.assert_array_equal(ranks, full_ranks[np.searchsorted(full_users, users)])  # the same ranks
+    code, _, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--sample-users", "0")
+    assert code == 2 and "--sample-users must be >= 1" in err
+
+
 def test_valid_split_from_stdin_and_filter_seen(world, monkeypatch, capsys):
     code, out, err = run_eval(monkeypatch, capsys, "--split", "valid", stdin=io.StringIO(f"{world['a']}\n"))
     assert code == 0, err
