@@ -376,6 +376,32 @@ def index_items(counts: np.ndarray, item_ids: pl.Series) -> ItemIndex:
     return ItemIndex(index_of, table)
 
 
+def read_item_index(path: str | os.PathLike[str], item_ids: pl.Series) -> ItemIndex:
+    """A fixed item index from a table of the whole catalogue (columns `id`, `count`), e.g. made
+    by an engine over a log too big for one machine: items 1..N by descending count, ties by
+    id, as prep indexes them. `item_ids` are the raw ids of this log's item codes; each must be
+    in the table (ValueError naming the first that is not)."""
+    try:
+        table = pl.read_parquet(path, columns=["id", "count"])
+    except (OSError, pl.exceptions.PolarsError) as e:
+        raise ValueError(f"cannot read --item-index {path}: it needs a Parquet table with columns id, count ({e})") from None
+    if table["id"].n_unique() != table.height:
+        raise ValueError(f"--item-index {path} lists an item id twice")
+    table = table.sort(["count", "id"], descending=[True, False]).with_row_index("index", offset=1)
+    table = table.select(pl.col("index").cast(pl.Int32), "id", pl.col("count").cast(pl.Int64))
+    if item_ids.dtype != table["id"].dtype:
+        try:
+            item_ids = item_ids.cast(table["id"].dtype, strict=True)
+        except pl.exceptions.PolarsError:
+            raise ValueError(f"the input's item ids ({item_ids.dtype}) do not match --item-index {path} "
+                             f"({table['id'].dtype})") from None
+    found = pl.DataFrame({"id": item_ids}).join(table, on="id", how="left", maintain_order="left")["index"]
+    if found.null_count():
+        missing = item_ids.filter(found.is_null())[0]
+        raise ValueError(f"item id {missing} of the input is not in --item-index {path}")
+    return ItemIndex(found.to_numpy().astype(np.int32), table)
+
+
 def _counts_per_user(offsets: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Kept events per user (U,), from a kept-before prefix sum: O(E) without a user array."""
     before = np.zeros(len(keep) + 1, dtype=np.int64)

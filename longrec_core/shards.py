@@ -245,6 +245,46 @@ def _summed_split(per_shard: list[dict[str, Any]]) -> dict[str, Any]:
     return split
 
 
+def assemble(root: str | Path, item_index: str | Path, status: dd.Status | None = None) -> Path:
+    """Make `root` a sharded data dir from the data dirs inside it (sorted by name), each prepared
+    with `prep.py --item-index item_index` (on any machine): writes root/items.parquet and the
+    root manifest, after checking that every shard has the index's item count."""
+    say = status or (lambda _msg: None)
+    root = Path(root)
+    if (root / dd.MANIFEST).is_file():
+        raise ValueError(f"{root} already has a {dd.MANIFEST}: it is a data dir, not a folder of shards")
+    dirs = sorted(p.name for p in root.iterdir() if (p / dd.MANIFEST).is_file()) if root.is_dir() else []
+    if not dirs:
+        raise ValueError(f"{root} holds no data dirs to assemble (prep each shard into {root}/NAME first)")
+    index = dd.read_item_index(item_index, pl.Series("id", [], dtype=pl.Int64))
+    manifests, lens = [], []
+    for name in dirs:
+        say(f"checking {root / name}")
+        d = dd.load_data_dir(root / name)
+        if d.n_items != index.n_items:
+            raise ValueError(f"{root / name} has {d.n_items:,} items, --item-index {item_index} {index.n_items:,}: "
+                             "prep every shard with that --item-index")
+        manifests.append(d.manifest)
+        lens.append(np.diff(d.offsets))
+    index.table.write_parquet(root / "items.parquet.tmp")
+    (root / "items.parquet.tmp").rename(root / "items.parquet")
+    manifest = {
+        "format_version": dd.FORMAT_VERSION,
+        "shards": {"count": len(dirs), "dirs": dirs, "by": "assembled"},
+        "source": {"assembled": dirs, "item_index": str(Path(item_index).resolve())},
+        "params": manifests[0]["params"],
+        "counts": _summed_counts([m["counts"] for m in manifests], index.n_items, np.concatenate(lens), None),
+        "split": _summed_split([m["split"] for m in manifests]),
+        "types": manifests[0]["types"],
+        "tables": {"items": {"file": "items.parquet", "rows": index.n_items,
+                             "sha256": dd._file_sha256(root / "items.parquet")}},
+    }
+    tmp = root / (dd.MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.rename(root / dd.MANIFEST)  # written last: the dir is a sharded dir only once it is whole
+    return root
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading
 

@@ -95,6 +95,12 @@ g.add_argument("--force", action="store_true", help="replace an existing data di
 g.add_argument("--shards", type=int, default=None,
                help="write N shards by user hash, streaming the input in batches so memory is bounded by one "
                     "shard, not the log (integer ids; no --kcore or quantile cutoffs) (default: one data dir)")
+g.add_argument("--item-index", default=None,
+               help="Parquet table (id, count) of the whole catalogue: index items by it instead of by this "
+                    "input's counts, so shards prepared on different machines share one index (default: none)")
+g.add_argument("--assemble", action="store_true",
+               help="make --out a sharded dir from the data dirs inside it (each prepared with the same "
+                    "--item-index, which this also needs) (default: off)")
 g.add_argument("--batch-rows", type=int, default=20_000_000, help="--shards: input rows per batch (default: 20,000,000)")
 
 
@@ -341,6 +347,8 @@ def main() -> None:
     )  # checks the values: bad ones raise ValueError -> exit 2
     if args.shards is not None and args.shards < 1:
         raise ValueError(f"--shards must be >= 1, got {args.shards}")
+    if args.item_index is not None and args.min_item_count > 1:
+        raise ValueError("--min-item-count cannot be combined with --item-index: drop rare items from the table instead")
     if args.batch_rows < 1:
         raise ValueError(f"--batch-rows must be >= 1, got {args.batch_rows}")
 
@@ -351,7 +359,12 @@ def main() -> None:
             cli.console.print(f"{time.perf_counter() - t0:7.1f} s  {msg}", highlight=False, markup=False, soft_wrap=True)
             bar.update(task, description=msg)
 
-        if args.synthetic:
+        if args.assemble:
+            if args.out is None or args.item_index is None or args.input is not None:
+                raise ValueError("--assemble needs --out DIR (holding the shard data dirs) and --item-index, and no input")
+            out = Path(args.out)
+            shards.assemble(out, args.item_index, status=status)
+        elif args.synthetic:
             if args.input is not None:
                 raise ValueError("give an input file or --synthetic, not both")
             if args.users is not None and args.events is not None:
@@ -445,10 +458,12 @@ def main() -> None:
                     "format": fmt, **{k: v for k, v in info.items() if k not in ("type_order", "timed")},
                     "rows_read": rows_read, "dropped_missing": rows_read - n_kept,
                 }
-                data.prepare(log, out, params, source, force=args.force, status=status)
+                index = None if args.item_index is None else data.read_item_index(args.item_index, log.item_ids)
+                data.prepare(log, out, params, source, force=args.force, status=status, item_index=index)
 
     # the manifest, checked (a sharded dir: its root, each shard checked as it was written)
-    manifest = data.load_data_dir(out).manifest if args.shards is None else json.loads((out / data.MANIFEST).read_text())
+    sharded = args.shards is not None or args.assemble
+    manifest = data.load_data_dir(out).manifest if not sharded else json.loads((out / data.MANIFEST).read_text())
     rows = data.summary_rows(manifest) + [("seconds", f"{time.perf_counter() - t0:,.1f}")]
     cli.print_table(f"data dir {out}", rows)
     print(out)

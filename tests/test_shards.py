@@ -107,6 +107,32 @@ def test_synthetic_shards_and_readers(prep, tmp_path):  # noqa: F811
         load_shards(many, [4])
 
 
+def test_engine_pregrouped_shards_prepped_apart_then_assembled(prep, tmp_path, log_csv):  # noqa: F811
+    """The README's recipe: an engine writes one Parquet file per user group and the catalogue's
+    counts; each file is prepped on its own with --item-index; --assemble ties them together."""
+    one = ok(prep(log_csv, "--out", "one"))
+    raw = pl.read_csv(log_csv).drop_nulls(["itemid"])
+    raw.group_by("itemid").len().rename({"itemid": "id", "len": "count"}).write_parquet(tmp_path / "items.parquet")
+    for k in range(3):
+        part = tmp_path / f"part{k}.csv"
+        raw.filter(pl.col("visitorid") % 3 == k).write_csv(part)
+        ok(prep(part, "--format", "retailrocket", "--item-index", tmp_path / "items.parquet", "--out", f"big/part{k}"))
+    big = ok(prep("--assemble", "--item-index", tmp_path / "items.parquet", "--out", "big"))
+    assert shard_count(tmp_path / big) == 3
+    whole = data.load_data_dir(tmp_path / big)
+    ref = data.load_data_dir(tmp_path / one)
+    assert (whole.n_users, whole.n_events, whole.n_items) == (ref.n_users, ref.n_events, ref.n_items)
+    assert pl.read_parquet(tmp_path / one / "items.parquet").equals(pl.read_parquet(tmp_path / big / "items.parquet"))
+    assert split_positions(tmp_path / one) == split_positions(tmp_path / big)
+    assert_refused(prep("--assemble", "--item-index", tmp_path / "items.parquet", "--out", "big"), tmp_path,
+                   "already has a manifest.json")
+    assert_refused(prep(log_csv, "--item-index", tmp_path / "items.parquet", "--min-item-count", 2), tmp_path,
+                   "cannot be combined with --item-index")
+    pl.DataFrame({"id": [1], "count": [5]}).write_parquet(tmp_path / "few.parquet")
+    assert_refused(prep(log_csv, "--item-index", tmp_path / "few.parquet", "--out", "x"), tmp_path,
+                   "of the input is not in --item-index")
+
+
 def test_sharded_refusals(prep, tmp_path, log_csv):  # noqa: F811
     assert_refused(prep(log_csv, "--shards", 2, "--kcore"), tmp_path, "--kcore cannot be used with --shards")
     assert_refused(prep(log_csv, "--shards", 2, "--split", "temporal", "--valid-cutoff", "q0.8", "--test-cutoff", "q0.9"),
