@@ -15,8 +15,14 @@ Pipelines, each in a fresh subprocess (`bench/train.py --worker NAME ...`):
            the history back by stride, as the paper's released code does; a torch Dataset whose
            __getitem__ returns torch.tensor(window); DataLoader(shuffle=True, num_workers=0) with a
            right-aligning pad_sequence collate
+  paper    the peer's feeding and a plain PyTorch SASRec step: the same model with torch's own
+           dropout (bernoulli_ masks) and fused attention, logits + F.cross_entropy for the loss,
+           and glibc's default allocator: the
+           paper-style pipeline as a whole, which the tokens/s target is about
   floor    the same model step on one fixed pre-built batch: the pure compute floor
-Every pipeline trains the same model (longrec_core.model.SASRec, same seed) with the same loss
+longrec, peer and floor train the same model as scripts/train.py (longrec_core.model.SASRec with
+the core's dropout masks, freed memory kept for reuse), so longrec vs peer isolates the feeding
+and longrec vs paper is the whole pipeline. Every pipeline uses the same seed and loss
 (full softmax cross-entropy over the catalogue, padding never a target), AdamW and gradient
 clipping as scripts/train.py does, for --warmup then --steps timed steps. tokens = non-padding
 input positions; loader share = seconds the loop waited for its next batch / timed seconds.
@@ -51,9 +57,9 @@ DEMO_DIR = REPO / "data" / "demo"  # the same demo data train.py makes on first 
 # machine, and its own count of ml-1m windows.
 PAPER = {"build_s": 11.1, "windows": 547_748, "tokens_per_s": 9_500.0}
 TARGETS = {"build": 100.0, "tokens": 3.0}  # ours vs the peer: build speed-up, tokens/s ratio
-PIPELINES = ("longrec", "peer", "floor")
+PIPELINES = ("longrec", "peer", "paper", "floor")
 LABELS = {"longrec": "longrec: core windows, gather thread", "peer": "peer: lists, Dataset, pad_sequence",
-          "floor": "floor: one fixed batch"}
+          "paper": "paper-style: peer + plain PyTorch step", "floor": "floor: one fixed batch"}
 CHECK_SAMPLE = 2_000  # peer windows compared with the core's, element by element
 
 
@@ -106,11 +112,23 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     import longrec_core as lc
     from longrec_core.data import load_data_dir
     from longrec_core.examples import epoch_windows, iter_batches, shuffled_order
-    from longrec_core.losses import full_cross_entropy
+    from longrec_core.losses import full_cross_entropy, naive_cross_entropy
     from longrec_core.model import ModelConfig, SASRec
 
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.worker == "paper":  # a plain PyTorch SASRec step: torch's dropout and fused attention
+        import torch.nn.functional as F
+
+        import longrec_core.model as model_module
+
+        model_module.dropout = lambda x, p, training: F.dropout(x, p, training)
+        model_module.attention = lambda q, k, v, mask, p, training: F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=p if training else 0.0)
+    else:  # as scripts/train.py does
+        from longrec_core.cli import keep_freed_memory
+
+        keep_freed_memory()
     data = load_data_dir(a.data)
     items, offsets, ends = data.items, data.offsets, data.train_end
     wargs = {"window": a.window, "stride": a.stride, "max_history": a.max_history}
@@ -132,7 +150,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     if a.worker == "longrec":
         (seq, start, stop), out["build_s"] = timed(lambda: lc.windows(offsets, ends, **wargs))
         out["windows"] = len(start)
-    elif a.worker == "peer":
+    elif a.worker in ("peer", "paper"):
         examples, out["build_s"] = timed(lambda: peer_windows(items, offsets, ends, **wargs))
         out["windows"] = len(examples)
         out["same_windows_as_core"] = check_same_windows(examples, items, *lc.windows(offsets, ends, **wargs))
@@ -198,7 +216,8 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         wait += time.perf_counter() - tw
         hidden = model(inputs)  # (B, T, d)
         keep = targets != 0  # padding never counts
-        loss = full_cross_entropy(hidden[keep], model.item_table(), targets[keep])
+        loss = (naive_cross_entropy if a.worker == "paper" else full_cross_entropy)(
+            hidden[keep], model.item_table(), targets[keep])
         loss_value = loss.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -306,7 +325,7 @@ def report(res: dict[str, dict[str, Any]], a: argparse.Namespace, mach: dict[str
     from rich.table import Table
 
     con = Console(width=190)
-    ours, peer, floor = (res.get(k, {}) for k in PIPELINES)
+    ours, peer, paper, floor = (res.get(k, {}) for k in PIPELINES)
     some = next((r for r in res.values() if "versions" in r), {})
     v = some.get("versions", {})
     con.print(f"machine: {mach['cpu']}, {mach['cores']} cores, torch threads {some.get('torch_threads', '?')}; "
@@ -356,6 +375,11 @@ def report(res: dict[str, dict[str, Any]], a: argparse.Namespace, mach: dict[str
                   f"{mark(build_x, TARGETS['build'])}), tokens/s {tok_x:.2f}× (target ≥{TARGETS['tokens']:g}×: "
                   f"{mark(tok_x, TARGETS['tokens'])}), tokens per CPU second {cpu_x or 0:.2f}×; "
                   f"peer windows identical to the core's: {'yes' if peer.get('same_windows_as_core') else '[red]NO[/]'}")
+    paper_x = ratio(ours.get("tokens_per_s"), paper.get("tokens_per_s"))
+    if paper_x is not None:
+        con.print(f"vs the paper-style pipeline in this run (its feeding and a plain PyTorch step): tokens/s "
+                  f"{paper_x:.2f}× (target ≥{TARGETS['tokens']:g}×: {mark(paper_x, TARGETS['tokens'])}), tokens per CPU "
+                  f"second {ratio(ours.get('tokens_per_cpu_s'), paper.get('tokens_per_cpu_s')) or 0:.2f}×")
     if ours.get("build_s") and ours.get("tokens_per_s"):
         con.print(f"for scale only (another machine, {PAPER['windows']:,} windows by its own count): the paper's released "
                   f"pipeline built windows in {PAPER['build_s']} s ({PAPER['windows'] / PAPER['build_s']:,.0f} windows/s; "
@@ -375,7 +399,7 @@ def report(res: dict[str, dict[str, Any]], a: argparse.Namespace, mach: dict[str
               "while waiting); peak RSS = VmHWM of the worker process; above imports = that minus its RSS after "
               "importing torch and opening the data dir; load = 1-min load average.")
     return {"rows": rows, "build_speedup_vs_peer": build_x, "tokens_ratio_vs_peer": tok_x,
-            "tokens_per_cpu_s_ratio_vs_peer": cpu_x}
+            "tokens_per_cpu_s_ratio_vs_peer": cpu_x, "tokens_ratio_vs_paper_style": paper_x}
 
 
 def main() -> None:
