@@ -4,8 +4,7 @@ Every loss takes the hidden states of the non-padding positions only (the caller
 hidden (M, d), targets (M,) in 1..N. Item vectors come as a table weight (N+1, d) whose row 0 is
 padding, or as a function ids -> (n, d). Padding is never a class: its column is never scored.
 
-- `full_cross_entropy`: the exact softmax over all N items (the chunked kernel on CPU, logits +
-  F.cross_entropy on GPU); `naive_cross_entropy` is the plain PyTorch reference.
+- `full_cross_entropy`: plain logits over all N items + F.cross_entropy; holds M x N logits.
 - `chunked_cross_entropy`: the same value and gradients, computed over item chunks, so memory holds
   M x chunk_size logits at a time (after CCE, arXiv 2509.09682).
 - `sampled_softmax`: shared negatives per batch with log-Q correction; never touches the full table.
@@ -34,21 +33,8 @@ def _f32(x: torch.Tensor) -> torch.Tensor:
 
 
 def full_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean softmax cross-entropy over items 1..N: hidden (M, d), weight (N+1, d), targets (M,) -> scalar.
-
-    On CPU this is `chunked_cross_entropy` (the same value and gradients): F.cross_entropy makes
-    five passes over the M x N logits (log-softmax, a zero-filled gradient, its backward), which
-    on a 2-core CPU took longer than all the matrix products of a SASRec step; the chunked kernel
-    makes two, plus one recomputing product. On GPU, F.cross_entropy's fused kernels win.
-    """
-    if hidden.device.type == "cpu":
-        return chunked_cross_entropy(hidden, weight, targets)
+    """Mean softmax cross-entropy over items 1..N: hidden (M, d), weight (N+1, d), targets (M,) -> scalar."""
     _check_targets(targets, weight.shape[0] - 1)
-    return naive_cross_entropy(hidden, weight, targets)
-
-
-def naive_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """`full_cross_entropy` as plain PyTorch writes it: M x N logits and F.cross_entropy (the reference)."""
     logits = hidden @ weight[1:].T  # (M, N): column j is item j+1, padding is left out
     return F.cross_entropy(_f32(logits), targets - 1)
 
