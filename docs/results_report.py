@@ -1,0 +1,188 @@
+"""The tables of docs/RESULTS.md, computed from the finished runs of docs/results.sh.
+
+    python docs/results_report.py runs/results > runs/results/tables.md
+
+Every number comes from the runs' own files: frontier.json (means and sample standard deviations
+over seeds, costs), each run's metrics_test.json (test metrics with their bootstrap CI),
+metrics_test.ranks.npz (per-user ranks, for paired comparisons: the same users ranked by two
+models, the difference's 95% bootstrap CI and sign-flip p) and summary.json (time, tokens,
+memory). Missing runs are reported as missing, never filled in.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from longrec_core.metrics import paired_comparison
+
+METRICS = ("NDCG@10", "HR@10", "MRR")
+
+
+def load_frontier(out: Path) -> dict | None:
+    f = out / "frontier.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def run_dir(out: Path, cell: str, seed: int = 0) -> Path:
+    return out / "cells" / cell / f"seed{seed}" / "run"
+
+
+def ranks(run: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    f = run / "metrics_test.ranks.npz"
+    if not f.is_file():
+        return None
+    with np.load(f) as z:
+        return z["users"], z["ranks"]
+
+
+def paired(a: Path, b: Path, metric: str) -> dict | None:
+    """a vs b on their common test users: diff of means, 95% CI, p."""
+    ra, rb = ranks(a), ranks(b)
+    if ra is None or rb is None:
+        return None
+    common, ia, ib = np.intersect1d(ra[0], rb[0], assume_unique=True, return_indices=True)
+    return paired_comparison(ra[1][ia], rb[1][ib], metric, n_boot=2000, seed=0)
+
+
+def fmt_diff(r: dict | None) -> str:
+    if r is None:
+        return "—"
+    rel = f" ({r['diff'] / r['mean_b']:+.1%})" if r["mean_b"] else ""
+    return f"{r['diff']:+.4f}{rel} [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] p={r['p_value']:.2g}"
+
+
+def mean_sd(cell: dict, key: str, spec: str = ".4f") -> str:
+    m, s = cell["mean"].get(key), cell["sd"].get(key)
+    if m is None:
+        return "—"
+    return format(m, spec) + (f" ± {format(s, spec)}" if s is not None else "")
+
+
+def grid_table(root: Path, name: str, title: str) -> list[str]:
+    out = root / name
+    fr = load_frontier(out)
+    if fr is None:
+        return [f"### {title}", "", f"(not finished: {out}/frontier.json is missing)", ""]
+    cells = fr["cells"]
+    base = next((c for c in cells if c["regime"] == "last"), None)
+    lines = [f"### {title}", "",
+             f"`{out}`: {fr['repeats']} seed(s) per cell; mean ± sample sd over seeds; paired difference = "
+             "seed 0 of the cell vs seed 0 of `last` on the same test users (95% bootstrap CI, sign-flip p).", "",
+             "| cell | seeds | NDCG@10 | HR@10 | MRR | train s | tokens (M) | epochs | ΔNDCG@10 vs last (seed 0) | "
+             "ΔMRR % | ΔHR@10 % | tokens × |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        if c["status"] != "ok":
+            lines.append(f"| {c['name']} | {c['seeds_ok']} | {c['status']}: {c.get('error') or ''} |" + " |" * 9)
+            continue
+        d = None
+        if base is not None and c is not base:
+            d = paired(run_dir(out, c["name"]), run_dir(out, base["name"]), "NDCG@10")
+        rel = lambda k: (f"{c['mean'][k] / base['mean'][k] - 1:+.1%}"  # noqa: E731
+                         if base is not None and c is not base and base["mean"].get(k) else "—")
+        tok_x = (f"{c['mean']['tokens'] / base['mean']['tokens']:.2f}×" if base is not None and c is not base else "—")
+        lines.append(
+            f"| {c['name']} | {c['seeds_ok']} | {mean_sd(c, 'NDCG@10')} | {mean_sd(c, 'HR@10')} | {mean_sd(c, 'MRR')} | "
+            f"{c['mean']['train_seconds']:.0f} | {c['mean']['tokens'] / 1e6:.1f} | {mean_sd(c, 'epochs', '.1f')} | "
+            f"{fmt_diff(d)} | {rel('MRR')} | {rel('HR@10')} | {tok_x} |")
+    return lines + [""]
+
+
+def summary(run: Path) -> dict:
+    f = run / "summary.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def test_metrics(run: Path) -> dict:
+    f = run / "metrics_test.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def versus_table(root: Path, ref: tuple[str, str], rows: list[tuple[str, str, str]], title: str,
+                 extra: str = "memory") -> list[str]:
+    """Single-seed runs against a reference run: metrics, paired ΔNDCG@10, cost."""
+    ref_run = run_dir(root / ref[0], ref[1])
+    lines = [f"### {title}", "", f"Reference: `{ref_run}`.", "",
+             "| run | NDCG@10 | HR@10 | MRR | ΔNDCG@10 vs reference | ΔMRR vs reference | train s | tokens/s | "
+             + ("embedding + grad + AdamW MiB | collisions |" if extra == "kshift" else "peak RSS MiB |"),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if extra == "kshift" else "")]
+    for label, folder, cell in [("reference", *ref), *rows]:
+        run = run_dir(root / folder, cell)
+        m, s = test_metrics(run).get("metrics"), summary(run)
+        if not m or not s:
+            lines.append(f"| {label} | (missing: {run}) |" + " |" * (8 if extra == "kshift" else 7))
+            continue
+        d = None if label == "reference" else paired(run, ref_run, "NDCG@10")
+        dm = None if label == "reference" else paired(run, ref_run, "MRR")
+        cost = f"{s['train_seconds']:.0f} | {s['tokens_per_second']:,.0f}"
+        if extra == "kshift":
+            cfg = json.loads((run / "config.json").read_text())["model"]
+            mem = s["embedding_memory"]
+            emb = f"{(mem['params_bytes'] + mem['grad_bytes'] + mem['adam_bytes']) / 2**20:.2f}"
+            coll = "—"
+            if cfg["item_emb"] == "kshift":
+                from longrec_core.model import kshift_collision_share, kshift_table_rows
+                from longrec_core.model import _kshift_rows_int32 as rows_of
+
+                rows = rows_of(cfg["n_items"], cfg["kshift_k"], kshift_table_rows(cfg["n_items"], cfg["kshift_compression"]),
+                               cfg["kshift_seed"], cfg["kshift_scheme"])
+                coll = f"{kshift_collision_share(rows):.2%}"
+            tail = f"{emb} | {coll} |"
+        else:
+            tail = f"{s['peak_memory_bytes'] / 2**20:,.0f} |"
+        lines.append(f"| {label} | {m['NDCG@10']:.4f} | {m['HR@10']:.4f} | {m['MRR']:.4f} | {fmt_diff(d)} | "
+                     f"{fmt_diff(dm)} | {cost} | {tail}")
+    return lines + [""]
+
+
+def reproduction(root: Path) -> list[str]:
+    run = run_dir(root / "ml1m-w200", "last-w200")
+    m = test_metrics(run)
+    if not m:
+        return ["(ml-1m last-w200 not finished)", ""]
+    ci = m.get("ci", {})
+    s = summary(run)
+    out = ["### ml-1m: SASRec, full CE, window 200 (`last`) against the published SASRec+", "",
+           "| | NDCG@10 | HR@10 |", "|---|---|---|",
+           "| published SASRec+ (Klenitskiy & Vasilev 2023) | 0.1821 | 0.3152 |"]
+    cell = lambda k: f"{m['metrics'][k]:.4f}" + (f" [{ci[k][0]:.4f}, {ci[k][1]:.4f}]" if k in ci else "")  # noqa: E731
+    out.append(f"| longrec, {s.get('epochs', '?')} epochs in {s.get('train_seconds', 0):.0f} s (stop: "
+               f"{s.get('stop_reason', '?')}) | {cell('NDCG@10')} | {cell('HR@10')} |")
+    logf = run / "log.jsonl"
+    if logf.is_file():
+        curve = [json.loads(line) for line in logf.read_text().splitlines()]
+        pts = ", ".join(f"{r['epoch'] + 1}: {r['valid'].get('NDCG@10', float('nan')):.4f}" for r in curve)
+        out += ["", f"Validation NDCG@10 by epoch: {pts}."]
+    return out + [""]
+
+
+def main() -> None:
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/results")
+    lines = ["# Tables generated by docs/results_report.py from " + str(root), ""]
+    lines += reproduction(root)
+    lines += grid_table(root, "ml1m-w200", "ml-1m, window 200: last vs sliding vs mixed (8 min of training each)")
+    lines += grid_table(root, "ml1m-w50", "ml-1m, window 50: 3 seeds (3 min of training each)")
+    lines += grid_table(root, "beauty-w20", "amazon-beauty, window 20 (2 min each)")
+    lines += grid_table(root, "retailrocket-w10", "retailrocket sessions, window 10 (2 min each)")
+    lines += grid_table(root, "mlls-w50", "ml-latest-small, temporal split, window 50 (90 s each)")
+    ks = lambda folder_prefix, cell: [  # noqa: E731
+        (f"k-shift c{c}", f"{folder_prefix}-kshift-c{c}", cell + "-kshift") for c in (4, 16, 64)] + [
+        ("k-shift c16, signed shift (paper code)", f"{folder_prefix}-kshift-c16-signed", cell + "-kshift")]
+    lines += versus_table(root, ("ml1m-loss-ce", "sliding-w50-s50-hall"), ks("ml1m", "sliding-w50-s50-hall"),
+                          "k-shift on ml-1m (sliding, window 50, 3 min each; reference = full table)", extra="kshift")
+    lines += versus_table(root, ("beauty-w20", "sliding-w20-s10-hall"), ks("beauty", "sliding-w20-s10-hall"),
+                          "k-shift on amazon-beauty (sliding, window 20, 2 min each; reference = full table, seed 0)",
+                          extra="kshift")
+    loss_rows = [("chunked CE", "ml1m-loss-chunked", "sliding-w50-s50-hall")] + [
+        (f"sampled softmax, {n} negatives", f"ml1m-loss-sampled{n}", "sliding-w50-s50-hall") for n in (64, 256, 1024)]
+    lines += versus_table(root, ("ml1m-loss-ce", "sliding-w50-s50-hall"), loss_rows,
+                          "Losses on ml-1m (sliding, window 50, 3 min each; reference = full CE)")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
