@@ -16,7 +16,8 @@ Pipelines, each in a fresh subprocess (`bench/train.py --worker NAME ...`):
            __getitem__ returns torch.tensor(window); DataLoader(shuffle=True, num_workers=0) with a
            right-aligning pad_sequence collate
   paper    the peer's feeding and a plain PyTorch SASRec step: the same model with torch's own
-           dropout (bernoulli_ masks) and fused attention, and glibc's default allocator: the
+           dropout (bernoulli_ masks) and fused attention, logits + F.cross_entropy for the loss,
+           and glibc's default allocator: the
            paper-style pipeline as a whole, which the tokens/s target is about
   floor    the same model step on one fixed pre-built batch: the pure compute floor
 longrec, peer and floor train the same model as scripts/train.py (longrec_core.model.SASRec with
@@ -111,7 +112,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     import longrec_core as lc
     from longrec_core.data import load_data_dir
     from longrec_core.examples import epoch_windows, iter_batches, shuffled_order
-    from longrec_core.losses import full_cross_entropy
+    from longrec_core.losses import full_cross_entropy, naive_cross_entropy
     from longrec_core.model import ModelConfig, SASRec
 
     if a.threads:
@@ -215,7 +216,8 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         wait += time.perf_counter() - tw
         hidden = model(inputs)  # (B, T, d)
         keep = targets != 0  # padding never counts
-        loss = full_cross_entropy(hidden[keep], model.item_table(), targets[keep])
+        loss = (naive_cross_entropy if a.worker == "paper" else full_cross_entropy)(
+            hidden[keep], model.item_table(), targets[keep])
         loss_value = loss.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

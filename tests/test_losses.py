@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from longrec_core.losses import (chunked_cross_entropy, full_cross_entropy, log_q, sample_negatives,
+from longrec_core.losses import (chunked_cross_entropy, full_cross_entropy, naive_cross_entropy, log_q, sample_negatives,
                                  sampled_softmax)
 
 
@@ -30,14 +30,27 @@ def reference_ce(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
     return (lse - logits[torch.arange(len(targets)), targets]).mean()
 
 
-def test_full_ce_matches_hand_reference_and_ignores_padding():
+@pytest.mark.parametrize("loss_fn", [full_cross_entropy, naive_cross_entropy])
+def test_full_ce_matches_hand_reference_and_ignores_padding(loss_fn):
     hidden, weight, targets = make()
-    loss = full_cross_entropy(hidden, weight, targets)
+    targets[:5] = targets[0]  # repeated targets
+    loss = loss_fn(hidden, weight, targets)
     ref = reference_ce(hidden, weight, targets)
     assert torch.allclose(loss, ref, atol=1e-12)
-    gh, gw = grads(loss, hidden, weight)
+    gh, gw = grads(loss * 2.5, hidden, weight)
     assert torch.equal(gw[0], torch.zeros_like(gw[0]))  # padding row never trained
-    assert torch.allclose(gh, grads(ref, hidden)[0])
+    rh, rw = grads(ref * 2.5, hidden, weight)
+    assert torch.allclose(gh, rh, atol=1e-12) and torch.allclose(gw, rw, atol=1e-12)
+
+
+def test_full_ce_float32_equals_naive_and_only_hidden_grad():
+    hidden, weight, targets = make(M=64, N=300, d=16, dtype=torch.float32)
+    a, b = full_cross_entropy(hidden, weight, targets), naive_cross_entropy(hidden, weight, targets)
+    assert abs(a.item() - b.item()) < 1e-5
+    for x, y in zip(grads(a, hidden, weight), grads(b, hidden, weight)):
+        assert torch.allclose(x, y, atol=1e-6)
+    (gh,) = grads(full_cross_entropy(hidden, weight.detach(), targets), hidden)
+    assert torch.allclose(gh, grads(naive_cross_entropy(hidden, weight, targets), hidden)[0], atol=1e-6)
 
 
 @pytest.mark.parametrize("loss_fn", [
@@ -56,7 +69,7 @@ def test_padding_or_out_of_range_target_is_refused(loss_fn, bad):
 @pytest.mark.parametrize("chunk_size", [1, 4, 7, 29, 30, 1000, None])
 def test_chunked_equals_full_value_and_gradients(chunk_size):
     hidden, weight, targets = make()
-    full = full_cross_entropy(hidden, weight, targets)
+    full = naive_cross_entropy(hidden, weight, targets)
     chunked = chunked_cross_entropy(hidden, weight, targets, chunk_size=chunk_size)
     assert abs(full.item() - chunked.item()) < 1e-10
     (gh_f, gw_f), (gh_c, gw_c) = grads(full * 3.0, hidden, weight), grads(chunked * 3.0, hidden, weight)
@@ -67,7 +80,7 @@ def test_chunked_equals_full_value_and_gradients(chunk_size):
 def test_chunked_float32_and_repeated_targets():
     hidden, weight, _ = make(M=64, N=300, d=16, dtype=torch.float32)
     targets = torch.full((64,), 7)  # every row the same target: index_add must accumulate
-    full = full_cross_entropy(hidden, weight, targets)
+    full = naive_cross_entropy(hidden, weight, targets)
     chunked = chunked_cross_entropy(hidden, weight, targets, chunk_size=37)
     assert abs(full.item() - chunked.item()) < 1e-5
     for a, b in zip(grads(full, hidden, weight), grads(chunked, hidden, weight)):
