@@ -243,6 +243,7 @@ def stage_train(a: argparse.Namespace, folder: Path) -> dict:
     train = [str(SCRIPTS / "train.py"), "--data", str(data), "--out", str(run), "--item-emb", "kshift",
              "--kshift-compression", "16", "--loss", "sampled", "--negatives", "2048", "--window", "50",
              "--batch-size", "128", "--epochs", "1", "--max-steps", str(a.train_steps), "--eval-batch-size", "64",
+             "--valid-sample", "200",
              *threads]
     res["train"] = measure({"case": "train", "argv": train})
     summary = json.loads((run / "summary.json").read_text())

@@ -92,6 +92,9 @@ g.add_argument("--max-train-seconds", type=float, default=None, help="stop (and 
 g.add_argument("--max-steps", type=int, default=None, help="stop (and checkpoint) after this many optimizer steps in total")
 g.add_argument("--patience", type=int, default=5, help="stop after this many epochs without a better validation NDCG@10 (0 = never)")
 g.add_argument("--eval-batch-size", type=int, default=256, help="users per validation batch")
+g.add_argument("--valid-sample", type=int, default=None,
+               help="validate on a fixed seeded sample of this many users (each ranked on the full catalogue); "
+                    "for 10^7-item catalogues on a CPU (default: every validation user)")
 g.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, dropout and negatives")
 g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = cuda when available")
 g.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -165,6 +168,8 @@ for name, minimum in [("window", 1), ("stride", 1), ("batch_size", 1), ("epochs"
                       ("loss_chunk", 1), ("per_seq", 1), ("min_len", 2), ("mixed_epochs", 0), ("warmup_steps", 0)]:
     if getattr(args, name) < minimum:
         cli.fail(f"--{name.replace('_', '-')} must be at least {minimum}, got {getattr(args, name)}")
+if args.valid_sample is not None and args.valid_sample < 1:
+    cli.fail(f"--valid-sample must be at least 1, got {args.valid_sample}")
 if args.max_history is not None and args.max_history < 1:
     cli.fail(f"--max-history must be at least 1, got {args.max_history}")
 if args.targets == "fresh" and args.regime == "random":
@@ -404,7 +409,8 @@ with progress:
         record = None
         if main_process:
             tv = time.perf_counter()
-            _, ranks = evaluate(raw_model, data, "valid", batch_size=args.eval_batch_size, device=device)
+            _, ranks = evaluate(raw_model, data, "valid", batch_size=args.eval_batch_size, device=device,
+                                sample=args.valid_sample)
             valid = metrics_from_ranks(ranks) if len(ranks) else {}
             ndcg = valid.get("NDCG@10", float("nan"))
             improved = ndcg > state["best_ndcg"]

@@ -173,7 +173,7 @@ def test_same_seed_same_losses_and_resume_equals_uninterrupted(data_dir, tmp_pat
                                    ["--regime", "random", "--per-seq", "2", "--loss", "sampled", "--negatives", "16",
                                     "--sampler", "popularity"],
                                    ["--regime", "last", "--loss", "chunked", "--loss-chunk", "7",
-                                    "--item-emb", "kshift", "--kshift-compression", "4"]])
+                                    "--item-emb", "kshift", "--kshift-compression", "4", "--valid-sample", "7"]])
 def test_other_regimes_losses_and_embeddings_train(data_dir, tmp_path, extra):
     out = tmp_path / "run"
     run(*TRAIN, "--data", str(data_dir), "--out", str(out), *TINY, *extra)
@@ -197,6 +197,7 @@ def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path):
     "argv, message",
     [
         (["--stride", "0"], "--stride must be at least 1"),
+        (["--valid-sample", "0"], "--valid-sample must be at least 1"),
         (["--regime", "random", "--targets", "fresh"], "--targets fresh needs end-anchored windows"),
         (["--heads", "3"], "must be a positive multiple of heads"),
         (["--data", "/nonexistent/data"], "/nonexistent/data"),
