@@ -69,7 +69,7 @@ b)
       --repeats 3 --max-train-seconds 90
   ;;
 report)
-  python docs/results_report.py "$OUT"
+  python docs/results_report.py "$OUT" docs/results
   ;;
 *)
   echo "usage: bash docs/results.sh prep|a|b|report" >&2
