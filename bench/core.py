@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memory import peak_rss_bytes, status_bytes
+from memory import cpu_and_cores, peak_rss_bytes, status_bytes
 
 import longrec_core as lc
 
@@ -438,17 +438,10 @@ def select(only: str | None) -> list[str]:
 def machine() -> dict:
     import polars as pl
 
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model, cores = cpu_and_cores()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {
-        "cpu": model, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu": model, "cores": cores,
         "mem_gib": round(mem, 1), "python": platform.python_version(), "numpy": np.__version__,
         "polars": pl.__version__, "rayon_threads": os.environ.get("RAYON_NUM_THREADS", "all cores"),
     }

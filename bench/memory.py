@@ -1,4 +1,4 @@
-"""Memory readings shared by the benchmarks' worker processes.
+"""Memory readings (and the machine's description) shared by the benchmarks' worker processes.
 
 Peak RSS comes from VmHWM in /proc/self/status, not from getrusage's ru_maxrss: ru_maxrss
 survives exec, so a fresh worker started by a large parent would report the parent's
@@ -7,6 +7,8 @@ high-water mark. Off Linux there is no /proc, and ru_maxrss is the fallback.
 
 from __future__ import annotations
 
+import os
+import platform
 import resource
 import sys
 from pathlib import Path
@@ -38,3 +40,17 @@ def peak_rss_bytes() -> int:
     """This process's peak resident set size (its own, not inherited through exec)."""
     peak = status_bytes("VmHWM")
     return peak if peak is not None else _ru_maxrss_bytes()
+
+
+def cpu_and_cores() -> tuple[str, int]:
+    """The CPU's model name (/proc/cpuinfo, else platform's guess) and the cores this process may use."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cpu, cores

@@ -46,7 +46,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from memory import peak_rss_bytes, rss_bytes
+from memory import cpu_and_cores, peak_rss_bytes, rss_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ML1M = REPO.parent / "shared" / "data" / "ml-1m" / "ml-1m.txt.gz"
@@ -304,15 +304,7 @@ def best_of(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu, cores = cpu_and_cores()
     return {"cpu": cpu, "cores": cores, "platform": platform.platform()}
 
 
