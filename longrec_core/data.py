@@ -409,6 +409,26 @@ def _counts_per_user(offsets: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return np.diff(before[offsets])
 
 
+def group_log(log: Log) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Order `log` by (user, time), ties in input order: (offsets, present user codes in order,
+    item, ts, types). The log is consumed: each of its arrays is released as soon as it is
+    reordered, so peak memory stays near the log plus one array, not two logs."""
+    perm, offsets = core.group(np.ascontiguousarray(log.user), np.ascontiguousarray(log.ts, dtype=np.int64))
+    n_users_in = len(offsets) - 1
+    # group() numbers the users that occur, in increasing code (= raw id) order.
+    if n_users_in == len(log.user_ids):
+        present = np.arange(n_users_in)
+    else:
+        present = np.flatnonzero(np.bincount(log.user, minlength=len(log.user_ids)))
+    log.user = _EMPTY
+    item, log.item = np.asarray(log.item)[perm], _EMPTY  # code order within each user is now time order
+    ts, log.ts = np.asarray(log.ts, dtype=np.int64)[perm], _EMPTY
+    types = None
+    if log.types is not None:
+        types, log.types = np.asarray(log.types, dtype=np.int8)[perm], _EMPTY
+    return offsets, present, item, ts, types
+
+
 def prepare(
     log: Log,
     out: str | os.PathLike[str],
@@ -439,22 +459,7 @@ def prepare(
         raise ValueError("the input has no events")
 
     say(f"grouping {n_in:,} events by user and time")
-    perm, offsets = core.group(np.ascontiguousarray(log.user), np.ascontiguousarray(log.ts, dtype=np.int64))
-    n_users_in = len(offsets) - 1
-    # group() numbers the users that occur, in increasing code (= raw id) order.
-    if n_users_in == len(log.user_ids):
-        present = np.arange(n_users_in)
-    else:
-        present = np.flatnonzero(np.bincount(log.user, minlength=len(log.user_ids)))
-    # Reorder one array at a time and drop the log's copy at once: peak memory stays near
-    # the log plus one array, not two logs.
-    log.user = _EMPTY
-    item, log.item = np.asarray(log.item)[perm], _EMPTY  # code order within each user is now time order
-    ts, log.ts = np.asarray(log.ts, dtype=np.int64)[perm], _EMPTY
-    types = None
-    if log.types is not None:
-        types, log.types = np.asarray(log.types, dtype=np.int8)[perm], _EMPTY
-    del perm
+    offsets, present, item, ts, types = group_log(log)
     keep, dropped = _keep_mask(offsets, item, ts, types, len(log.item_ids), params, say,
                                allowed=None if item_index is None else item_index.index_of > 0)
 

@@ -20,7 +20,9 @@ How prep builds it with memory bounded by one shard, not the log:
 
 Restrictions (exit 2 in prep): integer user and item ids (item ids below 2^31, as a dense id
 from an engine's pre-grouping is); no --kcore (it needs the whole log at once); temporal cutoffs
-as times, not quantiles.
+as times, not quantiles. A `user item time` pairs file is not checked for times that go back
+within a user, as the unsharded prep checks it (the check needs a user's whole history in file
+order); its events are ordered by time like any other log's.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import polars as pl
 
 from longrec_core import data as dd
 from longrec_core.cli import atomic_dir
+from longrec_core.synthetic import splitmix64
 
 SPILL_COLUMNS = {"user": np.int64, "item": np.int64, "ts": np.int64, "types": np.int8}
 MAX_ITEM_ID = 2**31 - 1
@@ -44,10 +47,7 @@ MAX_ITEM_ID = 2**31 - 1
 
 def shard_of(user_ids: np.ndarray, n_shards: int) -> np.ndarray:
     """Shard of each integer user id: splitmix64(id) mod n_shards (stable across machines and runs)."""
-    z = np.asarray(user_ids).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return ((z ^ (z >> np.uint64(31))) % np.uint64(n_shards)).astype(np.int64)
+    return (splitmix64(np.asarray(user_ids).astype(np.uint64)) % np.uint64(n_shards)).astype(np.int64)
 
 
 class ShardSpill:
@@ -107,10 +107,7 @@ def _shard_log(spill: ShardSpill, k: int, item_code: np.ndarray, item_ids: pl.Se
 
 def _surviving_counts(log: dd.Log, params: dd.PrepParams, allowed: np.ndarray | None) -> np.ndarray:
     """Per item code, the events of this shard that dedupe and filters keep (as `prepare` would)."""
-    perm, offsets = dd.core.group(np.ascontiguousarray(log.user), np.ascontiguousarray(log.ts, dtype=np.int64))
-    item, ts = np.asarray(log.item)[perm], np.asarray(log.ts)[perm]
-    types = None if log.types is None else np.asarray(log.types)[perm]
-    del perm
+    offsets, _, item, ts, types = dd.group_log(log)
     keep, _ = dd._keep_mask(offsets, item, ts, types, len(log.item_ids), params, lambda _m: None, allowed=allowed)
     return np.bincount(item[keep], minlength=len(log.item_ids))
 

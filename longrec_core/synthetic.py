@@ -157,7 +157,7 @@ class _Catalogue:
         """The k-th personal favourite of each user in each cluster: a popularity-weighted
         member picked by a hash of (seed, user, cluster, k), the same wherever it is asked."""
         key = ((users * np.uint64(self.n_clusters) + clusters.astype(np.uint64)) << np.uint64(8)) + k
-        u = (_splitmix64(key ^ _splitmix64(np.full(1, seed, dtype=np.uint64))) >> np.uint64(11)) * 2.0**-53
+        u = (splitmix64(key ^ splitmix64(np.full(1, seed, dtype=np.uint64))) >> np.uint64(11)) * 2.0**-53
         pos = np.searchsorted(self.pos_cdf, u) % self.size[clusters]
         return self.members[self.first[clusters] + pos]
 
@@ -165,7 +165,7 @@ class _Catalogue:
         return self.item_rank[np.searchsorted(self.item_cdf, rng.random(n))]
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
+def splitmix64(x: np.ndarray) -> np.ndarray:
     """splitmix64's finalizer on uint64 arrays (wrapping arithmetic): a fixed, well-mixed hash."""
     z = x + np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

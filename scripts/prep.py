@@ -300,6 +300,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def complete(df: pl.DataFrame) -> pl.Expr:
+    """Rows with a user, an item and a time (a NaN time counts as missing)."""
+    ok = pl.col("user").is_not_null() & pl.col("item").is_not_null() & pl.col("ts").is_not_null()
+    return ok & pl.col("ts").is_not_nan() if df["ts"].dtype.is_float() else ok
+
+
 def event_batches(lf: pl.LazyFrame, info: dict[str, Any], path: Path, batch_rows: int,
                   type_names: list[str], counts: dict[str, int]) -> Iterator[tuple[np.ndarray, ...]]:
     """--shards: the input in batches of raw events (user, item, ts, type codes or None).
@@ -311,10 +317,7 @@ def event_batches(lf: pl.LazyFrame, info: dict[str, Any], path: Path, batch_rows
     unit = info.get("time_unit", "s")
     for df in lf.collect_batches(chunk_size=batch_rows):
         counts["rows_read"] += df.height
-        ok = pl.col("user").is_not_null() & pl.col("item").is_not_null() & pl.col("ts").is_not_null()
-        if df["ts"].dtype.is_float():
-            ok = ok & pl.col("ts").is_not_nan()
-        df = df.filter(ok)
+        df = df.filter(complete(df))
         counts["dropped_missing"] += counts["rows_read"] - counts["kept"] - df.height
         counts["kept"] += df.height
         if df.height == 0:
@@ -420,9 +423,7 @@ def main() -> None:
                 rows_read = df.height
 
                 # Missing user/item/time: dropped and counted (NaN times count as missing too).
-                ok = pl.col("user").is_not_null() & pl.col("item").is_not_null() & pl.col("ts").is_not_null()
-                if df["ts"].dtype.is_float():
-                    ok = ok & pl.col("ts").is_not_nan()
+                ok = complete(df)
                 n_ok = int(df.select(ok.sum()).item())
                 if n_ok < rows_read:
                     df = df.filter(ok)  # a copy: only when something is missing
