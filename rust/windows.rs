@@ -88,26 +88,24 @@ pub fn windows(
 ) -> Result<Windows> {
     check_inputs(offsets, ends, &spec)?;
     check_at_least("stride", stride, 1)?;
-    let count = |u: usize| -> i64 {
-        let (a, b) = spec.span(offsets, ends, u);
-        if b - a < spec.min_len {
-            return 0;
-        }
+    let count = |a: i64, b: i64| -> usize {
+        // d < 0: too short for one window. Written without a branch for that case because
+        // short and too-short histories alternate unpredictably in real logs.
+        let d = b - a - spec.min_len;
         match regime {
-            Regime::Last => 1,
+            Regime::Last => (d >= 0) as usize,
             // Most histories are shorter than one stride: skip the (slow) division then.
-            Regime::Sliding => match b - a - spec.min_len {
-                d if d < stride => 1,
-                d => d / stride + 1,
-            },
+            Regime::Sliding if d >= stride => (d / stride + 1) as usize,
+            Regime::Sliding => (d >= 0) as usize,
         }
     };
-    fill_per_sequence(offsets, count, |u, n, out| {
-        let (a, b) = spec.span(offsets, ends, u);
-        for j in 0..n {
+    fill_per_sequence(offsets, ends, &spec, count, |_, a, b, start, stop| {
+        let n = stop.len() as i64;
+        for (j, (start, stop)) in start.iter_mut().zip(stop).enumerate() {
             // j-th window in time order: the earliest has the largest multiple of stride.
-            let s = b - (n - 1 - j) * stride;
-            out.push(u, spec.start(a, s), s);
+            let s = b - (n - 1 - j as i64) * stride;
+            start.write(spec.start(a, s));
+            stop.write(s);
         }
     })
 }
@@ -124,19 +122,18 @@ pub fn sample_windows(
 ) -> Result<Windows> {
     check_inputs(offsets, ends, &spec)?;
     check_at_least("per_seq", per_seq, 1)?;
-    let count = |u: usize| -> i64 {
-        let (a, b) = spec.span(offsets, ends, u);
-        if b - a < spec.min_len { 0 } else { per_seq }
+    let count = |a: i64, b: i64| -> usize {
+        if b - a < spec.min_len { 0 } else { per_seq as usize }
     };
     let seed_mix = crate::kshift::splitmix64(seed);
-    fill_per_sequence(offsets, count, |u, n, out| {
-        let (a, b) = spec.span(offsets, ends, u);
+    fill_per_sequence(offsets, ends, &spec, count, |u, a, b, start, stop| {
         let choices = (b - a - spec.min_len + 1) as u64; // stops in [a + min_len, b]
         let mut state = seed_mix ^ (u as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-        for _ in 0..n {
+        for (start, stop) in start.iter_mut().zip(stop) {
             state = crate::kshift::splitmix64(state);
             let s = a + spec.min_len + uniform_below(state, choices) as i64;
-            out.push(u, spec.start(a, s), s);
+            start.write(spec.start(a, s));
+            stop.write(s);
         }
     })
 }
@@ -146,27 +143,48 @@ fn uniform_below(bits: u64, n: u64) -> u64 {
     ((bits as u128 * n as u128) >> 64) as u64
 }
 
-/// Shared driver. Pass 1 totals the windows of each block of sequences; the outputs are
-/// allocated once and cut at the block totals; pass 2 lets each block recount and fill its
-/// own part. No per-sequence table is kept, so memory is the outputs alone.
-fn fill_per_sequence<C, F>(offsets: &[i64], count: C, fill: F) -> Result<Windows>
+/// Shared driver. `count(a, b)` is the number of windows of a sequence with usable span
+/// [a, b); `fill(u, a, b, start, stop)` writes them into slices of exactly that length.
+/// Pass 1 totals the windows of each block of sequences; the outputs are allocated once and
+/// cut at the block totals; pass 2 lets each block recount and fill its own part. No
+/// per-sequence table is kept, so memory is the outputs alone.
+fn fill_per_sequence<C, F>(
+    offsets: &[i64],
+    ends: Option<&[i64]>,
+    spec: &WindowSpec,
+    count: C,
+    fill: F,
+) -> Result<Windows>
 where
-    C: Fn(usize) -> i64 + Sync,
-    F: Fn(usize, i64, &mut Out) + Sync,
+    C: Fn(i64, i64) -> usize + Sync,
+    F: Fn(usize, i64, i64, &mut [MaybeUninit<i64>], &mut [MaybeUninit<i64>]) + Sync,
 {
+    let windows_of = |u: usize| {
+        let (a, b) = spec.span(offsets, ends, u);
+        (a, b, count(a, b))
+    };
     let blocks = sequence_blocks(offsets, 16 * rayon::current_num_threads());
-    let totals: Vec<usize> = blocks.par_iter().map(|r| r.clone().map(|u| count(u) as usize).sum()).collect();
+    let totals: Vec<usize> = blocks.par_iter().map(|r| r.clone().map(|u| windows_of(u).2).sum()).collect();
     let total: usize = totals.iter().sum();
     let (mut seq, mut start, mut stop) =
         (with_capacity_huge(total), with_capacity_huge(total), with_capacity_huge(total));
-    let parts = Out::split(&mut seq, &mut start, &mut stop, &totals);
-    blocks.into_par_iter().zip(parts).for_each(|(users, mut out)| {
+    let parts = split_parts(&mut seq, &mut start, &mut stop, &totals);
+    blocks.into_par_iter().zip(parts).for_each(|(users, (mut seq, mut start, mut stop))| {
         for u in users {
-            fill(u, count(u), &mut out);
+            let (a, b, n) = windows_of(u);
+            // Taking each sequence's slots off the front checks bounds once per sequence.
+            let (seq_u, seq_rest) = std::mem::take(&mut seq).split_at_mut(n);
+            let (start_u, start_rest) = std::mem::take(&mut start).split_at_mut(n);
+            let (stop_u, stop_rest) = std::mem::take(&mut stop).split_at_mut(n);
+            seq_u.fill(MaybeUninit::new(u as i64));
+            fill(u, a, b, start_u, stop_u);
+            (seq, start, stop) = (seq_rest, start_rest, stop_rest);
         }
-        assert_eq!(out.pos, out.seq.len(), "windows: the filling pass disagrees with the count");
+        assert!(seq.is_empty(), "windows: the filling pass disagrees with the count");
     });
-    // SAFETY: the parts cover 0..total of each output and every part was filled (asserted).
+    // SAFETY: the parts cover 0..total of each output and every slot of every part was
+    // written (each sequence's slots are handed to `fill`, which writes them all, and the
+    // parts are used up exactly, as asserted).
     unsafe {
         seq.set_len(total);
         start.set_len(total);
@@ -175,36 +193,18 @@ where
     Ok((seq, start, stop))
 }
 
-/// One block's part of the three outputs, filled in order.
-struct Out<'a> {
-    seq: &'a mut [MaybeUninit<i64>],
-    start: &'a mut [MaybeUninit<i64>],
-    stop: &'a mut [MaybeUninit<i64>],
-    pos: usize,
-}
+type Part<'a> = (&'a mut [MaybeUninit<i64>], &'a mut [MaybeUninit<i64>], &'a mut [MaybeUninit<i64>]);
 
-impl<'a> Out<'a> {
-    /// Append window [start, stop) of sequence u.
-    #[inline]
-    fn push(&mut self, u: usize, start: i64, stop: i64) {
-        self.seq[self.pos].write(u as i64);
-        self.start[self.pos].write(start);
-        self.stop[self.pos].write(stop);
-        self.pos += 1;
+/// Cut the spare capacity of the three outputs into consecutive parts of the given sizes.
+fn split_parts<'a>(seq: &'a mut Vec<i64>, start: &'a mut Vec<i64>, stop: &'a mut Vec<i64>, sizes: &[usize]) -> Vec<Part<'a>> {
+    let (mut s1, mut s2, mut s3) = (seq.spare_capacity_mut(), start.spare_capacity_mut(), stop.spare_capacity_mut());
+    let mut parts = Vec::with_capacity(sizes.len());
+    for &n in sizes {
+        let ((h1, t1), (h2, t2), (h3, t3)) = (s1.split_at_mut(n), s2.split_at_mut(n), s3.split_at_mut(n));
+        parts.push((h1, h2, h3));
+        (s1, s2, s3) = (t1, t2, t3);
     }
-
-    /// Cut the spare capacity of the outputs into consecutive parts of the given sizes.
-    fn split(seq: &'a mut Vec<i64>, start: &'a mut Vec<i64>, stop: &'a mut Vec<i64>, sizes: &[usize]) -> Vec<Out<'a>> {
-        let (mut s1, mut s2, mut s3) =
-            (seq.spare_capacity_mut(), start.spare_capacity_mut(), stop.spare_capacity_mut());
-        let mut parts = Vec::with_capacity(sizes.len());
-        for &n in sizes {
-            let ((h1, t1), (h2, t2), (h3, t3)) = (s1.split_at_mut(n), s2.split_at_mut(n), s3.split_at_mut(n));
-            parts.push(Out { seq: h1, start: h2, stop: h3, pos: 0 });
-            (s1, s2, s3) = (t1, t2, t3);
-        }
-        parts
-    }
+    parts
 }
 
 /// Cut sequences 0..U into at most `parts` consecutive blocks of about equal weight,
