@@ -276,6 +276,14 @@ def case_gather(d: Path, meta: dict, a: argparse.Namespace, variant: str) -> tup
                 sink(lc.gather(items, s, e, length=L))
 
         return inputs, run
+    if variant == "core_out":  # into one reused buffer, as a loop over batches can do
+
+        def run(sink: Sink) -> None:
+            out = np.empty((meta["batch"], width), np.int64)
+            for s, e in zip(starts, stops):
+                sink(lc.gather(items, s, e, length=L, out=out))
+
+        return inputs, run
     if variant == "np_take":  # one fancy index of a [B, width] index matrix, then mask the padding
         cols = np.arange(width, dtype=np.int64)
 
@@ -330,7 +338,7 @@ CASES: dict[str, tuple[str, ...]] = {
     "group": ("core", "floor", "floor_fresh", "np_lexsort", "np_argsort", "polars"),
     "sessionize": ("core", "floor", "floor_fresh", "numpy", "polars_over", "polars_shift"),
     "windows": ("core", "floor", "floor_fresh", "numpy"),
-    "gather": ("core", "floor", "floor_fresh", "np_take", "np_rows"),
+    "gather": ("core", "core_out", "floor", "floor_fresh", "np_take", "np_rows"),
 }
 BUILDERS = {"group": case_group, "sessionize": case_sessionize, "windows": case_windows, "gather": case_gather}
 
@@ -481,8 +489,12 @@ def report(res: dict[str, dict], meta: dict, mach: dict, a: argparse.Namespace) 
     for col in ("op", "core", "floor", "floor of", "core/floor", "best peer", "peer/core",
                 "target floor·peer·mem", "met?", "peak extra MiB", "outputs MiB", "peak/(in+out)"):
         t.add_column(col, justify="left" if col in ("op", "floor of", "best peer", "target floor·peer·mem") else "right")
-    for op in OPS:
-        core, floor = res.get(f"{op}:core", {}), res.get(f"{op}:floor", {})
+    # gather also into one reused buffer (out=): touched memory, like the floor's copy.
+    rows_to_show = [(op, "core") for op in OPS] + [("gather", "core_out")]
+    for op, variant in rows_to_show:
+        if variant != "core" and f"{op}:{variant}" not in res:
+            continue
+        core, floor = res.get(f"{op}:{variant}", {}), res.get(f"{op}:floor", {})
         peers = {k.split(":")[1]: v for k, v in res.items() if k.startswith(op + ":")
                  and not k.split(":")[1].startswith(("core", "floor")) and "seconds" in v}
         if not core and not floor and not peers:
@@ -505,7 +517,7 @@ def report(res: dict[str, dict], meta: dict, mach: dict, a: argparse.Namespace) 
             "—" if mem is None else ("✓" if mem <= MEM_TARGET else "✗"),
         ]
         row = {
-            "op": op, "core_s": cs and cs / per, "floor_s": fs and fs / per, "floor_bytes": nbytes, "floor_of": which,
+            "op": op if variant == "core" else f"{op} ({variant})", "core_s": cs and cs / per, "floor_s": fs and fs / per, "floor_bytes": nbytes, "floor_of": which,
             "core_over_floor": r_floor, "peer": best, "peer_s": ps and ps / per, "peer_over_core": r_peer,
             "target_floor": FLOOR_TARGET, "target_peer": PEER_TARGET[op], "target_mem": MEM_TARGET,
             "peak_extra_bytes": core.get("peak_extra_bytes"), "output_bytes": core.get("max_call_bytes"),
@@ -513,7 +525,7 @@ def report(res: dict[str, dict], meta: dict, mach: dict, a: argparse.Namespace) 
         }
         summary.append(row)
         t.add_row(
-            op, fmt_s(row["core_s"]), fmt_s(row["floor_s"]), f"{mib(nbytes)} MiB {which}",
+            row["op"], fmt_s(row["core_s"]), fmt_s(row["floor_s"]), f"{mib(nbytes)} MiB {which}",
             "—" if r_floor is None else f"{r_floor:.2f}×",
             "—" if best is None else f"{best} {fmt_s(row['peer_s'])}",
             "—" if r_peer is None else f"{r_peer:.2f}×",
@@ -536,7 +548,7 @@ def report(res: dict[str, dict], meta: dict, mach: dict, a: argparse.Namespace) 
             continue
         core = res.get(name.split(":")[0] + ":core", {})
         same = "—"
-        if name.split(":")[1].startswith(("core", "floor")) or not core.get("digest"):
+        if name.split(":")[1] == "core" or name.split(":")[1].startswith("floor") or not core.get("digest"):
             same = "—"
         else:
             same = "yes" if r["digest"] == core["digest"] else "[red]NO[/]"

@@ -44,8 +44,17 @@ def sample_windows(
 ) -> tuple[I64, I64, I64]:
     """``per_seq`` seeded random windows per sequence: stop uniform in [a + min_len, b]."""
 
-def gather(items: IntArray, start: IntArray, stop: IntArray, *, length: int, pad: int = 0) -> npt.NDArray[np.int64]:
-    """A right-aligned, left-padded ``[B, length + 1]`` batch of ``items[start[b]:stop[b]]``."""
+def gather(
+    items: IntArray,
+    start: IntArray,
+    stop: IntArray,
+    *,
+    length: int,
+    pad: int = 0,
+    out: npt.NDArray[np.int64] | None = None,
+) -> npt.NDArray[np.int64]:
+    """A right-aligned, left-padded ``[B, length + 1]`` batch of ``items[start[b]:stop[b]]``;
+    written into ``out`` (C-contiguous int64 of that shape) and returned when given."""
 
 def kshift_rows(
     ids: IntArray, *, k: int, rows: int, seed: int, scheme: Literal["mix", "rotate", "rotate_signed"] = "mix"

@@ -1,5 +1,7 @@
 //! `gather`: materialize a batch of windows as a dense [B, length+1] matrix.
 
+use std::mem::MaybeUninit;
+
 use crate::error::{CoreError, Result};
 use crate::validate::{check_at_least, check_len};
 use rayon::prelude::*;
@@ -13,6 +15,9 @@ macro_rules! impl_to_i64 {
 }
 impl_to_i64!(i8, i16, i32, i64, u8, u16, u32, u64);
 
+/// Batches smaller than this many values are filled on the calling thread.
+const PARALLEL_MIN_VALUES: usize = 1 << 20;
+
 /// Row b holds `items[start[b]..stop[b]]` right-aligned (the most recent event in the last
 /// column), left-padded with `pad`; a slice longer than `length + 1` keeps its last
 /// `length + 1` events. Returns the row-major buffer of B * (length + 1) values.
@@ -23,40 +28,82 @@ pub fn gather<T: ToI64>(
     length: i64,
     pad: i64,
 ) -> Result<Vec<i64>> {
+    check_rows(items.len(), start, stop, length)?;
+    let n = start.len() * (length as usize + 1);
+    // Uninitialized, then every slot written exactly once (padding, then items): a zeroed
+    // buffer would cost a second pass, and for batch-sized buffers the kernel's zeroing of
+    // fresh pages besides, which took longer than the gather itself.
+    let mut out: Vec<i64> = Vec::with_capacity(n);
+    fill_batch(items, start, stop, length as usize + 1, pad, &mut out.spare_capacity_mut()[..n]);
+    // SAFETY: fill_batch wrote every one of the first n slots.
+    unsafe { out.set_len(n) };
+    Ok(out)
+}
+
+/// `gather` into a caller's buffer of B * (length + 1) values, so a loop over batches
+/// reuses one buffer instead of paying for fresh memory each time.
+pub fn gather_into<T: ToI64>(
+    items: &[T],
+    start: &[i64],
+    stop: &[i64],
+    length: i64,
+    pad: i64,
+    out: &mut [i64],
+) -> Result<()> {
+    check_rows(items.len(), start, stop, length)?;
+    check_len("out", out.len(), "rows * (length + 1)", start.len() * (length as usize + 1))?;
+    // SAFETY: MaybeUninit<i64> has the layout of i64, and fill_batch only ever writes
+    // initialized values through this view, so `out` stays initialized.
+    let slots = unsafe { &mut *(out as *mut [i64] as *mut [MaybeUninit<i64>]) };
+    fill_batch(items, start, stop, length as usize + 1, pad, slots);
+    Ok(())
+}
+
+/// Every row must be a slice of the items; the window at least one event long.
+fn check_rows(n_items: usize, start: &[i64], stop: &[i64], length: i64) -> Result<()> {
     check_len("stop", stop.len(), "start", start.len())?;
     check_at_least("length", length, 1)?;
     for (b, (&s, &e)) in start.iter().zip(stop).enumerate() {
-        if s < 0 || s > e || e > items.len() as i64 {
+        if s < 0 || s > e || e > n_items as i64 {
             return Err(CoreError::new(
                 "start",
-                format!("row {b}: [{s}, {e}) is not a slice of the {} items", items.len()),
+                format!("row {b}: [{s}, {e}) is not a slice of the {n_items} items"),
             ));
         }
     }
-    let width = length as usize + 1;
-    let mut out = vec![pad; start.len() * width];
+    Ok(())
+}
+
+/// Write all of `slots` (rows of `width`): padding, then each row's kept events.
+fn fill_batch<T: ToI64>(items: &[T], start: &[i64], stop: &[i64], width: usize, pad: i64, slots: &mut [MaybeUninit<i64>]) {
+    let n = slots.len();
     // Rows start at random places in `items`, so each costs a memory latency: tasks of
     // ROWS rows each prefetch their sources AHEAD rows early, keeping several misses in flight.
     const ROWS: usize = 64;
     const AHEAD: usize = 8;
     let kept = |s: i64, e: i64| &items[s.max(e - width as i64) as usize..e as usize];
-    out.par_chunks_mut(ROWS * width)
-        .zip(start.par_chunks(ROWS).zip(stop.par_chunks(ROWS)))
-        .for_each(|(rows, (s, e))| {
-            for r in 0..s.len().min(AHEAD) {
-                prefetch(kept(s[r], e[r]));
+    let fill_rows = |(rows, (s, e)): (&mut [MaybeUninit<i64>], (&[i64], &[i64]))| {
+        for r in 0..s.len().min(AHEAD) {
+            prefetch(kept(s[r], e[r]));
+        }
+        for (r, row) in rows.chunks_exact_mut(width).enumerate() {
+            if r + AHEAD < s.len() {
+                prefetch(kept(s[r + AHEAD], e[r + AHEAD]));
             }
-            for (r, row) in rows.chunks_exact_mut(width).enumerate() {
-                if r + AHEAD < s.len() {
-                    prefetch(kept(s[r + AHEAD], e[r + AHEAD]));
-                }
-                let src = kept(s[r], e[r]);
-                for (dst, &v) in row[width - src.len()..].iter_mut().zip(src) {
-                    *dst = v.to_i64();
-                }
+            let src = kept(s[r], e[r]);
+            let (padding, events) = row.split_at_mut(width - src.len());
+            padding.fill(MaybeUninit::new(pad));
+            for (dst, &v) in events.iter_mut().zip(src) {
+                dst.write(v.to_i64());
             }
-        });
-    Ok(out)
+        }
+    };
+    if n < PARALLEL_MIN_VALUES {
+        // A training batch: waking the thread pool costs more than a second core saves.
+        slots.chunks_mut(ROWS * width).zip(start.chunks(ROWS).zip(stop.chunks(ROWS))).for_each(fill_rows);
+    } else {
+        slots.par_chunks_mut(ROWS * width).zip(start.par_chunks(ROWS).zip(stop.par_chunks(ROWS))).for_each(fill_rows);
+    }
 }
 
 /// Ask the CPU to start loading `data` into cache (a hint; a no-op off x86-64).
@@ -75,6 +122,15 @@ fn prefetch<T>(data: &[T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn into_a_used_buffer_overwrites_every_slot() {
+        let items: Vec<i64> = (10..20).collect();
+        let mut out = vec![-7; 8];
+        gather_into(&items, &[0, 4], &[2, 4], 3, 0, &mut out).unwrap();
+        assert_eq!(out, vec![0, 0, 10, 11, 0, 0, 0, 0]);
+        assert!(gather_into(&items, &[0], &[2], 3, 0, &mut out).is_err()); // 1 row needs 4 slots
+    }
 
     #[test]
     fn right_aligned_and_truncated() {

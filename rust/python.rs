@@ -212,9 +212,11 @@ fn sample_windows<'py>(
 /// Materialize a batch: row b holds ``items[start[b]:stop[b]]`` right-aligned in a
 /// ``[B, length + 1]`` int64 array, left-padded with ``pad``; a longer slice keeps its last
 /// ``length + 1`` events. ``items`` may be any integer width (int32 from a data dir is read
-/// in place).
+/// in place). With ``out`` (a C-contiguous int64 ``[B, length + 1]`` array) the batch is
+/// written there and ``out`` is returned, so a loop can reuse one buffer.
 #[pyfunction]
-#[pyo3(signature = (items, start, stop, *, length, pad=0))]
+#[pyo3(signature = (items, start, stop, *, length, pad=0, out=None))]
+#[allow(clippy::too_many_arguments)]
 fn gather<'py>(
     py: Python<'py>,
     items: &Bound<'py, PyAny>,
@@ -222,13 +224,34 @@ fn gather<'py>(
     stop: &Bound<'py, PyAny>,
     length: i64,
     pad: i64,
+    out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyArray2<i64>>> {
     let items = int_array(items, "items")?;
     let (start, stop) = (int_array(start, "start")?, int_array(stop, "stop")?);
     let (start, stop) = (start.to_i64("start")?, stop.to_i64("stop")?);
+    crate::validate::check_at_least("length", length, 1)?;
+    let (rows, width) = (start.len(), length as usize + 1);
+    if let Some(out) = out {
+        let out = out
+            .cast::<PyArray2<i64>>()
+            .map_err(|_| PyTypeError::new_err("out must be a 2-D int64 NumPy array"))?;
+        if out.shape() != [rows, width] {
+            let (r, w) = (out.shape()[0], out.shape()[1]);
+            return Err(PyValueError::new_err(format!(
+                "out has shape ({r}, {w}) but the batch is ({rows}, {width}) = (rows, length + 1)"
+            )));
+        }
+        // as_slice_mut also accepts Fortran order, whose flat layout is not the batch's.
+        if !out.is_c_contiguous() {
+            return Err(PyValueError::new_err("out must be C-contiguous"));
+        }
+        let mut guard = out.try_readwrite().map_err(|_| PyValueError::new_err("out is not writeable (read-only, or it overlaps an input)"))?;
+        let slots = guard.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+        with_slice!(&items, s => py.detach(|| crate::gather::gather_into(s, &start, &stop, length, pad, slots)))?;
+        drop(guard);
+        return Ok(out.clone());
+    }
     let flat = with_slice!(&items, s => py.detach(|| crate::gather::gather(s, &start, &stop, length, pad)))?;
-    let rows = start.len();
-    let width = length as usize + 1;
     let batch = Array2::from_shape_vec((rows, width), flat).expect("gather returns rows * (length + 1) values");
     Ok(batch.into_pyarray(py))
 }

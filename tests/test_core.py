@@ -156,7 +156,24 @@ def test_gather_matches_reference(seed, batch, length):
     items = rng.integers(1, 1000, 200).astype(np.int32)
     start = rng.integers(0, 200, batch)
     stop = np.minimum(200, start + rng.integers(0, 30, batch))
-    np.testing.assert_array_equal(lc.gather(items, start, stop, length=length), ref_gather(items, start, stop, length))
+    expected = ref_gather(items, start, stop, length)
+    np.testing.assert_array_equal(lc.gather(items, start, stop, length=length), expected)
+    # Into a reused buffer full of stale values: every slot is overwritten, and out comes back.
+    out = np.full((batch, length + 1), -5, np.int64)
+    assert lc.gather(items, start, stop, length=length, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_gather_big_batch_takes_the_parallel_path():
+    # Over 2^20 values the rows are filled by the thread pool, below on the calling thread.
+    rng = np.random.default_rng(3)
+    items = rng.integers(1, 10**6, 50_000).astype(np.int32)
+    start = rng.integers(0, 50_000, 5_300)
+    stop = np.minimum(50_000, start + rng.integers(0, 300, 5_300))
+    expected = ref_gather(items, start, stop, 200)
+    np.testing.assert_array_equal(lc.gather(items, start, stop, length=200), expected)
+    out = np.full(expected.shape, -1, np.int64)
+    np.testing.assert_array_equal(lc.gather(items, start, stop, length=200, out=out), expected)
 
 
 def test_gather_reads_memmapped_int32_and_pads():
@@ -232,6 +249,10 @@ def test_split_ends():
 # ---------------------------------------------------------------- bad input
 
 
+READ_ONLY_OUT = np.zeros((1, 3), np.int64)
+READ_ONLY_OUT.flags.writeable = False
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
@@ -253,6 +274,10 @@ def test_split_ends():
         (lambda: lc.gather([1, 2, 3], [0, 2], [1, 4], length=2), r"start: row 1: \[2, 4\)"),
         (lambda: lc.gather([1, 2, 3], [0], [1, 2], length=2), r"stop: has length 2"),
         (lambda: lc.gather([1, 2, 3], [0], [1], length=0), r"length"),
+        (lambda: lc.gather([1, 2, 3], [0], [1], length=2, out=np.zeros((1, 4), np.int64)), r"out has shape \(1, 4\)"),
+        (lambda: lc.gather([1, 2, 3], [0, 0], [1, 1], length=2, out=np.zeros((3, 2), np.int64).T), r"C-contig"),
+        (lambda: lc.gather([1, 2, 3], [0], [1], length=2, out=np.zeros((1, 3), np.int64)[:, ::-1]), r"C-contig"),
+        (lambda: lc.gather([1, 2, 3], [0], [1], length=2, out=READ_ONLY_OUT), r"out is not writeable"),
         (lambda: lc.kshift_rows([1], k=0, rows=2, seed=0), r"k: must be at least 1"),
         (lambda: lc.kshift_rows([-1], k=1, rows=2, seed=0), r"ids\[0\] = -1 is negative"),
         (lambda: lc.kshift_rows([1], k=1, rows=2, seed=0, scheme="xor"), r"scheme"),
@@ -272,6 +297,8 @@ def test_bad_input_raises_value_error(call, match):
         (lambda: lc.group(np.array([1.0, 2.0]), [0, 0]), r"users must be an integer array, got dtype float64"),
         (lambda: lc.group(np.zeros((2, 2), np.int64), [0, 0]), r"users must be a 1-D array"),
         (lambda: lc.gather(np.array(["a"]), [0], [1], length=2), r"items must be an integer array"),
+        (lambda: lc.gather([1, 2, 3], [0], [1], length=2, out=np.zeros((1, 3), np.int32)), r"out must be a 2-D int64"),
+        (lambda: lc.gather([1, 2, 3], [0], [1], length=2, out=np.zeros(3, np.int64)), r"out must be a 2-D int64"),
     ],
 )
 def test_wrong_dtype_or_shape_raises_type_error(call, match):
