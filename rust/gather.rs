@@ -74,6 +74,9 @@ fn check_rows(n_items: usize, start: &[i64], stop: &[i64], length: i64) -> Resul
     Ok(())
 }
 
+/// A task's rows of the output with their starts and stops.
+type RowTask<'a> = (&'a mut [MaybeUninit<i64>], (&'a [i64], &'a [i64]));
+
 /// Write all of `slots` (rows of `width`): padding, then each row's kept events.
 fn fill_batch<T: ToI64>(items: &[T], start: &[i64], stop: &[i64], width: usize, pad: i64, slots: &mut [MaybeUninit<i64>]) {
     let n = slots.len();
@@ -82,7 +85,7 @@ fn fill_batch<T: ToI64>(items: &[T], start: &[i64], stop: &[i64], width: usize, 
     const ROWS: usize = 64;
     const AHEAD: usize = 8;
     let kept = |s: i64, e: i64| &items[s.max(e - width as i64) as usize..e as usize];
-    let fill_rows = |(rows, (s, e)): (&mut [MaybeUninit<i64>], (&[i64], &[i64]))| {
+    let fill_rows = |(rows, (s, e)): RowTask| {
         for r in 0..s.len().min(AHEAD) {
             prefetch(kept(s[r], e[r]));
         }

@@ -50,6 +50,9 @@ fn row(h: u64, c: u32, rows: u64, scheme: Scheme) -> i64 {
         Scheme::Rotate => (h.rotate_left(c) % rows) as i64,
         Scheme::RotateSigned => {
             let s = h as i64;
+            // Not a rotation: `>>` on a signed value copies the sign bit, as the paper's
+            // Python code does; that is the defect this scheme exists to measure.
+            #[allow(clippy::manual_rotate)]
             let r = if c == 0 { s } else { (s << c) | (s >> (64 - c)) };
             r.rem_euclid(rows as i64)
         }

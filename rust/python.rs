@@ -61,7 +61,10 @@ impl IntArray<'_> {
                 return Err(CoreError::new(arg, format!("{arg}[{i}] = {} does not fit in int64", s[i])).into());
             }
         }
-        Ok(Cow::Owned(with_slice!(self, s => s.iter().map(|&v| v as i64).collect())))
+        // The macro expands for every width, int64 included (returned above), hence the allow.
+        #[allow(clippy::unnecessary_cast)]
+        let owned = with_slice!(self, s => s.iter().map(|&v| v as i64).collect());
+        Ok(Cow::Owned(owned))
     }
 }
 
@@ -118,7 +121,8 @@ fn optional<'py>(obj: Option<&Bound<'py, PyAny>>, arg: &'static str) -> PyResult
     }
 }
 
-type Triple<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
+type I64Array<'py> = Bound<'py, PyArray1<i64>>;
+type Triple<'py> = (I64Array<'py>, I64Array<'py>, I64Array<'py>);
 
 fn triple<'py>(py: Python<'py>, (a, b, c): (Vec<i64>, Vec<i64>, Vec<i64>)) -> Triple<'py> {
     (PyArray1::from_vec(py, a), PyArray1::from_vec(py, b), PyArray1::from_vec(py, c))
@@ -134,7 +138,7 @@ fn group<'py>(
     py: Python<'py>,
     users: &Bound<'py, PyAny>,
     ts: &Bound<'py, PyAny>,
-) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)> {
+) -> PyResult<(I64Array<'py>, I64Array<'py>)> {
     let (users, ts) = (int_array(users, "users")?, int_array(ts, "ts")?);
     let (users, ts) = (users.to_i64("users")?, ts.to_i64("ts")?);
     let (perm, offsets) = py.detach(|| crate::group::group(&users, &ts))?;
