@@ -81,28 +81,39 @@ def make_batch(
     idx: np.ndarray,
     window: int,
     fresh_only: bool,
+    trim: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(inputs, targets, types) for windows `idx`: (B, T) each, right-aligned, 0 = padding.
     A target is 0 (never counted) where its input is padding and, with fresh_only, where a later
-    window covers it."""
-    seqs = torch.from_numpy(lc.gather(items, w.start[idx], w.stop[idx], length=window))  # (B, T+1)
+    window covers it. T is `window`, or with `trim` the longest window of this batch: the columns
+    left of it are padding in every row, and since the model counts positions from the right end,
+    dropping them changes no output and saves their compute (as a peer's pad-to-longest collate does)."""
+    width = window + 1
+    if trim and len(idx):
+        width = max(2, int(np.minimum(w.stop[idx] - w.start[idx], window + 1).max()))
+    start, stop = w.start[idx], w.stop[idx]
+    seqs = torch.from_numpy(lc.gather(items, start, stop, length=width - 1))  # (B, T+1)
     targets = seqs[:, 1:].clone()  # (B, T); column j predicts event stop - T + j
     targets[seqs[:, :-1] == 0] = 0  # a window's first event has no input before it: not a target
     if fresh_only:
-        event = w.stop[idx, None] + np.arange(-window, 0)[None, :]  # (B, T) event index of each target
+        event = stop[:, None] + np.arange(1 - width, 0)[None, :]  # (B, T) event index of each target
         targets[torch.from_numpy(event >= w.fresh_stop[idx, None])] = 0
     types_in = None
     if types is not None:
-        types_in = torch.from_numpy(lc.gather(types, w.start[idx], w.stop[idx], length=window)[:, :-1])
+        types_in = torch.from_numpy(lc.gather(types, start, stop, length=width - 1)[:, :-1])
     return seqs[:, :-1], targets, types_in
 
 
-def shuffled_order(n: int, seed: int, epoch: int, batch_size: int, rank: int = 0, world: int = 1) -> np.ndarray:
+def shuffled_order(n: int, seed: int, epoch: int, batch_size: int, rank: int = 0, world: int = 1,
+                   lengths: np.ndarray | None = None) -> np.ndarray:
     """This process's windows for one epoch, in batch order. The permutation depends only on
     (seed, epoch). Under data parallelism global batch k is the k-th run of batch_size * world
     windows, split evenly across ranks, so the examples of each optimizer step are exactly those a
-    single process with batch_size * world would see (up to world - 1 windows dropped per epoch)."""
+    single process with batch_size * world would see (up to world - 1 windows dropped per epoch).
+    With `lengths` (events per window), global batches are grouped by length (`group_by_length`)."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
+    if lengths is not None:
+        order = group_by_length(order, lengths, batch_size * world, np.random.default_rng([seed, epoch, 1]))
     if world == 1:
         return order
     order = order[: n - n % world]
@@ -113,6 +124,23 @@ def shuffled_order(n: int, seed: int, epoch: int, batch_size: int, rank: int = 0
         k = len(chunk) // world
         parts.append(chunk[rank * k:(rank + 1) * k])
     return np.concatenate(parts) if parts else order
+
+
+LENGTH_POOL = 64  # batches per pool when grouping by length
+
+
+def group_by_length(order: np.ndarray, lengths: np.ndarray, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """`order` regrouped so each batch holds windows of similar length: every run of LENGTH_POOL
+    batches is sorted by window length and cut into batches, then the full batches are shuffled
+    (a short last batch stays last). A batch is trimmed to its longest window (`make_batch`), so
+    this removes most padding when many windows are shorter than the context, as sliding windows
+    with a small stride are. The epoch still visits every window once; what changes is which
+    windows share a batch (similar lengths, so similar positions in their users' histories)."""
+    pool_of = np.arange(len(order)) // (LENGTH_POOL * batch)
+    grouped = order[np.lexsort((lengths[order], pool_of))]  # by pool, then length (stable)
+    full = len(grouped) // batch * batch
+    batches = grouped[:full].reshape(-1, batch)[rng.permutation(full // batch)]
+    return np.concatenate([batches.ravel(), grouped[full:]])
 
 
 def n_batches(n_windows: int, batch_size: int, world: int = 1) -> int:

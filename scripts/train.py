@@ -73,6 +73,10 @@ g.add_argument("--per-seq", type=int, default=1, help="random: windows drawn per
 g.add_argument("--min-len", type=int, default=2, help="shortest window in events (one input and one target)")
 g.add_argument("--targets", choices=["all", "fresh"], default="all",
                help="all: every position of a window is a target; fresh: only targets no later window of the same user covers")
+g.add_argument("--group-by-length", action="store_true",
+               help="batch windows of similar length together (sorted within pools of 64 batches, batches shuffled); "
+                    "each batch is cut to its longest window, so less compute goes to padding when many windows are "
+                    "shorter than --window (small strides, short histories). Changes which windows share a batch")
 g = p.add_argument_group("loss")
 g.add_argument("--loss", choices=["ce", "sampled", "chunked"], default="ce",
                help="ce: full softmax; sampled: sampled softmax with log-Q; chunked: exact full softmax without B x T x N logits")
@@ -350,11 +354,13 @@ with progress:
         ep = state["ep"]
         model.train()
         w = windows_of(epoch)
+        window_lengths = w.stop - w.start if args.group_by_length else None
         if per_rank_data:  # this rank's own windows, cut to the steps every rank has
             steps = sizes[regime_of(args.regime, epoch, args.mixed_epochs)]
-            order = shuffled_order(len(w), seed * 1_000_003 + rank, epoch, args.batch_size)[: steps * args.batch_size]
+            order = shuffled_order(len(w), seed * 1_000_003 + rank, epoch, args.batch_size,
+                                   lengths=window_lengths)[: steps * args.batch_size]
         else:
-            order = shuffled_order(len(w), seed, epoch, args.batch_size, rank, world)
+            order = shuffled_order(len(w), seed, epoch, args.batch_size, rank, world, lengths=window_lengths)
         stopped_early = False
         t0 = tw = time.perf_counter()
         for inputs, targets, types_in in iter_batches(data.items, data.types, w, order, batch_size=args.batch_size,

@@ -13,6 +13,7 @@ import torch
 import longrec_core as lc
 from longrec_core.data import load_data_dir, prepare_synthetic
 from longrec_core.examples import epoch_windows, iter_batches, make_batch, n_batches, regime_of, shuffled_order
+from longrec_core.model import ModelConfig, SASRec
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]
@@ -69,8 +70,8 @@ def test_fresh_targets_count_every_training_event_once(data_dir, stride):
     d = load_data_dir(data_dir)
     window = 20
     w = epoch_windows(d.offsets, d.train_end, regime="sliding", window=window, stride=stride)
-    _, targets_all, _ = make_batch(d.items, None, w, np.arange(len(w)), window, fresh_only=False)
-    inputs, targets, _ = make_batch(d.items, None, w, np.arange(len(w)), window, fresh_only=True)
+    _, targets_all, _ = make_batch(d.items, None, w, np.arange(len(w)), window, fresh_only=False, trim=False)
+    inputs, targets, _ = make_batch(d.items, None, w, np.arange(len(w)), window, fresh_only=True, trim=False)
     # Rebuild which event each counted target is, per user.
     event = w.stop[:, None] + np.arange(-window, 0)[None, :]
     counted = event[targets.numpy() != 0]
@@ -106,12 +107,54 @@ def test_iter_batches_yields_every_window_once_and_stops_cleanly(data_dir):
     d = load_data_dir(data_dir)
     w = epoch_windows(d.offsets, d.train_end, regime="sliding", window=20, stride=4)
     order = shuffled_order(len(w), seed=0, epoch=0, batch_size=16)
-    got = torch.cat([b[0] for b in iter_batches(d.items, None, w, order, batch_size=16, window=20)])
-    want, _, _ = make_batch(d.items, None, w, order, 20, fresh_only=False)
+    batches = list(iter_batches(d.items, None, w, order, batch_size=16, window=20))
+    want, _, _ = make_batch(d.items, None, w, order, 20, fresh_only=False, trim=False)
+    # Each batch is trimmed to its longest window: left-pad it back to compare.
+    got = torch.cat([torch.nn.functional.pad(b[0], (20 - b[0].shape[1], 0)) for b in batches])
     torch.testing.assert_close(got, want)
     it = iter_batches(d.items, None, w, order, batch_size=1, window=20, prefetch=2)
     next(it)
     it.close()  # breaking off early must not hang on a full queue
+
+
+def test_trimmed_batches_give_the_same_model_outputs(data_dir):
+    d = load_data_dir(data_dir)
+    w = epoch_windows(d.offsets, d.train_end, regime="sliding", window=30, stride=5)
+    idx = np.flatnonzero(w.stop - w.start < 12)[:16]  # short windows: most columns are padding
+    full_in, full_t, _ = make_batch(d.items, None, w, idx, 30, fresh_only=True, trim=False)
+    cut_in, cut_t, _ = make_batch(d.items, None, w, idx, 30, fresh_only=True)
+    assert cut_in.shape[1] <= 11 < full_in.shape[1]
+    np.testing.assert_array_equal(full_in[:, -cut_in.shape[1]:], cut_in)
+    np.testing.assert_array_equal(full_t[:, -cut_t.shape[1]:], cut_t)
+    assert int((full_t != 0).sum()) == int((cut_t != 0).sum())  # no target lost
+    torch.manual_seed(0)
+    model = SASRec(ModelConfig(n_items=d.n_items, max_len=30, dim=16, layers=2, heads=2, ffn=32)).eval()
+    with torch.no_grad():
+        full, cut = model(full_in), model(cut_in)
+    keep = cut_in != 0
+    torch.testing.assert_close(full[:, -cut_in.shape[1]:][keep], cut[keep], rtol=1e-5, atol=1e-5)
+
+
+def test_group_by_length_keeps_every_window_and_cuts_padding(data_dir):
+    d = load_data_dir(data_dir)
+    w = epoch_windows(d.offsets, d.train_end, regime="sliding", window=30, stride=1)
+    lengths = w.stop - w.start
+    plain = shuffled_order(len(w), 0, 0, 8)
+    grouped = shuffled_order(len(w), 0, 0, 8, lengths=lengths)
+    assert sorted(grouped.tolist()) == list(range(len(w)))  # a permutation: every window once
+    np.testing.assert_array_equal(grouped, shuffled_order(len(w), 0, 0, 8, lengths=lengths))  # seeded
+
+    def padded_columns(order):
+        full = len(order) // 8 * 8
+        batches = lengths[order[:full]].reshape(-1, 8)
+        return int((batches.max(1, keepdims=True) - batches).sum())
+
+    assert padded_columns(grouped) < padded_columns(plain) / 3
+    # Under data parallelism the ranks still split each grouped global batch.
+    ranks = [shuffled_order(len(w), 0, 0, 4, r, 2, lengths=lengths) for r in range(2)]
+    both = np.concatenate([np.stack([r[k * 4:(k + 1) * 4] for r in ranks]).ravel() for k in range(len(ranks[0]) // 4)])
+    np.testing.assert_array_equal(np.sort(both), np.sort(grouped[:len(both)]))
+    np.testing.assert_array_equal(np.sort(both[:8]), np.sort(grouped[:8]))
 
 
 def test_data_parallel_order_splits_global_batches():
@@ -169,7 +212,7 @@ def test_same_seed_same_losses_and_resume_equals_uninterrupted(data_dir, tmp_pat
     assert losses(d) != losses(a)
 
 
-@pytest.mark.parametrize("extra", [["--regime", "mixed", "--mixed-epochs", "1", "--targets", "fresh"],
+@pytest.mark.parametrize("extra", [["--regime", "mixed", "--mixed-epochs", "1", "--targets", "fresh", "--group-by-length"],
                                    ["--regime", "random", "--per-seq", "2", "--loss", "sampled", "--negatives", "16",
                                     "--sampler", "popularity"],
                                    ["--regime", "last", "--loss", "chunked", "--loss-chunk", "7",
