@@ -25,6 +25,23 @@ def status_bytes(field: str) -> int | None:
     return None
 
 
+def huge_page_bytes(address: int) -> int | None:
+    """Bytes of the mapping holding `address` that sit in transparent huge pages
+    (AnonHugePages of /proc/self/smaps); None off Linux."""
+    try:
+        inside = False
+        for line in Path("/proc/self/smaps").read_text().splitlines():
+            head = line.split()[0]
+            if "-" in head and ":" not in head:  # a mapping's header: start-end perms ...
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "AnonHugePages:":
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _ru_maxrss_bytes() -> int:
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from memory import peak_rss_bytes
+from memory import huge_page_bytes, peak_rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -121,7 +121,11 @@ def worker_core(spec: dict) -> dict:
     offsets = np.concatenate(offsets_parts + [np.array([base])])
     items = np.concatenate(items_parts)  # int32, in memory
     del items_parts
-    out: dict = {"events": int(base), "users": len(offsets) - 1}
+    # Random reads across 4 GB run at the speed of the page walks: NumPy asks for transparent
+    # huge pages on big arrays, but whether the kernel grants them varies from run to run.
+    huge = huge_page_bytes(items.ctypes.data)
+    out: dict = {"events": int(base), "users": len(offsets) - 1,
+                 "items_huge_page_share": None if huge is None else huge / items.nbytes}
 
     best = float("inf")
     for _ in range(3):
@@ -231,7 +235,8 @@ def stage_core(a: argparse.Namespace, folder: Path, data: Path) -> dict:
     print(f"gather: {g['seconds_per_batch'] * 1e6:,.0f} us per batch of 256 x 201 = "
           f"{g['seconds_per_batch'] / g['floor_per_batch']:.2f}x the copy floor (a new array each batch); into one "
           f"reused buffer (out=) {g['seconds_per_batch_out'] * 1e6:,.0f} us = "
-          f"{g['seconds_per_batch_out'] / g['floor_per_batch']:.2f}x; peak RSS {gib(r['peak_rss'])}", flush=True)
+          f"{g['seconds_per_batch_out'] / g['floor_per_batch']:.2f}x; peak RSS {gib(r['peak_rss'])}; items in huge "
+          f"pages: {r['items_huge_page_share']:.0%}", flush=True)
     return r
 
 
