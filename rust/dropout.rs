@@ -21,16 +21,46 @@ pub fn dropout_mask(out: &mut [f32], p: f64, seed: u64) -> Result<()> {
     let salt = splitmix64(seed);
     const CHUNK: usize = 1 << 16; // elements per task: a multiple of 4, so lanes never straddle tasks
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-        let base = (c * CHUNK / 4) as u64;
-        for (j, quad) in chunk.chunks_mut(4).enumerate() {
-            let r = splitmix64((base + j as u64) ^ salt);
-            for (lane, v) in quad.iter_mut().enumerate() {
-                let draw = (r >> (16 * lane)) & 0xFFFF;
-                *v = if draw < threshold { 0.0 } else { keep as f32 };
-            }
-        }
+        fill_chunk(chunk, (c * CHUNK / 4) as u64, salt, threshold, keep as f32)
     });
     Ok(())
+}
+
+/// Quad j of `chunk` (elements 4j..4j+4) draws from the counter `base + j`. The same
+/// arithmetic is compiled twice: for any x86-64, and with AVX-512 where the CPU has it (its
+/// 64-bit vector multiply lets the hashes of eight quads run side by side).
+fn fill_chunk(chunk: &mut [f32], base: u64, salt: u64, threshold: u64, keep: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") {
+        // SAFETY: the CPU has the features the function is compiled for (checked just above).
+        return unsafe { fill_chunk_avx512(chunk, base, salt, threshold, keep) };
+    }
+    fill_quads(chunk, base, salt, threshold, keep)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn fill_chunk_avx512(chunk: &mut [f32], base: u64, salt: u64, threshold: u64, keep: f32) {
+    fill_quads(chunk, base, salt, threshold, keep)
+}
+
+#[inline(always)]
+fn fill_quads(chunk: &mut [f32], base: u64, salt: u64, threshold: u64, keep: f32) {
+    let full_quads = (chunk.len() / 4) as u64;
+    let mut quads = chunk.chunks_exact_mut(4);
+    for (j, quad) in (&mut quads).enumerate() {
+        let r = splitmix64((base + j as u64) ^ salt);
+        for (lane, v) in quad.iter_mut().enumerate() {
+            *v = if (r >> (16 * lane)) & 0xFFFF < threshold { 0.0 } else { keep };
+        }
+    }
+    let tail = quads.into_remainder();
+    if !tail.is_empty() {
+        let r = splitmix64((base + full_quads) ^ salt);
+        for (lane, v) in tail.iter_mut().enumerate() {
+            *v = if (r >> (16 * lane)) & 0xFFFF < threshold { 0.0 } else { keep };
+        }
+    }
 }
 
 #[cfg(test)]
