@@ -27,13 +27,21 @@ pub fn dropout_mask(out: &mut [f32], p: f64, seed: u64) -> Result<()> {
 }
 
 /// Quad j of `chunk` (elements 4j..4j+4) draws from the counter `base + j`. The same
-/// arithmetic is compiled twice: for any x86-64, and with AVX-512 where the CPU has it (its
-/// 64-bit vector multiply lets the hashes of eight quads run side by side).
+/// arithmetic is compiled three times: for any x86-64, with AVX2, and with AVX-512 (whose
+/// 64-bit vector multiply lets the hashes of eight quads run side by side), and the best the
+/// CPU has runs. Every version gives the same mask.
 fn fill_chunk(chunk: &mut [f32], base: u64, salt: u64, threshold: u64, keep: f32) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") {
-        // SAFETY: the CPU has the features the function is compiled for (checked just above).
-        return unsafe { fill_chunk_avx512(chunk, base, salt, threshold, keep) };
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512dq") {
+            // SAFETY: the CPU has the features the function is compiled for (checked here).
+            return unsafe { fill_chunk_avx512(chunk, base, salt, threshold, keep) };
+        }
+        if has!("avx2") {
+            // SAFETY: as above.
+            return unsafe { fill_chunk_avx2(chunk, base, salt, threshold, keep) };
+        }
     }
     fill_quads(chunk, base, salt, threshold, keep)
 }
@@ -41,6 +49,12 @@ fn fill_chunk(chunk: &mut [f32], base: u64, salt: u64, threshold: u64, keep: f32
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq")]
 unsafe fn fill_chunk_avx512(chunk: &mut [f32], base: u64, salt: u64, threshold: u64, keep: f32) {
+    fill_quads(chunk, base, salt, threshold, keep)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn fill_chunk_avx2(chunk: &mut [f32], base: u64, salt: u64, threshold: u64, keep: f32) {
     fill_quads(chunk, base, salt, threshold, keep)
 }
 
@@ -91,6 +105,29 @@ mod tests {
         let mut short = vec![0f32; 70_001];
         dropout_mask(&mut short, 0.5, 1).unwrap();
         assert_eq!(&a[..70_001], &short[..]);
+    }
+
+    #[test]
+    fn every_compiled_version_gives_the_same_mask() {
+        let (salt, threshold, keep) = (splitmix64(9), 13_107, 1.25f32);
+        let mut plain = vec![0f32; 4099]; // a partial quad at the end
+        fill_quads(&mut plain, 5, salt, threshold, keep);
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let mut fast = vec![0f32; 4099];
+            if has!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked).
+                unsafe { fill_chunk_avx2(&mut fast, 5, salt, threshold, keep) };
+                assert_eq!(plain, fast);
+            }
+            if has!("avx512f") && has!("avx512dq") {
+                // SAFETY: the CPU has AVX-512F/DQ (checked).
+                unsafe { fill_chunk_avx512(&mut fast, 5, salt, threshold, keep) };
+                assert_eq!(plain, fast);
+            }
+        }
+        assert!(plain.iter().any(|&v| v == 0.0) && plain.iter().any(|&v| v == keep));
     }
 
     #[test]
