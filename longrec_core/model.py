@@ -200,8 +200,9 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
     torch's CPU dropout draws its mask with `bernoulli_` at about 9 ns per element, which was a
     quarter of a SASRec training step on a 2-core machine; `longrec_core.dropout_mask` draws the
-    same distribution over 30x faster (0.26 ns per element on one thread with AVX-512). Its seed comes from torch's generator, so `torch.manual_seed`
-    and the checkpointed RNG state still make runs reproducible.
+    same distribution over 30x faster (0.26 ns per element on one thread with AVX-512). Its seed
+    comes from torch's generator, so `torch.manual_seed` and the checkpointed RNG state still make
+    runs reproducible.
     """
     if not training or p == 0.0:
         return x
