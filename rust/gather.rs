@@ -81,9 +81,10 @@ type RowTask<'a> = (&'a mut [MaybeUninit<i64>], (&'a [i64], &'a [i64]));
 fn fill_batch<T: ToI64>(items: &[T], start: &[i64], stop: &[i64], width: usize, pad: i64, slots: &mut [MaybeUninit<i64>]) {
     let n = slots.len();
     // Rows start at random places in `items`, so each costs a memory latency: tasks of
-    // ROWS rows each prefetch their sources AHEAD rows early, keeping several misses in flight.
+    // ROWS rows each prefetch their sources AHEAD rows early, keeping several misses in flight
+    // (over a 4 GB array: no prefetch 89-159 us per 256-row batch, 8 rows ahead 55-69, 16 52-58).
     const ROWS: usize = 64;
-    const AHEAD: usize = 8;
+    const AHEAD: usize = 16;
     let kept = |s: i64, e: i64| &items[s.max(e - width as i64) as usize..e as usize];
     let fill_rows = |(rows, (s, e)): RowTask| {
         for r in 0..s.len().min(AHEAD) {
