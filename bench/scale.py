@@ -11,7 +11,8 @@ peak RSS is VmHWM from /proc, see bench/memory.py):
 - prep   generate a synthetic log of --events as Parquet (streamed, cached in --dir), then
          `prep.py LOG --shards N`: seconds, events/s, peak RSS, swap used, data dir size.
 - core   over the prepared log's 10^9 events: `windows` (window 200, stride 64) and `gather`
-         (batches of 256 x 201) beside a plain NumPy copy of the same bytes (the bandwidth
+         (batches of 256 x 201; a first pass, then new arrays and a reused out= buffer, each
+         over its own random windows) beside a plain NumPy copy of the same bytes (the bandwidth
          floor: into fresh memory, as the op's output is, and into memory already touched).
 - train  a synthetic data dir with --items (10^7) items, trained with the k-shift embedding and
          the sampled softmax for --train-steps steps, then evaluated by eval.py with the full
