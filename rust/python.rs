@@ -217,7 +217,9 @@ fn sample_windows<'py>(
 /// ``[B, length + 1]`` int64 array, left-padded with ``pad``; a longer slice keeps its last
 /// ``length + 1`` events. ``items`` may be any integer width (int32 from a data dir is read
 /// in place). With ``out`` (a C-contiguous int64 ``[B, length + 1]`` array) the batch is
-/// written there and ``out`` is returned, so a loop can reuse one buffer.
+/// written there and ``out`` is returned, so a loop can reuse one buffer. Batches of 2^20
+/// values or more are filled by all cores; smaller ones on the calling thread, where waking
+/// the thread pool would cost more than it saves. The GIL is released either way.
 #[pyfunction]
 #[pyo3(signature = (items, start, stop, *, length, pad=0, out=None))]
 #[allow(clippy::too_many_arguments)]
