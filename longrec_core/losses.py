@@ -4,7 +4,7 @@ Every loss takes the hidden states of the non-padding positions only (the caller
 hidden (M, d), targets (M,) in 1..N. Item vectors come as a table weight (N+1, d) whose row 0 is
 padding, or as a function ids -> (n, d). Padding is never a class: its column is never scored.
 
-- `full_cross_entropy`: the softmax over all N items; holds M x N logits once (in place).
+- `full_cross_entropy`: the softmax over all N items, with its gradients, a block of rows at a time.
   `naive_cross_entropy` is the same in plain PyTorch (logits + F.cross_entropy), the reference.
 - `chunked_cross_entropy`: the same value and gradients, computed over item chunks, so memory holds
   M x chunk_size logits at a time (after CCE, arXiv 2509.09682).
@@ -36,15 +36,20 @@ def _f32(x: torch.Tensor) -> torch.Tensor:
 def full_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean softmax cross-entropy over items 1..N: hidden (M, d), weight (N+1, d), targets (M,) -> scalar.
 
-    Holds the M x N logits once and passes over them four times (max, exp in place, sum, and
-    the probabilities in place in backward). `naive_cross_entropy` (logits + F.cross_entropy:
-    a log-softmax copy, a zero-filled gradient, about eight passes) gives the same value and
-    gradients at 1.5-2x the time on a CPU. Under autocast the naive path runs (on float32 logits).
+    Exact, and computed with its gradients in one go, block of rows by block of rows: each block's
+    logits are made, turned into probabilities and multiplied out while they are still in cache,
+    and only the (M, d) and (N+1, d) gradients wait for backward. On a CPU that took half the time
+    of the same arithmetic over one M x N buffer, itself 1.5-2x faster than `naive_cross_entropy`
+    (logits + F.cross_entropy, the reference), with the same value and gradients. Under autocast
+    the naive path runs (on float32 logits).
     """
     _check_targets(targets, weight.shape[0] - 1)
     if torch.is_autocast_enabled(hidden.device.type) or hidden.dtype not in (torch.float32, torch.float64):
         return naive_cross_entropy(hidden, weight, targets)
-    return _FullCrossEntropy.apply(hidden, weight, targets)
+    want_grads = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    # A block's logits should stay in cache (about 2^18 values); a GPU takes all rows at once.
+    rows = len(hidden) if hidden.device.type == "cuda" else max(32, (1 << 18) // max(1, weight.shape[0] - 1))
+    return _FullCrossEntropy.apply(hidden, weight, targets, rows, want_grads)
 
 
 def naive_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -54,36 +59,49 @@ def naive_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: tor
 
 
 class _FullCrossEntropy(torch.autograd.Function):
-    """loss = mean_i (logsumexp_j l_ij - l_i,t_i), l = hidden @ weight[1:].T, over one M x N buffer.
+    """loss = mean_i (logsumexp_j l_ij - l_i,t_i), l = hidden @ weight[1:].T, `rows` rows at a time.
 
-    Forward turns the logits into exp(l - rowmax) in place and keeps them; backward divides them
-    by their row sums in place (the softmax), subtracts 1 at each target and multiplies out.
+    Forward makes each block's logits in one reused buffer, turns them into exp(l - rowmax) in
+    place, adds the block's loss, and (when gradients are wanted) divides by the row sums (the
+    softmax), subtracts 1 at each target and multiplies out into the gradients of hidden and
+    weight, which backward only scales by d loss / d mean.
     """
 
     @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        e = hidden @ weight[1:].T  # (M, N) logits, turned into exponentials below
-        target_logit = e.gather(1, (targets - 1)[:, None]).squeeze(1)  # (M,)
-        top = e.amax(dim=1, keepdim=True)  # (M, 1)
-        e.sub_(top).exp_()
-        sums = e.sum(dim=1, keepdim=True)  # (M, 1)
-        loss = (sums.log().squeeze(1) + top.squeeze(1) - target_logit).mean()
-        ctx.save_for_backward(hidden, weight, targets, e, sums)
-        return loss
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int,
+                want_grads: bool) -> torch.Tensor:
+        M, items = len(hidden), weight[1:]  # column j of the logits is item j + 1: padding is left out
+        need_h = want_grads and ctx.needs_input_grad[0]
+        need_w = want_grads and ctx.needs_input_grad[1]
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros_like(weight) if need_w else None  # row 0 (padding) is never scored: stays zero
+        buf = torch.empty(min(rows, M) * len(items), dtype=hidden.dtype, device=hidden.device)
+        total = torch.zeros((), dtype=torch.float64, device=hidden.device)
+        for lo in range(0, M, rows):
+            h, t = hidden[lo:lo + rows], targets[lo:lo + rows] - 1
+            e = torch.mm(h, items.T, out=buf[:len(h) * len(items)].view(len(h), len(items)))  # (R, N) logits
+            target_logit = e.gather(1, t[:, None]).squeeze(1)  # (R,)
+            top = e.amax(dim=1, keepdim=True)  # (R, 1)
+            sums = e.sub_(top).exp_().sum(dim=1, keepdim=True)  # (R, 1)
+            total += (sums.log().squeeze(1) + top.squeeze(1) - target_logit).sum(dtype=torch.float64)
+            if need_h or need_w:
+                p = e.div_(sums)  # softmax; d loss_i / d logit_ij = (p_ij - [j == t_i]) / M
+                p[torch.arange(len(t), device=p.device), t] -= 1.0
+                if need_h:
+                    torch.mm(p, items, out=grad_h[lo:lo + rows])
+                if need_w:
+                    grad_w[1:].addmm_(p.T, h)
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.M = M
+        return (total / max(M, 1)).to(hidden.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        hidden, weight, targets, e, sums = ctx.saved_tensors
-        p = e.div_(sums)  # softmax, in the saved buffer (backward runs once)
-        p[torch.arange(len(targets), device=p.device), targets - 1] -= 1.0
-        g = grad_loss / len(targets)  # d loss / d logit_ij = g * (p_ij - [j == t_i])
-        grad_h = torch.mm(p, weight[1:]).mul_(g) if ctx.needs_input_grad[0] else None
-        grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.zeros_like(weight)  # row 0 (padding) is never scored: its gradient stays zero
-            torch.mm(p.T, hidden, out=grad_w[1:]).mul_(g)
-        return grad_h, grad_w, None
+        grad_h, grad_w = ctx.saved_tensors
+        scale = grad_loss / max(ctx.M, 1)  # not in place: a retained graph may run backward again
+        return (None if grad_h is None else grad_h * scale,
+                None if grad_w is None else grad_w * scale, None, None, None)
 
 
 # ---------------------------------------------------------------------------------------------

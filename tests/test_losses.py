@@ -53,6 +53,30 @@ def test_full_ce_float32_equals_naive_and_only_hidden_grad():
     assert torch.allclose(gh, grads(naive_cross_entropy(hidden, weight, targets), hidden)[0], atol=1e-6)
 
 
+@pytest.mark.parametrize("M", [1, 31, 32, 33, 100])
+def test_full_ce_blocks_of_rows_equal_one_block(M):
+    # 300 items -> blocks of 873 rows by default; force small blocks to cross block edges.
+    from longrec_core.losses import _FullCrossEntropy
+    hidden, weight, targets = make(M=M, N=300, d=8)
+    one = _FullCrossEntropy.apply(hidden, weight, targets, M, True)
+    one_grads = grads(one, hidden, weight)
+    for rows in (1, 7, 32):
+        many = _FullCrossEntropy.apply(hidden, weight, targets, rows, True)
+        assert torch.allclose(many, one, atol=1e-12)
+        for x, y in zip(grads(many, hidden, weight), one_grads):
+            assert torch.allclose(x, y, atol=1e-12)
+
+
+def test_full_ce_without_grad_and_retained_graph():
+    hidden, weight, targets = make(M=40, N=50, d=8)
+    with torch.no_grad():
+        assert torch.allclose(full_cross_entropy(hidden, weight, targets), reference_ce(hidden, weight, targets))
+    loss = full_cross_entropy(hidden, weight, targets)
+    first = torch.autograd.grad(loss, hidden, retain_graph=True)[0]
+    again = torch.autograd.grad(loss, hidden)[0]  # a second backward sees the same gradient
+    assert torch.equal(first, again)
+
+
 @pytest.mark.parametrize("loss_fn", [
     full_cross_entropy,
     chunked_cross_entropy,
