@@ -274,6 +274,7 @@ READ_ONLY_OUT.flags.writeable = False
         (lambda: lc.gather([1, 2, 3], [0, 2], [1, 4], length=2), r"start: row 1: \[2, 4\)"),
         (lambda: lc.gather([1, 2, 3], [0], [1, 2], length=2), r"stop: has length 2"),
         (lambda: lc.gather([1, 2, 3], [0], [1], length=0), r"length"),
+        (lambda: lc.gather([1, 2, 3], [0, 1], [1, 2], length=2**62), r"length: .* would not fit in memory"),
         (lambda: lc.gather([1, 2, 3], [0], [1], length=2, out=np.zeros((1, 4), np.int64)), r"out has shape \(1, 4\)"),
         (lambda: lc.gather([1, 2, 3], [0, 0], [1, 1], length=2, out=np.zeros((3, 2), np.int64).T), r"C-contig"),
         (lambda: lc.gather([1, 2, 3], [0], [1], length=2, out=np.zeros((1, 3), np.int64)[:, ::-1]), r"C-contig"),
