@@ -6,7 +6,7 @@
 
 Cases, all on the same random inputs hidden (M, d), item table (N+1, d), targets (M,):
   naive        logits = hidden @ table.T, F.cross_entropy (padding column included, as naive code does)
-  full         longrec_core.losses.full_cross_entropy (padding column left out)
+  full         longrec_core.losses.full_cross_entropy (padding column left out; blocks of rows, gradients in the same pass)
   chunked      longrec_core.losses.chunked_cross_entropy (exact; never holds M x N logits)
   sampled-S    longrec_core.losses.sampled_softmax with S shared uniform negatives
 Each measurement runs in a fresh subprocess. Peak memory is what the case adds on top of its inputs:
