@@ -88,10 +88,10 @@ def make_batch(
     window covers it. T is `window`, or with `trim` the longest window of this batch: the columns
     left of it are padding in every row, and since the model counts positions from the right end,
     dropping them changes no output and saves their compute (as a peer's pad-to-longest collate does)."""
+    start, stop = w.start[idx], w.stop[idx]
     width = window + 1
     if trim and len(idx):
-        width = max(2, int(np.minimum(w.stop[idx] - w.start[idx], window + 1).max()))
-    start, stop = w.start[idx], w.stop[idx]
+        width = max(2, int(np.minimum(stop - start, window + 1).max()))
     seqs = torch.from_numpy(lc.gather(items, start, stop, length=width - 1))  # (B, T+1)
     targets = seqs[:, 1:].clone()  # (B, T); column j predicts event stop - T + j
     targets[seqs[:, :-1] == 0] = 0  # a window's first event has no input before it: not a target

@@ -60,21 +60,21 @@ unsafe fn fill_chunk_avx2(chunk: &mut [f32], base: u64, salt: u64, threshold: u6
 
 #[inline(always)]
 fn fill_quads(chunk: &mut [f32], base: u64, salt: u64, threshold: u64, keep: f32) {
-    let full_quads = (chunk.len() / 4) as u64;
-    let mut quads = chunk.chunks_exact_mut(4);
-    for (j, quad) in (&mut quads).enumerate() {
+    // Lane l of counter j's hash decides element 4j + l.
+    let fill = |j: usize, quad: &mut [f32]| {
         let r = splitmix64((base + j as u64) ^ salt);
         for (lane, v) in quad.iter_mut().enumerate() {
             *v = if (r >> (16 * lane)) & 0xFFFF < threshold { 0.0 } else { keep };
         }
+    };
+    // Exact quads first: their fixed length is what lets the compiler vectorize (with
+    // chunks_mut(4) the same loop measured 9 ms instead of 1.7-2.8 ms per 6.5M values).
+    let mut quads = chunk.chunks_exact_mut(4);
+    let full_quads = quads.len();
+    for (j, quad) in (&mut quads).enumerate() {
+        fill(j, quad);
     }
-    let tail = quads.into_remainder();
-    if !tail.is_empty() {
-        let r = splitmix64((base + full_quads) ^ salt);
-        for (lane, v) in tail.iter_mut().enumerate() {
-            *v = if (r >> (16 * lane)) & 0xFFFF < threshold { 0.0 } else { keep };
-        }
-    }
+    fill(full_quads, quads.into_remainder());
 }
 
 #[cfg(test)]

@@ -106,6 +106,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn decrease_check_sees_chunk_edges() {
+        let mut ts: Vec<i64> = (0..200_000).collect();
+        assert!(!any_pair_decreases(&ts) && !any_pair_decreases(&[]) && !any_pair_decreases(&[4]));
+        for i in [1, 32_767, 32_768, 32_769, 65_535, 65_536, 65_537, 199_999] {
+            ts[i] -= 2; // a drop at, just before and just after a chunk boundary
+            assert!(any_pair_decreases(&ts), "drop at {i}");
+            ts[i] += 2;
+        }
+    }
+
+    #[test]
     fn offsets_rules() {
         assert!(check_offsets(&[0], 0).is_ok());
         assert!(check_offsets(&[0, 2, 2, 5], 5).is_ok());

@@ -89,9 +89,7 @@ pub fn windows(
     check_inputs(offsets, ends, &spec)?;
     check_at_least("stride", stride, 1)?;
     let count = |a: i64, b: i64| -> usize {
-        // d < 0: too short for one window. Written without a branch for that case because
-        // short and too-short histories alternate unpredictably in real logs.
-        let d = b - a - spec.min_len;
+        let d = b - a - spec.min_len; // d < 0: too short for one window
         match regime {
             Regime::Last => (d >= 0) as usize,
             // Most histories are shorter than one stride: skip the (slow) division then.
