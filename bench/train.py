@@ -13,6 +13,10 @@ Pipelines, each in a fresh subprocess (`bench/train.py --worker NAME ...`):
            batches from longrec_core.examples.iter_batches (shuffled; `gather` in a background thread)
   grouped  longrec with train.py's --group-by-length: batches of windows of similar length, each
            cut to its longest window (fewer padded positions; a different batch composition)
+  bf16     longrec with train.py's --precision bf16: the step under bf16 autocast (matrix products
+           and dropout masks in bfloat16, softmaxes and the loss in float32); fast on CPUs with
+           AVX512-BF16 or AMX, slow elsewhere
+  grouped-bf16  both
   peer     windows = a Python list of per-example item lists, built user by user from the end of
            the history back by stride, as the paper's released code does; a torch Dataset whose
            __getitem__ returns torch.tensor(window); DataLoader(shuffle=True, num_workers=0) with a
@@ -59,8 +63,11 @@ DEMO_DIR = REPO / "data" / "demo"  # the same demo data train.py makes on first 
 # machine, and its own count of ml-1m windows.
 PAPER = {"build_s": 11.1, "windows": 547_748, "tokens_per_s": 9_500.0}
 TARGETS = {"build": 100.0, "tokens": 3.0}  # ours vs the peer: build speed-up, tokens/s ratio
-PIPELINES = ("longrec", "grouped", "peer", "paper", "floor")
+PIPELINES = ("longrec", "grouped", "bf16", "grouped-bf16", "peer", "paper", "floor")
+BF16 = ("bf16", "grouped-bf16")  # pipelines that train under bf16 autocast, as train.py --precision bf16
+GROUPED = ("grouped", "grouped-bf16")  # and with train.py --group-by-length
 LABELS = {"longrec": "longrec: core windows, gather thread", "grouped": "longrec --group-by-length",
+          "bf16": "longrec --precision bf16", "grouped-bf16": "longrec --group-by-length --precision bf16",
           "peer": "peer: lists, Dataset, pad_sequence",
           "paper": "paper-style: peer + plain PyTorch step", "floor": "floor: one fixed batch"}
 CHECK_SAMPLE = 2_000  # peer windows compared with the core's, element by element
@@ -150,7 +157,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         return res, best
 
     # --- windows
-    if a.worker in ("longrec", "grouped"):
+    if a.worker not in ("peer", "paper", "floor"):
         (seq, start, stop), out["build_s"] = timed(lambda: lc.windows(offsets, ends, **wargs))
         out["windows"] = len(start)
     elif a.worker in ("peer", "paper"):
@@ -162,7 +169,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     def ours() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         w = epoch_windows(offsets, ends, regime="sliding", **wargs)  # as scripts/train.py makes them
         for epoch in range(1 << 30):  # as many epochs as the steps need
-            lengths = w.stop - w.start if a.worker == "grouped" else None
+            lengths = w.stop - w.start if a.worker in GROUPED else None
             order = shuffled_order(len(w), a.seed, epoch, a.batch_size, lengths=lengths)
             for inputs, targets, _ in iter_batches(items, None, w, order, batch_size=a.batch_size, window=a.window):
                 yield inputs, targets
@@ -198,7 +205,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         fixed = next(iter_batches(items, None, w, order, batch_size=a.batch_size, window=a.window))[:2]
         batches: Iterator = iter(lambda: fixed, None)  # the same batch forever
     else:
-        batches = ours() if a.worker in ("longrec", "grouped") else peer()
+        batches = peer() if a.worker in ("peer", "paper") else ours()
 
     # --- model and step, as scripts/train.py does them (loss `ce`, AdamW, clipping)
     torch.manual_seed(a.seed)
@@ -218,10 +225,11 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         tw = time.perf_counter()
         inputs, targets = next(batches)
         wait += time.perf_counter() - tw
-        hidden = model(inputs)  # (B, T, d)
-        keep = targets != 0  # padding never counts
-        loss = (naive_cross_entropy if a.worker == "paper" else full_cross_entropy)(
-            hidden[keep], model.item_table(), targets[keep])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.worker in BF16):
+            hidden = model(inputs)  # (B, T, d)
+            keep = targets != 0  # padding never counts
+            loss = (naive_cross_entropy if a.worker == "paper" else full_cross_entropy)(
+                hidden[keep], model.item_table(), targets[keep])
         loss_value = loss.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -321,7 +329,7 @@ def report(res: dict[str, dict[str, Any]], a: argparse.Namespace, mach: dict[str
     from rich.table import Table
 
     con = Console(width=190)
-    ours, grouped, peer, paper, floor = (res.get(k, {}) for k in PIPELINES)
+    ours, peer, paper, floor = (res.get(k, {}) for k in ("longrec", "peer", "paper", "floor"))
     some = next((r for r in res.values() if "versions" in r), {})
     v = some.get("versions", {})
     con.print(f"machine: {mach['cpu']}, {mach['cores']} cores, torch threads {some.get('torch_threads', '?')}; "
@@ -376,10 +384,14 @@ def report(res: dict[str, dict[str, Any]], a: argparse.Namespace, mach: dict[str
         con.print(f"vs the paper-style pipeline in this run (its feeding and a plain PyTorch step): tokens/s "
                   f"{paper_x:.2f}× (target ≥{TARGETS['tokens']:g}×: {mark(paper_x, TARGETS['tokens'])}), tokens per CPU "
                   f"second {ratio(ours.get('tokens_per_cpu_s'), paper.get('tokens_per_cpu_s')) or 0:.2f}×")
-    grouped_x = ratio(grouped.get("tokens_per_s"), paper.get("tokens_per_s"))
-    if grouped_x is not None:
-        con.print(f"with --group-by-length (batches of similar-length windows, less padding): tokens/s {grouped_x:.2f}× "
-                  f"the paper-style pipeline (target ≥{TARGETS['tokens']:g}×: {mark(grouped_x, TARGETS['tokens'])})")
+    variants_x = {}
+    for name, flags in (("grouped", "--group-by-length (batches of similar-length windows, less padding)"),
+                        ("bf16", "--precision bf16 (bf16 autocast, the loss in float32)"),
+                        ("grouped-bf16", "--group-by-length --precision bf16")):
+        x = variants_x[name] = ratio(res.get(name, {}).get("tokens_per_s"), paper.get("tokens_per_s"))
+        if x is not None:
+            con.print(f"with {flags}: tokens/s {x:.2f}× the paper-style pipeline "
+                      f"(target ≥{TARGETS['tokens']:g}×: {mark(x, TARGETS['tokens'])})")
     if ours.get("build_s") and ours.get("tokens_per_s"):
         con.print(f"for scale only (another machine, {PAPER['windows']:,} windows by its own count): the paper's released "
                   f"pipeline built windows in {PAPER['build_s']} s ({PAPER['windows'] / PAPER['build_s']:,.0f} windows/s; "
@@ -400,7 +412,7 @@ def report(res: dict[str, dict[str, Any]], a: argparse.Namespace, mach: dict[str
               "importing torch and opening the data dir; load = 1-min load average.")
     return {"rows": rows, "build_speedup_vs_peer": build_x, "tokens_ratio_vs_peer": tok_x,
             "tokens_per_cpu_s_ratio_vs_peer": cpu_x, "tokens_ratio_vs_paper_style": paper_x,
-            "grouped_tokens_ratio_vs_paper_style": grouped_x}
+            "variant_tokens_ratio_vs_paper_style": variants_x}
 
 
 def main() -> None:

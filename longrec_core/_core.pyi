@@ -67,6 +67,8 @@ def leave_one_out_ends(offsets: IntArray, holdout: int = 1, min_history: int = 1
 def temporal_ends(offsets: IntArray, ts: IntArray, cutoff: int) -> I64:
     """Per sequence the first index whose time is at or after ``cutoff`` (``b`` if none)."""
 
-def dropout_mask(out: npt.NDArray[np.float32], *, p: float, seed: int) -> None:
-    """Fill float32 ``out`` (C-contiguous, writable) with an inverted-dropout mask: 0 with
-    probability ``p`` (rounded to 1/65536), else ``1 / (1 - p)``; depends only on seed and index."""
+def dropout_mask(out: npt.NDArray[np.float32] | npt.NDArray[np.uint16], *, p: float, seed: int) -> None:
+    """Fill ``out`` (C-contiguous, writable) with an inverted-dropout mask: 0 with probability ``p``
+    (rounded to 1/65536), else ``1 / (1 - p)``; depends only on seed and index. float32, or uint16
+    holding bfloat16 bits (``t.view(torch.uint16).numpy()`` of a bfloat16 tensor ``t``); both
+    drop the same elements."""

@@ -195,23 +195,28 @@ def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 # transformer
 
+# dtypes the core's masks come in, and the view of each that NumPy can hold (no bfloat16 there)
+_CORE_MASK_VIEWS = {torch.float32: torch.float32, torch.bfloat16: torch.uint16}
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout; on CPU the mask comes from the Rust core, elsewhere from torch.
 
     torch's CPU dropout draws its mask with `bernoulli_` at about 9 ns per element, which was a
     quarter of a SASRec training step on a 2-core machine; `longrec_core.dropout_mask` draws the
-    same distribution over 30x faster (0.26 ns per element on one thread with AVX-512). Its seed
-    comes from torch's generator, so `torch.manual_seed` and the checkpointed RNG state still make
-    runs reproducible.
+    same distribution over 30x faster (0.26 ns per element on one thread with AVX-512), in the
+    tensor's own dtype (float32, or bfloat16 under `--precision bf16`). Its seed comes from
+    torch's generator, so `torch.manual_seed` and the checkpointed RNG state still make runs
+    reproducible.
     """
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or x.dtype != torch.float32:
+    if x.device.type != "cpu" or x.dtype not in _CORE_MASK_VIEWS:
         return F.dropout(x, p, True)
     from longrec_core import dropout_mask  # the Rust core; imported here so the model imports without it
 
-    mask = torch.empty(x.shape, dtype=torch.float32)
-    dropout_mask(mask.numpy(), p=p, seed=int(torch.randint(0, 2**62, ())))
+    mask = torch.empty(x.shape, dtype=x.dtype)
+    dropout_mask(mask.view(_CORE_MASK_VIEWS[x.dtype]).numpy(), p=p, seed=int(torch.randint(0, 2**62, ())))
     return x * mask
 
 
@@ -230,14 +235,16 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
               training: bool) -> torch.Tensor:
     """softmax(q k^T / sqrt(d_h), masked) v with dropout p on the weights; q, k, v (B, H, T, d_h).
 
-    Training on CPU spells the product out so the weights' dropout uses the fast mask; everything
-    else (evaluation, GPU) takes torch's fused kernel.
+    Training on CPU spells the product out so the weights' dropout uses the fast mask (the
+    softmax in float32 also under bf16 autocast); everything else (evaluation, GPU) takes
+    torch's fused kernel.
     """
-    if not (training and p > 0.0 and q.device.type == "cpu" and q.dtype == torch.float32):
+    if not (training and p > 0.0 and q.device.type == "cpu" and q.dtype in _CORE_MASK_VIEWS):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p if training else 0.0)
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
-    weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
-    return dropout(weights, p, True) @ v
+    weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1, dtype=torch.float32)
+    return dropout(weights.to(v.dtype), p, True) @ v
+
 
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + ffn(ln(x))."""

@@ -9,19 +9,43 @@ use crate::error::{CoreError, Result};
 use crate::kshift::splitmix64;
 use rayon::prelude::*;
 
+/// A mask element: float32, or bfloat16 stored as its 16 bits (Rust has no bf16 type).
+pub trait MaskValue: Copy + Send + Sync {
+    const ZERO: Self;
+    /// `keep` in this type (bf16: rounded to nearest even, as torch casts).
+    fn from_f32(keep: f32) -> Self;
+}
+
+impl MaskValue for f32 {
+    const ZERO: Self = 0.0;
+    fn from_f32(keep: f32) -> Self {
+        keep
+    }
+}
+
+impl MaskValue for u16 {
+    const ZERO: Self = 0;
+    fn from_f32(keep: f32) -> Self {
+        let bits = keep.to_bits(); // keep is finite and positive: no NaN case
+        ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
+    }
+}
+
 /// Fill `out` with an inverted-dropout mask: 0 where an element is dropped, `1 / (1 - p')`
 /// elsewhere, where `p'` is `p` rounded to a multiple of 1/65536 (the drop probability the
-/// mask really has, so the kept elements' expectation is exact).
-pub fn dropout_mask(out: &mut [f32], p: f64, seed: u64) -> Result<()> {
+/// mask really has, so the kept elements' expectation is exact in float32; bfloat16 rounds
+/// the kept value to 8 bits, e.g. 1/(1 - 0.1) to 1.1094). Which elements drop does not
+/// depend on the element type.
+pub fn dropout_mask<T: MaskValue>(out: &mut [T], p: f64, seed: u64) -> Result<()> {
     if !(0.0..1.0).contains(&p) {
         return Err(CoreError::new("p", format!("must be in [0, 1), got {p}")));
     }
     let threshold = (p * 65536.0).round() as u64; // lanes below it drop
-    let keep = 1.0 / (1.0 - threshold as f64 / 65536.0);
+    let keep = T::from_f32((1.0 / (1.0 - threshold as f64 / 65536.0)) as f32);
     let salt = splitmix64(seed);
     const CHUNK: usize = 1 << 16; // elements per task: a multiple of 4, so lanes never straddle tasks
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-        fill_chunk(chunk, (c * CHUNK / 4) as u64, salt, threshold, keep as f32)
+        fill_chunk(chunk, (c * CHUNK / 4) as u64, salt, threshold, keep)
     });
     Ok(())
 }
@@ -30,7 +54,7 @@ pub fn dropout_mask(out: &mut [f32], p: f64, seed: u64) -> Result<()> {
 /// arithmetic is compiled three times: for any x86-64, with AVX2, and with AVX-512 (whose
 /// 64-bit vector multiply lets the hashes of eight quads run side by side), and the best the
 /// CPU has runs. Every version gives the same mask.
-fn fill_chunk(chunk: &mut [f32], base: u64, salt: u64, threshold: u64, keep: f32) {
+fn fill_chunk<T: MaskValue>(chunk: &mut [T], base: u64, salt: u64, threshold: u64, keep: T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
@@ -48,23 +72,23 @@ fn fill_chunk(chunk: &mut [f32], base: u64, salt: u64, threshold: u64, keep: f32
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn fill_chunk_avx512(chunk: &mut [f32], base: u64, salt: u64, threshold: u64, keep: f32) {
+unsafe fn fill_chunk_avx512<T: MaskValue>(chunk: &mut [T], base: u64, salt: u64, threshold: u64, keep: T) {
     fill_quads(chunk, base, salt, threshold, keep)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn fill_chunk_avx2(chunk: &mut [f32], base: u64, salt: u64, threshold: u64, keep: f32) {
+unsafe fn fill_chunk_avx2<T: MaskValue>(chunk: &mut [T], base: u64, salt: u64, threshold: u64, keep: T) {
     fill_quads(chunk, base, salt, threshold, keep)
 }
 
 #[inline(always)]
-fn fill_quads(chunk: &mut [f32], base: u64, salt: u64, threshold: u64, keep: f32) {
+fn fill_quads<T: MaskValue>(chunk: &mut [T], base: u64, salt: u64, threshold: u64, keep: T) {
     // Lane l of counter j's hash decides element 4j + l.
-    let fill = |j: usize, quad: &mut [f32]| {
+    let fill = |j: usize, quad: &mut [T]| {
         let r = splitmix64((base + j as u64) ^ salt);
         for (lane, v) in quad.iter_mut().enumerate() {
-            *v = if (r >> (16 * lane)) & 0xFFFF < threshold { 0.0 } else { keep };
+            *v = if (r >> (16 * lane)) & 0xFFFF < threshold { T::ZERO } else { keep };
         }
     };
     // Exact quads first: their fixed length is what lets the compiler vectorize (with
@@ -128,6 +152,21 @@ mod tests {
             }
         }
         assert!(plain.iter().any(|&v| v == 0.0) && plain.iter().any(|&v| v == keep));
+    }
+
+    #[test]
+    fn bfloat16_mask_drops_the_same_elements() {
+        let mut f = vec![0f32; 10_007];
+        let mut b = vec![0u16; 10_007];
+        dropout_mask(&mut f, 0.1, 4).unwrap();
+        dropout_mask(&mut b, 0.1, 4).unwrap();
+        let keep_bits = 0x3F8E; // bf16 nearest to 1/(1 - 6554/65536) = 1.11113: 1.109375
+        for (x, y) in f.iter().zip(&b) {
+            assert_eq!(*y, if *x == 0.0 { 0 } else { keep_bits });
+        }
+        assert_eq!(u16::from_f32(1.25), 0x3FA0); // exact values stay exact
+        assert_eq!(u16::from_f32(1.0 + 1.0 / 256.0), 0x3F80); // a tie rounds to even
+        assert_eq!(u16::from_f32(1.0 + 3.0 / 256.0), 0x3F82);
     }
 
     #[test]

@@ -317,9 +317,11 @@ fn temporal_ends<'py>(
     Ok(PyArray1::from_vec(py, out))
 }
 
-/// Fill the float32 array ``out`` (any shape, C-contiguous, writable) with an inverted-dropout
-/// mask: 0 where an element is dropped (probability ``p``, rounded to 1/65536), else
-/// ``1 / (1 - p)``. The mask depends only on ``seed`` and the element index.
+/// Fill ``out`` (any shape, C-contiguous, writable) with an inverted-dropout mask: 0 where an
+/// element is dropped (probability ``p``, rounded to 1/65536), else ``1 / (1 - p)``. ``out`` is
+/// float32, or uint16 holding bfloat16 bit patterns (NumPy has no bfloat16; pass
+/// ``torch_bf16_tensor.view(torch.uint16).numpy()``). The mask depends only on ``seed`` and the
+/// element index: both types drop the same elements.
 #[pyfunction]
 #[pyo3(signature = (out, *, p, seed))]
 fn dropout_mask(py: Python<'_>, out: &Bound<'_, PyAny>, p: f64, seed: u64) -> PyResult<()> {
@@ -327,9 +329,24 @@ fn dropout_mask(py: Python<'_>, out: &Bound<'_, PyAny>, p: f64, seed: u64) -> Py
     if !arr.is_c_contiguous() {
         return Err(PyValueError::new_err("out: must be C-contiguous"));
     }
-    let arr = out
-        .cast::<numpy::PyArrayDyn<f32>>()
-        .map_err(|_| PyTypeError::new_err(format!("out must be float32, got {}", arr.dtype())))?;
+    if let Ok(a) = out.cast::<numpy::PyArrayDyn<f32>>() {
+        fill_mask(py, a, p, seed)
+    } else if let Ok(a) = out.cast::<numpy::PyArrayDyn<u16>>() {
+        fill_mask(py, a, p, seed)
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "out must be float32 or uint16 (bfloat16 bits), got {}",
+            arr.dtype()
+        )))
+    }
+}
+
+fn fill_mask<T: numpy::Element + crate::dropout::MaskValue>(
+    py: Python<'_>,
+    arr: &Bound<'_, numpy::PyArrayDyn<T>>,
+    p: f64,
+    seed: u64,
+) -> PyResult<()> {
     let mut rw = arr.try_readwrite().map_err(|_| PyValueError::new_err("out: must be writable and not borrowed elsewhere"))?;
     let slice = rw.as_slice_mut().map_err(|_| PyValueError::new_err("out: must be C-contiguous"))?;
     py.detach(|| crate::dropout::dropout_mask(slice, p, seed))?;

@@ -101,6 +101,9 @@ g.add_argument("--valid-sample", type=int, default=None,
                     "for 10^7-item catalogues on a CPU (default: every validation user)")
 g.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, dropout and negatives")
 g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = cuda when available")
+g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+               help="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU runs the matrix products in bfloat16 "
+                    "(fast where the CPU has AVX512-BF16 or AMX); losses are always computed in float32")
 g.add_argument("--compile", action="store_true", help="torch.compile the model")
 g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 args = p.parse_args()
@@ -108,7 +111,7 @@ args = p.parse_args()
 # On --resume every setting comes from the checkpoint, except: these keep the checkpoint's value
 # unless given again, and the per-invocation ones always come from this command line.
 RUN_LENGTH_FLAGS = ("epochs", "patience")
-PER_INVOCATION_FLAGS = ("resume", "max_train_seconds", "max_steps", "device", "threads", "compile")
+PER_INVOCATION_FLAGS = ("resume", "max_train_seconds", "max_steps", "device", "precision", "threads", "compile")
 
 
 def flag_given(name: str) -> bool:
@@ -130,6 +133,9 @@ if world > 1:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 if args.threads:
     torch.set_num_threads(args.threads)
+bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
+if bf16 and device.type == "cpu" and main_process and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    cli.console.print("warning: this CPU has no native bfloat16 matrix products; --precision bf16 will be slower than fp32")
 cli.keep_freed_memory()  # on CPU, reusing freed activations instead of page-faulting them in saves ~40% a step
 
 
@@ -341,7 +347,7 @@ def peak_memory_bytes() -> int:
 
 
 # ----------------------------------------------------------------------------- training loop
-autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 stop_reason = "epochs"
 progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=cli.console, transient=True, disable=not main_process)
@@ -459,7 +465,7 @@ if main_process:
     loader_wait = state["loader_wait_seconds"] + partial["wait"]
     summary = {
         "run_dir": str(run_dir), "data": args.data, "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "world_size": world, "regime": args.regime, "stride": args.stride, "window": args.window,
+        "precision": "bf16" if bf16 else "fp32", "world_size": world, "regime": args.regime, "stride": args.stride, "window": args.window,
         "stop_reason": stop_reason, "epochs": state["epoch"], "steps": state["step"],
         "train_seconds": state["train_seconds"], "tokens": tokens, "examples": examples,
         "tokens_per_second": tokens / max(1e-9, state["train_seconds"]),

@@ -129,6 +129,21 @@ def test_chunked_bf16_under_autocast_computes_in_float32():
     assert gh.dtype == torch.bfloat16 and gw.dtype == torch.float32
 
 
+def test_full_bf16_under_autocast_computes_in_float32():
+    hidden, weight, targets = make(M=300, N=5000, d=8, dtype=torch.float32)  # 6 row blocks of 52
+    h16 = hidden.detach().bfloat16().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = full_cross_entropy(h16, weight, targets)
+    assert loss.dtype == torch.float32
+    h32 = h16.detach().float().requires_grad_(True)  # the same bf16-rounded inputs, float32 math
+    ref = naive_cross_entropy(h32, weight, targets)
+    assert abs(loss.item() - ref.item()) < 1e-6
+    gh, gw = grads(loss, h16, weight)
+    rh, rw = grads(ref, h32, weight)
+    assert gh.dtype == torch.bfloat16 and gw.dtype == torch.float32
+    assert torch.allclose(gw, rw, atol=1e-6) and torch.allclose(gh.float(), rh, rtol=1e-2, atol=1e-6)
+
+
 def test_chunked_only_hidden_needs_grad():
     hidden, weight, targets = make()
     loss = chunked_cross_entropy(hidden, weight.detach(), targets, chunk_size=8)

@@ -248,12 +248,35 @@ def test_dropout_mask_from_core():
     again = np.empty_like(m)
     lc.dropout_mask(again, p=0.3, seed=5)
     assert np.array_equal(m, again)
-    with pytest.raises(TypeError, match="float32"):
+    with pytest.raises(TypeError, match="float32 or uint16"):
         lc.dropout_mask(np.empty(8, np.float64), p=0.1, seed=0)
     with pytest.raises(ValueError, match="contiguous"):
         lc.dropout_mask(m[:, ::2], p=0.1, seed=0)
     with pytest.raises(ValueError, match="p"):
         lc.dropout_mask(m, p=1.0, seed=0)
+
+
+def test_bfloat16_mask_drops_what_the_float32_mask_drops():
+    import longrec_core as lc
+
+    f = np.empty((33, 101), np.float32)
+    lc.dropout_mask(f, p=0.1, seed=9)
+    b = torch.empty(f.shape, dtype=torch.bfloat16)
+    lc.dropout_mask(b.view(torch.uint16).numpy(), p=0.1, seed=9)
+    assert torch.equal(b == 0, torch.from_numpy(f == 0))
+    # the kept value is float32's 1/(1 - p) rounded to bfloat16, as torch would cast it
+    assert torch.equal(b[b != 0].unique(), torch.tensor(f[f != 0][:1]).bfloat16())
+
+
+def test_bf16_training_dropout_uses_the_core_mask():
+    x = torch.randn(40, 300).bfloat16()
+    torch.manual_seed(4)
+    y = dropout(x, 0.3, True)
+    torch.manual_seed(4)  # the same seed draws the same core mask, in float32 this time
+    z = dropout(x.float(), 0.3, True)
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y == 0, z == 0)  # x has no zeros: zeros are exactly the dropped elements
+    assert torch.allclose(y.float(), z, rtol=1e-2)
 
 
 def test_dropout_is_seeded_by_torch_and_keeps_the_mean():

@@ -212,6 +212,16 @@ def test_same_seed_same_losses_and_resume_equals_uninterrupted(data_dir, tmp_pat
     assert losses(d) != losses(a)
 
 
+def test_bf16_on_cpu_trains_reproducibly_and_close_to_fp32(data_dir, tmp_path):
+    runs = {name: tmp_path / name for name in ("fp32", "bf16", "bf16-again")}
+    for name, out in runs.items():
+        run(*TRAIN, "--data", str(data_dir), "--out", str(out), *TINY, "--precision", name.split("-")[0])
+    assert json.loads((runs["bf16"] / "summary.json").read_text())["precision"] == "bf16"
+    assert losses(runs["bf16"]) == losses(runs["bf16-again"])
+    assert losses(runs["bf16"]) != losses(runs["fp32"])  # bf16 really ran
+    np.testing.assert_allclose(losses(runs["bf16"]), losses(runs["fp32"]), rtol=1e-2)
+
+
 @pytest.mark.parametrize("extra", [["--regime", "mixed", "--mixed-epochs", "1", "--targets", "fresh", "--group-by-length"],
                                    ["--regime", "random", "--per-seq", "2", "--loss", "sampled", "--negatives", "16",
                                     "--sampler", "popularity"],
