@@ -25,21 +25,28 @@ def status_bytes(field: str) -> int | None:
     return None
 
 
-def huge_page_bytes(address: int) -> int | None:
-    """Bytes of the mapping holding `address` that sit in transparent huge pages
-    (AnonHugePages of /proc/self/smaps); None off Linux."""
+def huge_page_bytes(address: int, size: int) -> int | None:
+    """Bytes of [address, address + size) that sit in transparent huge pages (AnonHugePages
+    of /proc/self/smaps, summed over every mapping the range touches); None off Linux.
+
+    A big array is rarely one mapping: NumPy asks for huge pages on the 2 MiB-aligned part of
+    its allocation only, which splits the allocation into a small head mapping and the rest,
+    so looking at the mapping of the first byte alone reports 0.
+    """
     try:
-        inside = False
+        total, overlap = 0, 0
         for line in Path("/proc/self/smaps").read_text().splitlines():
             head = line.split()[0]
             if "-" in head and ":" not in head:  # a mapping's header: start-end perms ...
                 lo, hi = (int(x, 16) for x in head.split("-"))
-                inside = lo <= address < hi
-            elif inside and head == "AnonHugePages:":
-                return int(line.split()[1]) * 1024
+                overlap = max(0, min(hi, address + size) - max(lo, address))
+                whole = overlap == hi - lo
+            elif overlap and head == "AnonHugePages:":
+                # a mapping only partly inside the range: count its huge pages pro rata
+                total += int(line.split()[1]) * 1024 * (1 if whole else overlap / (hi - lo))
+        return int(total)
     except OSError:
-        pass
-    return None
+        return None
 
 
 def _ru_maxrss_bytes() -> int:
