@@ -16,6 +16,8 @@ Shared Python pieces live in submodules imported on demand (they need torch):
 from longrec_core._core import (
     dropout_mask,
     gather,
+    gelu_dropout,
+    gelu_dropout_backward,
     group,
     kshift_rows,
     leave_one_out_ends,
@@ -28,6 +30,8 @@ from longrec_core._core import (
 __all__ = [
     "dropout_mask",
     "gather",
+    "gelu_dropout",
+    "gelu_dropout_backward",
     "group",
     "kshift_rows",
     "leave_one_out_ends",

@@ -5,12 +5,13 @@ use std::borrow::Cow;
 
 use numpy::ndarray::Array2;
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1, PyUntypedArray,
-    PyUntypedArrayMethods,
+    IntoPyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1,
+    PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::dropout::Value;
 use crate::error::CoreError;
 use crate::kshift::Scheme;
 use crate::windows::{Regime, WindowSpec};
@@ -37,14 +38,38 @@ enum IntArray<'py> {
 macro_rules! with_slice {
     ($arr:expr, $s:ident => $body:expr) => {
         match $arr {
-            IntArray::I8(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
-            IntArray::I16(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
-            IntArray::I32(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
-            IntArray::I64(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
-            IntArray::U8(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
-            IntArray::U16(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
-            IntArray::U32(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
-            IntArray::U64(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
+            IntArray::I8(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
+            IntArray::I16(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
+            IntArray::I32(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
+            IntArray::I64(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
+            IntArray::U8(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
+            IntArray::U16(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
+            IntArray::U32(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
+            IntArray::U64(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
         }
     };
 }
@@ -58,7 +83,11 @@ impl IntArray<'_> {
         if let IntArray::U64(a) = self {
             let s = a.as_slice().unwrap_or(&[]);
             if let Some(i) = s.iter().position(|&v| v > i64::MAX as u64) {
-                return Err(CoreError::new(arg, format!("{arg}[{i}] = {} does not fit in int64", s[i])).into());
+                return Err(CoreError::new(
+                    arg,
+                    format!("{arg}[{i}] = {} does not fit in int64", s[i]),
+                )
+                .into());
             }
         }
         // The macro expands for every width, int64 included (returned above), hence the allow.
@@ -77,17 +106,29 @@ fn int_array<'py>(obj: &Bound<'py, PyAny>, arg: &'static str) -> PyResult<IntArr
             // A Python sequence: let NumPy pick the dtype, except that an empty list
             // (float64 to NumPy) is simply no integers.
             let np = py.import("numpy")?;
-            let a = np.call_method1("asarray", (obj,))?.cast_into::<PyUntypedArray>()?;
-            if a.len() == 0 { np.call_method1("zeros", (0, "int64"))?.cast_into::<PyUntypedArray>()? } else { a }
+            let a = np
+                .call_method1("asarray", (obj,))?
+                .cast_into::<PyUntypedArray>()?;
+            if a.len() == 0 {
+                np.call_method1("zeros", (0, "int64"))?
+                    .cast_into::<PyUntypedArray>()?
+            } else {
+                a
+            }
         }
     };
     if arr.ndim() != 1 {
-        return Err(PyTypeError::new_err(format!("{arg} must be a 1-D array, got {} dimensions", arr.ndim())));
+        return Err(PyTypeError::new_err(format!(
+            "{arg} must be a 1-D array, got {} dimensions",
+            arr.ndim()
+        )));
     }
     let kind = arr.dtype().kind();
     if kind != b'i' && kind != b'u' {
         let dtype = arr.dtype().str()?.to_string();
-        return Err(PyTypeError::new_err(format!("{arg} must be an integer array, got dtype {dtype}")));
+        return Err(PyTypeError::new_err(format!(
+            "{arg} must be an integer array, got dtype {dtype}"
+        )));
     }
     if !arr.is_c_contiguous() {
         return Err(PyValueError::new_err(format!(
@@ -114,7 +155,10 @@ fn int_array<'py>(obj: &Bound<'py, PyAny>, arg: &'static str) -> PyResult<IntArr
     })
 }
 
-fn optional<'py>(obj: Option<&Bound<'py, PyAny>>, arg: &'static str) -> PyResult<Option<IntArray<'py>>> {
+fn optional<'py>(
+    obj: Option<&Bound<'py, PyAny>>,
+    arg: &'static str,
+) -> PyResult<Option<IntArray<'py>>> {
     match obj {
         Some(o) if !o.is_none() => Ok(Some(int_array(o, arg)?)),
         _ => Ok(None),
@@ -125,7 +169,11 @@ type I64Array<'py> = Bound<'py, PyArray1<i64>>;
 type Triple<'py> = (I64Array<'py>, I64Array<'py>, I64Array<'py>);
 
 fn triple<'py>(py: Python<'py>, (a, b, c): (Vec<i64>, Vec<i64>, Vec<i64>)) -> Triple<'py> {
-    (PyArray1::from_vec(py, a), PyArray1::from_vec(py, b), PyArray1::from_vec(py, c))
+    (
+        PyArray1::from_vec(py, a),
+        PyArray1::from_vec(py, b),
+        PyArray1::from_vec(py, c),
+    )
 }
 
 /// Stable (user, time) order of a raw log and the CSR offsets of its users.
@@ -142,7 +190,10 @@ fn group<'py>(
     let (users, ts) = (int_array(users, "users")?, int_array(ts, "ts")?);
     let (users, ts) = (users.to_i64("users")?, ts.to_i64("ts")?);
     let (perm, offsets) = py.detach(|| crate::group::group(&users, &ts))?;
-    Ok((PyArray1::from_vec(py, perm), PyArray1::from_vec(py, offsets)))
+    Ok((
+        PyArray1::from_vec(py, perm),
+        PyArray1::from_vec(py, offsets),
+    ))
 }
 
 /// Session offsets over the grouped events: a new session at every sequence start and
@@ -184,8 +235,13 @@ fn windows<'py>(
     let (offsets, ends) = (int_array(offsets, "offsets")?, optional(ends, "ends")?);
     let offsets = offsets.to_i64("offsets")?;
     let ends = ends.as_ref().map(|e| e.to_i64("ends")).transpose()?;
-    let spec = WindowSpec { window, min_len, max_history };
-    let out = py.detach(|| crate::windows::windows(&offsets, ends.as_deref(), spec, stride, regime))?;
+    let spec = WindowSpec {
+        window,
+        min_len,
+        max_history,
+    };
+    let out =
+        py.detach(|| crate::windows::windows(&offsets, ends.as_deref(), spec, stride, regime))?;
     Ok(triple(py, out))
 }
 
@@ -208,8 +264,14 @@ fn sample_windows<'py>(
     let (offsets, ends) = (int_array(offsets, "offsets")?, optional(ends, "ends")?);
     let offsets = offsets.to_i64("offsets")?;
     let ends = ends.as_ref().map(|e| e.to_i64("ends")).transpose()?;
-    let spec = WindowSpec { window, min_len, max_history };
-    let out = py.detach(|| crate::windows::sample_windows(&offsets, ends.as_deref(), spec, per_seq, seed))?;
+    let spec = WindowSpec {
+        window,
+        min_len,
+        max_history,
+    };
+    let out = py.detach(|| {
+        crate::windows::sample_windows(&offsets, ends.as_deref(), spec, per_seq, seed)
+    })?;
     Ok(triple(py, out))
 }
 
@@ -251,14 +313,19 @@ fn gather<'py>(
         if !out.is_c_contiguous() {
             return Err(PyValueError::new_err("out must be C-contiguous"));
         }
-        let mut guard = out.try_readwrite().map_err(|_| PyValueError::new_err("out is not writeable (read-only, or it overlaps an input)"))?;
-        let slots = guard.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+        let mut guard = out.try_readwrite().map_err(|_| {
+            PyValueError::new_err("out is not writeable (read-only, or it overlaps an input)")
+        })?;
+        let slots = guard
+            .as_slice_mut()
+            .map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
         with_slice!(&items, s => py.detach(|| crate::gather::gather_into(s, &start, &stop, length, pad, slots)))?;
         drop(guard);
         return Ok(out.clone());
     }
     let flat = with_slice!(&items, s => py.detach(|| crate::gather::gather(s, &start, &stop, length, pad)))?;
-    let batch = Array2::from_shape_vec((rows, width), flat).expect("gather returns rows * (length + 1) values");
+    let batch = Array2::from_shape_vec((rows, width), flat)
+        .expect("gather returns rows * (length + 1) values");
     Ok(batch.into_pyarray(py))
 }
 
@@ -282,7 +349,8 @@ fn kshift_rows<'py>(
     let ids = int_array(ids, "ids")?;
     let ids = ids.to_i64("ids")?;
     let flat = py.detach(|| crate::kshift::kshift_rows(&ids, k, rows, seed, scheme))?;
-    let batch = Array2::from_shape_vec((ids.len(), k as usize), flat).expect("kshift_rows returns n * k values");
+    let batch = Array2::from_shape_vec((ids.len(), k as usize), flat)
+        .expect("kshift_rows returns n * k values");
     Ok(batch.into_pyarray(py))
 }
 
@@ -325,32 +393,170 @@ fn temporal_ends<'py>(
 #[pyfunction]
 #[pyo3(signature = (out, *, p, seed))]
 fn dropout_mask(py: Python<'_>, out: &Bound<'_, PyAny>, p: f64, seed: u64) -> PyResult<()> {
-    let arr = out.cast::<PyUntypedArray>().map_err(|_| PyTypeError::new_err("out must be a NumPy array"))?;
-    if !arr.is_c_contiguous() {
-        return Err(PyValueError::new_err("out: must be C-contiguous"));
+    if float_kind(out, "out")? {
+        fill_mask::<u16>(py, out, p, seed)
+    } else {
+        fill_mask::<f32>(py, out, p, seed)
     }
-    if let Ok(a) = out.cast::<numpy::PyArrayDyn<f32>>() {
-        fill_mask(py, a, p, seed)
-    } else if let Ok(a) = out.cast::<numpy::PyArrayDyn<u16>>() {
-        fill_mask(py, a, p, seed)
+}
+
+fn fill_mask<T: numpy::Element + Value>(
+    py: Python<'_>,
+    out: &Bound<'_, PyAny>,
+    p: f64,
+    seed: u64,
+) -> PyResult<()> {
+    let mut out = writable::<T>(out, "out", None)?;
+    let out = out
+        .as_slice_mut()
+        .map_err(|_| PyValueError::new_err("out: must be C-contiguous"))?;
+    py.detach(|| crate::dropout::dropout_mask(out, p, seed))?;
+    Ok(())
+}
+
+/// ``out = gelu(x) * mask``: torch's exact GELU (``nn.GELU()``; within 3e-7 in float32) and an
+/// inverted dropout with ``dropout_mask(p=p, seed=seed)``'s mask, in one pass that never
+/// stores the mask. ``x`` and ``out``: the same shape, float32 or uint16 bfloat16 bits (as in
+/// ``dropout_mask``), C-contiguous; ``out`` writable and not ``x``. ``p=0`` is GELU alone.
+#[pyfunction]
+#[pyo3(signature = (x, out, *, p, seed))]
+fn gelu_dropout(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    p: f64,
+    seed: u64,
+) -> PyResult<()> {
+    if float_kind(x, "x")? {
+        gelu_dropout_as::<u16>(py, x, out, p, seed)
+    } else {
+        gelu_dropout_as::<f32>(py, x, out, p, seed)
+    }
+}
+
+fn gelu_dropout_as<T: numpy::Element + Value>(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    p: f64,
+    seed: u64,
+) -> PyResult<()> {
+    let x = x.cast::<numpy::PyArrayDyn<T>>()?.readonly();
+    let mut out = writable::<T>(out, "out", Some(x.shape()))?;
+    let (x, out) = (
+        x.as_slice().unwrap_or(&[]),
+        out.as_slice_mut().unwrap_or(&mut []),
+    );
+    py.detach(|| crate::dropout::gelu_dropout(x, out, p, seed))?;
+    Ok(())
+}
+
+/// The gradient of ``gelu_dropout(x, out, p=p, seed=seed)``: writes ``grad_out * mask *
+/// gelu'(x)`` into ``grad_x`` (the same shape and dtype as ``x``, writable, not an input).
+#[pyfunction]
+#[pyo3(signature = (x, grad_out, grad_x, *, p, seed))]
+fn gelu_dropout_backward(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    grad_out: &Bound<'_, PyAny>,
+    grad_x: &Bound<'_, PyAny>,
+    p: f64,
+    seed: u64,
+) -> PyResult<()> {
+    if float_kind(x, "x")? {
+        gelu_backward_as::<u16>(py, x, grad_out, grad_x, p, seed)
+    } else {
+        gelu_backward_as::<f32>(py, x, grad_out, grad_x, p, seed)
+    }
+}
+
+fn gelu_backward_as<T: numpy::Element + Value>(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    grad_out: &Bound<'_, PyAny>,
+    grad_x: &Bound<'_, PyAny>,
+    p: f64,
+    seed: u64,
+) -> PyResult<()> {
+    let x = x.cast::<numpy::PyArrayDyn<T>>()?.readonly();
+    let grad_out = same_as::<T>(grad_out, "grad_out", x.shape())?.readonly();
+    let mut grad_x = writable::<T>(grad_x, "grad_x", Some(x.shape()))?;
+    let (x, g) = (
+        x.as_slice().unwrap_or(&[]),
+        grad_out.as_slice().unwrap_or(&[]),
+    );
+    let grad_x = grad_x.as_slice_mut().unwrap_or(&mut []);
+    py.detach(|| crate::dropout::gelu_dropout_backward(x, g, grad_x, p, seed))?;
+    Ok(())
+}
+
+/// Whether a float array for the dropout kernels holds bfloat16 bits (uint16) rather than
+/// float32; a TypeError for any other dtype, a ValueError unless C-contiguous.
+fn float_kind(a: &Bound<'_, PyAny>, arg: &str) -> PyResult<bool> {
+    let arr = a
+        .cast::<PyUntypedArray>()
+        .map_err(|_| PyTypeError::new_err(format!("{arg} must be a NumPy array")))?;
+    if !arr.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "{arg}: must be C-contiguous"
+        )));
+    }
+    let dtype = arr.dtype();
+    if dtype.is_equiv_to(&numpy::dtype::<u16>(a.py())) {
+        Ok(true)
+    } else if dtype.is_equiv_to(&numpy::dtype::<f32>(a.py())) {
+        Ok(false)
     } else {
         Err(PyTypeError::new_err(format!(
-            "out must be float32 or uint16 (bfloat16 bits), got {}",
-            arr.dtype()
+            "{arg} must be float32 or uint16 (bfloat16 bits), got {dtype}"
         )))
     }
 }
 
-fn fill_mask<T: numpy::Element + crate::dropout::MaskValue>(
-    py: Python<'_>,
-    arr: &Bound<'_, numpy::PyArrayDyn<T>>,
-    p: f64,
-    seed: u64,
-) -> PyResult<()> {
-    let mut rw = arr.try_readwrite().map_err(|_| PyValueError::new_err("out: must be writable and not borrowed elsewhere"))?;
-    let slice = rw.as_slice_mut().map_err(|_| PyValueError::new_err("out: must be C-contiguous"))?;
-    py.detach(|| crate::dropout::dropout_mask(slice, p, seed))?;
-    Ok(())
+/// `a` as an array of T with `shape`, C-contiguous; errors name `arg`.
+fn same_as<'py, T: numpy::Element>(
+    a: &Bound<'py, PyAny>,
+    arg: &str,
+    shape: &[usize],
+) -> PyResult<Bound<'py, numpy::PyArrayDyn<T>>> {
+    let arr = a
+        .cast::<PyUntypedArray>()
+        .map_err(|_| PyTypeError::new_err(format!("{arg} must be a NumPy array")))?;
+    let typed = a.cast::<numpy::PyArrayDyn<T>>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{arg} must have the dtype {}, got {}",
+            numpy::dtype::<T>(a.py()),
+            arr.dtype()
+        ))
+    })?;
+    if arr.shape() != shape {
+        return Err(PyValueError::new_err(format!(
+            "{arg} has shape {:?} but x has shape {shape:?}",
+            arr.shape()
+        )));
+    }
+    if !arr.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "{arg}: must be C-contiguous"
+        )));
+    }
+    Ok(typed.clone())
+}
+
+/// `a` borrowed for writing (shape checked when given); an error if it is read-only or
+/// overlaps an array already borrowed (an input).
+fn writable<'py, T: numpy::Element>(
+    a: &Bound<'py, PyAny>,
+    arg: &str,
+    shape: Option<&[usize]>,
+) -> PyResult<numpy::PyReadwriteArrayDyn<'py, T>> {
+    let arr = a
+        .cast::<PyUntypedArray>()
+        .map_err(|_| PyTypeError::new_err(format!("{arg} must be a NumPy array")))?;
+    let typed = same_as::<T>(a, arg, shape.unwrap_or(arr.shape()))?;
+    typed.try_readwrite().map_err(|_| {
+        PyValueError::new_err(format!("{arg}: must be writable and not overlap an input"))
+    })
 }
 
 #[pymodule]
@@ -364,5 +570,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(leave_one_out_ends, m)?)?;
     m.add_function(wrap_pyfunction!(temporal_ends, m)?)?;
     m.add_function(wrap_pyfunction!(dropout_mask, m)?)?;
+    m.add_function(wrap_pyfunction!(gelu_dropout, m)?)?;
+    m.add_function(wrap_pyfunction!(gelu_dropout_backward, m)?)?;
     Ok(())
 }

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+import longrec_core.model as model_module
 from longrec_core.model import (KShiftEmbedding, ModelConfig, SASRec, attention, dropout, embedding_memory_bytes,
-                                kshift_collision_share, kshift_table_rows, load_model)
+                                gelu_dropout, kshift_collision_share, kshift_table_rows, load_model)
 
 try:
     from longrec_core import kshift_rows
@@ -277,6 +278,51 @@ def test_bf16_training_dropout_uses_the_core_mask():
     assert y.dtype == torch.bfloat16
     assert torch.equal(y == 0, z == 0)  # x has no zeros: zeros are exactly the dropped elements
     assert torch.allclose(y.float(), z, rtol=1e-2)
+
+
+def plain_gelu_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """What gelu_dropout fuses, step by step (the same seed draw, hence the same mask)."""
+    return dropout(torch.nn.functional.gelu(x), p, training)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_fused_gelu_dropout_equals_gelu_then_dropout(dtype, p):
+    # a partial block at the end; |x| <= 5, where GELU is not 0 in float32 (far below, both
+    # round to 0 at different points), so zeros are exactly the dropped elements
+    x0 = (torch.randn(7, 33, 65, generator=torch.Generator().manual_seed(1)) * 2).clamp(-5, 5).to(dtype)
+    grad = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2)).to(dtype)
+    results = []
+    for fn in (gelu_dropout, plain_gelu_dropout):
+        x = x0.clone().requires_grad_(True)
+        torch.manual_seed(5)
+        y = fn(x, p, True)
+        y.backward(grad)
+        results.append((y.detach().float(), x.grad.float()))
+    (y, gx), (ry, rgx) = results
+    assert y.dtype == gx.dtype == torch.float32 and x0.dtype == dtype
+    assert torch.equal(y == 0, ry == 0) if p else not (y == 0).any()
+    # the core's erf is within 5e-7 of torch's: |x| <= 5, scale 1/(1-p) and grads of ~4 make 1e-5
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 1e-2}
+    assert torch.allclose(y, ry, **tol) and torch.allclose(gx, rgx, **tol)
+
+
+def test_model_with_fused_activation_matches_the_plain_layer(monkeypatch):
+    x = seqs()
+
+    def step(model: SASRec) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        torch.manual_seed(3)
+        out = model(x)
+        out[x != 0].square().sum().backward()
+        return out.detach(), [q.grad for q in model.parameters() if q.grad is not None]
+
+    fused = step(tiny().train())
+    monkeypatch.setattr(model_module, "gelu_dropout", plain_gelu_dropout)
+    plain = step(tiny().train())
+    assert torch.allclose(fused[0], plain[0], atol=1e-5)
+    assert len(fused[1]) == len(plain[1])
+    for a, b in zip(fused[1], plain[1]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (a - b).abs().max()
 
 
 def test_dropout_is_seeded_by_torch_and_keeps_the_mean():
