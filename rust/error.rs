@@ -14,10 +14,7 @@ pub struct CoreError {
 
 impl CoreError {
     pub fn new(arg: &'static str, msg: impl Into<String>) -> Self {
-        CoreError {
-            arg,
-            msg: msg.into(),
-        }
+        CoreError { arg, msg: msg.into() }
     }
 }
 

@@ -34,14 +34,7 @@ pub fn gather<T: ToI64>(
     // buffer would cost a second pass, and for batch-sized buffers the kernel's zeroing of
     // fresh pages besides, which took longer than the gather itself.
     let mut out: Vec<i64> = Vec::with_capacity(n);
-    fill_batch(
-        items,
-        start,
-        stop,
-        length as usize + 1,
-        pad,
-        &mut out.spare_capacity_mut()[..n],
-    );
+    fill_batch(items, start, stop, length as usize + 1, pad, &mut out.spare_capacity_mut()[..n]);
     // SAFETY: fill_batch wrote every one of the first n slots.
     unsafe { out.set_len(n) };
     Ok(out)
@@ -58,12 +51,7 @@ pub fn gather_into<T: ToI64>(
     out: &mut [i64],
 ) -> Result<()> {
     check_rows(items.len(), start, stop, length)?;
-    check_len(
-        "out",
-        out.len(),
-        "rows * (length + 1)",
-        start.len() * (length as usize + 1),
-    )?;
+    check_len("out", out.len(), "rows * (length + 1)", start.len() * (length as usize + 1))?;
     // SAFETY: MaybeUninit<i64> has the layout of i64, and fill_batch only ever writes
     // initialized values through this view, so `out` stays initialized.
     let slots = unsafe { &mut *(out as *mut [i64] as *mut [MaybeUninit<i64>]) };
@@ -75,17 +63,9 @@ pub fn gather_into<T: ToI64>(
 fn check_rows(n_items: usize, start: &[i64], stop: &[i64], length: i64) -> Result<()> {
     check_len("stop", stop.len(), "start", start.len())?;
     check_at_least("length", length, 1)?;
-    let values = (length as usize)
-        .checked_add(1)
-        .and_then(|w| w.checked_mul(start.len()));
+    let values = (length as usize).checked_add(1).and_then(|w| w.checked_mul(start.len()));
     if values.is_none_or(|v| v > isize::MAX as usize / 8) {
-        return Err(CoreError::new(
-            "length",
-            format!(
-                "{length}: a batch of {} rows would not fit in memory",
-                start.len()
-            ),
-        ));
+        return Err(CoreError::new("length", format!("{length}: a batch of {} rows would not fit in memory", start.len())));
     }
     for (b, (&s, &e)) in start.iter().zip(stop).enumerate() {
         if s < 0 || s > e || e > n_items as i64 {
@@ -102,14 +82,7 @@ fn check_rows(n_items: usize, start: &[i64], stop: &[i64], length: i64) -> Resul
 type RowTask<'a> = (&'a mut [MaybeUninit<i64>], (&'a [i64], &'a [i64]));
 
 /// Write all of `slots` (rows of `width`): padding, then each row's kept events.
-fn fill_batch<T: ToI64>(
-    items: &[T],
-    start: &[i64],
-    stop: &[i64],
-    width: usize,
-    pad: i64,
-    slots: &mut [MaybeUninit<i64>],
-) {
+fn fill_batch<T: ToI64>(items: &[T], start: &[i64], stop: &[i64], width: usize, pad: i64, slots: &mut [MaybeUninit<i64>]) {
     let n = slots.len();
     // Rows start at random places in `items`, so each costs a memory latency: tasks of
     // ROWS rows each prefetch their sources AHEAD rows early, keeping several misses in flight
@@ -135,15 +108,9 @@ fn fill_batch<T: ToI64>(
     };
     if n < PARALLEL_MIN_VALUES {
         // A training batch: waking the thread pool costs more than a second core saves.
-        slots
-            .chunks_mut(ROWS * width)
-            .zip(start.chunks(ROWS).zip(stop.chunks(ROWS)))
-            .for_each(fill_rows);
+        slots.chunks_mut(ROWS * width).zip(start.chunks(ROWS).zip(stop.chunks(ROWS))).for_each(fill_rows);
     } else {
-        slots
-            .par_chunks_mut(ROWS * width)
-            .zip(start.par_chunks(ROWS).zip(stop.par_chunks(ROWS)))
-            .for_each(fill_rows);
+        slots.par_chunks_mut(ROWS * width).zip(start.par_chunks(ROWS).zip(stop.par_chunks(ROWS))).for_each(fill_rows);
     }
 }
 
@@ -189,10 +156,7 @@ mod tests {
 
     #[test]
     fn empty_batch_and_pad_value() {
-        assert_eq!(
-            gather::<i64>(&[], &[], &[], 4, 0).unwrap(),
-            Vec::<i64>::new()
-        );
+        assert_eq!(gather::<i64>(&[], &[], &[], 4, 0).unwrap(), Vec::<i64>::new());
         assert_eq!(gather(&[7u8], &[0], &[1], 2, -1).unwrap(), vec![-1, -1, 7]);
     }
 
@@ -200,9 +164,8 @@ mod tests {
     fn many_rows_match_reference() {
         // More rows than one parallel task holds, so prefetching crosses task edges.
         let items: Vec<i32> = (0..5000).collect();
-        let (start, stop): (Vec<i64>, Vec<i64>) = (0..300)
-            .map(|r| ((r * 37) % 4000, (r * 37) % 4000 + (r % 13) * 3))
-            .unzip();
+        let (start, stop): (Vec<i64>, Vec<i64>) =
+            (0..300).map(|r| ((r * 37) % 4000, (r * 37) % 4000 + (r % 13) * 3)).unzip();
         let out = gather(&items, &start, &stop, 20, -1).unwrap();
         for r in 0..300 {
             let (s, e) = (start[r].max(stop[r] - 21), stop[r]);
@@ -215,14 +178,8 @@ mod tests {
     #[test]
     fn bad_slices() {
         let items = [1i64, 2, 3];
-        assert!(gather(&items, &[2], &[1], 2, 0)
-            .unwrap_err()
-            .msg
-            .starts_with("row 0"));
-        assert!(gather(&items, &[0, 0], &[1, 4], 2, 0)
-            .unwrap_err()
-            .msg
-            .starts_with("row 1"));
+        assert!(gather(&items, &[2], &[1], 2, 0).unwrap_err().msg.starts_with("row 0"));
+        assert!(gather(&items, &[0, 0], &[1, 4], 2, 0).unwrap_err().msg.starts_with("row 1"));
         assert_eq!(gather(&items, &[-1], &[1], 2, 0).unwrap_err().arg, "start");
         assert_eq!(gather(&items, &[0], &[1, 2], 2, 0).unwrap_err().arg, "stop");
         assert_eq!(gather(&items, &[0], &[1], 0, 0).unwrap_err().arg, "length");

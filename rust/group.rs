@@ -46,17 +46,11 @@ pub fn group(users: &[i64], ts: &[i64]) -> Result<(Vec<i64>, Vec<i64>)> {
 fn max_non_negative(users: &[i64]) -> Result<i64> {
     let (min, max) = users
         .par_chunks(1 << 16)
-        .map(|c| {
-            c.iter()
-                .fold((i64::MAX, i64::MIN), |(lo, hi), &u| (lo.min(u), hi.max(u)))
-        })
+        .map(|c| c.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &u| (lo.min(u), hi.max(u))))
         .reduce(|| (i64::MAX, i64::MIN), |a, b| (a.0.min(b.0), a.1.max(b.1)));
     if min < 0 {
         let i = users.iter().position(|&u| u < 0).unwrap_or(0);
-        return Err(CoreError::new(
-            "users",
-            format!("users[{i}] = {} is negative", users[i]),
-        ));
+        return Err(CoreError::new("users", format!("users[{i}] = {} is negative", users[i])));
     }
     Ok(max.max(0))
 }
@@ -131,12 +125,7 @@ fn radix_group(users: &[i64], table: usize) -> (Vec<i64>, Vec<i64>) {
 /// Stable counting sort of one bucket (starting at event `first`) by the packed low id bits;
 /// unpacks the event indices and returns the end of each of its users that has events.
 /// `scratch` and `pos` (one entry per low id) are reused across buckets.
-fn sort_bucket(
-    bucket: &mut [i64],
-    first: i64,
-    scratch: &mut Vec<i64>,
-    pos: &mut [usize],
-) -> Vec<i64> {
+fn sort_bucket(bucket: &mut [i64], first: i64, scratch: &mut Vec<i64>, pos: &mut [usize]) -> Vec<i64> {
     const MASK: i64 = (1 << INDEX_BITS) - 1;
     pos.fill(0);
     scratch.clear();
@@ -186,14 +175,11 @@ fn sorting_group(users: &[i64]) -> (Vec<i64>, Vec<i64>) {
 /// Within each user, order events by time; the stable sort keeps ties in input order, and
 /// a user already in order costs one read.
 fn sort_each_by_time(perm: &mut [i64], offsets: &[i64], ts: &[i64]) {
-    split_at_offsets(perm, offsets)
-        .par_iter_mut()
-        .with_min_len(256)
-        .for_each(|s| {
-            if s.windows(2).any(|p| ts[p[1] as usize] < ts[p[0] as usize]) {
-                s.sort_by_key(|&i| ts[i as usize]);
-            }
-        });
+    split_at_offsets(perm, offsets).par_iter_mut().with_min_len(256).for_each(|s| {
+        if s.windows(2).any(|p| ts[p[1] as usize] < ts[p[0] as usize]) {
+            s.sort_by_key(|&i| ts[i as usize]);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -261,15 +247,7 @@ mod tests {
             x % m
         };
         let n = 40_000;
-        let users: Vec<i64> = (0..n)
-            .map(|_| {
-                if rnd(4) == 0 {
-                    12_345
-                } else {
-                    rnd(60_000) as i64
-                }
-            })
-            .collect();
+        let users: Vec<i64> = (0..n).map(|_| if rnd(4) == 0 { 12_345 } else { rnd(60_000) as i64 }).collect();
         let ts: Vec<i64> = (0..n as i64).map(|i| i / 3).collect();
         assert_eq!(group(&users, &ts).unwrap(), reference(&users, &ts));
         // the same log with one event out of order takes the per-user sort
@@ -280,10 +258,7 @@ mod tests {
 
     #[test]
     fn bad_input() {
-        assert_eq!(
-            group(&[1, -3], &[0, 0]).unwrap_err().msg,
-            "users[1] = -3 is negative"
-        );
+        assert_eq!(group(&[1, -3], &[0, 0]).unwrap_err().msg, "users[1] = -3 is negative");
         assert_eq!(group(&[1], &[0, 0]).unwrap_err().arg, "ts");
     }
 }

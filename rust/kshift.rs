@@ -53,11 +53,7 @@ fn row(h: u64, c: u32, rows: u64, scheme: Scheme) -> i64 {
             // Not a rotation: `>>` on a signed value copies the sign bit, as the paper's
             // Python code does; that is the defect this scheme exists to measure.
             #[allow(clippy::manual_rotate)]
-            let r = if c == 0 {
-                s
-            } else {
-                (s << c) | (s >> (64 - c))
-            };
+            let r = if c == 0 { s } else { (s << c) | (s >> (64 - c)) };
             r.rem_euclid(rows as i64)
         }
     }
@@ -68,29 +64,20 @@ pub fn kshift_rows(ids: &[i64], k: i64, rows: i64, seed: u64, scheme: Scheme) ->
     check_at_least("k", k, 1)?;
     check_at_least("rows", rows, 1)?;
     if k > 64 {
-        return Err(CoreError::new(
-            "k",
-            format!("must be at most 64 (one per bit rotation), got {k}"),
-        ));
+        return Err(CoreError::new("k", format!("must be at most 64 (one per bit rotation), got {k}")));
     }
     if let Some(i) = ids.iter().position(|&x| x < 0) {
-        return Err(CoreError::new(
-            "ids",
-            format!("ids[{i}] = {} is negative", ids[i]),
-        ));
+        return Err(CoreError::new("ids", format!("ids[{i}] = {} is negative", ids[i])));
     }
     let salt = splitmix64(seed);
     let k = k as usize;
     let mut out = vec![0i64; ids.len() * k];
-    out.par_chunks_mut(k)
-        .with_min_len(1024)
-        .zip(ids.par_iter())
-        .for_each(|(r, &id)| {
-            let h = splitmix64(id as u64 ^ salt);
-            for (c, slot) in r.iter_mut().enumerate() {
-                *slot = row(h, c as u32, rows as u64, scheme);
-            }
-        });
+    out.par_chunks_mut(k).with_min_len(1024).zip(ids.par_iter()).for_each(|(r, &id)| {
+        let h = splitmix64(id as u64 ^ salt);
+        for (c, slot) in r.iter_mut().enumerate() {
+            *slot = row(h, c as u32, rows as u64, scheme);
+        }
+    });
     Ok(out)
 }
 
@@ -159,18 +146,9 @@ mod tests {
 
     #[test]
     fn bad_input() {
-        assert_eq!(
-            kshift_rows(&[1], 0, 5, 0, Scheme::Mix).unwrap_err().arg,
-            "k"
-        );
-        assert_eq!(
-            kshift_rows(&[1], 2, 0, 0, Scheme::Mix).unwrap_err().arg,
-            "rows"
-        );
-        assert_eq!(
-            kshift_rows(&[1, -2], 2, 5, 0, Scheme::Mix).unwrap_err().msg,
-            "ids[1] = -2 is negative"
-        );
+        assert_eq!(kshift_rows(&[1], 0, 5, 0, Scheme::Mix).unwrap_err().arg, "k");
+        assert_eq!(kshift_rows(&[1], 2, 0, 0, Scheme::Mix).unwrap_err().arg, "rows");
+        assert_eq!(kshift_rows(&[1, -2], 2, 5, 0, Scheme::Mix).unwrap_err().msg, "ids[1] = -2 is negative");
         assert_eq!(Scheme::parse("xor").unwrap_err().arg, "scheme");
     }
 }

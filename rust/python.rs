@@ -5,8 +5,8 @@ use std::borrow::Cow;
 
 use numpy::ndarray::Array2;
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1,
-    PyUntypedArray, PyUntypedArrayMethods,
+    IntoPyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1, PyUntypedArray,
+    PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -38,38 +38,14 @@ enum IntArray<'py> {
 macro_rules! with_slice {
     ($arr:expr, $s:ident => $body:expr) => {
         match $arr {
-            IntArray::I8(a) => {
-                let $s = a.as_slice().unwrap_or(&[]);
-                $body
-            }
-            IntArray::I16(a) => {
-                let $s = a.as_slice().unwrap_or(&[]);
-                $body
-            }
-            IntArray::I32(a) => {
-                let $s = a.as_slice().unwrap_or(&[]);
-                $body
-            }
-            IntArray::I64(a) => {
-                let $s = a.as_slice().unwrap_or(&[]);
-                $body
-            }
-            IntArray::U8(a) => {
-                let $s = a.as_slice().unwrap_or(&[]);
-                $body
-            }
-            IntArray::U16(a) => {
-                let $s = a.as_slice().unwrap_or(&[]);
-                $body
-            }
-            IntArray::U32(a) => {
-                let $s = a.as_slice().unwrap_or(&[]);
-                $body
-            }
-            IntArray::U64(a) => {
-                let $s = a.as_slice().unwrap_or(&[]);
-                $body
-            }
+            IntArray::I8(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
+            IntArray::I16(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
+            IntArray::I32(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
+            IntArray::I64(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
+            IntArray::U8(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
+            IntArray::U16(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
+            IntArray::U32(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
+            IntArray::U64(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
         }
     };
 }
@@ -83,11 +59,7 @@ impl IntArray<'_> {
         if let IntArray::U64(a) = self {
             let s = a.as_slice().unwrap_or(&[]);
             if let Some(i) = s.iter().position(|&v| v > i64::MAX as u64) {
-                return Err(CoreError::new(
-                    arg,
-                    format!("{arg}[{i}] = {} does not fit in int64", s[i]),
-                )
-                .into());
+                return Err(CoreError::new(arg, format!("{arg}[{i}] = {} does not fit in int64", s[i])).into());
             }
         }
         // The macro expands for every width, int64 included (returned above), hence the allow.
@@ -106,29 +78,17 @@ fn int_array<'py>(obj: &Bound<'py, PyAny>, arg: &'static str) -> PyResult<IntArr
             // A Python sequence: let NumPy pick the dtype, except that an empty list
             // (float64 to NumPy) is simply no integers.
             let np = py.import("numpy")?;
-            let a = np
-                .call_method1("asarray", (obj,))?
-                .cast_into::<PyUntypedArray>()?;
-            if a.len() == 0 {
-                np.call_method1("zeros", (0, "int64"))?
-                    .cast_into::<PyUntypedArray>()?
-            } else {
-                a
-            }
+            let a = np.call_method1("asarray", (obj,))?.cast_into::<PyUntypedArray>()?;
+            if a.len() == 0 { np.call_method1("zeros", (0, "int64"))?.cast_into::<PyUntypedArray>()? } else { a }
         }
     };
     if arr.ndim() != 1 {
-        return Err(PyTypeError::new_err(format!(
-            "{arg} must be a 1-D array, got {} dimensions",
-            arr.ndim()
-        )));
+        return Err(PyTypeError::new_err(format!("{arg} must be a 1-D array, got {} dimensions", arr.ndim())));
     }
     let kind = arr.dtype().kind();
     if kind != b'i' && kind != b'u' {
         let dtype = arr.dtype().str()?.to_string();
-        return Err(PyTypeError::new_err(format!(
-            "{arg} must be an integer array, got dtype {dtype}"
-        )));
+        return Err(PyTypeError::new_err(format!("{arg} must be an integer array, got dtype {dtype}")));
     }
     if !arr.is_c_contiguous() {
         return Err(PyValueError::new_err(format!(
@@ -155,10 +115,7 @@ fn int_array<'py>(obj: &Bound<'py, PyAny>, arg: &'static str) -> PyResult<IntArr
     })
 }
 
-fn optional<'py>(
-    obj: Option<&Bound<'py, PyAny>>,
-    arg: &'static str,
-) -> PyResult<Option<IntArray<'py>>> {
+fn optional<'py>(obj: Option<&Bound<'py, PyAny>>, arg: &'static str) -> PyResult<Option<IntArray<'py>>> {
     match obj {
         Some(o) if !o.is_none() => Ok(Some(int_array(o, arg)?)),
         _ => Ok(None),
@@ -169,11 +126,7 @@ type I64Array<'py> = Bound<'py, PyArray1<i64>>;
 type Triple<'py> = (I64Array<'py>, I64Array<'py>, I64Array<'py>);
 
 fn triple<'py>(py: Python<'py>, (a, b, c): (Vec<i64>, Vec<i64>, Vec<i64>)) -> Triple<'py> {
-    (
-        PyArray1::from_vec(py, a),
-        PyArray1::from_vec(py, b),
-        PyArray1::from_vec(py, c),
-    )
+    (PyArray1::from_vec(py, a), PyArray1::from_vec(py, b), PyArray1::from_vec(py, c))
 }
 
 /// Stable (user, time) order of a raw log and the CSR offsets of its users.
@@ -190,10 +143,7 @@ fn group<'py>(
     let (users, ts) = (int_array(users, "users")?, int_array(ts, "ts")?);
     let (users, ts) = (users.to_i64("users")?, ts.to_i64("ts")?);
     let (perm, offsets) = py.detach(|| crate::group::group(&users, &ts))?;
-    Ok((
-        PyArray1::from_vec(py, perm),
-        PyArray1::from_vec(py, offsets),
-    ))
+    Ok((PyArray1::from_vec(py, perm), PyArray1::from_vec(py, offsets)))
 }
 
 /// Session offsets over the grouped events: a new session at every sequence start and
@@ -235,13 +185,8 @@ fn windows<'py>(
     let (offsets, ends) = (int_array(offsets, "offsets")?, optional(ends, "ends")?);
     let offsets = offsets.to_i64("offsets")?;
     let ends = ends.as_ref().map(|e| e.to_i64("ends")).transpose()?;
-    let spec = WindowSpec {
-        window,
-        min_len,
-        max_history,
-    };
-    let out =
-        py.detach(|| crate::windows::windows(&offsets, ends.as_deref(), spec, stride, regime))?;
+    let spec = WindowSpec { window, min_len, max_history };
+    let out = py.detach(|| crate::windows::windows(&offsets, ends.as_deref(), spec, stride, regime))?;
     Ok(triple(py, out))
 }
 
@@ -264,14 +209,8 @@ fn sample_windows<'py>(
     let (offsets, ends) = (int_array(offsets, "offsets")?, optional(ends, "ends")?);
     let offsets = offsets.to_i64("offsets")?;
     let ends = ends.as_ref().map(|e| e.to_i64("ends")).transpose()?;
-    let spec = WindowSpec {
-        window,
-        min_len,
-        max_history,
-    };
-    let out = py.detach(|| {
-        crate::windows::sample_windows(&offsets, ends.as_deref(), spec, per_seq, seed)
-    })?;
+    let spec = WindowSpec { window, min_len, max_history };
+    let out = py.detach(|| crate::windows::sample_windows(&offsets, ends.as_deref(), spec, per_seq, seed))?;
     Ok(triple(py, out))
 }
 
@@ -313,19 +252,14 @@ fn gather<'py>(
         if !out.is_c_contiguous() {
             return Err(PyValueError::new_err("out must be C-contiguous"));
         }
-        let mut guard = out.try_readwrite().map_err(|_| {
-            PyValueError::new_err("out is not writeable (read-only, or it overlaps an input)")
-        })?;
-        let slots = guard
-            .as_slice_mut()
-            .map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+        let mut guard = out.try_readwrite().map_err(|_| PyValueError::new_err("out is not writeable (read-only, or it overlaps an input)"))?;
+        let slots = guard.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
         with_slice!(&items, s => py.detach(|| crate::gather::gather_into(s, &start, &stop, length, pad, slots)))?;
         drop(guard);
         return Ok(out.clone());
     }
     let flat = with_slice!(&items, s => py.detach(|| crate::gather::gather(s, &start, &stop, length, pad)))?;
-    let batch = Array2::from_shape_vec((rows, width), flat)
-        .expect("gather returns rows * (length + 1) values");
+    let batch = Array2::from_shape_vec((rows, width), flat).expect("gather returns rows * (length + 1) values");
     Ok(batch.into_pyarray(py))
 }
 
@@ -349,8 +283,7 @@ fn kshift_rows<'py>(
     let ids = int_array(ids, "ids")?;
     let ids = ids.to_i64("ids")?;
     let flat = py.detach(|| crate::kshift::kshift_rows(&ids, k, rows, seed, scheme))?;
-    let batch = Array2::from_shape_vec((ids.len(), k as usize), flat)
-        .expect("kshift_rows returns n * k values");
+    let batch = Array2::from_shape_vec((ids.len(), k as usize), flat).expect("kshift_rows returns n * k values");
     Ok(batch.into_pyarray(py))
 }
 

@@ -21,16 +21,11 @@ pub fn sessionize(offsets: &[i64], ts: &[i64], gap: i64) -> Result<Vec<i64>> {
     check_at_least("gap", gap, 1)?;
     let n = ts.len();
     let block_len = n.div_ceil(8 * rayon::current_num_threads()).max(1 << 16);
-    let blocks: Vec<(usize, usize)> = (0..n)
-        .step_by(block_len)
-        .map(|lo| (lo, (lo + block_len).min(n)))
-        .collect();
+    let blocks: Vec<(usize, usize)> = (0..n).step_by(block_len).map(|lo| (lo, (lo + block_len).min(n))).collect();
     let gap = gap as u64; // >= 1; compared with non-negative differences
-                          // Pass 1: starts per block, and whether time ever decreases inside a sequence.
-    let counted: Vec<(usize, bool)> = blocks
-        .par_iter()
-        .map(|&(lo, hi)| count_block(offsets, ts, gap, lo, hi))
-        .collect();
+    // Pass 1: starts per block, and whether time ever decreases inside a sequence.
+    let counted: Vec<(usize, bool)> =
+        blocks.par_iter().map(|&(lo, hi)| count_block(offsets, ts, gap, lo, hi)).collect();
     if counted.iter().any(|&(_, decreases)| decreases) {
         check_ts_sorted(offsets, ts)?; // the slow path that names the first offending index
     }
@@ -44,11 +39,8 @@ pub fn sessionize(offsets: &[i64], ts: &[i64], gap: i64) -> Result<Vec<i64>> {
         rest = tail;
     }
     rest[0].write(n as i64); // the end of the last session
-                             // Pass 2: each block writes its own part.
-    blocks
-        .par_iter()
-        .zip(parts)
-        .for_each(|(&(lo, hi), part)| write_block(offsets, ts, gap, lo, hi, part));
+    // Pass 2: each block writes its own part.
+    blocks.par_iter().zip(parts).for_each(|(&(lo, hi), part)| write_block(offsets, ts, gap, lo, hi, part));
     // SAFETY: the parts and the final slot cover 0..total+1, and write_block filled each
     // part completely (it asserts so).
     unsafe { out.set_len(total + 1) };
@@ -117,14 +109,7 @@ fn count_pairs_plain(prev: &[i64], cur: &[i64], gap: u64) -> (usize, usize) {
 /// sized exactly. Events go 64 at a time: a bit mask of the gaps (built branch-free), with
 /// the sequence starts of the word set too (whatever their cross-sequence pair said), whose
 /// set bits are then written in order.
-fn write_block(
-    offsets: &[i64],
-    ts: &[i64],
-    gap: u64,
-    lo: usize,
-    hi: usize,
-    part: &mut [MaybeUninit<i64>],
-) {
+fn write_block(offsets: &[i64], ts: &[i64], gap: u64, lo: usize, hi: usize, part: &mut [MaybeUninit<i64>]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
@@ -135,26 +120,12 @@ fn write_block(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn write_block_avx2(
-    offsets: &[i64],
-    ts: &[i64],
-    gap: u64,
-    lo: usize,
-    hi: usize,
-    part: &mut [MaybeUninit<i64>],
-) {
+unsafe fn write_block_avx2(offsets: &[i64], ts: &[i64], gap: u64, lo: usize, hi: usize, part: &mut [MaybeUninit<i64>]) {
     write_block_plain(offsets, ts, gap, lo, hi, part)
 }
 
 #[inline(always)]
-fn write_block_plain(
-    offsets: &[i64],
-    ts: &[i64],
-    gap: u64,
-    lo: usize,
-    hi: usize,
-    part: &mut [MaybeUninit<i64>],
-) {
+fn write_block_plain(offsets: &[i64], ts: &[i64], gap: u64, lo: usize, hi: usize, part: &mut [MaybeUninit<i64>]) {
     let mut starts = sequence_starts(offsets, lo, hi).peekable();
     let mut pos = 0;
     for word in (lo..hi).step_by(64) {
@@ -170,20 +141,13 @@ fn write_block_plain(
             mask &= mask - 1;
         }
     }
-    assert_eq!(
-        pos,
-        part.len(),
-        "sessionize: the writing pass disagrees with the count"
-    );
+    assert_eq!(pos, part.len(), "sessionize: the writing pass disagrees with the count");
 }
 
 /// Bit k set when (prev[k], cur[k]) is a gap (at most 64 pairs).
 #[inline(always)]
 fn gap_mask(prev: &[i64], cur: &[i64], gap: u64) -> u64 {
-    prev.iter()
-        .zip(cur)
-        .enumerate()
-        .fold(0, |m, (k, (&p, &q))| m | (is_gap(p, q, gap) as u64) << k)
+    prev.iter().zip(cur).enumerate().fold(0, |m, (k, (&p, &q))| m | (is_gap(p, q, gap) as u64) << k)
 }
 
 #[cfg(test)]
@@ -245,10 +209,7 @@ mod tests {
     fn blocks_cut_through_sequences() {
         let (offsets, ts) = long_log(400_000);
         for gap in [1, 10, 19, 1000] {
-            assert_eq!(
-                sessionize(&offsets, &ts, gap).unwrap(),
-                reference(&offsets, &ts, gap)
-            );
+            assert_eq!(sessionize(&offsets, &ts, gap).unwrap(), reference(&offsets, &ts, gap));
         }
     }
 
@@ -260,16 +221,10 @@ mod tests {
         let u = offsets.partition_point(|&o| o <= 200_000) - 1;
         assert!(offsets[u] < 200_000, "the drop must be inside a sequence");
         let e = sessionize(&offsets, &ts, 10).unwrap_err();
-        assert_eq!(
-            e.msg,
-            format!("decreases within sequence {u} at index 200000")
-        );
+        assert_eq!(e.msg, format!("decreases within sequence {u} at index 200000"));
         // a drop from one sequence to the next is not a decrease
         let ts2: Vec<i64> = (0..6).map(|i| 10 - i).collect();
-        assert_eq!(
-            sessionize(&[0, 1, 2, 3, 4, 5, 6], &ts2, 10).unwrap(),
-            vec![0, 1, 2, 3, 4, 5, 6]
-        );
+        assert_eq!(sessionize(&[0, 1, 2, 3, 4, 5, 6], &ts2, 10).unwrap(), vec![0, 1, 2, 3, 4, 5, 6]);
     }
 
     #[test]
@@ -285,11 +240,7 @@ mod tests {
         write_block(&offsets, &ts, 7, 0, ts.len(), &mut a);
         write_block_plain(&offsets, &ts, 7, 0, ts.len(), &mut b);
         // SAFETY: both were fully written (write_block asserts so).
-        let read = |v: &[MaybeUninit<i64>]| {
-            v.iter()
-                .map(|x| unsafe { x.assume_init() })
-                .collect::<Vec<_>>()
-        };
+        let read = |v: &[MaybeUninit<i64>]| v.iter().map(|x| unsafe { x.assume_init() }).collect::<Vec<_>>();
         assert_eq!(read(&a), read(&b));
     }
 
@@ -298,9 +249,6 @@ mod tests {
         assert_eq!(sessionize(&[0, 2], &[0, 1], 0).unwrap_err().arg, "gap");
         assert_eq!(sessionize(&[0, 3], &[0, 1], 5).unwrap_err().arg, "offsets");
         let e = sessionize(&[0, 3], &[0, 2, 1], 5).unwrap_err();
-        assert_eq!(
-            (e.arg, e.msg.as_str()),
-            ("ts", "decreases within sequence 0 at index 2")
-        );
+        assert_eq!((e.arg, e.msg.as_str()), ("ts", "decreases within sequence 0 at index 2"));
     }
 }

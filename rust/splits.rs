@@ -13,13 +13,7 @@ pub fn leave_one_out_ends(offsets: &[i64], holdout: i64, min_history: i64) -> Re
     check_offsets(offsets, (*offsets.last().unwrap_or(&0)).max(0) as usize)?;
     Ok(offsets
         .par_windows(2)
-        .map(|w| {
-            if w[1] - w[0] - holdout >= min_history {
-                w[1] - holdout
-            } else {
-                w[1]
-            }
-        })
+        .map(|w| if w[1] - w[0] - holdout >= min_history { w[1] - holdout } else { w[1] })
         .collect())
 }
 
@@ -45,14 +39,8 @@ mod tests {
     fn leave_one_out() {
         // lengths 5, 1, 0, 2
         let offsets = [0, 5, 6, 6, 8];
-        assert_eq!(
-            leave_one_out_ends(&offsets, 1, 1).unwrap(),
-            vec![4, 6, 6, 7]
-        );
-        assert_eq!(
-            leave_one_out_ends(&offsets, 2, 1).unwrap(),
-            vec![3, 6, 6, 8]
-        );
+        assert_eq!(leave_one_out_ends(&offsets, 1, 1).unwrap(), vec![4, 6, 6, 7]);
+        assert_eq!(leave_one_out_ends(&offsets, 2, 1).unwrap(), vec![3, 6, 6, 8]);
         assert_eq!(leave_one_out_ends(&[0], 1, 1).unwrap(), Vec::<i64>::new());
     }
 
@@ -68,13 +56,7 @@ mod tests {
 
     #[test]
     fn bad_input() {
-        assert_eq!(
-            leave_one_out_ends(&[0, 2], -1, 1).unwrap_err().arg,
-            "holdout"
-        );
-        assert_eq!(
-            leave_one_out_ends(&[0, 3, 2], 1, 1).unwrap_err().arg,
-            "offsets"
-        );
+        assert_eq!(leave_one_out_ends(&[0, 2], -1, 1).unwrap_err().arg, "holdout");
+        assert_eq!(leave_one_out_ends(&[0, 3, 2], 1, 1).unwrap_err().arg, "offsets");
     }
 }

@@ -13,10 +13,7 @@ pub fn check_offsets(offsets: &[i64], n_events: usize) -> Result<()> {
         .first()
         .ok_or_else(|| CoreError::new("offsets", "must have at least one entry (length U+1)"))?;
     if first != 0 {
-        return Err(CoreError::new(
-            "offsets",
-            format!("offsets[0] is {first}, must be 0"),
-        ));
+        return Err(CoreError::new("offsets", format!("offsets[0] is {first}, must be 0")));
     }
     // The common case (no error) is one parallel read; the first bad index only on error.
     let decreases = |w: &[i64]| w[1] < w[0];
@@ -24,12 +21,7 @@ pub fn check_offsets(offsets: &[i64], n_events: usize) -> Result<()> {
         let i = offsets.windows(2).position(decreases).unwrap_or(0);
         return Err(CoreError::new(
             "offsets",
-            format!(
-                "decreases at index {}: {} after {}",
-                i + 1,
-                offsets[i + 1],
-                offsets[i]
-            ),
+            format!("decreases at index {}: {} after {}", i + 1, offsets[i + 1], offsets[i]),
         ));
     }
     let last = offsets[offsets.len() - 1];
@@ -52,10 +44,7 @@ pub fn any_pair_decreases(values: &[i64]) -> bool {
     let pairs = values.len() - 1;
     (0..pairs.div_ceil(PARALLEL_MIN)).into_par_iter().any(|c| {
         let s = &values[c * PARALLEL_MIN..(c * PARALLEL_MIN + PARALLEL_MIN + 1).min(values.len())];
-        s[1..]
-            .iter()
-            .zip(s)
-            .fold(false, |bad, (&next, &prev)| bad | (next < prev))
+        s[1..].iter().zip(s).fold(false, |bad, (&next, &prev)| bad | (next < prev))
     })
 }
 
@@ -87,10 +76,7 @@ pub fn check_len(arg: &'static str, len: usize, ref_arg: &str, ref_len: usize) -
 /// A size parameter that must be at least `min`.
 pub fn check_at_least(arg: &'static str, value: i64, min: i64) -> Result<()> {
     if value < min {
-        return Err(CoreError::new(
-            arg,
-            format!("must be at least {min}, got {value}"),
-        ));
+        return Err(CoreError::new(arg, format!("must be at least {min}, got {value}")));
     }
     Ok(())
 }
@@ -103,11 +89,7 @@ pub fn check_ends(offsets: &[i64], ends: &[i64]) -> Result<()> {
         let lo = &offsets[c * PARALLEL_MIN..][..chunk.len()];
         let hi = &offsets[c * PARALLEL_MIN + 1..][..chunk.len()];
         // `|` rather than `||`, and no early exit: a branch-free loop the compiler vectorizes.
-        chunk
-            .iter()
-            .zip(lo)
-            .zip(hi)
-            .fold(false, |bad, ((&e, &l), &h)| bad | (e < l) | (e > h))
+        chunk.iter().zip(lo).zip(hi).fold(false, |bad, ((&e, &l), &h)| bad | (e < l) | (e > h))
     });
     if !any_outside {
         return Ok(());
@@ -115,12 +97,7 @@ pub fn check_ends(offsets: &[i64], ends: &[i64]) -> Result<()> {
     let u = (0..ends.len()).find(|&u| outside(u)).unwrap_or(0);
     Err(CoreError::new(
         "ends",
-        format!(
-            "ends[{u}] = {} lies outside its sequence [{}, {}]",
-            ends[u],
-            offsets[u],
-            offsets[u + 1]
-        ),
+        format!("ends[{u}] = {} lies outside its sequence [{}, {}]", ends[u], offsets[u], offsets[u + 1]),
     ))
 }
 
@@ -144,18 +121,9 @@ mod tests {
         assert!(check_offsets(&[0], 0).is_ok());
         assert!(check_offsets(&[0, 2, 2, 5], 5).is_ok());
         assert!(check_offsets(&[], 0).is_err());
-        assert!(check_offsets(&[1, 5], 5)
-            .unwrap_err()
-            .msg
-            .contains("offsets[0]"));
-        assert!(check_offsets(&[0, 3, 2, 5], 5)
-            .unwrap_err()
-            .msg
-            .contains("index 2"));
-        assert!(check_offsets(&[0, 3], 5)
-            .unwrap_err()
-            .msg
-            .contains("5 events"));
+        assert!(check_offsets(&[1, 5], 5).unwrap_err().msg.contains("offsets[0]"));
+        assert!(check_offsets(&[0, 3, 2, 5], 5).unwrap_err().msg.contains("index 2"));
+        assert!(check_offsets(&[0, 3], 5).unwrap_err().msg.contains("5 events"));
     }
 
     #[test]
@@ -170,10 +138,7 @@ mod tests {
     #[test]
     fn ends_inside_sequences() {
         assert!(check_ends(&[0, 2, 4], &[0, 4]).is_ok());
-        assert!(check_ends(&[0, 2, 4], &[3, 4])
-            .unwrap_err()
-            .msg
-            .contains("ends[0]"));
+        assert!(check_ends(&[0, 2, 4], &[3, 4]).unwrap_err().msg.contains("ends[0]"));
         assert!(check_ends(&[0, 2, 4], &[2]).is_err());
     }
 }

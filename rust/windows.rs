@@ -24,10 +24,7 @@ impl Regime {
         match s {
             "last" => Ok(Regime::Last),
             "sliding" => Ok(Regime::Sliding),
-            _ => Err(CoreError::new(
-                "regime",
-                format!("must be 'last' or 'sliding', got '{s}'"),
-            )),
+            _ => Err(CoreError::new("regime", format!("must be 'last' or 'sliding', got '{s}'"))),
         }
     }
 }
@@ -124,11 +121,7 @@ pub fn sample_windows(
     check_inputs(offsets, ends, &spec)?;
     check_at_least("per_seq", per_seq, 1)?;
     let count = |a: i64, b: i64| -> usize {
-        if b - a < spec.min_len {
-            0
-        } else {
-            per_seq as usize
-        }
+        if b - a < spec.min_len { 0 } else { per_seq as usize }
     };
     let seed_mix = crate::kshift::splitmix64(seed);
     fill_per_sequence(offsets, ends, &spec, count, |u, a, b, start, stop| {
@@ -169,36 +162,24 @@ where
         (a, b, count(a, b))
     };
     let blocks = sequence_blocks(offsets, 16 * rayon::current_num_threads());
-    let totals: Vec<usize> = blocks
-        .par_iter()
-        .map(|r| r.clone().map(|u| windows_of(u).2).sum())
-        .collect();
+    let totals: Vec<usize> = blocks.par_iter().map(|r| r.clone().map(|u| windows_of(u).2).sum()).collect();
     let total: usize = totals.iter().sum();
-    let (mut seq, mut start, mut stop) = (
-        with_capacity_huge(total),
-        with_capacity_huge(total),
-        with_capacity_huge(total),
-    );
+    let (mut seq, mut start, mut stop) =
+        (with_capacity_huge(total), with_capacity_huge(total), with_capacity_huge(total));
     let parts = split_parts(&mut seq, &mut start, &mut stop, &totals);
-    blocks
-        .into_par_iter()
-        .zip(parts)
-        .for_each(|(users, (mut seq, mut start, mut stop))| {
-            for u in users {
-                let (a, b, n) = windows_of(u);
-                // Taking each sequence's slots off the front checks bounds once per sequence.
-                let (seq_u, seq_rest) = std::mem::take(&mut seq).split_at_mut(n);
-                let (start_u, start_rest) = std::mem::take(&mut start).split_at_mut(n);
-                let (stop_u, stop_rest) = std::mem::take(&mut stop).split_at_mut(n);
-                seq_u.fill(MaybeUninit::new(u as i64));
-                fill(u, a, b, start_u, stop_u);
-                (seq, start, stop) = (seq_rest, start_rest, stop_rest);
-            }
-            assert!(
-                seq.is_empty(),
-                "windows: the filling pass disagrees with the count"
-            );
-        });
+    blocks.into_par_iter().zip(parts).for_each(|(users, (mut seq, mut start, mut stop))| {
+        for u in users {
+            let (a, b, n) = windows_of(u);
+            // Taking each sequence's slots off the front checks bounds once per sequence.
+            let (seq_u, seq_rest) = std::mem::take(&mut seq).split_at_mut(n);
+            let (start_u, start_rest) = std::mem::take(&mut start).split_at_mut(n);
+            let (stop_u, stop_rest) = std::mem::take(&mut stop).split_at_mut(n);
+            seq_u.fill(MaybeUninit::new(u as i64));
+            fill(u, a, b, start_u, stop_u);
+            (seq, start, stop) = (seq_rest, start_rest, stop_rest);
+        }
+        assert!(seq.is_empty(), "windows: the filling pass disagrees with the count");
+    });
     // SAFETY: the parts cover 0..total of each output and every slot of every part was
     // written (each sequence's slots are handed to `fill`, which writes them all, and the
     // parts are used up exactly, as asserted).
@@ -210,28 +191,14 @@ where
     Ok((seq, start, stop))
 }
 
-type Part<'a> = (
-    &'a mut [MaybeUninit<i64>],
-    &'a mut [MaybeUninit<i64>],
-    &'a mut [MaybeUninit<i64>],
-);
+type Part<'a> = (&'a mut [MaybeUninit<i64>], &'a mut [MaybeUninit<i64>], &'a mut [MaybeUninit<i64>]);
 
 /// Cut the spare capacity of the three outputs into consecutive parts of the given sizes.
-fn split_parts<'a>(
-    seq: &'a mut Vec<i64>,
-    start: &'a mut Vec<i64>,
-    stop: &'a mut Vec<i64>,
-    sizes: &[usize],
-) -> Vec<Part<'a>> {
-    let (mut s1, mut s2, mut s3) = (
-        seq.spare_capacity_mut(),
-        start.spare_capacity_mut(),
-        stop.spare_capacity_mut(),
-    );
+fn split_parts<'a>(seq: &'a mut Vec<i64>, start: &'a mut Vec<i64>, stop: &'a mut Vec<i64>, sizes: &[usize]) -> Vec<Part<'a>> {
+    let (mut s1, mut s2, mut s3) = (seq.spare_capacity_mut(), start.spare_capacity_mut(), stop.spare_capacity_mut());
     let mut parts = Vec::with_capacity(sizes.len());
     for &n in sizes {
-        let ((h1, t1), (h2, t2), (h3, t3)) =
-            (s1.split_at_mut(n), s2.split_at_mut(n), s3.split_at_mut(n));
+        let ((h1, t1), (h2, t2), (h3, t3)) = (s1.split_at_mut(n), s2.split_at_mut(n), s3.split_at_mut(n));
         parts.push((h1, h2, h3));
         (s1, s2, s3) = (t1, t2, t3);
     }
@@ -251,11 +218,7 @@ fn sequence_blocks(offsets: &[i64], parts: usize) -> Vec<Range<usize>> {
         let (mut lo, mut hi) = (0, n_seq);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if before(mid) < target {
-                lo = mid + 1
-            } else {
-                hi = mid
-            }
+            if before(mid) < target { lo = mid + 1 } else { hi = mid }
         }
         if lo > *cuts.last().unwrap() {
             cuts.push(lo);
@@ -269,25 +232,15 @@ mod tests {
     use super::*;
 
     fn spec(window: i64) -> WindowSpec {
-        WindowSpec {
-            window,
-            min_len: 2,
-            max_history: None,
-        }
+        WindowSpec { window, min_len: 2, max_history: None }
     }
 
     #[test]
     fn empty_and_one_event() {
         let none: Windows = (vec![], vec![], vec![]);
-        assert_eq!(
-            windows(&[0], None, spec(3), 1, Regime::Sliding).unwrap(),
-            none
-        );
+        assert_eq!(windows(&[0], None, spec(3), 1, Regime::Sliding).unwrap(), none);
         // a single event has no target
-        assert_eq!(
-            windows(&[0, 1], None, spec(3), 1, Regime::Sliding).unwrap(),
-            none
-        );
+        assert_eq!(windows(&[0, 1], None, spec(3), 1, Regime::Sliding).unwrap(), none);
     }
 
     #[test]
@@ -318,11 +271,7 @@ mod tests {
     #[test]
     fn ends_max_history_and_min_len() {
         // two users: [0, 6) ending at 5, [6, 9)
-        let s = WindowSpec {
-            window: 2,
-            min_len: 3,
-            max_history: Some(4),
-        };
+        let s = WindowSpec { window: 2, min_len: 3, max_history: Some(4) };
         let (seq, start, stop) = windows(&[0, 6, 9], Some(&[5, 9]), s, 1, Regime::Sliding).unwrap();
         // user 0: span [1, 5): stops 5, 4 (4 - 1 = 3 >= min_len), not 3
         // user 1: span [6, 9): stop 9 only
@@ -380,11 +329,7 @@ mod tests {
         };
         let mut offsets = vec![0i64, 0, 0];
         for u in 0..20_000 {
-            let len = match u % 5000 {
-                17 => 200_000,
-                _ if rnd(3) == 0 => 0,
-                _ => rnd(30) as i64,
-            };
+            let len = match u % 5000 { 17 => 200_000, _ if rnd(3) == 0 => 0, _ => rnd(30) as i64 };
             offsets.push(offsets.last().unwrap() + len);
         }
         offsets.extend([*offsets.last().unwrap(); 3]);
@@ -394,47 +339,17 @@ mod tests {
         }
         // only empty sequences
         let none: Windows = (vec![], vec![], vec![]);
-        assert_eq!(
-            windows(&[0; 100_000], None, spec(3), 1, Regime::Sliding).unwrap(),
-            none
-        );
+        assert_eq!(windows(&[0; 100_000], None, spec(3), 1, Regime::Sliding).unwrap(), none);
     }
 
     #[test]
     fn bad_input() {
-        assert_eq!(
-            windows(&[0, 5], None, spec(0), 1, Regime::Last)
-                .unwrap_err()
-                .arg,
-            "window"
-        );
-        assert_eq!(
-            windows(&[0, 5], None, spec(2), 0, Regime::Last)
-                .unwrap_err()
-                .arg,
-            "stride"
-        );
-        assert_eq!(
-            windows(&[0, 5], Some(&[6]), spec(2), 1, Regime::Last)
-                .unwrap_err()
-                .arg,
-            "ends"
-        );
-        assert_eq!(
-            windows(&[1, 5], None, spec(2), 1, Regime::Last)
-                .unwrap_err()
-                .arg,
-            "offsets"
-        );
+        assert_eq!(windows(&[0, 5], None, spec(0), 1, Regime::Last).unwrap_err().arg, "window");
+        assert_eq!(windows(&[0, 5], None, spec(2), 0, Regime::Last).unwrap_err().arg, "stride");
+        assert_eq!(windows(&[0, 5], Some(&[6]), spec(2), 1, Regime::Last).unwrap_err().arg, "ends");
+        assert_eq!(windows(&[1, 5], None, spec(2), 1, Regime::Last).unwrap_err().arg, "offsets");
         assert_eq!(Regime::parse("all").unwrap_err().arg, "regime");
-        let s = WindowSpec {
-            window: 2,
-            min_len: 1,
-            max_history: None,
-        };
-        assert_eq!(
-            windows(&[0, 5], None, s, 1, Regime::Last).unwrap_err().arg,
-            "min_len"
-        );
+        let s = WindowSpec { window: 2, min_len: 1, max_history: None };
+        assert_eq!(windows(&[0, 5], None, s, 1, Regime::Last).unwrap_err().arg, "min_len");
     }
 }
