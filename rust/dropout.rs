@@ -343,16 +343,20 @@ fn erf(x: f32) -> f32 {
 /// is 0 for every use here.
 #[inline(always)]
 fn exp_non_positive(v: f32) -> f32 {
-    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting it rounds to an integer
+    // Adding 1.5 * 2^23 rounds v log2(e) to the integer n and leaves n in the low mantissa
+    // bits, from which 2^n is built with integer operations (a float-to-int conversion would
+    // keep the loop from vectorizing).
+    const ROUND: f32 = 12_582_912.0;
     let v = v.max(-87.0);
-    let n = (v * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let t = v * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND; // in [-126, 0]
+    let two_to_n = f32::from_bits(t.to_bits().wrapping_add(127) << 23);
     let r = (v - n * 0.693_359_4) - n * -2.121_944_4e-4; // v - n ln 2, in two parts
     let mut e = 1.987_569_1e-4_f32;
     for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
         e = e * r + c;
     }
-    let e = e * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    (e * r * r + r + 1.0) * two_to_n
 }
 
 #[cfg(test)]
