@@ -127,6 +127,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
 
     if a.threads:
         torch.set_num_threads(a.threads)
+        os.environ["RAYON_NUM_THREADS"] = str(a.threads)  # the core's kernels too, as train.py --threads
     if a.worker == "paper":  # a plain PyTorch SASRec step: torch's dropout and fused attention
         import torch.nn.functional as F
 
@@ -434,7 +435,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1, help="run every pipeline this many times, alternating; "
                                                          "the best round counts (helps on a shared machine)")
     p.add_argument("--seed", type=int, default=0, help="model init and shuffling seed")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of torch and the core (default: all cores)")
     p.add_argument("--only", default=None, help="comma-separated pipelines among " + ", ".join(PIPELINES))
     p.add_argument("--json", default=None, help="also write every figure to this JSON file")
     p.add_argument("--worker", default=None, choices=PIPELINES, help=argparse.SUPPRESS)  # internal: one pipeline

@@ -105,7 +105,7 @@ g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                help="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU runs the matrix products in bfloat16 "
                     "(fast where the CPU has AVX512-BF16 or AMX); losses are always computed in float32")
 g.add_argument("--compile", action="store_true", help="torch.compile the model")
-g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+g.add_argument("--threads", type=int, default=None, help="CPU threads of torch and of the core's kernels (default: all cores)")
 args = p.parse_args()
 
 # On --resume every setting comes from the checkpoint, except: these keep the checkpoint's value
@@ -133,6 +133,7 @@ if world > 1:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 if args.threads:
     torch.set_num_threads(args.threads)
+    os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # read when the core first runs in parallel
 bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
 if bf16 and device.type == "cpu" and main_process and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
     cli.console.print("warning: this CPU has no native bfloat16 matrix products; --precision bf16 will be slower than fp32")
