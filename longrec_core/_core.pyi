@@ -72,3 +72,25 @@ def dropout_mask(out: npt.NDArray[np.float32] | npt.NDArray[np.uint16], *, p: fl
     (rounded to 1/65536), else ``1 / (1 - p)``; depends only on seed and index. float32, or uint16
     holding bfloat16 bits (``t.view(torch.uint16).numpy()`` of a bfloat16 tensor ``t``); both
     drop the same elements."""
+
+def gelu_dropout(
+    x: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    out: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    *,
+    p: float,
+    seed: int,
+) -> None:
+    """``out = gelu(x) * dropout_mask(p=p, seed=seed)`` in one pass (torch's exact GELU, within
+    3e-7 in float32); ``x`` and ``out`` the same shape and dtype (float32, or uint16 bfloat16 bits),
+    C-contiguous, ``out`` writable and not ``x``. ``p=0`` is GELU alone."""
+
+def gelu_dropout_backward(
+    x: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    grad_out: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    grad_x: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    *,
+    p: float,
+    seed: int,
+) -> None:
+    """The gradient of ``gelu_dropout`` with the same ``p`` and ``seed``: ``grad_x = grad_out *
+    mask * gelu'(x)``, the mask recomputed from the seed; all three the same shape and dtype."""

@@ -349,3 +349,19 @@ def test_spelled_out_attention_equals_torch_kernel_without_dropout():
     spelled = attention(q, k, v, mask, 1e-9, True)
     assert torch.allclose(spelled, fused, atol=1e-5)
     assert torch.allclose(attention(q, k, v, mask, 0.5, False), fused)
+
+
+def test_gelu_dropout_kernels_reject_bad_arrays():
+    import longrec_core as lc
+
+    x = np.ones((3, 4), np.float32)
+    cases = [((x, x), ValueError, "overlap"), ((x, np.ones((3, 5), np.float32)), ValueError, r"shape \[3, 5\]"),
+             ((x, np.ones((3, 4))), TypeError, "dtype float32"), ((x.astype(np.float64), x), TypeError, "float32 or uint16"),
+             ((x, np.ones((4, 3), np.float32).T), ValueError, "C-contiguous")]
+    for args, error, message in cases:
+        with pytest.raises(error, match=message):
+            lc.gelu_dropout(*args, p=0.1, seed=0)
+    with pytest.raises(ValueError, match="grad_out has shape"):
+        lc.gelu_dropout_backward(x, np.ones(12, np.float32), np.empty_like(x), p=0.1, seed=0)
+    with pytest.raises(ValueError, match="p: must be in"):
+        lc.gelu_dropout(x, np.empty_like(x), p=1.5, seed=0)
