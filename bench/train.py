@@ -22,9 +22,9 @@ Pipelines, each in a fresh subprocess (`bench/train.py --worker NAME ...`):
            __getitem__ returns torch.tensor(window); DataLoader(shuffle=True, num_workers=0) with a
            right-aligning pad_sequence collate
   paper    the peer's feeding and a plain PyTorch SASRec step: the same model with torch's own
-           dropout (bernoulli_ masks) and fused attention, logits + F.cross_entropy for the loss,
-           and glibc's default allocator: the
-           paper-style pipeline as a whole, which the tokens/s target is about
+           GELU and dropout (bernoulli_ masks) and fused attention, logits + F.cross_entropy for
+           the loss, and glibc's default allocator: the paper-style pipeline as a whole, which the
+           tokens/s target is about
   floor    the same model step on one fixed pre-built batch: the pure compute floor
 longrec, peer and floor train the same model as scripts/train.py (longrec_core.model.SASRec with
 the core's dropout masks, freed memory kept for reuse), so longrec vs peer isolates the feeding
@@ -134,6 +134,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         import longrec_core.model as model_module
 
         model_module.dropout = lambda x, p, training: F.dropout(x, p, training)
+        model_module.gelu_dropout = lambda x, p, training: F.dropout(F.gelu(x), p, training)
         model_module.attention = lambda q, k, v, mask, p, training: F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=p if training else 0.0)
     else:  # as scripts/train.py does
