@@ -245,6 +245,19 @@ fn mask_scales(mask: Mask, first: u64, scales: &mut [f32]) {
     tail.copy_from_slice(&mask.quad(first + full)[..tail.len()]);
 }
 
+/// GELU as torch's `nn.GELU()` computes it: 0.5 x (1 + erf(x / sqrt 2)).
+#[inline(always)]
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// Its derivative: Phi(x) + x phi(x), the normal distribution's CDF and density.
+#[inline(always)]
+fn gelu_slope(x: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+    cdf + x * exp_non_positive(-0.5 * x * x) * FRAC_1_SQRT_2PI
+}
+
 struct GeluKernel<'a, T> {
     x: &'a [T],
     out: &'a mut [T],
@@ -255,19 +268,13 @@ struct GeluKernel<'a, T> {
 impl<T: Value> Kernel for GeluKernel<'_, T> {
     #[inline(always)]
     fn run(self) {
-        let Self {
-            x,
-            out,
-            first,
-            mask,
-        } = self;
+        let Self { x, out, first, mask } = self;
         let mut scales = [0f32; BLOCK];
         for (b, (xs, out)) in x.chunks(BLOCK).zip(out.chunks_mut(BLOCK)).enumerate() {
             let scales = &mut scales[..xs.len()];
             mask_scales(mask, first + (b * BLOCK / 4) as u64, scales);
             for ((v, &x), &s) in out.iter_mut().zip(xs).zip(scales.iter()) {
-                let x = x.to_f32();
-                *v = T::from_f32(0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)) * s);
+                *v = T::from_f32(gelu(x.to_f32()) * s);
             }
         }
     }
@@ -284,27 +291,14 @@ struct GeluGradKernel<'a, T> {
 impl<T: Value> Kernel for GeluGradKernel<'_, T> {
     #[inline(always)]
     fn run(self) {
-        let Self {
-            x,
-            grad_out,
-            grad_x,
-            first,
-            mask,
-        } = self;
+        let Self { x, grad_out, grad_x, first, mask } = self;
         let mut scales = [0f32; BLOCK];
-        let blocks = x
-            .chunks(BLOCK)
-            .zip(grad_out.chunks(BLOCK))
-            .zip(grad_x.chunks_mut(BLOCK));
+        let blocks = x.chunks(BLOCK).zip(grad_out.chunks(BLOCK)).zip(grad_x.chunks_mut(BLOCK));
         for (b, ((xs, gs), out)) in blocks.enumerate() {
             let scales = &mut scales[..xs.len()];
             mask_scales(mask, first + (b * BLOCK / 4) as u64, scales);
-            // gelu'(x) = Phi(x) + x phi(x): the normal distribution's CDF and density
             for (((v, &x), &g), &s) in out.iter_mut().zip(xs).zip(gs).zip(scales.iter()) {
-                let x = x.to_f32();
-                let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-                let density = exp_non_positive(-0.5 * x * x) * FRAC_1_SQRT_2PI;
-                *v = T::from_f32(g.to_f32() * s * (cdf + x * density));
+                *v = T::from_f32(g.to_f32() * s * gelu_slope(x.to_f32()));
             }
         }
     }

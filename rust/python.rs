@@ -11,7 +11,6 @@ use numpy::{
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::dropout::Value;
 use crate::error::CoreError;
 use crate::kshift::Scheme;
 use crate::windows::{Regime, WindowSpec};
@@ -318,6 +317,20 @@ fn temporal_ends<'py>(
     Ok(PyArray1::from_vec(py, out))
 }
 
+/// Run `$body` with `$t` the element type of the dropout kernels' array `$a` (named `$arg` in
+/// errors): `u16` for bfloat16 bits, `f32` for float32.
+macro_rules! with_float_type {
+    ($a:expr, $arg:expr, $t:ident => $body:block) => {
+        if float_kind($a, $arg)? {
+            type $t = u16;
+            $body
+        } else {
+            type $t = f32;
+            $body
+        }
+    };
+}
+
 /// Fill ``out`` (any shape, C-contiguous, writable) with an inverted-dropout mask: 0 where an
 /// element is dropped (probability ``p``, rounded to 1/65536), else ``1 / (1 - p)``. ``out`` is
 /// float32, or uint16 holding bfloat16 bit patterns (NumPy has no bfloat16; pass
@@ -326,24 +339,11 @@ fn temporal_ends<'py>(
 #[pyfunction]
 #[pyo3(signature = (out, *, p, seed))]
 fn dropout_mask(py: Python<'_>, out: &Bound<'_, PyAny>, p: f64, seed: u64) -> PyResult<()> {
-    if float_kind(out, "out")? {
-        fill_mask::<u16>(py, out, p, seed)
-    } else {
-        fill_mask::<f32>(py, out, p, seed)
-    }
-}
-
-fn fill_mask<T: numpy::Element + Value>(
-    py: Python<'_>,
-    out: &Bound<'_, PyAny>,
-    p: f64,
-    seed: u64,
-) -> PyResult<()> {
-    let mut out = writable::<T>(out, "out", None)?;
-    let out = out
-        .as_slice_mut()
-        .map_err(|_| PyValueError::new_err("out: must be C-contiguous"))?;
-    py.detach(|| crate::dropout::dropout_mask(out, p, seed))?;
+    with_float_type!(out, "out", T => {
+        let mut out = writable::<T>(out, "out", None)?;
+        let out = out.as_slice_mut().unwrap_or(&mut []);
+        py.detach(|| crate::dropout::dropout_mask(out, p, seed))?;
+    });
     Ok(())
 }
 
@@ -353,34 +353,13 @@ fn fill_mask<T: numpy::Element + Value>(
 /// ``dropout_mask``), C-contiguous; ``out`` writable and not ``x``. ``p=0`` is GELU alone.
 #[pyfunction]
 #[pyo3(signature = (x, out, *, p, seed))]
-fn gelu_dropout(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    out: &Bound<'_, PyAny>,
-    p: f64,
-    seed: u64,
-) -> PyResult<()> {
-    if float_kind(x, "x")? {
-        gelu_dropout_as::<u16>(py, x, out, p, seed)
-    } else {
-        gelu_dropout_as::<f32>(py, x, out, p, seed)
-    }
-}
-
-fn gelu_dropout_as<T: numpy::Element + Value>(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    out: &Bound<'_, PyAny>,
-    p: f64,
-    seed: u64,
-) -> PyResult<()> {
-    let x = x.cast::<numpy::PyArrayDyn<T>>()?.readonly();
-    let mut out = writable::<T>(out, "out", Some(x.shape()))?;
-    let (x, out) = (
-        x.as_slice().unwrap_or(&[]),
-        out.as_slice_mut().unwrap_or(&mut []),
-    );
-    py.detach(|| crate::dropout::gelu_dropout(x, out, p, seed))?;
+fn gelu_dropout(py: Python<'_>, x: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>, p: f64, seed: u64) -> PyResult<()> {
+    with_float_type!(x, "x", T => {
+        let x = x.cast::<numpy::PyArrayDyn<T>>()?.readonly();
+        let mut out = writable::<T>(out, "out", Some(x.shape()))?;
+        let (x, out) = (x.as_slice().unwrap_or(&[]), out.as_slice_mut().unwrap_or(&mut []));
+        py.detach(|| crate::dropout::gelu_dropout(x, out, p, seed))?;
+    });
     Ok(())
 }
 
@@ -396,30 +375,14 @@ fn gelu_dropout_backward(
     p: f64,
     seed: u64,
 ) -> PyResult<()> {
-    if float_kind(x, "x")? {
-        gelu_backward_as::<u16>(py, x, grad_out, grad_x, p, seed)
-    } else {
-        gelu_backward_as::<f32>(py, x, grad_out, grad_x, p, seed)
-    }
-}
-
-fn gelu_backward_as<T: numpy::Element + Value>(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    grad_out: &Bound<'_, PyAny>,
-    grad_x: &Bound<'_, PyAny>,
-    p: f64,
-    seed: u64,
-) -> PyResult<()> {
-    let x = x.cast::<numpy::PyArrayDyn<T>>()?.readonly();
-    let grad_out = same_as::<T>(grad_out, "grad_out", x.shape())?.readonly();
-    let mut grad_x = writable::<T>(grad_x, "grad_x", Some(x.shape()))?;
-    let (x, g) = (
-        x.as_slice().unwrap_or(&[]),
-        grad_out.as_slice().unwrap_or(&[]),
-    );
-    let grad_x = grad_x.as_slice_mut().unwrap_or(&mut []);
-    py.detach(|| crate::dropout::gelu_dropout_backward(x, g, grad_x, p, seed))?;
+    with_float_type!(x, "x", T => {
+        let x = x.cast::<numpy::PyArrayDyn<T>>()?.readonly();
+        let grad_out = same_as::<T>(grad_out, "grad_out", x.shape())?.readonly();
+        let mut grad_x = writable::<T>(grad_x, "grad_x", Some(x.shape()))?;
+        let (x, g) = (x.as_slice().unwrap_or(&[]), grad_out.as_slice().unwrap_or(&[]));
+        let grad_x = grad_x.as_slice_mut().unwrap_or(&mut []);
+        py.detach(|| crate::dropout::gelu_dropout_backward(x, g, grad_x, p, seed))?;
+    });
     Ok(())
 }
 
