@@ -135,8 +135,14 @@ if args.threads:
     torch.set_num_threads(args.threads)
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # read when the core first runs in parallel
 bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
-if bf16 and device.type == "cpu" and main_process and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-    cli.console.print("warning: this CPU has no native bfloat16 matrix products; --precision bf16 will be slower than fp32")
+if bf16 and device.type == "cpu" and main_process:
+    try:  # a private torch call: when it is gone, say nothing rather than fail
+        native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native_bf16 = True
+    if not native_bf16:
+        cli.console.print("warning: this CPU has no native bfloat16 matrix products; --precision bf16 will be "
+                          "slower than fp32")
 cli.keep_freed_memory()  # on CPU, reusing freed activations instead of page-faulting them in saves ~40% a step
 
 
