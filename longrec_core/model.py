@@ -256,7 +256,7 @@ def gelu_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
     torch spends five passes over the (B, T, ffn) activations on this (GELU, mask, multiply,
     and two backward); the core's kernels take one pass each way and store no mask. Alone they
-    are about twice as fast as torch's ops; inside a step, where the layer's matrix products
+    are 1.5-1.9x as fast as torch's ops; inside a step, where the layer's matrix products
     dominate, they saved a few percent (README, Performance). Same mask as `dropout` (the same
     seed from torch's generator), GELU within 3e-7 of torch's.
     """
