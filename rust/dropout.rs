@@ -111,46 +111,23 @@ pub fn dropout_mask<T: Value>(out: &mut [T], p: f64, seed: u64) -> Result<()> {
 /// activation nor the mask is ever stored. `p = 0` is GELU alone.
 pub fn gelu_dropout<T: Value>(x: &[T], out: &mut [T], p: f64, seed: u64) -> Result<()> {
     check_len("out", out.len(), "x", x.len())?;
-    let mask = Mask::new(p, seed)?;
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .enumerate()
-        .for_each(|(c, (out, x))| {
-            best_simd(GeluKernel {
-                x,
-                out,
-                first: first_quad(c),
-                mask,
-            })
-        });
-    Ok(())
+    run_gelu::<T, Forward>(x, x, out, p, seed)
 }
 
 /// The gradient of `gelu_dropout` with the same `p` and `seed`: `grad_x = grad_out * mask *
 /// gelu'(x)`, with the mask recomputed from the seed.
-pub fn gelu_dropout_backward<T: Value>(
-    x: &[T],
-    grad_out: &[T],
-    grad_x: &mut [T],
-    p: f64,
-    seed: u64,
-) -> Result<()> {
+pub fn gelu_dropout_backward<T: Value>(x: &[T], grad_out: &[T], grad_x: &mut [T], p: f64, seed: u64) -> Result<()> {
     check_len("grad_out", grad_out.len(), "x", x.len())?;
     check_len("grad_x", grad_x.len(), "x", x.len())?;
+    run_gelu::<T, Backward>(x, grad_out, grad_x, p, seed)
+}
+
+/// `out[i] = Op(x[i], grad[i], mask scale of i)` over all elements, in parallel tasks.
+fn run_gelu<T: Value, Op: GeluOp>(x: &[T], grad: &[T], out: &mut [T], p: f64, seed: u64) -> Result<()> {
     let mask = Mask::new(p, seed)?;
-    grad_x
-        .par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(grad_out.par_chunks(CHUNK)))
-        .enumerate()
-        .for_each(|(c, (grad_x, (x, grad_out)))| {
-            best_simd(GeluGradKernel {
-                x,
-                grad_out,
-                grad_x,
-                first: first_quad(c),
-                mask,
-            })
-        });
+    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK))).enumerate().for_each(
+        |(c, (out, (x, grad)))| best_simd(GeluKernel::<T, Op>::new(x, grad, out, first_quad(c), mask)),
+    );
     Ok(())
 }
 
@@ -258,47 +235,59 @@ fn gelu_slope(x: f32) -> f32 {
     cdf + x * exp_non_positive(-0.5 * x * x) * FRAC_1_SQRT_2PI
 }
 
-struct GeluKernel<'a, T> {
-    x: &'a [T],
-    out: &'a mut [T],
-    first: u64,
-    mask: Mask,
+/// What a GELU kernel writes for one element, from its input `x`, the incoming gradient `g`
+/// (backward only) and its mask scale `s`.
+trait GeluOp {
+    fn apply(x: f32, g: f32, s: f32) -> f32;
 }
 
-impl<T: Value> Kernel for GeluKernel<'_, T> {
+/// `gelu(x) * s`
+struct Forward;
+
+impl GeluOp for Forward {
     #[inline(always)]
-    fn run(self) {
-        let Self { x, out, first, mask } = self;
-        let mut scales = [0f32; BLOCK];
-        for (b, (xs, out)) in x.chunks(BLOCK).zip(out.chunks_mut(BLOCK)).enumerate() {
-            let scales = &mut scales[..xs.len()];
-            mask_scales(mask, first + (b * BLOCK / 4) as u64, scales);
-            for ((v, &x), &s) in out.iter_mut().zip(xs).zip(scales.iter()) {
-                *v = T::from_f32(gelu(x.to_f32()) * s);
-            }
-        }
+    fn apply(x: f32, _g: f32, s: f32) -> f32 {
+        gelu(x) * s
     }
 }
 
-struct GeluGradKernel<'a, T> {
-    x: &'a [T],
-    grad_out: &'a [T],
-    grad_x: &'a mut [T],
-    first: u64,
-    mask: Mask,
+/// `g * s * gelu'(x)`
+struct Backward;
+
+impl GeluOp for Backward {
+    #[inline(always)]
+    fn apply(x: f32, g: f32, s: f32) -> f32 {
+        g * s * gelu_slope(x)
+    }
 }
 
-impl<T: Value> Kernel for GeluGradKernel<'_, T> {
+/// One block of `gelu_dropout` (Op = Forward, `grad` unused) or its backward.
+struct GeluKernel<'a, T, Op> {
+    x: &'a [T],
+    grad: &'a [T],
+    out: &'a mut [T],
+    first: u64,
+    mask: Mask,
+    op: std::marker::PhantomData<Op>,
+}
+
+impl<'a, T, Op> GeluKernel<'a, T, Op> {
+    fn new(x: &'a [T], grad: &'a [T], out: &'a mut [T], first: u64, mask: Mask) -> Self {
+        GeluKernel { x, grad, out, first, mask, op: std::marker::PhantomData }
+    }
+}
+
+impl<T: Value, Op: GeluOp> Kernel for GeluKernel<'_, T, Op> {
     #[inline(always)]
     fn run(self) {
-        let Self { x, grad_out, grad_x, first, mask } = self;
+        let Self { x, grad, out, first, mask, .. } = self;
         let mut scales = [0f32; BLOCK];
-        let blocks = x.chunks(BLOCK).zip(grad_out.chunks(BLOCK)).zip(grad_x.chunks_mut(BLOCK));
+        let blocks = x.chunks(BLOCK).zip(grad.chunks(BLOCK)).zip(out.chunks_mut(BLOCK));
         for (b, ((xs, gs), out)) in blocks.enumerate() {
             let scales = &mut scales[..xs.len()];
             mask_scales(mask, first + (b * BLOCK / 4) as u64, scales);
             for (((v, &x), &g), &s) in out.iter_mut().zip(xs).zip(gs).zip(scales.iter()) {
-                *v = T::from_f32(g.to_f32() * s * gelu_slope(x.to_f32()));
+                *v = T::from_f32(Op::apply(x.to_f32(), g.to_f32(), s));
             }
         }
     }
@@ -417,72 +406,25 @@ mod tests {
         let mask = Mask::new(0.2, 9).unwrap();
         let x: Vec<f32> = (0..4099).map(|i| (i as f32 - 2049.0) / 300.0).collect(); // a partial quad at the end
         let n = x.len();
-        let (mut m0, mut y0, mut g0) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-        run_version(
-            0,
-            MaskKernel {
-                out: &mut m0,
-                first: 5,
-                mask,
-                keep: 1.25f32,
-            },
-        );
-        run_version(
-            0,
-            GeluKernel {
-                x: &x,
-                out: &mut y0,
-                first: 5,
-                mask,
-            },
-        );
-        run_version(
-            0,
-            GeluGradKernel {
-                x: &x,
-                grad_out: &x,
-                grad_x: &mut g0,
-                first: 5,
-                mask,
-            },
-        );
-        assert!(m0.contains(&0.0) && m0.contains(&1.25));
-        for version in [1, 2] {
+        // (mask, gelu, gelu backward with x as the incoming gradient) from one compiled version
+        let outputs = |version: usize| {
             let (mut m, mut y, mut g) = (vec![-1f32; n], vec![-1f32; n], vec![-1f32; n]);
-            if run_version(
-                version,
-                MaskKernel {
-                    out: &mut m,
-                    first: 5,
-                    mask,
-                    keep: 1.25f32,
-                },
-            ) {
-                run_version(
-                    version,
-                    GeluKernel {
-                        x: &x,
-                        out: &mut y,
-                        first: 5,
-                        mask,
-                    },
-                );
-                run_version(
-                    version,
-                    GeluGradKernel {
-                        x: &x,
-                        grad_out: &x,
-                        grad_x: &mut g,
-                        first: 5,
-                        mask,
-                    },
-                );
-                assert_eq!((&m, &y, &g), (&m0, &y0, &g0), "version {version}");
+            let keep = 1.25f32;
+            let ran = run_version(version, MaskKernel { out: &mut m, first: 5, mask, keep })
+                && run_version(version, GeluKernel::<_, Forward>::new(&x, &x, &mut y, 5, mask))
+                && run_version(version, GeluKernel::<_, Backward>::new(&x, &x, &mut g, 5, mask));
+            ran.then_some((m, y, g))
+        };
+        let plain = outputs(0).unwrap();
+        assert!(plain.0.contains(&0.0) && plain.0.contains(&1.25));
+        for version in [1, 2] {
+            if let Some(fast) = outputs(version) {
+                assert_eq!(fast, plain, "version {version}");
             }
         }
     }
 
-    fn gelu64(x: f64) -> f64 {
+        fn gelu64(x: f64) -> f64 {
         0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2))
     }
 
