@@ -199,6 +199,16 @@ def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, int]:
 _CORE_MASK_VIEWS = {torch.float32: torch.float32, torch.bfloat16: torch.uint16}
 
 
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's memory as NumPy sees it (bfloat16 as its uint16 bits)."""
+    return t.detach().view(_CORE_MASK_VIEWS[t.dtype]).numpy()
+
+
+def _mask_seed() -> int:
+    """A core mask's seed, drawn from torch's generator (so torch.manual_seed governs it)."""
+    return int(torch.randint(0, 2**62, ()))
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout; on CPU the mask comes from the Rust core, elsewhere from torch.
 
@@ -216,13 +226,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     from longrec_core import dropout_mask  # the Rust core; imported here so the model imports without it
 
     mask = torch.empty(x.shape, dtype=x.dtype)
-    dropout_mask(mask.view(_CORE_MASK_VIEWS[x.dtype]).numpy(), p=p, seed=int(torch.randint(0, 2**62, ())))
+    dropout_mask(_numpy(mask), p=p, seed=_mask_seed())
     return x * mask
-
-
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    """A CPU tensor's memory as NumPy sees it (bfloat16 as its uint16 bits)."""
-    return t.detach().view(_CORE_MASK_VIEWS[t.dtype]).numpy()
 
 
 class _GeluDropout(torch.autograd.Function):
@@ -263,7 +268,7 @@ def gelu_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if x.device.type != "cpu" or x.dtype not in _CORE_MASK_VIEWS or not x.is_contiguous():
         return dropout(F.gelu(x), p, training)
     p = p if training else 0.0
-    return _GeluDropout.apply(x, p, int(torch.randint(0, 2**62, ())) if p > 0.0 else 0)
+    return _GeluDropout.apply(x, p, _mask_seed() if p > 0.0 else 0)
 
 
 class Dropout(nn.Module):
