@@ -47,8 +47,10 @@ def full_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torc
     _check_targets(targets, weight.shape[0] - 1)
     dt = _compute_dtype(hidden, weight)
     want_grads = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    # A block's logits should stay in cache (about 2^18 values); a GPU takes all rows at once.
-    rows = len(hidden) if hidden.device.type == "cuda" else max(32, (1 << 18) // max(1, weight.shape[0] - 1))
+    # A block's logits should stay in cache: about 2^20 values (4 MiB), measured on ml-1m (3,706
+    # items, 3,200 rows) 14% faster than 2^18 with two threads, which split each block's
+    # products, and the same with one. A GPU takes all rows at once.
+    rows = len(hidden) if hidden.device.type == "cuda" else max(32, (1 << 20) // max(1, weight.shape[0] - 1))
     with torch.autocast(hidden.device.type, enabled=False):  # the loss in float32 even under autocast
         return _FullCrossEntropy.apply(hidden.to(dt), weight.to(dt), targets, rows, want_grads)
 
