@@ -34,6 +34,12 @@ class EpochWindows:
     def __len__(self) -> int:
         return len(self.start)
 
+    def n_targets(self, window: int, fresh_only: bool) -> np.ndarray:
+        """(W,) targets each window contributes to the loss, as `make_batch` marks them: the
+        events after its first, within the last `window` (and before fresh_stop if fresh_only)."""
+        end = np.minimum(self.stop, self.fresh_stop) if fresh_only else self.stop
+        return np.maximum(0, end - np.maximum(self.start + 1, self.stop - window))
+
 
 def regime_of(regime: str, epoch: int, mixed_epochs: int) -> str:
     """The window regime used in `epoch`: `mixed` is `last` for mixed_epochs epochs, then `sliding`."""

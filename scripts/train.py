@@ -76,7 +76,9 @@ g.add_argument("--targets", choices=["all", "fresh"], default="all",
 g.add_argument("--group-by-length", action="store_true",
                help="batch windows of similar length together (sorted within pools of 64 batches, batches shuffled); "
                     "each batch is cut to its longest window, so less compute goes to padding when many windows are "
-                    "shorter than --window (small strides, short histories). Changes which windows share a batch")
+                    "shorter than --window (small strides, short histories). Changes which windows share a batch; "
+                    "each step's loss is then its targets' sum over the epoch's mean targets per step, so "
+                    "every target still weighs the same")
 g = p.add_argument_group("loss")
 g.add_argument("--loss", choices=["ce", "sampled", "chunked"], default="ce",
                help="ce: full softmax; sampled: sampled softmax with log-Q; chunked: exact full softmax without B x T x N logits")
@@ -288,8 +290,14 @@ def lr_at(step: int) -> float:
 scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
 
 
-def loss_fn(hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, float]:
-    """(loss to backpropagate, mean loss over the global batch for logging)."""
+def loss_fn(hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Generator,
+            targets_per_step: float | None = None) -> tuple[torch.Tensor, float]:
+    """(loss to backpropagate, mean loss over the global batch for logging).
+
+    The step's gradient is that of the mean over its targets; with `targets_per_step` (the epoch's
+    mean number of targets per optimizer step, under --group-by-length) it is their sum divided by
+    that constant instead, so every target weighs the same whichever windows share its batch.
+    """
     keep = targets != 0  # padding (and covered targets) never count
     h, t = hidden[keep], targets[keep]  # (M, d), (M,)
     if args.loss == "ce":
@@ -300,12 +308,13 @@ def loss_fn(hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Genera
         loss = sampled_softmax(h, raw_model.item_vectors, t, args.negatives, sampler=args.sampler,
                                item_counts=item_counts, generator=generator, n_items=data.n_items)
     if world == 1:
-        return loss, loss.item()
+        return (loss if targets_per_step is None else loss * (len(t) / targets_per_step)), loss.item()
     # DDP averages gradients over ranks; weighting each rank's mean by its share of the global
     # targets makes the step the gradient of the global mean, as one process would take it.
     stats = torch.tensor([float(len(t)), loss.item() * len(t)], dtype=torch.float64, device=h.device)
     dist.all_reduce(stats)
-    return loss * (len(t) * world / stats[0].item()), (stats[1] / stats[0]).item()
+    per_step = stats[0].item() if targets_per_step is None else targets_per_step
+    return loss * (len(t) * world / per_step), (stats[1] / stats[0]).item()
 
 
 # ----------------------------------------------------------------------------- state
@@ -368,6 +377,10 @@ with progress:
         model.train()
         w = windows_of(epoch)
         window_lengths = w.stop - w.start if args.group_by_length else None
+        # Grouped batches differ in size (a batch of short windows has few targets): weigh each
+        # target the same, as in randomly composed batches, not each batch.
+        targets_per_step = (float(w.n_targets(args.window, args.targets == "fresh").mean()) * args.batch_size * world
+                            if args.group_by_length else None)
         if per_rank_data:  # this rank's own windows, cut to the steps every rank has
             steps = sizes[regime_of(args.regime, epoch, args.mixed_epochs)]
             order = shuffled_order(len(w), seed * 1_000_003 + rank, epoch, args.batch_size,
@@ -384,7 +397,7 @@ with progress:
             types_in = types_in.to(device) if types_in is not None else None
             with autocast:
                 hidden = model(inputs, types_in)  # (B, T, d)
-                loss, loss_value = loss_fn(hidden, targets, neg_gen)
+                loss, loss_value = loss_fn(hidden, targets, neg_gen, targets_per_step)
             if not math.isfinite(loss_value):
                 cli.console.print(f"loss became {loss_value} at epoch {epoch}, step {state['step']}; "
                                   f"stopping. The last good checkpoint is {run_dir / 'ckpt.pt'}")
