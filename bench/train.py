@@ -12,7 +12,8 @@ Pipelines, each in a fresh subprocess (`bench/train.py --worker NAME ...`):
   longrec  windows = longrec_core.windows(offsets, train_end, ...) -> (seq, start, stop) pointers;
            batches from longrec_core.examples.iter_batches (shuffled; `gather` in a background thread)
   grouped  longrec with train.py's --group-by-length: batches of windows of similar length, each
-           cut to its longest window (fewer padded positions; a different batch composition)
+           cut to its longest window (fewer padded positions; a different batch composition). The
+           loss here is each batch's mean: train.py's per-target weighting is one scalar multiply
   bf16     longrec with train.py's --precision bf16: the step under bf16 autocast (matrix products
            and dropout masks in bfloat16, softmaxes and the loss in float32); fast on CPUs with
            AVX512-BF16 or AMX, slow elsewhere
