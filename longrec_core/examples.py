@@ -34,11 +34,12 @@ class EpochWindows:
     def __len__(self) -> int:
         return len(self.start)
 
-    def n_targets(self, window: int, fresh_only: bool) -> np.ndarray:
-        """(W,) targets each window contributes to the loss, as `make_batch` marks them: the
-        events after its first, within the last `window` (and before fresh_stop if fresh_only)."""
+    def n_targets(self, fresh_only: bool) -> np.ndarray:
+        """(W,) targets each window contributes to the loss, as `make_batch` marks them: every
+        event after its first (before fresh_stop if fresh_only). A window never holds more than
+        the `window + 1` events a batch row keeps, so no cut applies."""
         end = np.minimum(self.stop, self.fresh_stop) if fresh_only else self.stop
-        return np.maximum(0, end - np.maximum(self.start + 1, self.stop - window))
+        return np.maximum(0, end - self.start - 1)
 
 
 def regime_of(regime: str, epoch: int, mixed_epochs: int) -> str:

@@ -379,7 +379,7 @@ with progress:
         window_lengths = w.stop - w.start if args.group_by_length else None
         # Grouped batches differ in size (a batch of short windows has few targets): weigh each
         # target the same, as in randomly composed batches, not each batch.
-        targets_per_step = (float(w.n_targets(args.window, args.targets == "fresh").mean()) * args.batch_size * world
+        targets_per_step = (float(w.n_targets(args.targets == "fresh").mean()) * args.batch_size * world
                             if args.group_by_length else None)
         if per_rank_data:  # this rank's own windows, cut to the steps every rank has
             steps = sizes[regime_of(args.regime, epoch, args.mixed_epochs)]

@@ -97,7 +97,7 @@ def test_n_targets_counts_what_batches_mark(data_dir, regime, stride, fresh_only
     d = load_data_dir(data_dir)
     w = epoch_windows(d.offsets, d.train_end, regime=regime, window=20, stride=stride, max_history=60)
     _, targets, _ = make_batch(d.items, None, w, np.arange(len(w)), 20, fresh_only=fresh_only, trim=False)
-    np.testing.assert_array_equal(w.n_targets(20, fresh_only), (targets != 0).sum(1).numpy())
+    np.testing.assert_array_equal(w.n_targets(fresh_only), (targets != 0).sum(1).numpy())
 
 
 def test_batches_shift_by_one_and_pad_with_zero(data_dir):
