@@ -1,7 +1,8 @@
 """Type stubs for the compiled data core (rust/python.rs). Integer arrays of any width are
 accepted (anything numpy.asarray turns into a 1-D integer array); they must be C-contiguous.
 Outputs are int64 arrays handed over without a copy. Bad input raises ValueError naming the
-argument and the first offending index; a wrong dtype or shape raises TypeError."""
+argument and the first offending index; a wrong dtype or shape raises TypeError; valid
+arguments whose output cannot be allocated (say, 2^40 windows) raise MemoryError."""
 
 from typing import Literal
 

@@ -154,7 +154,9 @@ def _one_sentence(e: BaseException) -> str:
 
 
 def stage_main(fn: Callable[[], object]) -> None:
-    """Run a stage's main(); bad input (ValueError, OSError) becomes `fail(one sentence)`.
+    """Run a stage's main(); bad input (ValueError, OSError) becomes `fail(one sentence)`, as
+    does a MemoryError (the core raises one for an output that cannot fit, e.g. windows at
+    stride 1 over a huge log).
 
     Set LONGREC_DEBUG=1 to get the traceback instead.
     """
@@ -163,7 +165,7 @@ def stage_main(fn: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         raise SystemExit(130) from None
-    except (ValueError, OSError) as e:  # FileNotFoundError is an OSError
+    except (ValueError, OSError, MemoryError) as e:  # FileNotFoundError is an OSError
         if os.environ.get("LONGREC_DEBUG"):
             raise
         fail(_one_sentence(e))

@@ -7,15 +7,22 @@
 
 use std::mem::MaybeUninit;
 
+use crate::error::{CoreError, Result};
+
 /// Below this size the few faults saved do not pay for the system call.
 const MIN_HUGE_BYTES: usize = 4 << 20;
 
 /// An empty `Vec` with room for `len` values, advised to use huge pages when it is big.
-/// Fill it through `spare_capacity_mut()` (or raw writes) and then `set_len`.
-pub fn with_capacity_huge<T>(len: usize) -> Vec<T> {
-    let mut v: Vec<T> = Vec::with_capacity(len);
+/// Fill it through `spare_capacity_mut()` (or raw writes) and then `set_len`. When the
+/// memory cannot be had it returns an error for `what` (the function whose output it is)
+/// instead of aborting the process: sizes that follow from arguments (a stride of 1 over a
+/// huge log, a typo in `length`) can be absurd.
+pub fn with_capacity_huge<T>(what: &'static str, len: usize) -> Result<Vec<T>> {
+    let mut v: Vec<T> = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| CoreError::out_of_memory(what, len.checked_mul(std::mem::size_of::<T>())))?;
     advise_huge(v.spare_capacity_mut());
-    v
+    Ok(v)
 }
 
 /// Ask the kernel for huge pages on the page-aligned part of `buf` (a hint: errors ignored).
@@ -65,7 +72,7 @@ mod tests {
     #[test]
     fn small_and_big_buffers_fill_normally() {
         for len in [0usize, 10, 3 << 20] {
-            let mut v: Vec<i64> = with_capacity_huge(len);
+            let mut v: Vec<i64> = with_capacity_huge("test", len).unwrap();
             assert!(v.capacity() >= len);
             for (i, x) in v.spare_capacity_mut()[..len].iter_mut().enumerate() {
                 x.write(i as i64);
@@ -74,5 +81,13 @@ mod tests {
             unsafe { v.set_len(len) };
             assert!(v.iter().enumerate().all(|(i, &x)| x == i as i64));
         }
+    }
+
+    #[test]
+    fn impossible_sizes_are_errors_not_aborts() {
+        let e = with_capacity_huge::<i64>("windows", 1 << 50).unwrap_err();
+        assert!(e.out_of_memory);
+        assert_eq!(e.to_string(), "windows: the output needs 8388608.0 GiB, more than could be allocated");
+        assert!(with_capacity_huge::<i64>("gather", usize::MAX / 4).unwrap_err().out_of_memory);
     }
 }

@@ -1,6 +1,7 @@
 //! The one error type of the core. Every check that can fail on caller input returns a
 //! `CoreError` naming the argument and, where there is one, the first offending index;
-//! the Python binding turns it into `ValueError`.
+//! the Python binding turns it into `ValueError` (`MemoryError` for an output too big to
+//! allocate).
 
 use std::fmt;
 
@@ -10,11 +11,22 @@ pub struct CoreError {
     pub arg: &'static str,
     /// What is wrong, in one sentence fragment.
     pub msg: String,
+    /// The inputs were fine but the output would not fit in memory.
+    pub out_of_memory: bool,
 }
 
 impl CoreError {
     pub fn new(arg: &'static str, msg: impl Into<String>) -> Self {
-        CoreError { arg, msg: msg.into() }
+        CoreError { arg, msg: msg.into(), out_of_memory: false }
+    }
+
+    /// `what`'s output of `bytes` could not be allocated (or its size overflows).
+    pub fn out_of_memory(what: &'static str, bytes: Option<usize>) -> Self {
+        let size = match bytes {
+            Some(b) => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+            None => "more bytes than an address space holds".to_string(),
+        };
+        CoreError { arg: what, msg: format!("the output needs {size}, more than could be allocated"), out_of_memory: true }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::mem::MaybeUninit;
 
+use crate::alloc::with_capacity_huge;
 use crate::error::{CoreError, Result};
 use crate::validate::{check_at_least, check_len};
 use rayon::prelude::*;
@@ -29,11 +30,11 @@ pub fn gather<T: ToI64>(
     pad: i64,
 ) -> Result<Vec<i64>> {
     check_rows(items.len(), start, stop, length)?;
-    let n = start.len() * (length as usize + 1);
+    let n = start.len() * (length as usize + 1); // no overflow: check_rows bounds it
     // Uninitialized, then every slot written exactly once (padding, then items): a zeroed
     // buffer would cost a second pass, and for batch-sized buffers the kernel's zeroing of
     // fresh pages besides, which took longer than the gather itself.
-    let mut out: Vec<i64> = Vec::with_capacity(n);
+    let mut out: Vec<i64> = with_capacity_huge("gather", n)?;
     fill_batch(items, start, stop, length as usize + 1, pad, &mut out.spare_capacity_mut()[..n]);
     // SAFETY: fill_batch wrote every one of the first n slots.
     unsafe { out.set_len(n) };

@@ -31,7 +31,7 @@ pub fn group(users: &[i64], ts: &[i64]) -> Result<(Vec<i64>, Vec<i64>)> {
     // ids are dense enough; otherwise sort.
     let table = max_user as usize + 1;
     let (mut perm, offsets) = if table <= (n / 16).max(1 << 16) && n < (1 << INDEX_BITS) {
-        radix_group(users, table)
+        radix_group(users, table)?
     } else {
         sorting_group(users)
     };
@@ -61,7 +61,7 @@ fn max_non_negative(users: &[i64]) -> Result<i64> {
 /// `perm`, each value packing the event index with the id's low bits. Pass 2 sorts each
 /// bucket by the low bits with a counting sort that stays in cache, and lists the ends of
 /// its users, from which the offsets follow. Both passes keep input order within a user.
-fn radix_group(users: &[i64], table: usize) -> (Vec<i64>, Vec<i64>) {
+fn radix_group(users: &[i64], table: usize) -> Result<(Vec<i64>, Vec<i64>)> {
     let n = users.len();
     let n_buckets = ((table - 1) >> LOW_BITS) + 1;
     let n_chunks = rayon::current_num_threads().clamp(1, 16).min(n);
@@ -87,7 +87,7 @@ fn radix_group(users: &[i64], table: usize) -> (Vec<i64>, Vec<i64>) {
     }
     bucket_starts.push(n as i64);
 
-    let mut perm: Vec<i64> = with_capacity_huge(n);
+    let mut perm: Vec<i64> = with_capacity_huge("group", n)?;
     let out = SharedMut(perm.as_mut_ptr());
     users
         .par_chunks(chunk_len)
@@ -119,7 +119,7 @@ fn radix_group(users: &[i64], table: usize) -> (Vec<i64>, Vec<i64>) {
     for e in ends {
         offsets.extend_from_slice(&e);
     }
-    (perm, offsets)
+    Ok((perm, offsets))
 }
 
 /// Stable counting sort of one bucket (starting at event `first`) by the packed low id bits;

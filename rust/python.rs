@@ -8,7 +8,7 @@ use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1, PyUntypedArray,
     PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::error::CoreError;
@@ -17,6 +17,9 @@ use crate::windows::{Regime, WindowSpec};
 
 impl From<CoreError> for PyErr {
     fn from(e: CoreError) -> PyErr {
+        if e.out_of_memory {
+            return PyMemoryError::new_err(e.to_string());
+        }
         PyValueError::new_err(e.to_string())
     }
 }

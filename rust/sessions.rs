@@ -30,7 +30,7 @@ pub fn sessionize(offsets: &[i64], ts: &[i64], gap: i64) -> Result<Vec<i64>> {
         check_ts_sorted(offsets, ts)?; // the slow path that names the first offending index
     }
     let total: usize = counted.iter().map(|&(c, _)| c).sum();
-    let mut out: Vec<i64> = with_capacity_huge(total + 1);
+    let mut out: Vec<i64> = with_capacity_huge("sessionize", total + 1)?;
     let mut parts = Vec::with_capacity(blocks.len());
     let mut rest = &mut out.spare_capacity_mut()[..total + 1];
     for &(c, _) in &counted {

@@ -47,16 +47,6 @@ impl WindowSpec {
         Ok(())
     }
 
-    /// The usable span [a, b) of sequence u.
-    fn span(&self, offsets: &[i64], ends: Option<&[i64]>, u: usize) -> (i64, i64) {
-        let b = ends.map_or(offsets[u + 1], |e| e[u]);
-        let a = match self.max_history {
-            Some(h) => offsets[u].max(b - h),
-            None => offsets[u],
-        };
-        (a, b)
-    }
-
     fn start(&self, a: i64, stop: i64) -> i64 {
         a.max(stop - self.window - 1)
     }
@@ -88,23 +78,47 @@ pub fn windows(
 ) -> Result<Windows> {
     check_inputs(offsets, ends, &spec)?;
     check_at_least("stride", stride, 1)?;
-    let count = |a: i64, b: i64| -> usize {
-        let d = b - a - spec.min_len; // d < 0: too short for one window
-        match regime {
-            Regime::Last => (d >= 0) as usize,
-            // Most histories are shorter than one stride: skip the (slow) division then.
-            Regime::Sliding if d >= stride => (d / stride + 1) as usize,
-            Regime::Sliding => (d >= 0) as usize,
+    // Windows of a sequence from d = b - a - min_len (d < 0: too short for one window).
+    let shift = stride.trailing_zeros();
+    match regime {
+        Regime::Last => end_anchored(offsets, ends, spec, stride, |d| (d >= 0) as usize),
+        // A power-of-two stride (the usual choice, 1 included) divides by a shift with no
+        // branch; u64 keeps d + stride from overflowing.
+        Regime::Sliding if (stride as u64).is_power_of_two() => end_anchored(offsets, ends, spec, stride, move |d| {
+            ((d.max(-stride) as u64).wrapping_add(stride as u64) >> shift) as usize
+        }),
+        // Otherwise most histories are shorter than one stride: one unsigned compare finds
+        // them (d < 0 wraps to a huge value), and they skip the slow division.
+        Regime::Sliding => end_anchored(offsets, ends, spec, stride, move |d| {
+            if (d as u64) < stride as u64 {
+                1
+            } else if d < 0 {
+                0
+            } else {
+                (d / stride + 1) as usize
+            }
+        }),
+    }
+}
+
+/// `windows` once `n_of(d)` gives a sequence's number of windows from d = b - a - min_len.
+fn end_anchored<N>(offsets: &[i64], ends: Option<&[i64]>, spec: WindowSpec, stride: i64, n_of: N) -> Result<Windows>
+where
+    N: Fn(i64) -> usize + Sync + Copy,
+{
+    let count = move |a: i64, b: i64| n_of(b - a - spec.min_len);
+    fill_per_sequence("windows", offsets, ends, &spec, count, move |u, a, b, n, part| {
+        // Most sequences have one window, ending at b. It is put before looking at n, so
+        // that case takes no branch; a sequence without windows leaves it to be overwritten.
+        part.put(0, u as i64, spec.start(a, b), b);
+        if n > 1 {
+            // Windows in time order: the j-th ends n - 1 - j strides before b.
+            for j in 0..n {
+                let stop = b - (n - 1 - j) as i64 * stride;
+                part.put(j, u as i64, spec.start(a, stop), stop);
+            }
         }
-    };
-    fill_per_sequence(offsets, ends, &spec, count, |_, a, b, start, stop| {
-        let n = stop.len() as i64;
-        for (j, (start, stop)) in start.iter_mut().zip(stop).enumerate() {
-            // j-th window in time order: the earliest has the largest multiple of stride.
-            let s = b - (n - 1 - j as i64) * stride;
-            start.write(spec.start(a, s));
-            stop.write(s);
-        }
+        part.advance(n);
     })
 }
 
@@ -120,19 +134,22 @@ pub fn sample_windows(
 ) -> Result<Windows> {
     check_inputs(offsets, ends, &spec)?;
     check_at_least("per_seq", per_seq, 1)?;
-    let count = |a: i64, b: i64| -> usize {
+    if (per_seq as usize).checked_mul(offsets.len()).is_none() {
+        return Err(CoreError::out_of_memory("sample_windows", None)); // the count would overflow
+    }
+    let count = move |a: i64, b: i64| -> usize {
         if b - a < spec.min_len { 0 } else { per_seq as usize }
     };
     let seed_mix = crate::kshift::splitmix64(seed);
-    fill_per_sequence(offsets, ends, &spec, count, |u, a, b, start, stop| {
+    fill_per_sequence("sample_windows", offsets, ends, &spec, count, move |u, a, b, n, part| {
         let choices = (b - a - spec.min_len + 1) as u64; // stops in [a + min_len, b]
         let mut state = seed_mix ^ (u as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-        for (start, stop) in start.iter_mut().zip(stop) {
+        for j in 0..n {
             state = crate::kshift::splitmix64(state);
-            let s = a + spec.min_len + uniform_below(state, choices) as i64;
-            start.write(spec.start(a, s));
-            stop.write(s);
+            let stop = a + spec.min_len + uniform_below(state, choices) as i64;
+            part.put(j, u as i64, spec.start(a, stop), stop);
         }
+        part.advance(n);
     })
 }
 
@@ -142,11 +159,13 @@ fn uniform_below(bits: u64, n: u64) -> u64 {
 }
 
 /// Shared driver. `count(a, b)` is the number of windows of a sequence with usable span
-/// [a, b); `fill(u, a, b, start, stop)` writes them into slices of exactly that length.
+/// [a, b); `fill(u, a, b, n, part)` puts those n windows of sequence u at the part's slots
+/// 0..n and advances past them (it is called for every sequence, n = 0 included).
 /// Pass 1 totals the windows of each block of sequences; the outputs are allocated once and
 /// cut at the block totals; pass 2 lets each block recount and fill its own part. No
 /// per-sequence table is kept, so memory is the outputs alone.
 fn fill_per_sequence<C, F>(
+    what: &'static str,
     offsets: &[i64],
     ends: Option<&[i64]>,
     spec: &WindowSpec,
@@ -155,34 +174,60 @@ fn fill_per_sequence<C, F>(
 ) -> Result<Windows>
 where
     C: Fn(i64, i64) -> usize + Sync,
-    F: Fn(usize, i64, i64, &mut [MaybeUninit<i64>], &mut [MaybeUninit<i64>]) + Sync,
+    F: Fn(usize, i64, i64, usize, &mut Part) + Sync,
 {
-    let windows_of = |u: usize| {
-        let (a, b) = spec.span(offsets, ends, u);
-        (a, b, count(a, b))
-    };
+    // One copy of the loops per shape of span, each an iterator over a block's sequences
+    // with no Option checks and no bounds checks inside.
+    let (first, next) = (&offsets[..offsets.len() - 1], &offsets[1..]);
+    match (ends, spec.max_history) {
+        (None, None) => fill_spans(what, offsets, |r| zip_copied(&first[r.clone()], &next[r]), count, fill),
+        (Some(e), None) => fill_spans(what, offsets, |r| zip_copied(&first[r.clone()], &e[r]), count, fill),
+        (None, Some(h)) => fill_spans(
+            what,
+            offsets,
+            |r| zip_copied(&first[r.clone()], &next[r]).map(move |(a, b)| (a.max(b - h), b)),
+            count,
+            fill,
+        ),
+        (Some(e), Some(h)) => fill_spans(
+            what,
+            offsets,
+            |r| zip_copied(&first[r.clone()], &e[r]).map(move |(a, b)| (a.max(b - h), b)),
+            count,
+            fill,
+        ),
+    }
+}
+
+/// Pairs (x[i], y[i]).
+fn zip_copied<'a>(x: &'a [i64], y: &'a [i64]) -> impl Iterator<Item = (i64, i64)> + 'a {
+    x.iter().copied().zip(y.iter().copied())
+}
+
+/// `fill_per_sequence` once `spans(range)` lists the usable spans [a, b) of a range of
+/// sequences.
+fn fill_spans<S, I, C, F>(what: &'static str, offsets: &[i64], spans: S, count: C, fill: F) -> Result<Windows>
+where
+    S: Fn(Range<usize>) -> I + Sync,
+    I: Iterator<Item = (i64, i64)>,
+    C: Fn(i64, i64) -> usize + Sync,
+    F: Fn(usize, i64, i64, usize, &mut Part) + Sync,
+{
     let blocks = sequence_blocks(offsets, 16 * rayon::current_num_threads());
-    let totals: Vec<usize> = blocks.par_iter().map(|r| r.clone().map(|u| windows_of(u).2).sum()).collect();
+    let totals: Vec<usize> = blocks.par_iter().map(|r| spans(r.clone()).map(|(a, b)| count(a, b)).sum()).collect();
     let total: usize = totals.iter().sum();
     let (mut seq, mut start, mut stop) =
-        (with_capacity_huge(total), with_capacity_huge(total), with_capacity_huge(total));
+        (with_capacity_huge(what, total)?, with_capacity_huge(what, total)?, with_capacity_huge(what, total)?);
     let parts = split_parts(&mut seq, &mut start, &mut stop, &totals);
-    blocks.into_par_iter().zip(parts).for_each(|(users, (mut seq, mut start, mut stop))| {
-        for u in users {
-            let (a, b, n) = windows_of(u);
-            // Taking each sequence's slots off the front checks bounds once per sequence.
-            let (seq_u, seq_rest) = std::mem::take(&mut seq).split_at_mut(n);
-            let (start_u, start_rest) = std::mem::take(&mut start).split_at_mut(n);
-            let (stop_u, stop_rest) = std::mem::take(&mut stop).split_at_mut(n);
-            seq_u.fill(MaybeUninit::new(u as i64));
-            fill(u, a, b, start_u, stop_u);
-            (seq, start, stop) = (seq_rest, start_rest, stop_rest);
+    blocks.into_par_iter().zip(parts).for_each(|(users, mut part)| {
+        for (u, (a, b)) in users.clone().zip(spans(users)) {
+            fill(u, a, b, count(a, b), &mut part);
         }
-        assert!(seq.is_empty(), "windows: the filling pass disagrees with the count");
+        assert!(part.is_full(), "windows: the filling pass disagrees with the count");
     });
     // SAFETY: the parts cover 0..total of each output and every slot of every part was
-    // written (each sequence's slots are handed to `fill`, which writes them all, and the
-    // parts are used up exactly, as asserted).
+    // written: `fill` puts a window in each of a sequence's n slots before advancing past
+    // them, and each part was used up exactly, as asserted.
     unsafe {
         seq.set_len(total);
         start.set_len(total);
@@ -191,7 +236,47 @@ where
     Ok((seq, start, stop))
 }
 
-type Part<'a> = (&'a mut [MaybeUninit<i64>], &'a mut [MaybeUninit<i64>], &'a mut [MaybeUninit<i64>]);
+/// One block's slice of the three outputs, written front to back.
+struct Part<'a> {
+    seq: &'a mut [MaybeUninit<i64>],
+    start: &'a mut [MaybeUninit<i64>],
+    stop: &'a mut [MaybeUninit<i64>],
+    next: usize,
+}
+
+impl<'a> Part<'a> {
+    fn new(seq: &'a mut [MaybeUninit<i64>], start: &'a mut [MaybeUninit<i64>], stop: &'a mut [MaybeUninit<i64>]) -> Self {
+        assert!(seq.len() == start.len() && seq.len() == stop.len());
+        Part { seq, start, stop, next: 0 }
+    }
+
+    /// Write a window at slot `next + j`. A slot past the end is skipped: a guess put
+    /// before knowing that a sequence has a window (`advance` catches a wrong count).
+    #[inline]
+    fn put(&mut self, j: usize, seq: i64, start: i64, stop: i64) {
+        let k = self.next + j;
+        if k < self.seq.len() {
+            // SAFETY: k < seq.len(), and the three slices have one length (checked in
+            // `new`). One check instead of three: this runs once per window.
+            unsafe {
+                self.seq.get_unchecked_mut(k).write(seq);
+                self.start.get_unchecked_mut(k).write(start);
+                self.stop.get_unchecked_mut(k).write(stop);
+            }
+        }
+    }
+
+    /// Move past the n windows just put.
+    #[inline]
+    fn advance(&mut self, n: usize) {
+        self.next += n;
+        assert!(self.next <= self.seq.len(), "windows: the filling pass disagrees with the count");
+    }
+
+    fn is_full(&self) -> bool {
+        self.next == self.seq.len()
+    }
+}
 
 /// Cut the spare capacity of the three outputs into consecutive parts of the given sizes.
 fn split_parts<'a>(seq: &'a mut Vec<i64>, start: &'a mut Vec<i64>, stop: &'a mut Vec<i64>, sizes: &[usize]) -> Vec<Part<'a>> {
@@ -199,7 +284,7 @@ fn split_parts<'a>(seq: &'a mut Vec<i64>, start: &'a mut Vec<i64>, stop: &'a mut
     let mut parts = Vec::with_capacity(sizes.len());
     for &n in sizes {
         let ((h1, t1), (h2, t2), (h3, t3)) = (s1.split_at_mut(n), s2.split_at_mut(n), s3.split_at_mut(n));
-        parts.push((h1, h2, h3));
+        parts.push(Part::new(h1, h2, h3));
         (s1, s2, s3) = (t1, t2, t3);
     }
     parts
@@ -333,13 +418,38 @@ mod tests {
             offsets.push(offsets.last().unwrap() + len);
         }
         offsets.extend([*offsets.last().unwrap(); 3]);
-        for (window, stride) in [(200, 64), (3, 1), (10, 50)] {
+        // strides: powers of two (counted with a shift) and others (with a division)
+        for (window, stride) in [(200, 64), (3, 1), (10, 50), (5, 7)] {
             let got = windows(&offsets, None, spec(window), stride, Regime::Sliding).unwrap();
             assert_eq!(got, reference(&offsets, window, stride));
         }
         // only empty sequences
         let none: Windows = (vec![], vec![], vec![]);
         assert_eq!(windows(&[0; 100_000], None, spec(3), 1, Regime::Sliding).unwrap(), none);
+    }
+
+    #[test]
+    fn huge_offsets_do_not_overflow() {
+        // One sequence of 2^62 events: strides near the top of i64 in both counting paths.
+        let offsets = [0, 1i64 << 62];
+        let (_, start, stop) = windows(&offsets, None, spec(3), 1 << 61, Regime::Sliding).unwrap();
+        assert_eq!(stop, vec![1 << 61, 1 << 62]);
+        assert_eq!(start, vec![(1 << 61) - 4, (1 << 62) - 4]);
+        let (_, _, stop) = windows(&offsets, None, spec(3), i64::MAX, Regime::Sliding).unwrap();
+        assert_eq!(stop, vec![1 << 62]);
+        let (_, _, stop) = windows(&offsets, None, spec(3), 1, Regime::Last).unwrap();
+        assert_eq!(stop, vec![1 << 62]);
+    }
+
+    #[test]
+    fn outputs_too_big_are_errors() {
+        // 2^50 windows would need 24 PiB: an error, not an aborted process.
+        let e = windows(&[0, 1 << 50], None, spec(3), 1, Regime::Sliding).unwrap_err();
+        assert!(e.out_of_memory && e.arg == "windows", "{e}");
+        let e = sample_windows(&[0, 5], None, spec(3), 1 << 50, 0).unwrap_err();
+        assert!(e.out_of_memory && e.arg == "sample_windows", "{e}");
+        let e = sample_windows(&[0, 5, 10, 15], None, spec(3), i64::MAX, 0).unwrap_err();
+        assert!(e.out_of_memory, "{e}");
     }
 
     #[test]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 
+import longrec_core as lc
 from longrec_core import cli
 
 
@@ -76,6 +78,14 @@ def test_fail_and_stage_main(capsys):
     with pytest.raises(SystemExit):
         cli.stage_main(missing)
     assert capsys.readouterr().err == "error: No such file or directory: /nonexistent/x.csv\n"
+
+    def too_big() -> None:
+        lc.windows([0, 2**40], window=200, stride=1)
+
+    with pytest.raises(SystemExit) as e:
+        cli.stage_main(too_big)
+    assert e.value.code == 2
+    assert re.fullmatch(r"error: windows: the output needs \S+ GiB, more than could be allocated\n", capsys.readouterr().err)
 
     def bug() -> None:
         raise KeyError("not bad input: a bug keeps its traceback")

@@ -295,6 +295,21 @@ def test_bad_input_raises_value_error(call, match):
 @pytest.mark.parametrize(
     "call, match",
     [
+        # valid arguments whose output (2^40 windows, 2^50 windows, 2^20 rows of 2^30) no machine holds
+        (lambda: lc.windows([0, 2**40], window=200, stride=1), r"windows: the output needs .* GiB, more than could be allocated"),
+        (lambda: lc.sample_windows([0, 5], window=2, per_seq=2**50, seed=0), r"sample_windows: the output needs"),
+        (lambda: lc.gather([1, 2, 3], np.zeros(2**20, np.int64), np.ones(2**20, np.int64), length=2**30), r"gather: the output needs"),
+    ],
+)
+def test_outputs_too_big_raise_memory_error(call, match):
+    # MemoryError, not an aborted interpreter: sizes that follow from arguments can be absurd
+    with pytest.raises(MemoryError, match=match):
+        call()
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
         (lambda: lc.group(np.array([1.0, 2.0]), [0, 0]), r"users must be an integer array, got dtype float64"),
         (lambda: lc.group(np.zeros((2, 2), np.int64), [0, 0]), r"users must be a 1-D array"),
         (lambda: lc.gather(np.array(["a"]), [0], [1], length=2), r"items must be an integer array"),
