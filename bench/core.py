@@ -601,6 +601,9 @@ def main() -> None:
     key = f"e{a.events}-m{a.max_len}-s{a.seed}-g{a.gap}-w{a.window}-s{a.stride}-b{a.batch}x{a.batches}"
     a.cache = Path(a.cache) / key
     env = dict(os.environ)
+    # No case calls BLAS, but NumPy's OpenBLAS threads spin after start-up, taking a core
+    # from whatever runs then (seen as cpu/wall 2 for the one-thread copy floor).
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
     if a.threads:
         env.update(RAYON_NUM_THREADS=str(a.threads), POLARS_MAX_THREADS=str(a.threads))
     if not (a.cache / "meta.json").exists():

@@ -31,7 +31,9 @@ def windows(
     regime: Literal["sliding", "last"] = "sliding",
 ) -> tuple[I64, I64, I64]:
     """End-anchored training windows ``(seq, start, stop)`` as pointers into the event array:
-    stop = b, b - stride, ... while stop - a >= min_len; start = max(a, stop - window - 1)."""
+    stop = b, b - stride, ... while stop - a >= min_len; start = max(a, stop - window - 1).
+    The three arrays are views of one buffer (one allocation is cheaper than three), which is
+    freed when the last of them is; copy one to keep it alone."""
 
 def sample_windows(
     offsets: IntArray,

@@ -10,6 +10,7 @@
 
 use crate::error::{CoreError, Result};
 use crate::kshift::splitmix64;
+use crate::simd::{best_simd, Kernel};
 use crate::validate::check_len;
 use rayon::prelude::*;
 
@@ -139,41 +140,6 @@ fn first_quad(c: usize) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // kernels: each runs over one block, compiled for AVX-512, AVX2 and any x86-64
 
-/// One block's work. `run` is inlined into each of `best_simd`'s versions, so the same
-/// arithmetic is compiled three times and the best the CPU has runs; every version gives the
-/// same result (Rust never fuses a multiply and an add on its own).
-trait Kernel {
-    fn run(self);
-}
-
-fn best_simd<K: Kernel>(kernel: K) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f") && has!("avx512dq") {
-            // SAFETY: the CPU has the features the function is compiled for (checked here).
-            return unsafe { run_avx512(kernel) };
-        }
-        if has!("avx2") {
-            // SAFETY: as above.
-            return unsafe { run_avx2(kernel) };
-        }
-    }
-    kernel.run()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn run_avx512<K: Kernel>(kernel: K) {
-    kernel.run()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn run_avx2<K: Kernel>(kernel: K) {
-    kernel.run()
-}
-
 struct MaskKernel<'a, T> {
     out: &'a mut [T],
     first: u64,
@@ -182,6 +148,7 @@ struct MaskKernel<'a, T> {
 }
 
 impl<T: Value> Kernel for MaskKernel<'_, T> {
+    type Out = ();
     #[inline(always)]
     fn run(self) {
         let Self {
@@ -278,6 +245,7 @@ impl<'a, T, Op> GeluKernel<'a, T, Op> {
 }
 
 impl<T: Value, Op: GeluOp> Kernel for GeluKernel<'_, T, Op> {
+    type Out = ();
     #[inline(always)]
     fn run(self) {
         let Self { x, grad, out, first, mask, .. } = self;
@@ -345,6 +313,7 @@ fn exp_non_positive(v: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::run_version;
 
     #[test]
     fn drop_share_and_scale() {
@@ -378,28 +347,6 @@ mod tests {
 
     /// Run `kernel` with compiled version 0 (any x86-64), 1 (AVX2) or 2 (AVX-512); false
     /// where the CPU lacks that version's features.
-    fn run_version<K: Kernel>(version: usize, kernel: K) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            match version {
-                // SAFETY: the CPU has AVX2 (checked).
-                1 if has!("avx2") => unsafe { run_avx2(kernel) },
-                // SAFETY: the CPU has AVX-512F/DQ (checked).
-                2 if has!("avx512f") && has!("avx512dq") => unsafe { run_avx512(kernel) },
-                0 => kernel.run(),
-                _ => return false,
-            }
-            true
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            version == 0 && {
-                kernel.run();
-                true
-            }
-        }
-    }
 
     #[test]
     fn every_compiled_version_gives_the_same_results() {
@@ -410,9 +357,9 @@ mod tests {
         let outputs = |version: usize| {
             let (mut m, mut y, mut g) = (vec![-1f32; n], vec![-1f32; n], vec![-1f32; n]);
             let keep = 1.25f32;
-            let ran = run_version(version, MaskKernel { out: &mut m, first: 5, mask, keep })
-                && run_version(version, GeluKernel::<_, Forward>::new(&x, &x, &mut y, 5, mask))
-                && run_version(version, GeluKernel::<_, Backward>::new(&x, &x, &mut g, 5, mask));
+            let ran = run_version(version, MaskKernel { out: &mut m, first: 5, mask, keep }).is_some()
+                && run_version(version, GeluKernel::<_, Forward>::new(&x, &x, &mut y, 5, mask)).is_some()
+                && run_version(version, GeluKernel::<_, Backward>::new(&x, &x, &mut g, 5, mask)).is_some();
             ran.then_some((m, y, g))
         };
         let plain = outputs(0).unwrap();

@@ -9,6 +9,7 @@ pub mod gather;
 pub mod group;
 pub mod kshift;
 pub mod sessions;
+pub mod simd;
 pub mod splits;
 pub mod validate;
 pub mod windows;

@@ -10,10 +10,11 @@ use numpy::{
 };
 use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PySlice;
 
 use crate::error::CoreError;
 use crate::kshift::Scheme;
-use crate::windows::{Regime, WindowSpec};
+use crate::windows::{Regime, WindowSpec, Windows};
 
 impl From<CoreError> for PyErr {
     fn from(e: CoreError) -> PyErr {
@@ -127,8 +128,15 @@ fn optional<'py>(obj: Option<&Bound<'py, PyAny>>, arg: &'static str) -> PyResult
 type I64Array<'py> = Bound<'py, PyArray1<i64>>;
 type Triple<'py> = (I64Array<'py>, I64Array<'py>, I64Array<'py>);
 
-fn triple<'py>(py: Python<'py>, (a, b, c): (Vec<i64>, Vec<i64>, Vec<i64>)) -> Triple<'py> {
-    (PyArray1::from_vec(py, a), PyArray1::from_vec(py, b), PyArray1::from_vec(py, c))
+/// (seq, start, stop) as three views of the one buffer the core filled (no copy). Each is a
+/// C-contiguous int64 array; the buffer lives while any of them does.
+fn triple<'py>(py: Python<'py>, windows: Windows) -> PyResult<Triple<'py>> {
+    let n = windows.len() as isize;
+    let buf = PyArray1::from_vec(py, windows.into_buffer());
+    let column = |k: isize| -> PyResult<I64Array<'py>> {
+        Ok(buf.get_item(PySlice::new(py, k * n, (k + 1) * n, 1))?.cast_into::<PyArray1<i64>>()?)
+    };
+    Ok((column(0)?, column(1)?, column(2)?))
 }
 
 /// Stable (user, time) order of a raw log and the CSR offsets of its users.
@@ -169,7 +177,8 @@ fn sessionize<'py>(
 /// ``b - max_history`` when given), windows end at stop = b, b - stride, ... while
 /// stop - a >= min_len, and start = max(a, stop - window - 1): at most ``window + 1``
 /// events, inputs the first stop-start-1, targets the same shifted by one. ``regime="last"``
-/// keeps only stop = b. Windows of one sequence come in time order.
+/// keeps only stop = b. Windows of one sequence come in time order. The three arrays are
+/// views of one buffer, freed when the last of them is.
 #[pyfunction]
 #[pyo3(signature = (offsets, ends=None, *, window, stride, min_len=2, max_history=None, regime="sliding"))]
 #[allow(clippy::too_many_arguments)]
@@ -189,7 +198,7 @@ fn windows<'py>(
     let ends = ends.as_ref().map(|e| e.to_i64("ends")).transpose()?;
     let spec = WindowSpec { window, min_len, max_history };
     let out = py.detach(|| crate::windows::windows(&offsets, ends.as_deref(), spec, stride, regime))?;
-    Ok(triple(py, out))
+    triple(py, out)
 }
 
 /// ``per_seq`` random windows per sequence: stop uniform in [a + min_len, b],
@@ -213,7 +222,7 @@ fn sample_windows<'py>(
     let ends = ends.as_ref().map(|e| e.to_i64("ends")).transpose()?;
     let spec = WindowSpec { window, min_len, max_history };
     let out = py.detach(|| crate::windows::sample_windows(&offsets, ends.as_deref(), spec, per_seq, seed))?;
-    Ok(triple(py, out))
+    triple(py, out)
 }
 
 /// Materialize a batch: row b holds ``items[start[b]:stop[b]]`` right-aligned in a

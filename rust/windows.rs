@@ -7,6 +7,7 @@ use std::ops::Range;
 
 use crate::alloc::with_capacity_huge;
 use crate::error::{CoreError, Result};
+use crate::simd::best_simd;
 use crate::validate::{check_at_least, check_ends, check_offsets};
 use rayon::prelude::*;
 
@@ -52,8 +53,35 @@ impl WindowSpec {
     }
 }
 
-/// Output triple (seq, start, stop), one entry per window.
-pub type Windows = (Vec<i64>, Vec<i64>, Vec<i64>);
+/// Windows as three columns of one length, (seq, start, stop), back to back in one buffer:
+/// one fresh allocation costs fewer page faults than three (about 10% of `windows`' time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Windows {
+    buf: Vec<i64>,
+}
+
+impl Windows {
+    /// The number of windows.
+    pub fn len(&self) -> usize {
+        self.buf.len() / 3
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// (seq, start, stop): the sequence of each window and its slice [start, stop).
+    pub fn columns(&self) -> (&[i64], &[i64], &[i64]) {
+        let (seq, rest) = self.buf.split_at(self.len());
+        let (start, stop) = rest.split_at(self.len());
+        (seq, start, stop)
+    }
+
+    /// The buffer: seq, start and stop back to back, `len()` values each.
+    pub fn into_buffer(self) -> Vec<i64> {
+        self.buf
+    }
+}
 
 fn check_inputs(offsets: &[i64], ends: Option<&[i64]>, spec: &WindowSpec) -> Result<()> {
     spec.check()?;
@@ -214,38 +242,38 @@ where
     F: Fn(usize, i64, i64, usize, &mut Part) + Sync,
 {
     let blocks = sequence_blocks(offsets, 16 * rayon::current_num_threads());
-    let totals: Vec<usize> = blocks.par_iter().map(|r| spans(r.clone()).map(|(a, b)| count(a, b)).sum()).collect();
+    let totals: Vec<usize> =
+        blocks.par_iter().map(|r| best_simd(|| spans(r.clone()).map(|(a, b)| count(a, b)).sum())).collect();
     let total: usize = totals.iter().sum();
-    let (mut seq, mut start, mut stop) =
-        (with_capacity_huge(what, total)?, with_capacity_huge(what, total)?, with_capacity_huge(what, total)?);
-    let parts = split_parts(&mut seq, &mut start, &mut stop, &totals);
+    let mut buf: Vec<i64> = with_capacity_huge(what, 3 * total)?;
+    let parts = {
+        let (seq, rest) = buf.spare_capacity_mut()[..3 * total].split_at_mut(total);
+        let (start, stop) = rest.split_at_mut(total);
+        split_parts(seq, start, stop, &totals)
+    };
     blocks.into_par_iter().zip(parts).for_each(|(users, mut part)| {
         for (u, (a, b)) in users.clone().zip(spans(users)) {
             fill(u, a, b, count(a, b), &mut part);
         }
         assert!(part.is_full(), "windows: the filling pass disagrees with the count");
     });
-    // SAFETY: the parts cover 0..total of each output and every slot of every part was
+    // SAFETY: the parts cover 0..total of each column and every slot of every part was
     // written: `fill` puts a window in each of a sequence's n slots before advancing past
     // them, and each part was used up exactly, as asserted.
-    unsafe {
-        seq.set_len(total);
-        start.set_len(total);
-        stop.set_len(total);
-    }
-    Ok((seq, start, stop))
+    unsafe { buf.set_len(3 * total) };
+    Ok(Windows { buf })
 }
 
 /// One block's slice of the three outputs, written front to back.
 struct Part<'a> {
-    seq: &'a mut [MaybeUninit<i64>],
-    start: &'a mut [MaybeUninit<i64>],
-    stop: &'a mut [MaybeUninit<i64>],
+    seq: Column<'a>,
+    start: Column<'a>,
+    stop: Column<'a>,
     next: usize,
 }
 
 impl<'a> Part<'a> {
-    fn new(seq: &'a mut [MaybeUninit<i64>], start: &'a mut [MaybeUninit<i64>], stop: &'a mut [MaybeUninit<i64>]) -> Self {
+    fn new(seq: Column<'a>, start: Column<'a>, stop: Column<'a>) -> Self {
         assert!(seq.len() == start.len() && seq.len() == stop.len());
         Part { seq, start, stop, next: 0 }
     }
@@ -278,9 +306,10 @@ impl<'a> Part<'a> {
     }
 }
 
-/// Cut the spare capacity of the three outputs into consecutive parts of the given sizes.
-fn split_parts<'a>(seq: &'a mut Vec<i64>, start: &'a mut Vec<i64>, stop: &'a mut Vec<i64>, sizes: &[usize]) -> Vec<Part<'a>> {
-    let (mut s1, mut s2, mut s3) = (seq.spare_capacity_mut(), start.spare_capacity_mut(), stop.spare_capacity_mut());
+type Column<'a> = &'a mut [MaybeUninit<i64>];
+
+/// Cut the three columns into consecutive parts of the given sizes.
+fn split_parts<'a>(mut s1: Column<'a>, mut s2: Column<'a>, mut s3: Column<'a>, sizes: &[usize]) -> Vec<Part<'a>> {
     let mut parts = Vec::with_capacity(sizes.len());
     for &n in sizes {
         let ((h1, t1), (h2, t2), (h3, t3)) = (s1.split_at_mut(n), s2.split_at_mut(n), s3.split_at_mut(n));
@@ -316,22 +345,29 @@ fn sequence_blocks(offsets: &[i64], parts: usize) -> Vec<Range<usize>> {
 mod tests {
     use super::*;
 
+    type Cols = (Vec<i64>, Vec<i64>, Vec<i64>);
+
+    fn cols(w: Windows) -> Cols {
+        let (seq, start, stop) = w.columns();
+        (seq.to_vec(), start.to_vec(), stop.to_vec())
+    }
+
     fn spec(window: i64) -> WindowSpec {
         WindowSpec { window, min_len: 2, max_history: None }
     }
 
     #[test]
     fn empty_and_one_event() {
-        let none: Windows = (vec![], vec![], vec![]);
-        assert_eq!(windows(&[0], None, spec(3), 1, Regime::Sliding).unwrap(), none);
+        let none: Cols = (vec![], vec![], vec![]);
+        assert_eq!(cols(windows(&[0], None, spec(3), 1, Regime::Sliding).unwrap()), none);
         // a single event has no target
-        assert_eq!(windows(&[0, 1], None, spec(3), 1, Regime::Sliding).unwrap(), none);
+        assert_eq!(cols(windows(&[0, 1], None, spec(3), 1, Regime::Sliding).unwrap()), none);
     }
 
     #[test]
     fn sliding_end_anchored() {
         // one sequence of 10 events at [0, 10), window 3 (4 events per slice), stride 3
-        let (seq, start, stop) = windows(&[0, 10], None, spec(3), 3, Regime::Sliding).unwrap();
+        let (seq, start, stop) = cols(windows(&[0, 10], None, spec(3), 3, Regime::Sliding).unwrap());
         assert_eq!(stop, vec![4, 7, 10]);
         assert_eq!(start, vec![0, 3, 6]);
         assert_eq!(seq, vec![0, 0, 0]);
@@ -340,16 +376,16 @@ mod tests {
 
     #[test]
     fn window_longer_than_history() {
-        let (_, start, stop) = windows(&[0, 5], None, spec(100), 2, Regime::Sliding).unwrap();
+        let (_, start, stop) = cols(windows(&[0, 5], None, spec(100), 2, Regime::Sliding).unwrap());
         assert_eq!(stop, vec![3, 5]);
         assert_eq!(start, vec![0, 0]);
     }
 
     #[test]
     fn stride_larger_than_window_and_last() {
-        let (_, start, stop) = windows(&[0, 20], None, spec(3), 8, Regime::Sliding).unwrap();
+        let (_, start, stop) = cols(windows(&[0, 20], None, spec(3), 8, Regime::Sliding).unwrap());
         assert_eq!((start, stop), (vec![0, 8, 16], vec![4, 12, 20]));
-        let (_, start, stop) = windows(&[0, 20], None, spec(3), 8, Regime::Last).unwrap();
+        let (_, start, stop) = cols(windows(&[0, 20], None, spec(3), 8, Regime::Last).unwrap());
         assert_eq!((start, stop), (vec![16], vec![20]));
     }
 
@@ -357,7 +393,7 @@ mod tests {
     fn ends_max_history_and_min_len() {
         // two users: [0, 6) ending at 5, [6, 9)
         let s = WindowSpec { window: 2, min_len: 3, max_history: Some(4) };
-        let (seq, start, stop) = windows(&[0, 6, 9], Some(&[5, 9]), s, 1, Regime::Sliding).unwrap();
+        let (seq, start, stop) = cols(windows(&[0, 6, 9], Some(&[5, 9]), s, 1, Regime::Sliding).unwrap());
         // user 0: span [1, 5): stops 5, 4 (4 - 1 = 3 >= min_len), not 3
         // user 1: span [6, 9): stop 9 only
         assert_eq!(seq, vec![0, 0, 1]);
@@ -369,9 +405,9 @@ mod tests {
     fn sampled_within_span_and_deterministic() {
         let s = spec(4);
         let offsets = [0, 50, 51, 130];
-        let a = sample_windows(&offsets, None, s, 5, 7).unwrap();
-        assert_eq!(a, sample_windows(&offsets, None, s, 5, 7).unwrap());
-        assert_ne!(a, sample_windows(&offsets, None, s, 5, 8).unwrap());
+        let a = cols(sample_windows(&offsets, None, s, 5, 7).unwrap());
+        assert_eq!(a, cols(sample_windows(&offsets, None, s, 5, 7).unwrap()));
+        assert_ne!(a, cols(sample_windows(&offsets, None, s, 5, 8).unwrap()));
         assert_eq!(a.0, vec![0, 0, 0, 0, 0, 2, 2, 2, 2, 2]); // user 1 has one event only
         for i in 0..a.0.len() {
             let u = a.0[i] as usize;
@@ -382,8 +418,8 @@ mod tests {
     }
 
     /// The plain per-sequence loop of the docstring.
-    fn reference(offsets: &[i64], window: i64, stride: i64) -> Windows {
-        let mut out: Windows = (vec![], vec![], vec![]);
+    fn reference(offsets: &[i64], window: i64, stride: i64) -> Cols {
+        let mut out: Cols = (vec![], vec![], vec![]);
         for u in 0..offsets.len() - 1 {
             let (a, b) = (offsets[u], offsets[u + 1]);
             let mut stops = vec![];
@@ -420,24 +456,24 @@ mod tests {
         offsets.extend([*offsets.last().unwrap(); 3]);
         // strides: powers of two (counted with a shift) and others (with a division)
         for (window, stride) in [(200, 64), (3, 1), (10, 50), (5, 7)] {
-            let got = windows(&offsets, None, spec(window), stride, Regime::Sliding).unwrap();
+            let got = cols(windows(&offsets, None, spec(window), stride, Regime::Sliding).unwrap());
             assert_eq!(got, reference(&offsets, window, stride));
         }
         // only empty sequences
-        let none: Windows = (vec![], vec![], vec![]);
-        assert_eq!(windows(&[0; 100_000], None, spec(3), 1, Regime::Sliding).unwrap(), none);
+        let none: Cols = (vec![], vec![], vec![]);
+        assert_eq!(cols(windows(&[0; 100_000], None, spec(3), 1, Regime::Sliding).unwrap()), none);
     }
 
     #[test]
     fn huge_offsets_do_not_overflow() {
         // One sequence of 2^62 events: strides near the top of i64 in both counting paths.
         let offsets = [0, 1i64 << 62];
-        let (_, start, stop) = windows(&offsets, None, spec(3), 1 << 61, Regime::Sliding).unwrap();
+        let (_, start, stop) = cols(windows(&offsets, None, spec(3), 1 << 61, Regime::Sliding).unwrap());
         assert_eq!(stop, vec![1 << 61, 1 << 62]);
         assert_eq!(start, vec![(1 << 61) - 4, (1 << 62) - 4]);
-        let (_, _, stop) = windows(&offsets, None, spec(3), i64::MAX, Regime::Sliding).unwrap();
+        let (_, _, stop) = cols(windows(&offsets, None, spec(3), i64::MAX, Regime::Sliding).unwrap());
         assert_eq!(stop, vec![1 << 62]);
-        let (_, _, stop) = windows(&offsets, None, spec(3), 1, Regime::Last).unwrap();
+        let (_, _, stop) = cols(windows(&offsets, None, spec(3), 1, Regime::Last).unwrap());
         assert_eq!(stop, vec![1 << 62]);
     }
 
