@@ -9,20 +9,10 @@ const PARALLEL_MIN: usize = 1 << 15;
 
 /// CSR offsets over `n_events` events: start at 0, never decrease, end at `n_events`.
 pub fn check_offsets(offsets: &[i64], n_events: usize) -> Result<()> {
-    let first = *offsets
-        .first()
-        .ok_or_else(|| CoreError::new("offsets", "must have at least one entry (length U+1)"))?;
-    if first != 0 {
-        return Err(CoreError::new("offsets", format!("offsets[0] is {first}, must be 0")));
-    }
+    check_offsets_start(offsets)?;
     // The common case (no error) is one parallel read; the first bad index only on error.
-    let decreases = |w: &[i64]| w[1] < w[0];
     if any_pair_decreases(offsets) {
-        let i = offsets.windows(2).position(decreases).unwrap_or(0);
-        return Err(CoreError::new(
-            "offsets",
-            format!("decreases at index {}: {} after {}", i + 1, offsets[i + 1], offsets[i]),
-        ));
+        return Err(offsets_decrease(offsets));
     }
     let last = offsets[offsets.len() - 1];
     if last != n_events as i64 {
@@ -32,6 +22,21 @@ pub fn check_offsets(offsets: &[i64], n_events: usize) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Offsets have a first entry, and it is 0.
+pub fn check_offsets_start(offsets: &[i64]) -> Result<()> {
+    match offsets.first() {
+        None => Err(CoreError::new("offsets", "must have at least one entry (length U+1)")),
+        Some(&0) => Ok(()),
+        Some(first) => Err(CoreError::new("offsets", format!("offsets[0] is {first}, must be 0"))),
+    }
+}
+
+/// The error naming the first place where offsets (known to decrease somewhere) decrease.
+pub fn offsets_decrease(offsets: &[i64]) -> CoreError {
+    let i = offsets.windows(2).position(|w| w[1] < w[0]).unwrap_or(0);
+    CoreError::new("offsets", format!("decreases at index {}: {} after {}", i + 1, offsets[i + 1], offsets[i]))
 }
 
 /// Whether any value is smaller than the one before it. Chunks in parallel, and within a

@@ -8,7 +8,7 @@ use std::ops::Range;
 use crate::alloc::with_capacity_huge;
 use crate::error::{CoreError, Result};
 use crate::simd::best_simd;
-use crate::validate::{check_at_least, check_ends, check_offsets};
+use crate::validate::{check_at_least, check_ends, check_offsets, check_offsets_start, offsets_decrease};
 use rayon::prelude::*;
 
 /// Which windows of a sequence become examples.
@@ -83,12 +83,14 @@ impl Windows {
     }
 }
 
+/// Checks before the work. Only the offsets' own shape matters (the events are not read):
+/// without `ends`, that they never decrease is checked in the counting pass, which reads
+/// them anyway; with `ends`, before `ends` is, so that an error names the real fault.
 fn check_inputs(offsets: &[i64], ends: Option<&[i64]>, spec: &WindowSpec) -> Result<()> {
     spec.check()?;
-    // Only the offsets' own shape matters here: the events themselves are not read.
-    let n_events = *offsets.last().unwrap_or(&0);
-    check_offsets(offsets, n_events.max(0) as usize)?;
+    check_offsets_start(offsets)?;
     if let Some(e) = ends {
+        check_offsets(offsets, offsets[offsets.len() - 1].max(0) as usize)?;
         check_ends(offsets, e)?;
     }
     Ok(())
@@ -134,7 +136,8 @@ fn end_anchored<N>(offsets: &[i64], ends: Option<&[i64]>, spec: WindowSpec, stri
 where
     N: Fn(i64) -> usize + Sync + Copy,
 {
-    let count = move |a: i64, b: i64| n_of(b - a - spec.min_len);
+    // Wrapping: this also runs on offsets not yet known to be valid (see `check_inputs`).
+    let count = move |a: i64, b: i64| n_of(b.wrapping_sub(a).wrapping_sub(spec.min_len));
     fill_per_sequence("windows", offsets, ends, &spec, count, move |u, a, b, n, part| {
         // Most sequences have one window, ending at b. It is put before looking at n, so
         // that case takes no branch; a sequence without windows leaves it to be overwritten.
@@ -166,7 +169,7 @@ pub fn sample_windows(
         return Err(CoreError::out_of_memory("sample_windows", None)); // the count would overflow
     }
     let count = move |a: i64, b: i64| -> usize {
-        if b - a < spec.min_len { 0 } else { per_seq as usize }
+        if b.wrapping_sub(a) < spec.min_len { 0 } else { per_seq as usize }
     };
     let seed_mix = crate::kshift::splitmix64(seed);
     fill_per_sequence("sample_windows", offsets, ends, &spec, count, move |u, a, b, n, part| {
@@ -213,14 +216,14 @@ where
         (None, Some(h)) => fill_spans(
             what,
             offsets,
-            |r| zip_copied(&first[r.clone()], &next[r]).map(move |(a, b)| (a.max(b - h), b)),
+            |r| zip_copied(&first[r.clone()], &next[r]).map(move |(a, b)| (a.max(b.wrapping_sub(h)), b)),
             count,
             fill,
         ),
         (Some(e), Some(h)) => fill_spans(
             what,
             offsets,
-            |r| zip_copied(&first[r.clone()], &e[r]).map(move |(a, b)| (a.max(b - h), b)),
+            |r| zip_copied(&first[r.clone()], &e[r]).map(move |(a, b)| (a.max(b.wrapping_sub(h)), b)),
             count,
             fill,
         ),
@@ -242,9 +245,24 @@ where
     F: Fn(usize, i64, i64, usize, &mut Part) + Sync,
 {
     let blocks = sequence_blocks(offsets, 16 * rayon::current_num_threads());
-    let totals: Vec<usize> =
-        blocks.par_iter().map(|r| best_simd(|| spans(r.clone()).map(|(a, b)| count(a, b)).sum())).collect();
-    let total: usize = totals.iter().sum();
+    let (first, next) = (&offsets[..offsets.len() - 1], &offsets[1..]);
+    let counted: Vec<(usize, bool)> = blocks
+        .par_iter()
+        .map(|r| {
+            best_simd(|| {
+                let n = spans(r.clone()).map(|(a, b)| count(a, b)).fold(0usize, usize::wrapping_add);
+                // `check_inputs` left this check to the pass: the block is in cache now.
+                let decreases = next[r.clone()].iter().zip(&first[r.clone()]).fold(false, |d, (&b, &a)| d | (b < a));
+                (n, decreases)
+            })
+        })
+        .collect();
+    if counted.iter().any(|&(_, decreases)| decreases) {
+        return Err(offsets_decrease(offsets));
+    }
+    let totals: Vec<usize> = counted.iter().map(|&(n, _)| n).collect();
+    let total = totals.iter().try_fold(0usize, |sum, &n| sum.checked_add(n));
+    let total = total.filter(|&t| t <= usize::MAX / 3).ok_or(CoreError::out_of_memory(what, None))?;
     let mut buf: Vec<i64> = with_capacity_huge(what, 3 * total)?;
     let parts = {
         let (seq, rest) = buf.spare_capacity_mut()[..3 * total].split_at_mut(total);
@@ -323,12 +341,14 @@ fn split_parts<'a>(mut s1: Column<'a>, mut s2: Column<'a>, mut s3: Column<'a>, s
 /// a sequence weighing one plus its events (offsets[u] + u is then the weight before u).
 fn sequence_blocks(offsets: &[i64], parts: usize) -> Vec<Range<usize>> {
     let n_seq = offsets.len() - 1;
-    let before = |u: usize| offsets[u] as usize + u;
+    // Wrapping, and the last cut forced below: offsets are not yet known to never decrease
+    // (the counting pass checks that), and the blocks must cover every sequence regardless.
+    let before = |u: usize| (offsets[u] as usize).wrapping_add(u);
     let total = before(n_seq);
     let mut cuts = vec![0];
     for k in 1..=parts {
         // The first sequence whose weight before it reaches k/parts of the total.
-        let target = total * k / parts;
+        let target = (total as u128 * k as u128 / parts as u128) as usize;
         let (mut lo, mut hi) = (0, n_seq);
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -337,6 +357,9 @@ fn sequence_blocks(offsets: &[i64], parts: usize) -> Vec<Range<usize>> {
         if lo > *cuts.last().unwrap() {
             cuts.push(lo);
         }
+    }
+    if *cuts.last().unwrap() < n_seq {
+        cuts.push(n_seq);
     }
     cuts.windows(2).map(|w| w[0]..w[1]).collect()
 }
@@ -494,6 +517,12 @@ mod tests {
         assert_eq!(windows(&[0, 5], None, spec(2), 0, Regime::Last).unwrap_err().arg, "stride");
         assert_eq!(windows(&[0, 5], Some(&[6]), spec(2), 1, Regime::Last).unwrap_err().arg, "ends");
         assert_eq!(windows(&[1, 5], None, spec(2), 1, Regime::Last).unwrap_err().arg, "offsets");
+        // Decreasing offsets are found by the counting pass, which must not overflow on them.
+        let e = windows(&[0, i64::MAX, 0], None, spec(2), 1, Regime::Sliding).unwrap_err();
+        assert_eq!(e.msg, format!("decreases at index 2: 0 after {}", i64::MAX));
+        let s = WindowSpec { window: 2, min_len: i64::MAX, max_history: Some(i64::MAX) };
+        assert_eq!(windows(&[0, 3, -5], None, s, 3, Regime::Sliding).unwrap_err().arg, "offsets");
+        assert_eq!(sample_windows(&[0, i64::MAX, 0], None, s, 2, 0).unwrap_err().arg, "offsets");
         assert_eq!(Regime::parse("all").unwrap_err().arg, "regime");
         let s = WindowSpec { window: 2, min_len: 1, max_history: None };
         assert_eq!(windows(&[0, 5], None, s, 1, Regime::Last).unwrap_err().arg, "min_len");
