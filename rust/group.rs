@@ -22,24 +22,57 @@ const INDEX_BITS: u32 = 48;
 /// input order, and user k (the k-th smallest distinct id) owns `perm[offsets[k]..offsets[k+1]]`.
 pub fn group(users: &[i64], ts: &[i64]) -> Result<(Vec<i64>, Vec<i64>)> {
     check_len("ts", ts.len(), "users", users.len())?;
-    let max_user = max_non_negative(users)?;
     let n = users.len();
     if n == 0 {
         return Ok((Vec::new(), vec![0]));
     }
-    // A counting table of max_user+1 entries stays well under the size of the output when
-    // ids are dense enough; otherwise sort.
-    let table = max_user as usize + 1;
-    let (mut perm, offsets) = if table <= (n / 16).max(1 << 16) && n < (1 << INDEX_BITS) {
-        radix_group(users, table)?
-    } else {
-        sorting_group(users)
+    // Ids below `limit` are grouped with a counting table that stays well under the size of
+    // the output; sparser ids (or a negative one, which this names) sort.
+    let limit = (n / 16).max(1 << 16);
+    let counts = if n < (1 << INDEX_BITS) { bucket_counts(users, limit) } else { None };
+    let (mut perm, offsets) = match counts {
+        Some(counts) => radix_group(users, counts)?,
+        None => {
+            max_non_negative(users)?;
+            sorting_group(users)
+        }
     };
     // The sort by user is stable, so a log already in time order is in (user, ts) order.
     if any_pair_decreases(ts) {
         sort_each_by_time(&mut perm, &offsets, ts);
     }
     Ok((perm, offsets))
+}
+
+/// How many events of each chunk of the log (one per thread) fall in each radix bucket (ids
+/// >> LOW_BITS), or None when an id is negative or not below `limit`: one read of the ids
+/// both counts and bounds them.
+fn bucket_counts(users: &[i64], limit: usize) -> Option<BucketCounts> {
+    let n_buckets = ((limit - 1) >> LOW_BITS) + 1;
+    let chunk_len = users.len().div_ceil(rayon::current_num_threads().clamp(1, 16));
+    let mut counts = users
+        .par_chunks(chunk_len)
+        .map(|c| {
+            let mut h = vec![0usize; n_buckets];
+            for &u in c {
+                if u as u64 >= limit as u64 {
+                    return None; // a negative id wraps around to a huge one
+                }
+                h[u as usize >> LOW_BITS] += 1;
+            }
+            Some(h)
+        })
+        .collect::<Option<Vec<Vec<usize>>>>()?;
+    // Drop the buckets above the largest id, so pass 1 keeps no idle streams.
+    let used = counts.iter().filter_map(|h| h.iter().rposition(|&c| c > 0)).max().map_or(0, |b| b + 1);
+    counts.iter_mut().for_each(|h| h.truncate(used));
+    Some(BucketCounts { chunk_len, counts })
+}
+
+/// Events per (chunk of the log, radix bucket).
+struct BucketCounts {
+    chunk_len: usize,
+    counts: Vec<Vec<usize>>,
 }
 
 /// The largest id, or an error naming the first negative one.
@@ -55,28 +88,17 @@ fn max_non_negative(users: &[i64]) -> Result<i64> {
     Ok(max.max(0))
 }
 
-/// Stable two-pass radix sort of event indices by user id (ids below `table`).
+/// Stable two-pass radix sort of event indices by user id, from the ids' bucket counts.
 ///
 /// Pass 1 partitions events by the id's high bits (one write stream per bucket) into
 /// `perm`, each value packing the event index with the id's low bits. Pass 2 sorts each
 /// bucket by the low bits with a counting sort that stays in cache, and lists the ends of
 /// its users, from which the offsets follow. Both passes keep input order within a user.
-fn radix_group(users: &[i64], table: usize) -> Result<(Vec<i64>, Vec<i64>)> {
+fn radix_group(users: &[i64], BucketCounts { chunk_len, counts }: BucketCounts) -> Result<(Vec<i64>, Vec<i64>)> {
     let n = users.len();
-    let n_buckets = ((table - 1) >> LOW_BITS) + 1;
-    let n_chunks = rayon::current_num_threads().clamp(1, 16).min(n);
-    let chunk_len = n.div_ceil(n_chunks);
-    // (chunk, bucket) counts, then turned into each (chunk, bucket) pair's first position.
-    let mut cursors: Vec<Vec<usize>> = users
-        .par_chunks(chunk_len)
-        .map(|c| {
-            let mut h = vec![0usize; n_buckets];
-            for &u in c {
-                h[u as usize >> LOW_BITS] += 1;
-            }
-            h
-        })
-        .collect();
+    let n_buckets = counts[0].len();
+    // The (chunk, bucket) counts become each (chunk, bucket) pair's first position.
+    let mut cursors = counts;
     let mut bucket_starts = Vec::with_capacity(n_buckets + 1);
     let mut next = 0usize;
     for b in 0..n_buckets {
