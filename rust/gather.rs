@@ -64,8 +64,11 @@ pub fn gather_into<T: ToI64>(
 fn check_rows(n_items: usize, start: &[i64], stop: &[i64], length: i64) -> Result<()> {
     check_len("stop", stop.len(), "start", start.len())?;
     check_at_least("length", length, 1)?;
-    let values = (length as usize).checked_add(1).and_then(|w| w.checked_mul(start.len()));
-    if values.is_none_or(|v| v > isize::MAX as usize / 8) {
+    // Both the row (NumPy's row stride in bytes must fit isize, even with no rows) and the
+    // whole batch must be addressable.
+    let fits = |values: usize| values <= isize::MAX as usize / 8;
+    let width = (length as usize).checked_add(1).filter(|&w| fits(w));
+    if width.and_then(|w| w.checked_mul(start.len())).is_none_or(|v| !fits(v)) {
         return Err(CoreError::new("length", format!("{length}: a batch of {} rows would not fit in memory", start.len())));
     }
     for (b, (&s, &e)) in start.iter().zip(stop).enumerate() {

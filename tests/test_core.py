@@ -278,6 +278,8 @@ READ_ONLY_OUT.flags.writeable = False
         (lambda: lc.gather([1, 2, 3], [0], [1, 2], length=2), r"stop: has length 2"),
         (lambda: lc.gather([1, 2, 3], [0], [1], length=0), r"length"),
         (lambda: lc.gather([1, 2, 3], [0, 1], [1, 2], length=2**62), r"length: .* would not fit in memory"),
+        # no rows, but a row stride in bytes that overflows (this used to crash NumPy)
+        (lambda: lc.gather([1, 2, 3], np.zeros(0, np.int64), np.zeros(0, np.int64), length=2**62), r"length: .* would not fit"),
         (lambda: lc.gather([1, 2, 3], [0], [1], length=2, out=np.zeros((1, 4), np.int64)), r"out has shape \(1, 4\)"),
         (lambda: lc.gather([1, 2, 3], [0, 0], [1, 1], length=2, out=np.zeros((3, 2), np.int64).T), r"C-contig"),
         (lambda: lc.gather([1, 2, 3], [0], [1], length=2, out=np.zeros((1, 3), np.int64)[:, ::-1]), r"C-contig"),
@@ -323,3 +325,40 @@ def test_outputs_too_big_raise_memory_error(call, match):
 def test_wrong_dtype_or_shape_raises_type_error(call, match):
     with pytest.raises(TypeError, match=match):
         call()
+
+
+# Edge values for every integer argument: around 0, the int32/int64 limits and powers of two.
+EDGE = st.sampled_from([0, 1, 2, 3, 5, 7, 64, -1, -2, 2**31, 2**32, 2**62, 2**63 - 1, -(2**63)])
+SMALL = st.lists(EDGE, max_size=6).map(lambda v: np.array(v, np.int64))
+OFFSETS = st.lists(st.integers(0, 12), max_size=6).map(lambda n: np.concatenate([[0], np.cumsum(n)]).astype(np.int64)) | SMALL
+
+
+@pytest.mark.parametrize("name", ["group", "sessionize", "windows", "sample_windows", "gather", "kshift_rows",
+                                  "leave_one_out_ends", "temporal_ends"])
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_extreme_arguments_raise_errors_never_crash(name, data):
+    # Any argument a caller can pass gets a result or ValueError / TypeError / MemoryError /
+    # OverflowError (a Python int beyond int64): never a panic, an abort or a crash. A crash
+    # kills pytest, so this fails loudly too. (It found gather(length=2**62) with no rows
+    # crashing NumPy: a row stride beyond isize.)
+    d = data.draw
+    ends = d(st.none() | SMALL)
+    hist = d(st.none() | EDGE)
+    calls = {
+        "group": lambda: lc.group(d(SMALL), d(SMALL)),
+        "sessionize": lambda: lc.sessionize(d(OFFSETS), d(SMALL), d(EDGE)),
+        "windows": lambda: lc.windows(d(OFFSETS), ends, window=d(EDGE), stride=d(EDGE), min_len=d(EDGE),
+                                      max_history=hist, regime=d(st.sampled_from(["sliding", "last"]))),
+        "sample_windows": lambda: lc.sample_windows(d(OFFSETS), ends, window=d(EDGE), per_seq=d(EDGE), min_len=d(EDGE),
+                                                    max_history=hist, seed=d(st.integers(0, 2**64 - 1))),
+        "gather": lambda: lc.gather(d(SMALL), d(SMALL), d(SMALL), length=d(EDGE), pad=d(EDGE)),
+        "kshift_rows": lambda: lc.kshift_rows(d(SMALL), k=d(EDGE), rows=d(EDGE), seed=d(st.integers(0, 2**64 - 1)),
+                                              scheme=d(st.sampled_from(["mix", "rotate", "rotate_signed"]))),
+        "leave_one_out_ends": lambda: lc.leave_one_out_ends(d(OFFSETS), d(EDGE), d(EDGE)),
+        "temporal_ends": lambda: lc.temporal_ends(d(OFFSETS), d(SMALL), d(EDGE)),
+    }
+    try:
+        calls[name]()
+    except (ValueError, TypeError, MemoryError, OverflowError):
+        pass
