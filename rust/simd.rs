@@ -1,7 +1,8 @@
 //! One piece of work compiled for AVX-512, AVX2 and plain x86-64, run in the best version the
 //! CPU has. The extension is built for baseline x86-64 (SSE2) so that one wheel runs
 //! anywhere, and SSE2 has no 64-bit vector compare or max: loops over int64 only vectorize
-//! in the AVX2 and AVX-512 versions.
+//! in the AVX2 and AVX-512 versions. Wider is not always faster: measure before using it
+//! (windows' filling pass was 10% slower this way, sessionize's passes keep their own AVX2).
 
 /// Work that `best_simd` runs. Its `run` is inlined into each compiled version, so the same
 /// code is compiled three times; every version must give the same result (integer work
