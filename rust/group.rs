@@ -131,10 +131,14 @@ fn radix_group(users: &[i64], BucketCounts { chunk_len, counts }: BucketCounts) 
     let ends: Vec<Vec<i64>> = split_at_offsets(&mut perm, &bucket_starts)
         .into_par_iter()
         .zip(bucket_starts.par_iter())
-        .map_init(
-            || (Vec::new(), vec![0usize; 1 << LOW_BITS]),
-            |(scratch, pos), (bucket, &first)| sort_bucket(bucket, first, scratch, pos),
-        )
+        .map_init(Vec::new, |scratch, (bucket, &first)| {
+            // u32 counters while the bucket's events fit: half the cache of usize ones.
+            if bucket.len() <= u32::MAX as usize {
+                sort_bucket::<u32>(bucket, first, scratch)
+            } else {
+                sort_bucket::<usize>(bucket, first, scratch)
+            }
+        })
         .collect();
     let mut offsets = Vec::with_capacity(ends.iter().map(Vec::len).sum::<usize>() + 1);
     offsets.push(0);
@@ -146,27 +150,63 @@ fn radix_group(users: &[i64], BucketCounts { chunk_len, counts }: BucketCounts) 
 
 /// Stable counting sort of one bucket (starting at event `first`) by the packed low id bits;
 /// unpacks the event indices and returns the end of each of its users that has events.
-/// `scratch` and `pos` (one entry per low id) are reused across buckets.
-fn sort_bucket(bucket: &mut [i64], first: i64, scratch: &mut Vec<i64>, pos: &mut [usize]) -> Vec<i64> {
+/// Counts first (a read), scatters into `scratch` (reused across buckets), copies back.
+fn sort_bucket<C: Counter>(bucket: &mut [i64], first: i64, scratch: &mut Vec<i64>) -> Vec<i64> {
     const MASK: i64 = (1 << INDEX_BITS) - 1;
-    pos.fill(0);
-    scratch.clear();
-    scratch.extend(bucket.iter().map(|&p| {
-        pos[(p >> INDEX_BITS) as usize] += 1;
-        p
-    }));
+    let mut pos = [C::ZERO; 1 << LOW_BITS];
+    for &p in bucket.iter() {
+        pos[(p >> INDEX_BITS) as usize].add(1);
+    }
     let mut ends = Vec::new();
     let mut next = 0;
-    for p in pos.iter_mut().filter(|p| **p > 0) {
-        (*p, next) = (next, next + *p);
+    for p in pos.iter_mut().filter(|p| p.get() > 0) {
+        next += p.get();
+        p.set(next - p.get());
         ends.push(first + next as i64);
     }
-    for &p in scratch.iter() {
-        let lo = (p >> INDEX_BITS) as usize;
-        bucket[pos[lo]] = p & MASK;
-        pos[lo] += 1;
+    scratch.clear();
+    scratch.resize(bucket.len(), 0);
+    for &p in bucket.iter() {
+        let slot = &mut pos[(p >> INDEX_BITS) as usize];
+        scratch[slot.get()] = p & MASK;
+        slot.add(1);
     }
+    bucket.copy_from_slice(scratch);
     ends
+}
+
+/// A counter of `sort_bucket`: u32 or usize.
+trait Counter: Copy {
+    const ZERO: Self;
+    fn get(self) -> usize;
+    fn set(&mut self, v: usize);
+    fn add(&mut self, v: usize);
+}
+
+impl Counter for u32 {
+    const ZERO: Self = 0;
+    fn get(self) -> usize {
+        self as usize
+    }
+    fn set(&mut self, v: usize) {
+        *self = v as u32; // the bucket has at most u32::MAX events (checked by the caller)
+    }
+    fn add(&mut self, v: usize) {
+        *self += v as u32;
+    }
+}
+
+impl Counter for usize {
+    const ZERO: Self = 0;
+    fn get(self) -> usize {
+        self
+    }
+    fn set(&mut self, v: usize) {
+        *self = v;
+    }
+    fn add(&mut self, v: usize) {
+        *self += v;
+    }
 }
 
 /// Disjoint mutable slices `data[offsets[k]..offsets[k+1]]` (offsets non-decreasing).
@@ -276,6 +316,19 @@ mod tests {
         let mut late = ts.clone();
         late[n / 2] = 0;
         assert_eq!(group(&users, &late).unwrap(), reference(&users, &late));
+    }
+
+    #[test]
+    fn both_counter_widths_sort_a_bucket_alike() {
+        // ids' low bits 3, 1, 3, 0, 1 at events 10..15 of a bucket starting at event 10
+        let packed = |i: i64, lo: i64| i | (lo << INDEX_BITS);
+        let bucket: Vec<i64> = [(10, 3), (11, 1), (12, 3), (13, 0), (14, 1)].map(|(i, lo)| packed(i, lo)).to_vec();
+        let (mut a, mut b) = (bucket.clone(), bucket);
+        let ends = sort_bucket::<u32>(&mut a, 10, &mut Vec::new());
+        assert_eq!(ends, sort_bucket::<usize>(&mut b, 10, &mut Vec::new()));
+        assert_eq!(a, b);
+        assert_eq!(a, vec![13, 11, 14, 10, 12]);
+        assert_eq!(ends, vec![11, 13, 15]);
     }
 
     #[test]
