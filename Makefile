@@ -12,6 +12,7 @@ BIN := $(VENV)/bin
 # --system-site-packages reuses a torch that is already installed system-wide (it is ~3 GB);
 # anything missing is installed into .venv by pip.
 $(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit("longrec needs Python 3.11 or newer; this is " + sys.version.split()[0] + " (make PYTHON=python3.11 ...)") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 
 install: $(BIN)/python

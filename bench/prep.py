@@ -7,7 +7,7 @@ log, beside a plain Polars read of the same file (the floor: parsing alone).
 The log comes from longrec_core.synthetic (long-tailed users and items, in time order
 across users within each block of users), written once to bench/out/ and reused. Every
 measurement runs in a fresh subprocess, so each peak RSS is that case's own high-water
-mark (DESIGN.md, "Benchmarks"). Wall time is measured inside the worker around the work
+mark (bench/README.md). Wall time is measured inside the worker around the work
 only (interpreter start-up and imports excluded). Nothing is asserted.
 """
 

@@ -1,8 +1,9 @@
 """Type stubs for the compiled data core (rust/python.rs). Integer arrays of any width are
 accepted (anything numpy.asarray turns into a 1-D integer array); they must be C-contiguous.
 Outputs are int64 arrays handed over without a copy. Bad input raises ValueError naming the
-argument and the first offending index; a wrong dtype or shape raises TypeError; valid
-arguments whose output cannot be allocated (say, 2^40 windows) raise MemoryError."""
+argument and the first offending index (so do a non-contiguous array and an ``out`` of the
+wrong shape); an array of a non-integer dtype or not 1-D raises TypeError; valid arguments
+whose output cannot be allocated (say, 2^40 windows) raise MemoryError."""
 
 from typing import Literal
 
@@ -56,8 +57,9 @@ def gather(
     pad: int = 0,
     out: npt.NDArray[np.int64] | None = None,
 ) -> npt.NDArray[np.int64]:
-    """A right-aligned, left-padded ``[B, length + 1]`` batch of ``items[start[b]:stop[b]]``;
-    written into ``out`` (C-contiguous int64 of that shape) and returned when given."""
+    """A right-aligned, left-padded ``[B, length + 1]`` batch of ``items[start[b]:stop[b]]``
+    (a longer slice keeps its last ``length + 1`` items); written into ``out`` (C-contiguous
+    int64 of that shape) and returned when given."""
 
 def kshift_rows(
     ids: IntArray, *, k: int, rows: int, seed: int, scheme: Literal["mix", "rotate", "rotate_signed"] = "mix"
@@ -83,9 +85,10 @@ def gelu_dropout(
     p: float,
     seed: int,
 ) -> None:
-    """``out = gelu(x) * dropout_mask(p=p, seed=seed)`` in one pass (torch's exact GELU, within
-    3e-7 in float32); ``x`` and ``out`` the same shape and dtype (float32, or uint16 bfloat16 bits),
-    C-contiguous, ``out`` writable and not ``x``. ``p=0`` is GELU alone."""
+    """``out = gelu(x) * dropout_mask(p=p, seed=seed)`` in one pass (torch's exact GELU; in
+    float32 within 3e-7 * (1 + |x|) of the exact value); ``x`` and ``out`` the same shape and
+    dtype (float32, or uint16 bfloat16 bits), C-contiguous, ``out`` writable and not ``x``.
+    ``p=0`` is GELU alone."""
 
 def gelu_dropout_backward(
     x: npt.NDArray[np.float32] | npt.NDArray[np.uint16],

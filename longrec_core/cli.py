@@ -1,6 +1,6 @@
 """What every stage script shares: error exits, the input path, atomic output, stderr console.
 
-Conventions (DESIGN.md, "CLI conventions"): stdout carries only the path of what a stage
+Conventions (README.md, "The stages"): stdout carries only the path of what a stage
 wrote; everything else (progress, logs, tables, errors) goes to stderr; bad input exits 2
 with one sentence and leaves nothing half-written behind.
 """
@@ -13,6 +13,7 @@ import io
 import os
 import secrets
 import shutil
+import signal
 import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -153,22 +154,76 @@ def _one_sentence(e: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def stage_main(fn: Callable[[], object]) -> None:
-    """Run a stage's main(); bad input (ValueError, OSError) becomes `fail(one sentence)`, as
-    does a MemoryError (the core raises one for an output that cannot fit, e.g. windows at
-    stride 1 over a huge log).
+def _is_out_of_memory(e: BaseException) -> bool:
+    # torch reports a failed allocation as a RuntimeError (OutOfMemoryError on CUDA); this module
+    # does not import torch, so it recognizes them by name and message.
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
+        isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
 
-    Set LONGREC_DEBUG=1 to get the traceback instead.
-    """
+
+def _report(e: BaseException) -> int | None:
+    """Say on stderr how a stage ends on the uncaught `e` and return its exit status, or None when
+    `e` is a bug whose traceback is the report: Ctrl-C is `interrupted` (130); bad input
+    (ValueError, OSError) and an output or model that cannot fit in memory are one sentence (2).
+    LONGREC_DEBUG=1 makes every error a traceback."""
+    if isinstance(e, KeyboardInterrupt):
+        sys.stderr.write("interrupted\n")
+        return 130
+    if os.environ.get("LONGREC_DEBUG"):
+        return None
+    if isinstance(e, (ValueError, OSError)) or _is_out_of_memory(e):  # FileNotFoundError is an OSError
+        sys.stderr.write(f"error: {_one_sentence(e)}\n")
+        return EXIT_BAD_INPUT
+    return None
+
+
+def stage_main(fn: Callable[[], object]) -> None:
+    """Run a stage's main(), ending on an uncaught error as `_report` says: one sentence and exit
+    2 for bad input and for outputs that cannot fit (the core raises MemoryError for e.g. windows
+    at stride 1 over a huge log), `interrupted` and 130 for Ctrl-C, a traceback for a bug.
+    Set LONGREC_DEBUG=1 to get the traceback instead."""
     try:
         fn()
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        raise SystemExit(130) from None
-    except (ValueError, OSError, MemoryError) as e:  # FileNotFoundError is an OSError
-        if os.environ.get("LONGREC_DEBUG"):
+    except BaseException as e:
+        if isinstance(e, SystemExit):
             raise
-        fail(_one_sentence(e))
+        sys.stdout.flush()
+        status = _report(e)
+        if status is None:
+            raise
+        raise SystemExit(status) from None
+
+
+def report_uncaught_errors() -> None:
+    """`stage_main`'s endings for a script that runs top to bottom instead of in a main()."""
+    default_hook = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: object) -> None:
+        sys.stdout.flush()
+        status = _report(value)
+        if status is None:
+            default_hook(kind, value, tb)  # type: ignore[arg-type]
+            return
+        sys.stderr.flush()
+        os._exit(status)  # the hook runs after unwinding: every `finally` and cleanup already ran
+
+    sys.excepthook = hook
+
+
+def stop_requests() -> Callable[[], str | None]:
+    """Make the first Ctrl-C or SIGTERM a request to stop, which a long loop polls between steps
+    so it can save its state and exit cleanly; a second one stops at once. Returns the poll: the
+    signal's name once one has arrived, else None."""
+    received: list[str] = []
+
+    def request_stop(signum: int, frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return lambda: received[0] if received else None
 
 
 def progress() -> Progress:

@@ -1,6 +1,6 @@
 """The data dir: one event array grouped by user, splits as pointers, and a checked manifest.
 
-Layout (DESIGN.md, "Data flow"); E events, U users, N items, S sessions, T event types:
+Layout (README.md, "prep.py"); E events, U users, N items, S sessions, T event types:
 
     items.npy      int32 (E,)   item index 1..N (0 = padding, never stored), by user then time
     ts.npy         int64 (E,)   event time in seconds (an ordinal when the source has only order)
@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +168,8 @@ def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir
         for name in ("items", "ts", "offsets", "sessions", "train_end", "valid_end"):
             if name not in arrays:
                 raise DataDirError(f"{path} is damaged: the manifest lists no {name} array")
-    except (KeyError, TypeError, OSError, ValueError) as e:
+    # a truncated or overwritten split.npz raises EOFError or BadZipFile
+    except (KeyError, TypeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         if isinstance(e, DataDirError):
             raise
         raise DataDirError(f"{path} is damaged: cannot read its arrays ({type(e).__name__}: {e})") from None
@@ -189,8 +191,14 @@ def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir
         raise DataDirError(f"{path} is damaged: offsets do not partition the {n_events:,} events")
     if not (np.all(off[:-1] <= train_end) and np.all(train_end <= valid_end) and np.all(valid_end <= off[1:])):
         raise DataDirError(f"{path} is damaged: split ends lie outside their users' events")
-    if manifest.get("counts", {}).get("items") is None:
+    n_items = manifest.get("counts", {}).get("items")
+    if n_items is None:
         raise DataDirError(f"{path} is damaged: the manifest has no item count")
+    # Unlike the small arrays, the events are not hashed on every load (seconds per GB), but an
+    # item id outside 1..N would crash training or evaluation later: one read checks the range.
+    items = arrays["items"]
+    if n_events and (int(items.min()) < 1 or int(items.max()) > n_items):
+        raise DataDirError(f"{path} is damaged: items.npy holds ids outside 1..{n_items:,}")
     return DataDir(
         path=path,
         items=arrays["items"],

@@ -1,6 +1,7 @@
 """The pieces of scripts/frontier.py that tests check directly: the grid (axes, grid files,
-cells with collapsed axes and stable names), aggregation over seeds, baselines and the
-Pareto frontier. Pure Python and NumPy: no torch, so the script's bad-input checks are quick.
+cells with collapsed axes and stable names), aggregation over seeds, baselines, the
+Pareto frontier and the line a failed run is reported by. Pure Python and NumPy: no torch,
+so the script's bad-input checks are quick.
 
 A cell is one training configuration; its name is deterministic and readable
 (`sliding-w200-s64-hall`, `last-w200`, `random-w50-h1000-kshift`) and names the directory
@@ -238,3 +239,20 @@ def metric_name(raw: str) -> str:
         return name
     raise ValueError(f"unknown metric {raw!r}: expected NDCG@K, HR@K (= Recall@K), MRR@K for K in "
                      f"{', '.join(map(str, EVAL_KS))}, or MRR")
+
+
+# ----------------------------------------------------------------------------- logs
+def failure_line(log: str) -> str:
+    """What the last stage in a cell's stderr.log (after its `$ command` line) failed with: its last
+    `error: ...` line; else the exception line of its traceback (a torch error's message runs over
+    several lines, the last of which may be a lone quote); else its last line."""
+    lines = log.splitlines()
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("$ ")]
+    lines = [ln.rstrip() for ln in lines[starts[-1] + 1 if starts else 0:] if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    if errors:
+        return errors[-1]
+    tracebacks = [i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last):")]
+    if tracebacks:  # the frames below it are indented; the exception line is the first that is not
+        return next((ln for ln in lines[tracebacks[-1] + 1:] if not ln[0].isspace()), lines[-1])
+    return lines[-1] if lines else ""

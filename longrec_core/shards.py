@@ -308,6 +308,8 @@ def load_shards(path: str | Path, which: Sequence[int] | None = None, verify: bo
     if not isinstance(info, dict):
         raise dd.DataDirError(f"{path} is not a sharded data dir (its manifest has no shards)")
     n = int(info["count"])
+    if not isinstance(info.get("dirs"), list) or len(info["dirs"]) != n:
+        raise dd.DataDirError(f"{path} is damaged: its manifest counts {n} shards but does not list {n} shard dirs")
     which = list(range(n)) if which is None else list(which)
     bad = [k for k in which if not 0 <= k < n]
     if bad or not which:

@@ -108,7 +108,7 @@ pub fn dropout_mask<T: Value>(out: &mut [T], p: f64, seed: u64) -> Result<()> {
 }
 
 /// `out = gelu(x) * mask`: GELU (the exact one, 0.5 x (1 + erf(x / sqrt 2)), as torch's
-/// `nn.GELU()`, here within 3e-7 of it in float32) and dropout in one pass, so neither the
+/// `nn.GELU()`, here within 3e-7 * (1 + |x|) of it in float32) and dropout in one pass, so neither the
 /// activation nor the mask is ever stored. `p = 0` is GELU alone.
 pub fn gelu_dropout<T: Value>(x: &[T], out: &mut [T], p: f64, seed: u64) -> Result<()> {
     check_len("out", out.len(), "x", x.len())?;

@@ -359,9 +359,9 @@ fn dropout_mask(py: Python<'_>, out: &Bound<'_, PyAny>, p: f64, seed: u64) -> Py
     Ok(())
 }
 
-/// ``out = gelu(x) * mask``: torch's exact GELU (``nn.GELU()``; within 3e-7 in float32) and an
-/// inverted dropout with ``dropout_mask(p=p, seed=seed)``'s mask, in one pass that never
-/// stores the mask. ``x`` and ``out``: the same shape, float32 or uint16 bfloat16 bits (as in
+/// ``out = gelu(x) * mask``: torch's exact GELU (``nn.GELU()``; in float32 within
+/// 3e-7 * (1 + |x|) of the exact value) and an inverted dropout with
+/// ``dropout_mask(p=p, seed=seed)``'s mask, in one pass that never stores the mask. ``x`` and ``out``: the same shape, float32 or uint16 bfloat16 bits (as in
 /// ``dropout_mask``), C-contiguous; ``out`` writable and not ``x``. ``p=0`` is GELU alone.
 #[pyfunction]
 #[pyo3(signature = (x, out, *, p, seed))]

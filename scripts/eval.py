@@ -7,7 +7,7 @@
     python scripts/eval.py --run runs/a --compare runs/b        # paired test on the common users
                                                                 # (evaluate runs/b with the same flags first)
 
-Protocol (DESIGN.md): the history of a target is the `window` events before it, window =
+Protocol (README.md, "eval.py"): the history of a target is the `window` events before it, window =
 the model's max_len; every item 1..N is a candidate (no sampled negatives, padding never
 ranked); rank = 1 + number of other items scoring >= the target, so ties count against the
 model; --filter-seen drops the items of the user's whole history before the target from the
@@ -16,14 +16,16 @@ competitors. Metrics: HR@K, NDCG@K, MRR@K for each K and the untruncated MRR, ea
 
 Writes (atomically) the metrics JSON and, beside it, the per-user ranks
 (`metrics_test.ranks.npz`: users, ranks and what they were computed on) so that another run
-can be compared with --compare. stdout: the metrics JSON's path, one line; the table goes
-to stderr.
+can be compared with --compare. The default output in the run dir is rewritten by every
+evaluation; an explicit --out that exists is replaced only with --force. stdout: the metrics
+JSON's path, one line; the table goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -31,13 +33,18 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from longrec_core.cli import atomic_write, console, fail, input_path, keep_freed_memory, progress, stage_main, stdin_piped
+from longrec_core.cli import (
+    ArgumentParser, atomic_write, console, fail, input_path, keep_freed_memory, progress, stage_main, stdin_piped)
 from longrec_core.data import load_data_dir
 from longrec_core.metrics import KS, bootstrap_ci, evaluate, metrics_from_ranks, paired_comparison, per_user
 from longrec_core.model import load_model
 from longrec_core.shards import load_shards, shard_count
 
-p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+# Far more resamples than an interval or a p-value needs; a larger --bootstrap is a typo that would exhaust
+# memory (the resampled means are resamples x metrics floats).
+MAX_BOOTSTRAP = 1_000_000
+
+p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 # what to evaluate
 p.add_argument("--run", default=None,
                help="run dir written by train.py (default: read from stdin when piped, else the newest run under runs/)")
@@ -48,8 +55,8 @@ p.add_argument("--filter-seen", action="store_true",
 # metrics
 p.add_argument("--ks", default=",".join(map(str, KS)), help="cut-offs K for HR/NDCG/MRR@K (default: %(default)s)")
 p.add_argument("--bootstrap", type=int, default=1000,
-               help="bootstrap resamples of users for the 95%% intervals; 0 = no intervals. --compare draws "
-                    "max(this, 1000) resamples and sign flips (default: %(default)s)")
+               help=f"bootstrap resamples of users for the 95%% intervals, at most {MAX_BOOTSTRAP:,}; 0 = no "
+                    "intervals. --compare draws max(this, 1000) resamples and sign flips (default: %(default)s)")
 p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutation draws (default: %(default)s)")
 # comparison
 p.add_argument("--compare", default=None,
@@ -68,11 +75,75 @@ p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                help="auto = cuda when available (default: %(default)s)")
 # output
 p.add_argument("--out", default=None, help="metrics JSON path (default: RUN/metrics_SPLIT.json); ranks go beside it")
+p.add_argument("--force", action="store_true", help="replace an existing --out and its ranks file (default: refuse)")
 
 
 def ranks_path(metrics_path: Path) -> Path:
     """Where the per-user ranks of a metrics JSON live: metrics_test.json -> metrics_test.ranks.npz."""
     return metrics_path.with_suffix(".ranks.npz")
+
+
+def check_out(out: Path, explicit: bool, force: bool) -> None:
+    """Refuse, before any work, an output that cannot be written, or an explicit --out that would
+    replace a file without --force (the default output in the run dir is rewritten each time)."""
+    for path in (out, ranks_path(out)):
+        if path.is_dir():
+            fail(f"cannot write {path}: it is a directory")
+        if explicit and not force and os.path.lexists(path):
+            fail(f"{path} already exists; pass --force to replace it, or another --out")
+    parent = next(a for a in out.absolute().parents if a.exists())
+    if not parent.is_dir():
+        fail(f"cannot write {out}: {parent} is not a directory")
+
+
+def config_data_dir(run: Path) -> str:
+    """The data dir named by the run's config.json, for when --data is not given."""
+    path = run / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        fail(f"{run} has no config.json to name its data dir; pass --data DATA_DIR")
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
+        fail(f"{path} is not readable JSON ({type(e).__name__}); pass --data DATA_DIR")
+    if not isinstance(config, dict):
+        fail(f"{path} is damaged: it holds no JSON object of settings; pass --data DATA_DIR")
+    data = config.get("data")
+    if not isinstance(data, str) or not data:
+        fail(f"{path} names no data dir; pass --data DATA_DIR")
+    return data
+
+
+def load_ranks(path: Path) -> dict[str, np.ndarray]:
+    """The per-user ranks file of another evaluation (for --compare), checked so that the pairing
+    by user cannot go wrong."""
+    try:
+        with np.load(path) as z:
+            other = {k: z[k] for k in z.files}
+    except Exception as e:  # whatever np.load raises on a file that is not an .npz (empty, truncated, other)
+        fail(f"{path} is not a ranks file written by eval.py ({type(e).__name__})")
+    users, ranks = other.get("users"), other.get("ranks")
+    if (users is None or ranks is None or users.ndim != 1 or users.shape != ranks.shape
+            or not np.issubdtype(users.dtype, np.integer) or not np.issubdtype(ranks.dtype, np.integer)):
+        fail(f"{path} is damaged: it must hold integer arrays users and ranks of one length")
+    if len(np.unique(users)) != len(users) or (ranks < 1).any():
+        fail(f"{path} is damaged: a user appears twice or a rank is below 1")
+    return other
+
+
+# the training costs a comparison shows: summary.json key, label, format
+COSTS = (("train_seconds", "training seconds", "{:,.1f}"), ("tokens", "training tokens", "{:,.0f}"),
+         ("epochs", "epochs", "{:,.0f}"))
+
+
+def read_summary(run: Path) -> dict[str, float] | None:
+    """A run's summary.json when it holds the training costs a comparison shows, else None (a
+    missing or damaged one only leaves the costs out: the metrics are written by then)."""
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(summary, dict) and all(isinstance(summary.get(key), (int, float)) for key, _, _ in COSTS)
+    return summary if ok else None
 
 
 def main() -> None:
@@ -89,10 +160,13 @@ def main() -> None:
     compare_metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     for m in compare_metrics:
         per_user(np.ones(1, dtype=np.int64), m)  # ValueError (-> one sentence) on an unknown name
-    if args.sample_users is not None and args.sample_users < 1:
-        fail(f"--sample-users must be >= 1, got {args.sample_users}")
-    if args.bootstrap < 0 or args.batch_size < 1 or args.item_chunk < 1:
-        fail("--bootstrap must be >= 0, --batch-size and --item-chunk >= 1")
+    for flag, value, least in (("--sample-users", args.sample_users, 1), ("--batch-size", args.batch_size, 1),
+                               ("--item-chunk", args.item_chunk, 1), ("--bootstrap", args.bootstrap, 0),
+                               ("--seed", args.seed, 0)):
+        if value is not None and value < least:
+            fail(f"{flag} must be >= {least}, got {value}")
+    if args.bootstrap > MAX_BOOTSTRAP:
+        fail(f"--bootstrap must be at most {MAX_BOOTSTRAP:,}, got {args.bootstrap:,}")
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda was asked for but CUDA is not available")
     if args.device == "auto":
@@ -112,19 +186,21 @@ def main() -> None:
         fail(f"run dir {run} does not exist")
     if not (run / "model.pt").is_file():
         fail(f"{run} has no model.pt (not a run dir, or its training has not finished)")
-    config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
-    data_dir = args.data if args.data is not None else config.get("data")
-    if data_dir is None:
-        fail(f"{run}/config.json names no data dir; pass --data DATA_DIR")
+    out = Path(args.out) if args.out is not None else run / f"metrics_{args.split}.json"
+    check_out(out, explicit=args.out is not None, force=args.force)
+    data_dir = args.data if args.data is not None else config_data_dir(run)
     n_shards = shard_count(data_dir)
     # a sharded dir is ranked one shard at a time (memory bounded by a shard); users are numbered
     # across the shards in order, as load_data_dir(root) would number them
     data = load_shards(data_dir, [0]) if n_shards else load_data_dir(data_dir)
-    model = load_model(run, device)
+    try:  # on the CPU first, so that a damaged file is not mistaken for a device that cannot hold the model
+        model = load_model(run)
+    except Exception as e:  # whatever torch.load or load_state_dict raises on a damaged or foreign file
+        fail(f"{run / 'model.pt'} is not a model saved by train.py, or is damaged ({type(e).__name__})")
+    model = model.to(device)
     if data.n_items != model.n_items:
         fail(f"data dir {data_dir} has {data.n_items:,} items but the model in {run} was trained on "
              f"{model.n_items:,}; pass the data dir it was trained on with --data")
-    out = Path(args.out) if args.out is not None else run / f"metrics_{args.split}.json"
     data_abs = str(Path(data_dir).resolve())
 
     # the other run's ranks (checked before the work: same split, data and filter)
@@ -138,12 +214,11 @@ def main() -> None:
         if not other_npz.is_file():
             fail(f"{other_npz} does not exist: evaluate the other run first "
                  f"(python scripts/eval.py --run {args.compare} --split {args.split})")
-        with np.load(other_npz) as z:
-            other = {k: z[k] for k in z.files}
+        other = load_ranks(other_npz)
         mine = {"split": args.split, "filter_seen": args.filter_seen, "n_items": data.n_items, "data": data_abs}
         for key, value in mine.items():
-            if key not in other or other[key].item() != value:
-                theirs = other[key].item() if key in other else "unknown"
+            if key not in other or other[key].tolist() != value:
+                theirs = other[key].tolist() if key in other else "unknown"
                 fail(f"cannot compare: {other_npz} was evaluated with {key} = {theirs}, this run with {value}")
 
     # -- rank every target on the full catalogue ------------------------------------------
@@ -231,11 +306,9 @@ def main() -> None:
                           f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]", f"{r['p_value']:.3g}")
         # What the difference cost: training time and tokens from each run's summary.json.
         other_run = Path(args.compare) if Path(args.compare).is_dir() else Path(args.compare).parent
-        costs = [json.loads(f.read_text()) for f in (run / "summary.json", other_run / "summary.json") if f.is_file()]
-        if len(costs) == 2:
-            a, b = costs
-            for key, label, fmt in (("train_seconds", "training seconds", "{:,.1f}"), ("tokens", "training tokens", "{:,.0f}"),
-                                    ("epochs", "epochs", "{:,.0f}")):
+        a, b = read_summary(run), read_summary(other_run)
+        if a is not None and b is not None:
+            for key, label, fmt in COSTS:
                 ratio = f"{a[key] / b[key]:.2f}x" if b.get(key) else "-"
                 table.add_row(label, fmt.format(a[key]), fmt.format(b[key]), "", ratio, "", "")
         console.print(table)

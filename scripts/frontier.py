@@ -20,7 +20,10 @@ gives the same, and flags on the command line win over it.
 Each seed k = 0..R-1 of a cell runs `train.py --seed k ... --out OUT/cells/CELL/seedk/run`, then
 `eval.py --run that --split test`, as subprocesses of this Python; their stderr goes to
 OUT/cells/CELL/seedk/stderr.log and their status to cell.json beside it. A run is finished when
-its run/metrics_test.json exists. Runtime comes from train.py's summary.json (training wall
+its run/metrics_test.json holds its metrics. A grid holds at most 10,000 runs (the product of the
+axes x repeats). A run that fails does not stop the grid, except when train.py refuses a value of
+a passed-through flag (naming it), which would fail every run: then frontier.py stops with that
+sentence (exit 2). Runtime comes from train.py's summary.json (training wall
 seconds without validation, non-padding input tokens, peak memory), accuracy from eval.py's
 full-catalogue test metrics. Writes OUT/frontier.csv, frontier.json, frontier.png and
 frontier.svg: means over seeds ± the sample standard deviation, each cell's gain and cost
@@ -57,13 +60,16 @@ from rich.table import Table  # noqa: E402
 from longrec_core import cli  # noqa: E402
 from longrec_core.data import load_data_dir  # noqa: E402
 from longrec_core.frontier import (  # noqa: E402
-    DEFAULTS, REGIMES, Cell, baseline_of, load_grid, make_cells, mean_sd, metric_name, pareto_mask, parse_axis)
+    DEFAULTS, REGIMES, Cell, baseline_of, failure_line, load_grid, make_cells, mean_sd, metric_name, pareto_mask,
+    parse_axis)
 
 SCRIPTS = Path(__file__).resolve().parent
 TRAIN, EVAL = SCRIPTS / "train.py", SCRIPTS / "eval.py"
 # train.py flags that frontier.py sets itself for every run
 OWN_TRAIN_FLAGS = ("--data", "--out", "--resume", "--seed", "--regime", "--window", "--stride", "--max-history",
                    "--targets", "--item-emb")
+# Far more training runs than a grid is meant to hold; more is a typo (and listing them would hang).
+MAX_RUNS = 10_000
 
 # ----------------------------------------------------------------------------- settings
 p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
@@ -86,21 +92,31 @@ g.add_argument("--baseline", default=None, help="cell every cell is compared wit
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a file; None when it is missing or damaged (not JSON, or not an object)."""
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return obj if isinstance(obj, dict) else None
+
+
+def recorded_args(seed_dir: Path) -> list[str] | None:
+    """The train.py flags a run's cell.json records; None when it is missing or damaged."""
+    args = (read_json(seed_dir / "cell.json") or {}).get("train_args")
+    return args if isinstance(args, list) and all(isinstance(a, str) for a in args) else None
+
+
+def run_metrics(run: Path) -> dict[str, float] | None:
+    """The test metrics of a finished run; None when it has none yet, or when its metrics_test.json
+    is damaged (the run then counts as unfinished and is evaluated again)."""
+    metrics = (read_json(run / "metrics_test.json") or {}).get("metrics")
+    ok = isinstance(metrics, dict) and all(isinstance(v, (int, float)) for v in metrics.values())
+    return metrics if ok else None
 
 
 def finite(x: float | None) -> float | None:
     """NaN -> None, so the JSON stays valid."""
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
-
-
-def last_line(log: Path) -> str:
-    """The last message line of a stage log (skipping the `$ command` lines we write)."""
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip() and not ln.startswith("$ ")]
-    return lines[-1] if lines else ""
 
 
 def ratio(a: float, b: float) -> float:
@@ -127,9 +143,14 @@ def main() -> None:
     repeats = args.repeats if args.repeats is not None else file.get("repeats", 1)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         cli.fail(f"--repeats must be a positive integer, got {repeats!r}")
+    points = math.prod(len(v) for v in axes.values())  # before the collapse of irrelevant axes: at least the cells
+    if points * repeats > MAX_RUNS:
+        cli.fail(f"the grid has {points:,} points x {repeats:,} repeats, more than {MAX_RUNS:,} runs; "
+                 f"check --repeats and the axes")
     metric = metric_name(args.metric if args.metric is not None else str(file.get("metric", "NDCG@10")))
     metrics = list(dict.fromkeys([metric, "MRR", "HR@10"]))  # reported; the first is the headline
     shared = [*file.get("flags", []), *shared]  # train.py flags for every run; later ones win
+    shared_flags = {tok.split("=")[0] for tok in shared if tok.startswith("--")}
     for tok in shared:
         if tok.split("=")[0] in OWN_TRAIN_FLAGS:
             cli.fail(f"{tok.split('=')[0]} is set by frontier.py for each run: use the grid axes "
@@ -158,10 +179,10 @@ def main() -> None:
     for cell in cells:
         for seed in range(repeats):
             d = seed_dir(cell, seed)
-            if not (d / "run" / "metrics_test.json").is_file():
+            if run_metrics(d / "run") is None:
                 todo.append((cell, seed))
                 continue
-            then = (read_json(d / "cell.json") or {}).get("train_args")
+            then = recorded_args(d)
             if then is not None and then != train_args(cell, seed):
                 cli.fail(f"{d} was trained with other flags (then: {shlex.join(then)}); "
                          f"pass another --out, or delete that cell to retrain it")
@@ -202,7 +223,7 @@ def main() -> None:
             run = d / "run"
             # A run whose training finished with these flags only needs its evaluation; any other
             # leftover (a failed or interrupted attempt) starts over: train.py wants an empty dir.
-            trained = (run / "summary.json").is_file() and (read_json(d / "cell.json") or {}).get("train_args") == targs
+            trained = (run / "summary.json").is_file() and recorded_args(d) == targs
             if not trained and run.exists():
                 shutil.rmtree(run)
             record: dict[str, Any] = {"cell": cell.name, "seed": seed, "status": "running", "train_args": targs}
@@ -221,16 +242,24 @@ def main() -> None:
             if rc == 0:
                 record["status"] = "ok"
             else:
-                why = last_line(d / "stderr.log") or (f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}")
+                why = (failure_line((d / "stderr.log").read_text(errors="replace"))
+                       or (f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"))
                 record.update(status="failed", stage=failed_stage, error=f"{failed_stage}: {why}")
             with cli.atomic_write(d / "cell.json") as tmp:
                 tmp.write_text(json.dumps(record, indent=2))
+            # A bad value of a passed-through flag (train.py refuses it naming the flag) fails every
+            # cell the same way: stop at the first. Other bad input, such as a max history too short
+            # for any window, is the cell's own, and the grid goes on.
+            if failed_stage == "train" and rc == cli.EXIT_BAD_INPUT and any(
+                    re.search(rf"{re.escape(flag)}(?![\w-])", why) for flag in shared_flags):
+                cli.fail(f"{why.removeprefix('error: ')} (train.py in cell {cell.name} seed{seed}; "
+                         f"every cell would fail the same way)")
 
             elapsed = time.perf_counter() - t_start
             eta = elapsed / i * (len(todo) - i)
             if rc == 0:
                 s = read_json(run / "summary.json") or {}
-                m = (read_json(run / "metrics_test.json") or {}).get("metrics", {})
+                m = run_metrics(run) or {}
                 what = (f"{metric} {m.get(metric, math.nan):.4f}, {s.get('train_seconds', math.nan):.1f} s training, "
                         f"{si(s.get('tokens', 0))} tokens")
             else:
@@ -248,13 +277,13 @@ def main() -> None:
         runs = []
         for seed in range(repeats):
             d = seed_dir(cell, seed)
-            mfile = d / "run" / "metrics_test.json"
-            if mfile.is_file():
+            m = run_metrics(d / "run")
+            if m is not None:
                 s = read_json(d / "run" / "summary.json") or {}
                 runs.append({"seed": seed, "status": "ok", "train_seconds": s.get("train_seconds", math.nan),
                              "tokens": s.get("tokens", math.nan), "peak_memory_bytes": s.get("peak_memory_bytes", math.nan),
                              "epochs": s.get("epochs", math.nan), "device": s.get("device"),
-                             "metrics": (read_json(mfile) or {}).get("metrics", {})})
+                             "metrics": m})
             else:
                 rec = read_json(d / "cell.json") or {}
                 runs.append({"seed": seed, "status": "failed", "error": rec.get("error", "not run")})

@@ -1,4 +1,4 @@
-"""Prepare an interaction log as a data dir (DESIGN.md, "Data flow"); prints its path on stdout.
+"""Prepare an interaction log as a data dir; prints its path on stdout.
 
     python scripts/prep.py ../shared/data/ml-1m/ml-1m.txt.gz                    # -> data/ml-1m
     python scripts/prep.py ../shared/data/ml-latest-small/ratings.csv.gz \\
@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import time
 from pathlib import Path
 from collections.abc import Iterator
@@ -51,7 +52,7 @@ from longrec_core import cli, data, shards, synthetic  # noqa: E402
 
 FORMATS = ("retailrocket", "ml-dat", "ml-csv", "inter", "pairs", "seqs", "items", "csv", "parquet")
 ORDERED = ("pairs", "seqs", "items")
-COMPRESSED = (".gz", ".zst", ".zstd")
+COMPRESSED = {".gz": b"\x1f\x8b", ".zst": b"\x28\xb5\x2f\xfd", ".zstd": b"\x28\xb5\x2f\xfd"}  # ext -> magic bytes
 RETAILROCKET_HEADER = "timestamp,visitorid,event,itemid,transactionid"
 RETAILROCKET_TYPES = ["view", "addtocart", "transaction"]  # codes 1, 2, 3 (0 = padding)
 GUESS = {  # column names tried for csv/parquet when --user-col/--item-col/--time-col are absent
@@ -60,12 +61,21 @@ GUESS = {  # column names tried for csv/parquet when --user-col/--item-col/--tim
     "time": ["timestamp", "ts", "time", "datetime", "event_time", "Timestamp", "date"],
 }
 UNIT_DIV = {"s": 1, "ms": 1_000, "us": 1_000_000}
+INT64_MAX = 2**63 - 1  # NumPy and the core take times, gaps and cutoffs as int64
+# What a data dir holds (README, "A data dir"), besides shards (dirs with a manifest): --force
+# replaces a dir that holds nothing else.
+DATA_DIR_FILES = {data.MANIFEST, "items.npy", "ts.npy", "offsets.npy", "types.npy", "sessions.npy", "split.npz",
+                  "items.parquet", "users.parquet"}
+# Peak memory of a synthetic prep, measured with /usr/bin/time at 8e6 to 3e7 events and 4e6 to
+# 8e6 items: about 60 bytes per event of the data dir (of one shard with --shards) plus 280
+# bytes per catalogue item.
+SYNTH_EVENT_BYTES, SYNTH_ITEM_BYTES = 60, 280
 
 # ---------------------------------------------------------------------------------------------
 # settings
 p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 g = p.add_argument_group("input")
-g.add_argument("input", nargs="?", help="log file (.gz/.zst read transparently); read from stdin when piped; omit with --synthetic")
+g.add_argument("input", nargs="?", help="log file (.gz/.zst read transparently); its path is read from stdin when piped (not the log itself); omit with --synthetic")
 g.add_argument("--format", choices=FORMATS, default=None, help="input format (default: detect from name and first lines)")
 g.add_argument("--user-col", default=None, help="csv/parquet: user column (default: a common name such as user_id)")
 g.add_argument("--item-col", default=None, help="csv/parquet: item column (default: a common name such as item_id)")
@@ -91,7 +101,7 @@ g.add_argument("--valid-cutoff", default=None, help="temporal: int seconds, ISO 
 g.add_argument("--test-cutoff", default=None, help="temporal: same forms; a user's first event at or after it is the test target")
 g = p.add_argument_group("output")
 g.add_argument("--out", default=None, help="data dir to write (default: data/<input stem> or data/synthetic-u<U>-i<N>-s<S>)")
-g.add_argument("--force", action="store_true", help="replace an existing data dir (default: refuse)")
+g.add_argument("--force", action="store_true", help="replace an existing data dir (default: refuse); a dir holding anything else, or the input, is never replaced")
 g.add_argument("--shards", type=int, default=None,
                help="write N shards by user hash, streaming the input in batches so memory is bounded by one "
                     "shard, not the log (integer ids; no --kcore or quantile cutoffs) (default: one data dir)")
@@ -113,6 +123,16 @@ def strip_compression(name: str) -> str:
         if name.lower().endswith(ext):
             return name[: -len(ext)]
     return name
+
+
+def check_compression(path: Path) -> None:
+    """Refuse a file whose name says .gz or .zst when it is not (Polars would read it as plain text)."""
+    ext = next((e for e in COMPRESSED if path.name.lower().endswith(e)), None)
+    if ext is not None:
+        with open(path, "rb") as f:
+            if not f.read(4).startswith(COMPRESSED[ext]):
+                raise ValueError(f"{path} is named {ext} but is not a {ext} file (it lacks the magic bytes): "
+                                 "rename or compress it")
 
 
 def head_lines(path: Path, n: int = 50) -> list[str]:
@@ -189,6 +209,9 @@ def read_table(path: Path, fmt: str, args: Any) -> tuple[pl.LazyFrame, dict[str,
         lf = pl.scan_csv(path, separator=sep, has_header=True, infer_schema_length=10_000,
                          quote_char=None if fmt == "inter" else '"')
     cols = columns_of(lf)
+    if fmt != "parquet" and len(cols) == 1:  # a log needs a user, an item and a time column
+        raise ValueError(f"{path} has no {sep!r} between its column names ({cols[0]!r}): the separator is wrong; "
+                         "pass --separator or another --format")
     user_col, item_col, time_col, type_col = args.user_col, args.item_col, args.time_col, args.type_col
     type_order: list[str] = []
     unit = args.time_unit or "s"
@@ -257,7 +280,22 @@ def read_sequences(path: Path, with_user: bool) -> tuple[pl.LazyFrame, dict[str,
     return lf.select("user", "item", "ts"), {"time_unit": "s"}
 
 
-def to_int_ids(s: pl.Series) -> pl.Series:
+def column(info: dict[str, Any], kind: str, path: Path) -> str:
+    """A column as errors name it: `the time column 'when' of log.csv` (formats without names: no name)."""
+    name = info.get("columns", {}).get(kind)
+    return f"the {kind} column{'' if name is None else f' {name!r}'} of {path}"
+
+
+def as_int64(s: pl.Series, what: str) -> pl.Series:
+    """`s` as Int64, refusing a value that does not fit (inf, 1e300, a uint64 above 2^63-1)."""
+    out = s.cast(pl.Int64, strict=False)
+    bad = s.filter(out.is_null() & s.is_not_null())
+    if bad.len():
+        raise ValueError(f"{what} has a value outside the int64 range: {bad[0]}")
+    return out
+
+
+def to_int_ids(s: pl.Series, what: str) -> pl.Series:
     """Integer ids stay integers; text that is all integers becomes Int64; other text stays text."""
     if s.dtype.is_integer():
         return s
@@ -268,28 +306,30 @@ def to_int_ids(s: pl.Series) -> pl.Series:
             return s
     if s.dtype.is_float():
         if (s != s.floor()).any():
-            raise ValueError(f"{s.name} ids are fractional numbers")
-        return s.cast(pl.Int64)
-    return s.cast(pl.String)
+            raise ValueError(f"{what} has fractional ids")
+        return as_int64(s, what)
+    try:
+        return s.cast(pl.String)
+    except pl.exceptions.PolarsError:  # a list or struct column
+        raise ValueError(f"{what} has type {s.dtype}; ids must be integers or text") from None
 
 
-def to_seconds(s: pl.Series, unit: str) -> pl.Series:
+def to_seconds(s: pl.Series, unit: str, what: str) -> pl.Series:
     """Event times as int64 seconds (floor), from numbers in `unit`, dates or date strings."""
     if s.dtype == pl.String:
         try:
             s = s.str.to_datetime(strict=True, time_zone="UTC")
         except pl.exceptions.PolarsError:
-            raise ValueError("the time column is neither numbers nor dates I can parse") from None
+            raise ValueError(f"{what} is neither numbers nor dates I can parse") from None
     if s.dtype == pl.Date:
         s = s.cast(pl.Datetime("ms"))
     if isinstance(s.dtype, pl.Datetime):
         return s.dt.epoch("s").cast(pl.Int64)
     if s.dtype.is_float():
-        return (s / UNIT_DIV[unit]).floor().cast(pl.Int64)
+        return as_int64((s / UNIT_DIV[unit]).floor(), what)
     if s.dtype.is_integer():
-        s = s.cast(pl.Int64)
-        return s if unit == "s" else s // UNIT_DIV[unit]
-    raise ValueError(f"the time column has type {s.dtype}, not numbers or dates")
+        return as_int64(s if unit == "s" else s // UNIT_DIV[unit], what)
+    raise ValueError(f"{what} has type {s.dtype}, not numbers or dates")
 
 
 def sha256_file(path: Path) -> str:
@@ -301,12 +341,22 @@ def sha256_file(path: Path) -> str:
 
 
 def complete(df: pl.DataFrame) -> pl.Expr:
-    """Rows with a user, an item and a time (a NaN time counts as missing)."""
-    ok = pl.col("user").is_not_null() & pl.col("item").is_not_null() & pl.col("ts").is_not_null()
-    return ok & pl.col("ts").is_not_nan() if df["ts"].dtype.is_float() else ok
+    """Rows with a user, an item and a time (a NaN counts as missing: pandas writes it for one)."""
+    present = [pl.col(c).is_not_null() & pl.col(c).is_not_nan() if df[c].dtype.is_float() else pl.col(c).is_not_null()
+               for c in ("user", "item", "ts")]
+    return pl.all_horizontal(present)
 
 
-def event_batches(lf: pl.LazyFrame, info: dict[str, Any], path: Path, batch_rows: int,
+def first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def unreadable(path: Path, fmt: str | None, e: Exception) -> ValueError:
+    """A read error from Polars (a bad line, a truncated .gz or .zst) as one sentence naming the file."""
+    return ValueError(f"cannot read {path}{'' if fmt is None else f' as {fmt}'}: {first_line(e)}")
+
+
+def event_batches(lf: pl.LazyFrame, info: dict[str, Any], path: Path, fmt: str, batch_rows: int,
                   type_names: list[str], counts: dict[str, int]) -> Iterator[tuple[np.ndarray, ...]]:
     """--shards: the input in batches of raw events (user, item, ts, type codes or None).
 
@@ -315,28 +365,90 @@ def event_batches(lf: pl.LazyFrame, info: dict[str, Any], path: Path, batch_rows
     names appear (prepare_sharded renumbers them as the unsharded prep does).
     """
     unit = info.get("time_unit", "s")
-    for df in lf.collect_batches(chunk_size=batch_rows):
-        counts["rows_read"] += df.height
-        df = df.filter(complete(df))
-        counts["dropped_missing"] += counts["rows_read"] - counts["kept"] - df.height
-        counts["kept"] += df.height
-        if df.height == 0:
-            continue
-        user, item = to_int_ids(df["user"]), to_int_ids(df["item"])
-        if not (user.dtype.is_integer() and item.dtype.is_integer()):
-            raise ValueError(f"with --shards, user and item ids must be integers; {path} has text ids "
-                             "(give them dense integer ids first, e.g. in DuckDB: see the README)")
-        types = None
-        if "type" in df.columns:
-            names = df["type"].fill_null("")
-            for t in names.unique(maintain_order=True).to_list():
-                if t not in type_names:
-                    type_names.append(t)
-            if len(type_names) > 127:
-                raise ValueError(f"the type column has {len(type_names)} distinct values; at most 127 are supported")
-            types = names.replace_strict({t: k + 1 for k, t in enumerate(type_names)}, return_dtype=pl.Int8).to_numpy()
-        yield (user.cast(pl.Int64).to_numpy(), item.cast(pl.Int64).to_numpy(),
-               to_seconds(df["ts"], unit).to_numpy(), types)
+    user_col, item_col, time_col = (column(info, kind, path) for kind in ("user", "item", "time"))
+    try:  # the batches are read as they are asked for, so read errors come from this loop
+        for df in lf.collect_batches(chunk_size=batch_rows):
+            counts["rows_read"] += df.height
+            df = df.filter(complete(df))
+            counts["dropped_missing"] += counts["rows_read"] - counts["kept"] - df.height
+            counts["kept"] += df.height
+            if df.height == 0:
+                continue
+            user, item = to_int_ids(df["user"], user_col), to_int_ids(df["item"], item_col)
+            if not (user.dtype.is_integer() and item.dtype.is_integer()):
+                raise ValueError(f"with --shards, user and item ids must be integers; {path} has text ids "
+                                 "(give them dense integer ids first, e.g. in DuckDB: see the README)")
+            types = None
+            if "type" in df.columns:
+                names = df["type"].fill_null("")
+                for t in names.unique(maintain_order=True).to_list():
+                    if t not in type_names:
+                        type_names.append(t)
+                if len(type_names) > 127:
+                    raise ValueError(f"the type column has {len(type_names)} distinct values; at most 127 are supported")
+                types = names.replace_strict({t: k + 1 for k, t in enumerate(type_names)}, return_dtype=pl.Int8).to_numpy()
+            yield (as_int64(user, user_col).to_numpy(), as_int64(item, item_col).to_numpy(),
+                   to_seconds(df["ts"], unit, time_col).to_numpy(), types)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise unreadable(path, fmt, e) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# checks made before any work
+
+
+def check_int(flag: str, value: int | None, lo: int, hi: int = INT64_MAX) -> None:
+    """Refuse an integer flag outside lo..hi (past int64, NumPy and the core raise OverflowError)."""
+    if value is not None and value < lo:
+        raise ValueError(f"{flag} must be >= {lo}, got {value}")
+    if value is not None and value > hi:
+        raise ValueError(f"{flag} must be <= {hi:,}, got {value:,}")
+
+
+def check_shards(n: int) -> None:
+    """--shards keeps a spill file per shard and column open: refuse more than the open-file limit allows."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    per_shard = len(shards.SPILL_COLUMNS)
+    most = (limit - 64) // per_shard  # 64: what else is open (the input, Polars, the console)
+    if limit != resource.RLIM_INFINITY and n > most:
+        raise ValueError(f"--shards {n:,} would keep {n * per_shard:,} files open, over this process's limit of "
+                         f"{limit:,} (ulimit -n): use at most {max(most, 0):,} shards or raise the limit")
+
+
+def check_synthetic_memory(cfg: synthetic.SyntheticConfig, n_shards: int) -> None:
+    """Refuse a synthetic log too big for this machine's memory, rather than run for hours and then fail."""
+    events = cfg.users * cfg.expected_len()
+    need = events / n_shards * SYNTH_EVENT_BYTES + cfg.items * SYNTH_ITEM_BYTES
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise ValueError(f"a synthetic log of {cfg.users:,} users (about {events:.3g} events) and {cfg.items:,} items "
+                         f"needs about {need / 2**30:,.0f} GiB of memory{'' if n_shards == 1 else ' per shard'}; "
+                         f"this machine has {have / 2**30:,.0f} GiB: ask for fewer --users/--events/--items or more --shards")
+
+
+def check_out(out: Path, force: bool, inputs: list[Path]) -> None:
+    """Refuse an --out that cannot be made, or whose replacement (--force) would delete more than
+    the old data dir: an input inside it, or any file a data dir does not hold."""
+    cli.check_replaceable(out, force, data.MANIFEST)
+    parent = next(d for d in out.absolute().parents if d.exists())
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {out}: {parent} is not a directory")
+    if out.is_dir():  # with --force, a data dir or an empty dir (check_replaceable)
+        for path in inputs:
+            if path.resolve().is_relative_to(out.resolve()):
+                raise ValueError(f"refusing to replace {out}: the input {path} is inside it")
+        extra = sorted(e.name for e in out.iterdir() if e.name not in DATA_DIR_FILES and not (e / data.MANIFEST).is_file())
+        if extra:
+            raise ValueError(f"refusing to replace {out}: it holds {extra[0]}, which is not part of a data dir "
+                             "(move it out first)")
+
+
+def item_index(path: str, item_ids: pl.Series) -> data.ItemIndex:
+    """data.read_item_index, with a malformed table (e.g. a text count column) as one sentence."""
+    try:
+        return data.read_item_index(path, item_ids)
+    except pl.exceptions.PolarsError as e:
+        raise ValueError(f"cannot use --item-index {path}: {first_line(e)}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,12 +460,17 @@ def main() -> None:
         min_user_len=args.min_user_len, kcore=args.kcore, session_gap=args.session_gap, split=args.split,
         valid_cutoff=args.valid_cutoff, test_cutoff=args.test_cutoff,
     )  # checks the values: bad ones raise ValueError -> exit 2
-    if args.shards is not None and args.shards < 1:
-        raise ValueError(f"--shards must be >= 1, got {args.shards}")
+    check_int("--session-gap", args.session_gap, 1)
+    for flag, cutoff in (("--valid-cutoff", args.valid_cutoff), ("--test-cutoff", args.test_cutoff)):
+        if cutoff is not None:
+            check_int(flag, data.parse_cutoff(cutoff, None), -INT64_MAX - 1)
+    check_int("--shards", args.shards, 1)
+    if args.shards is not None:
+        check_shards(args.shards)
     if args.item_index is not None and args.min_item_count > 1:
         raise ValueError("--min-item-count cannot be combined with --item-index: drop rare items from the table instead")
-    if args.batch_rows < 1:
-        raise ValueError(f"--batch-rows must be >= 1, got {args.batch_rows}")
+    check_int("--batch-rows", args.batch_rows, 1)
+    inputs = [] if args.item_index is None else [Path(args.item_index)]
 
     with cli.progress() as bar:
         task = bar.add_task("starting", total=None)
@@ -366,21 +483,27 @@ def main() -> None:
             if args.out is None or args.item_index is None or args.input is not None:
                 raise ValueError("--assemble needs --out DIR (holding the shard data dirs) and --item-index, and no input")
             out = Path(args.out)
+            item_index(args.item_index, pl.Series("id", [], dtype=pl.Int64))  # a malformed table: one sentence
             shards.assemble(out, args.item_index, status=status)
         elif args.synthetic:
             if args.input is not None:
                 raise ValueError("give an input file or --synthetic, not both")
             if args.users is not None and args.events is not None:
                 raise ValueError("give --users or --events, not both")
+            check_int("--users", args.users, 1)
+            check_int("--events", args.events, 1)
+            check_int("--items", args.items, 2, 2**31 - 1)  # items.npy is int32
+            check_int("--seed", args.seed, 0, 2**64 - 1)  # the generator hashes it as a uint64
             users = args.users if args.events is None else synthetic.users_for_events(args.events, items=args.items)
             users = 2_000 if users is None else users
+            cfg = synthetic.SyntheticConfig(users=users, items=args.items, seed=args.seed)
+            check_synthetic_memory(cfg, args.shards or 1)
             out = Path(args.out or f"data/synthetic-u{users}-i{args.items}-s{args.seed}")
-            cli.check_replaceable(out, args.force, data.MANIFEST)
+            check_out(out, args.force, inputs)
             if args.shards is None:
                 data.prepare_synthetic(out, params, force=args.force, status=status, users=users, items=args.items,
                                        seed=args.seed)
             else:
-                cfg = synthetic.SyntheticConfig(users=users, items=args.items, seed=args.seed)
                 batches = ((u, i, t, None) for u, i, t in synthetic.chunks(cfg))
                 shards.prepare_sharded(batches, out, params, args.shards, {"synthetic": cfg.to_dict(), "format": "synthetic"},
                                        force=args.force, status=status)
@@ -392,10 +515,11 @@ def main() -> None:
                 raise ValueError(f"input {path} is not a file")
             stem = Path(strip_compression(path.name)).stem or "data"
             out = Path(args.out or f"data/{stem}")
-            cli.check_replaceable(out, args.force, data.MANIFEST)  # refuse before any work
-            fmt = args.format or "a known format"
-            try:
-                fmt = args.format or detect_format(path)
+            check_out(out, args.force, [path, *inputs])
+            check_compression(path)
+            fmt = args.format
+            try:  # Polars raises OSError for a truncated .gz or .zst
+                fmt = fmt or detect_format(path)
                 status(f"reading {path} ({fmt})")
                 if fmt == "ml-dat":
                     lf, info = read_ml_dat(path)
@@ -405,24 +529,23 @@ def main() -> None:
                     lf, info = read_sequences(path, with_user=fmt == "seqs")
                 else:
                     lf, info = read_table(path, fmt, args)
-                if args.shards is not None:
-                    type_names: list[str] = []
-                    counts = {"rows_read": 0, "dropped_missing": 0, "kept": 0}
-                    source = {"path": str(path.resolve()), "sha256": sha256_file(path), "bytes": path.stat().st_size,
-                              "format": fmt, **{k: v for k, v in info.items() if k not in ("type_order", "timed")}}
-                    shards.prepare_sharded(event_batches(lf, info, path, args.batch_rows, type_names, counts), out,
-                                           params, args.shards, source, type_names=type_names,
-                                           type_order=info.get("type_order", []), read_counts=counts,
-                                           force=args.force, status=status)
-                else:
+                if args.shards is None:
                     df = lf.collect(engine="streaming")
-            except pl.exceptions.PolarsError as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ValueError(f"cannot read {path} as {fmt}: {first}") from None
-            if args.shards is None:
+            except (pl.exceptions.PolarsError, OSError) as e:
+                raise unreadable(path, fmt, e) from None
+            if args.shards is not None:
+                type_names: list[str] = []
+                counts = {"rows_read": 0, "dropped_missing": 0, "kept": 0}
+                source = {"path": str(path.resolve()), "sha256": sha256_file(path), "bytes": path.stat().st_size,
+                          "format": fmt, **{k: v for k, v in info.items() if k not in ("type_order", "timed")}}
+                shards.prepare_sharded(event_batches(lf, info, path, fmt, args.batch_rows, type_names, counts), out,
+                                       params, args.shards, source, type_names=type_names,
+                                       type_order=info.get("type_order", []), read_counts=counts,
+                                       force=args.force, status=status)
+            else:
                 rows_read = df.height
 
-                # Missing user/item/time: dropped and counted (NaN times count as missing too).
+                # Missing user/item/time: dropped and counted (NaNs count as missing too).
                 ok = complete(df)
                 n_ok = int(df.select(ok.sum()).item())
                 if n_ok < rows_read:
@@ -437,9 +560,9 @@ def main() -> None:
                         raise ValueError(f"time goes backwards for user {back['user'][0]} at line {line} of {path}; "
                                          f"in the {fmt} format each user's lines must be in time order")
                 status(f"read {rows_read:,} rows; coding ids")
-                ts = to_seconds(df["ts"], info.get("time_unit", "s")).to_numpy()
-                user, user_ids = data.dense_codes(to_int_ids(df["user"]))
-                item, item_ids = data.dense_codes(to_int_ids(df["item"]))
+                ts = to_seconds(df["ts"], info.get("time_unit", "s"), column(info, "time", path)).to_numpy()
+                user, user_ids = data.dense_codes(to_int_ids(df["user"], column(info, "user", path)))
+                item, item_ids = data.dense_codes(to_int_ids(df["item"], column(info, "item", path)))
                 types, type_names = None, []
                 if "type" in df.columns:
                     order = info.get("type_order", [])
@@ -459,7 +582,7 @@ def main() -> None:
                     "format": fmt, **{k: v for k, v in info.items() if k not in ("type_order", "timed")},
                     "rows_read": rows_read, "dropped_missing": rows_read - n_kept,
                 }
-                index = None if args.item_index is None else data.read_item_index(args.item_index, log.item_ids)
+                index = None if args.item_index is None else item_index(args.item_index, log.item_ids)
                 data.prepare(log, out, params, source, force=args.force, status=status, item_index=index)
 
     # the manifest, checked (a sharded dir: its root, each shard checked as it was written)

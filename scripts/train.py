@@ -6,8 +6,8 @@
     python scripts/train.py --data data/ml-1m --regime mixed --mixed-epochs 5 --stride 64
     python scripts/train.py --data data/big --item-emb kshift --kshift-compression 16 --loss sampled
     python scripts/prep.py ml-1m.txt.gz | python scripts/train.py --stride 64 | python scripts/eval.py
-    python scripts/train.py --resume runs/20261122-101500-sliding    # continue a stopped run
-    torchrun --nproc_per_node 2 scripts/train.py --data data/ml-1m --stride 64   # data-parallel
+    python scripts/train.py --resume runs/20261122-101500-sliding-s64-seed0   # continue a stopped run
+    python -m torch.distributed.run --nproc_per_node 2 scripts/train.py --stride 64   # data-parallel (torchrun)
 
 Training examples are pointers (seq, start, stop) into the one event array, made per epoch by
 the Rust core (`longrec_core.windows` / `sample_windows`) and materialized batch by batch by
@@ -43,12 +43,13 @@ from longrec_core.shards import load_shards, shard_count
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 DEMO_DATA = Path("data/demo")
+cli.report_uncaught_errors()
 
 # ----------------------------------------------------------------------------- settings
-p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 g = p.add_argument_group("input and output")
-g.add_argument("--data", default=None, help="data dir from prep.py; default: stdin when piped, else data/demo (made on first use)")
-g.add_argument("--out", default=None, help="run dir to write; default: a fresh dir under runs/")
+g.add_argument("--data", default=None, help="data dir from prep.py; None = its path from stdin when piped, else data/demo (made on first use)")
+g.add_argument("--out", default=None, help="run dir to write; None = a fresh dir under runs/")
 g.add_argument("--resume", default=None, help="run dir to continue from its ckpt.pt (its settings win, except the run-length flags)")
 g = p.add_argument_group("model")
 g.add_argument("--window", type=int, default=200, help="context length T: inputs per example (the model's max_len)")
@@ -100,15 +101,35 @@ g.add_argument("--patience", type=int, default=5, help="stop after this many epo
 g.add_argument("--eval-batch-size", type=int, default=256, help="users per validation batch")
 g.add_argument("--valid-sample", type=int, default=None,
                help="validate on a fixed seeded sample of this many users (each ranked on the full catalogue); "
-                    "for 10^7-item catalogues on a CPU (default: every validation user)")
+                    "for 10^7-item catalogues on a CPU; None = every validation user")
 g.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, dropout and negatives")
 g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = cuda when available")
 g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                help="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU runs the matrix products in bfloat16 "
                     "(fast where the CPU has AVX512-BF16 or AMX); losses are always computed in float32")
 g.add_argument("--compile", action="store_true", help="torch.compile the model")
-g.add_argument("--threads", type=int, default=None, help="CPU threads of torch and of the core's kernels (default: all cores)")
+g.add_argument("--threads", type=int, default=None, help="CPU threads of torch and of the core's kernels; None = all cores")
 args = p.parse_args()
+
+# Check every setting before any work, so a bad flag costs nothing. The upper bounds are far
+# beyond any real use; above them a value is a typo that would overflow or exhaust memory later.
+BIG = 2**40
+INT_RANGES = {"window": (1, 2**20), "stride": (1, BIG), "max_history": (1, BIG), "mixed_epochs": (0, BIG),
+              "per_seq": (1, 2**20), "min_len": (2, BIG), "kshift_k": (1, 1024), "kshift_compression": (1, BIG),
+              "kshift_seed": (0, 2**64 - 1), "negatives": (1, 2**24), "loss_chunk": (1, 2**30),
+              "batch_size": (1, 2**20), "warmup_steps": (0, BIG), "epochs": (1, 10**6), "max_steps": (1, BIG),
+              "patience": (0, 10**6), "eval_batch_size": (1, 2**20), "valid_sample": (1, BIG),
+              "seed": (0, 2**32 - 1), "threads": (1, 4096)}
+for name, (lo, hi) in INT_RANGES.items():
+    value = getattr(args, name)
+    if value is not None and not lo <= value <= hi:
+        cli.fail(f"--{name.replace('_', '-')} must be between {lo:,} and {hi:,}, got {value}")
+for name in ("lr", "weight_decay", "clip", "max_train_seconds"):
+    value = getattr(args, name)
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        cli.fail(f"--{name.replace('_', '-')} must be a finite number at least 0, got {value}")
+if args.targets == "fresh" and args.regime == "random":
+    cli.fail("--targets fresh needs end-anchored windows: use --regime last, sliding or mixed")
 
 # On --resume every setting comes from the checkpoint, except: these keep the checkpoint's value
 # unless given again, and the per-invocation ones always come from this command line.
@@ -157,10 +178,23 @@ def log(msg: str) -> None:
 ckpt = None
 if args.resume:
     run_dir = Path(args.resume)
-    if not (run_dir / "ckpt.pt").is_file():
-        cli.fail(f"cannot resume: {run_dir / 'ckpt.pt'} does not exist")
-    ckpt = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=False)
-    saved = ckpt["config"]
+    if (run_dir / "ckpt.pt").is_file():
+        try:
+            ckpt = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=False)
+            saved = ckpt["config"]
+        except Exception as e:  # truncated, not a torch file, or not one of ours
+            cli.fail(f"cannot resume: {run_dir / 'ckpt.pt'} is not a readable checkpoint ({type(e).__name__})")
+    elif (run_dir / "config.json").is_file():
+        # The run stopped before its first checkpoint: start it over with its saved settings.
+        try:
+            saved = json.loads((run_dir / "config.json").read_text())
+        except (ValueError, OSError) as e:
+            cli.fail(f"cannot resume: {run_dir / 'config.json'} is not readable ({type(e).__name__})")
+        if not isinstance(saved, dict) or not isinstance(saved.get("data"), str):
+            cli.fail(f"cannot resume: {run_dir / 'config.json'} is not a run's settings (no data dir in it)")
+        log(f"{run_dir} has no checkpoint yet (it stopped inside its first epoch): starting it over with its settings")
+    else:
+        cli.fail(f"cannot resume: {run_dir} has neither ckpt.pt nor config.json, so it is not a run dir")
     for k in vars(args):
         if k in saved and k not in PER_INVOCATION_FLAGS and not (k in RUN_LENGTH_FLAGS and flag_given(k)):
             setattr(args, k, saved[k])
@@ -179,20 +213,15 @@ else:
             dist.barrier()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(args.out) if args.out else Path("runs") / f"{stamp}-{args.regime}-s{args.stride}-seed{args.seed}"
-    if main_process and run_dir.exists() and any(run_dir.iterdir()):
-        cli.fail(f"run dir {run_dir} already exists and is not empty; pass another --out or --resume it")
+    if run_dir.exists() and not run_dir.is_dir():
+        cli.fail(f"--out {run_dir} is a file, not a directory")
+    # A run dir that holds no weights yet (a run that failed or stopped in its first epoch) is
+    # started over; anything with weights is kept.
+    if main_process and any((run_dir / name).exists() for name in ("ckpt.pt", "model.pt", "summary.json")):
+        cli.fail(f"run dir {run_dir} already holds a run; pass another --out or --resume it")
+    if main_process and run_dir.is_dir() and any(p.name not in ("config.json", "log.jsonl") for p in run_dir.iterdir()):
+        cli.fail(f"--out {run_dir} is a directory with other files in it, not a run dir; pass another --out")
 
-# Check every setting before any work, so a bad flag costs nothing.
-for name, minimum in [("window", 1), ("stride", 1), ("batch_size", 1), ("epochs", 1), ("negatives", 1),
-                      ("loss_chunk", 1), ("per_seq", 1), ("min_len", 2), ("mixed_epochs", 0), ("warmup_steps", 0)]:
-    if getattr(args, name) < minimum:
-        cli.fail(f"--{name.replace('_', '-')} must be at least {minimum}, got {getattr(args, name)}")
-if args.valid_sample is not None and args.valid_sample < 1:
-    cli.fail(f"--valid-sample must be at least 1, got {args.valid_sample}")
-if args.max_history is not None and args.max_history < 1:
-    cli.fail(f"--max-history must be at least 1, got {args.max_history}")
-if args.targets == "fresh" and args.regime == "random":
-    cli.fail("--targets fresh needs end-anchored windows: use --regime last, sliding or mixed")
 
 # A sharded data dir under torchrun: each rank reads only its shards (rank, rank + world, ...) and
 # draws its batches from them; the ranks agree on the steps per epoch (the fewest any rank has).
@@ -207,6 +236,12 @@ try:
 except (ValueError, OSError) as e:
     cli.fail(str(e).splitlines()[0] if str(e) else f"cannot read data dir {data_path}")
 args.data = str(Path(data.path).resolve())
+if main_process and len(data.eval_targets("valid")[0]) == 0:
+    cli.fail(f"{data_path} has no validation targets, and training keeps the weights of the best validation "
+             f"epoch; prep it with a validation split")
+if ckpt is not None and ckpt["model_config"]["n_items"] != data.n_items:
+    cli.fail(f"cannot resume: the checkpoint was trained on {ckpt['model_config']['n_items']:,} items but "
+             f"{data_path} now has {data.n_items:,} (was it prepared again?)")
 
 # ----------------------------------------------------------------------------- model and optimizer
 seed = args.seed
@@ -335,6 +370,8 @@ if ckpt is not None:
     log(f"resuming {run_dir} at epoch {state['epoch']}, batch {state['batch']} (step {state['step']})")
 
 if main_process:
+    if ckpt is None:
+        (run_dir / "log.jsonl").unlink(missing_ok=True)  # from an attempt that is started over
     run_dir.mkdir(parents=True, exist_ok=True)
     with cli.atomic_write(run_dir / "config.json") as tmp:
         tmp.write_text(json.dumps({**vars(args), "model": model_cfg.to_dict(), "world_size": world}, indent=2))
@@ -367,6 +404,9 @@ autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 stop_reason = "epochs"
 progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=cli.console, transient=True, disable=not main_process)
+# Ctrl-C or SIGTERM (a scheduler's preemption) stops after the current step with a checkpoint.
+# Not under torchrun: the processes would stop at different steps and wait on each other.
+stop_requested = cli.stop_requests() if world == 1 else (lambda: None)
 with progress:
     bar = progress.add_task("training", total=total_steps, completed=min(state["step"], total_steps))
     while state["epoch"] < args.epochs:
@@ -399,8 +439,9 @@ with progress:
                 hidden = model(inputs, types_in)  # (B, T, d)
                 loss, loss_value = loss_fn(hidden, targets, neg_gen, targets_per_step)
             if not math.isfinite(loss_value):
-                cli.console.print(f"loss became {loss_value} at epoch {epoch}, step {state['step']}; "
-                                  f"stopping. The last good checkpoint is {run_dir / 'ckpt.pt'}")
+                last_good = (f"the last good checkpoint is {run_dir / 'ckpt.pt'}" if (run_dir / "ckpt.pt").exists()
+                             else "there is no checkpoint yet; try a lower --lr")
+                cli.console.print(f"loss became {loss_value} at epoch {epoch}, step {state['step']}; stopping: {last_good}")
                 raise SystemExit(1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -418,7 +459,7 @@ with progress:
             progress.update(bar, advance=1, description=f"epoch {epoch + 1}/{args.epochs} loss {ep['loss_sum'] / ep['steps']:.4f} "
                                                         f"{ep['tokens'] / max(1e-9, ep['seconds'] + now - t0) / 1e3:,.1f}k tok/s")
             if ((args.max_train_seconds is not None and state["train_seconds"] + now - t0 >= args.max_train_seconds)
-                    or (args.max_steps is not None and state["step"] >= args.max_steps)):
+                    or (args.max_steps is not None and state["step"] >= args.max_steps) or stop_requested()):
                 stopped_early = True
                 break
             tw = time.perf_counter()
@@ -426,7 +467,8 @@ with progress:
         ep["seconds"] += seconds
         state["train_seconds"] += seconds
         if stopped_early:
-            stop_reason = "max_steps" if args.max_steps is not None and state["step"] >= args.max_steps else "max_train_seconds"
+            stop_reason = ("interrupted" if stop_requested() else
+                           "max_steps" if args.max_steps is not None and state["step"] >= args.max_steps else "max_train_seconds")
         else:
             if world > 1:  # count what every rank processed
                 counts = torch.tensor([ep["tokens"], ep["examples"]], dtype=torch.int64)
@@ -439,7 +481,7 @@ with progress:
         # Validation on rank 0 (full catalogue, the same code as eval.py; with per-rank shards, over
         # rank 0's users only); others wait.
         record = None
-        if main_process:
+        if main_process and stop_reason != "interrupted":  # an interrupted run stops at once
             tv = time.perf_counter()
             _, ranks = evaluate(raw_model, data, "valid", batch_size=args.eval_batch_size, device=device,
                                 sample=args.valid_sample)
@@ -495,6 +537,8 @@ if main_process:
     }
     with cli.atomic_write(run_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
+    if stop_reason == "interrupted":  # not finished: nothing for the next stage of a pipe
+        raise SystemExit(130)
     print(run_dir, flush=True)
 if world > 1:
     dist.destroy_process_group()

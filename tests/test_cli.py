@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -92,6 +94,28 @@ def test_fail_and_stage_main(capsys):
 
     with pytest.raises(KeyError):
         cli.stage_main(bug)
+
+
+@pytest.mark.parametrize(
+    "raise_, status, stderr",
+    [
+        ("raise ValueError('--x must be 1\\nmore')", 2, "error: --x must be 1\n"),
+        ("raise RuntimeError(\"DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes\")", 2,
+         "error: DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes\n"),
+        ("raise KeyboardInterrupt", None, "interrupted\n"),
+    ],
+)
+def test_a_top_to_bottom_script_ends_on_errors_like_stage_main(raise_, status, stderr):
+    script = f"from longrec_core import cli\ncli.report_uncaught_errors()\nprint('out')\n{raise_}\n"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.stderr == stderr and proc.stdout == "out\n"
+    if status is not None:
+        assert proc.returncode == status
+    else:  # Python ends an uncaught Ctrl-C as killed by SIGINT
+        assert proc.returncode in (-2, 130)
+    bug = subprocess.run([sys.executable, "-c", "from longrec_core import cli\ncli.report_uncaught_errors()\n{}['k']"],
+                         capture_output=True, text=True, timeout=60)
+    assert bug.returncode == 1 and "Traceback" in bug.stderr and "KeyError" in bug.stderr
 
 
 def test_input_path(monkeypatch, capsys):

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -148,7 +149,7 @@ def test_compare(world, monkeypatch, capsys):
     assert "paired" in err
     for same in ("metrics_test.ranks.npz", "metrics_test.json"):  # a run against itself, by file
         code, _, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--compare", str(world["a"] / same),
-                                "--bootstrap", "0", "--out", str(world["tmp"] / "aa.json"))
+                                "--bootstrap", "0", "--out", str(world["tmp"] / "aa.json"), "--force")
         assert code == 0, err
         for r in json.loads((world["tmp"] / "aa.json").read_text())["compare"]["results"]:
             assert r["diff"] == 0 and r["p_value"] == 1.0
@@ -166,6 +167,10 @@ def test_compare(world, monkeypatch, capsys):
         ("bad_metric", "unknown metric"),
         ("bad_ks", "--ks"),
         ("empty_stdin", "stdin was empty"),
+        ("negative_seed", "--seed must be >= 0"),
+        ("huge_bootstrap", "--bootstrap must be at most 1,000,000"),
+        ("unknown_flag", "unrecognized arguments: --bogus"),
+        ("out_is_a_dir", "cannot write"),
     ],
 )
 def test_bad_input_exits_2_with_one_sentence(world, monkeypatch, capsys, case, message):
@@ -182,13 +187,104 @@ def test_bad_input_exits_2_with_one_sentence(world, monkeypatch, capsys, case, m
         "bad_metric": ["--run", a, "--metrics", "AUC"],
         "bad_ks": ["--run", a, "--ks", "10,x"],
         "empty_stdin": [],
+        "negative_seed": ["--run", a, "--seed", "-1", "--out", str(empty / "x.json")],
+        "huge_bootstrap": ["--run", a, "--bootstrap", "1000001", "--out", str(empty / "x.json")],
+        "unknown_flag": ["--run", a, "--bogus"],
+        "out_is_a_dir": ["--run", a, "--out", str(empty / "x.json")],
     }[case]
+    if case == "out_is_a_dir":  # refused before the ranking, not at the rename (leaving x.ranks.npz behind)
+        (empty / "x.json").mkdir()
     if case == "compare_mismatch":  # a's test ranks exist, computed without --filter-seen
         assert run_eval(monkeypatch, capsys, "--run", a, "--bootstrap", "0")[0] == 0
     code, out, err = run_eval(monkeypatch, capsys, *args)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
-    assert not (empty / "x.json").exists() and not (empty / "x.ranks.npz").exists()  # nothing half-written
+    assert not (empty / "x.json").is_file() and not (empty / "x.ranks.npz").exists()  # nothing half-written
+    if case == "out_is_a_dir":
+        (empty / "x.json").rmdir()
+
+
+def test_an_existing_out_is_replaced_only_with_force(world, monkeypatch, capsys, tmp_path):
+    precious = tmp_path / "precious.json"
+    precious.write_text("precious")
+    (tmp_path / "ranks.ranks.npz").write_text("ranks")  # the ranks file of --out ranks.json
+    for out in (precious, tmp_path / "ranks.json"):
+        code, stdout, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--bootstrap", "0",
+                                     "--out", str(out))
+        assert code == 2 and stdout == "" and err.count("\n") == 1, err
+        assert err.startswith("error: ") and "already exists; pass --force" in err
+    assert precious.read_text() == "precious" and (tmp_path / "ranks.ranks.npz").read_text() == "ranks"
+    assert not (tmp_path / "precious.ranks.npz").exists() and not (tmp_path / "ranks.json").exists()
+    code, _, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--bootstrap", "0", "--out", str(precious),
+                            "--force")
+    assert code == 0, err
+    assert json.loads(precious.read_text())["split"] == "test"
+
+
+@pytest.mark.parametrize(
+    "case, damaged, message",
+    [
+        ("model_empty", "model.pt", "is not a model saved by train.py"),
+        ("model_junk", "model.pt", "is not a model saved by train.py"),
+        ("model_keys", "model.pt", "is not a model saved by train.py"),
+        ("model_truncated", "model.pt", "is not a model saved by train.py"),
+        ("config_list", "config.json", "holds no JSON object"),
+        ("config_bad_json", "config.json", "is not readable JSON"),
+        ("ranks_junk", "other.ranks.npz", "is not a ranks file written by eval.py"),
+        ("ranks_no_ranks", "other.ranks.npz", "must hold integer arrays users and ranks of one length"),
+        ("ranks_short", "other.ranks.npz", "must hold integer arrays users and ranks of one length"),
+        ("ranks_twice", "other.ranks.npz", "a user appears twice"),
+    ],
+)
+def test_damaged_files_exit_2_naming_the_file(world, monkeypatch, capsys, tmp_path, case, damaged, message):
+    run = tmp_path / "run"
+    shutil.copytree(world["a"], run)
+    args = ["--run", str(run), "--bootstrap", "0", "--out", str(tmp_path / "m.json")]
+    if case.startswith("ranks"):
+        assert run_eval(monkeypatch, capsys, *args[:4], "--out", str(tmp_path / "other.json"))[0] == 0
+        with np.load(tmp_path / damaged) as z:
+            good = {k: z[k] for k in z.files}
+        args += ["--compare", str(tmp_path / damaged)]
+    path = tmp_path / damaged if case.startswith("ranks") else run / damaged
+    raw = path.read_bytes()
+    if case == "model_empty":
+        path.write_bytes(b"")
+    elif case in ("model_junk", "ranks_junk"):
+        path.write_text("junk")
+    elif case == "model_keys":
+        torch.save({"model": {"x": torch.zeros(1)}, "model_config": torch.load(path)["model_config"]}, path)
+    elif case == "model_truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif case == "config_list":
+        path.write_text("[]")
+    elif case == "config_bad_json":
+        path.write_text("{")
+    elif case == "ranks_no_ranks":
+        np.savez(path, **{k: v for k, v in good.items() if k != "ranks"})
+    elif case == "ranks_short":
+        np.savez(path, **{**good, "ranks": good["ranks"][:-1]})
+    elif case == "ranks_twice":
+        np.savez(path, **{**good, "users": np.r_[good["users"][:1], good["users"][:-1]]})
+    code, out, err = run_eval(monkeypatch, capsys, *args)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert str(path) in err and message in err, err
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "m.ranks.npz").exists()
+
+
+def test_compare_with_a_damaged_summary_leaves_the_costs_out(world, monkeypatch, capsys, tmp_path):
+    """The costs are shown after the metrics are written: a damaged summary.json must not fail the evaluation."""
+    for name in ("a", "b"):
+        shutil.copytree(world["a"], tmp_path / name)
+        (tmp_path / name / "summary.json").write_text(json.dumps({"train_seconds": 1.0, "tokens": 10, "epochs": 1}))
+        assert run_eval(monkeypatch, capsys, "--run", str(tmp_path / name), "--bootstrap", "0")[0] == 0
+    code, _, err = run_eval(monkeypatch, capsys, "--run", str(tmp_path / "a"), "--bootstrap", "0",
+                            "--compare", str(tmp_path / "b"), "--out", str(tmp_path / "ab.json"))
+    assert code == 0 and "training seconds" in err, err
+    (tmp_path / "b" / "summary.json").write_text("{")
+    code, _, err = run_eval(monkeypatch, capsys, "--run", str(tmp_path / "a"), "--bootstrap", "0",
+                            "--compare", str(tmp_path / "b"), "--out", str(tmp_path / "ab2.json"))
+    assert code == 0 and "paired" in err and "training seconds" not in err, err
 
 
 def test_cli_subprocess_exit_code(world):

@@ -17,7 +17,7 @@ import pytest
 
 from longrec_core.data import prepare_synthetic
 from longrec_core.frontier import (
-    Cell, baseline_of, load_grid, make_cell, make_cells, mean_sd, metric_name, pareto_mask, parse_axis)
+    Cell, baseline_of, failure_line, load_grid, make_cell, make_cells, mean_sd, metric_name, pareto_mask, parse_axis)
 
 ROOT = Path(__file__).resolve().parents[1]
 FRONTIER = [sys.executable, str(ROOT / "scripts" / "frontier.py")]
@@ -150,6 +150,17 @@ def test_metric_names() -> None:
             metric_name(bad)
 
 
+def test_failure_line_is_the_error_or_the_exception_of_the_last_stage() -> None:
+    first = "$ python train.py --lr 1\nerror: an older attempt\n"
+    assert failure_line(first + "$ python train.py\nepoch 1\nerror: --lr must be >= 0\n\n") == "error: --lr must be >= 0"
+    # a torch error: the message runs over several lines, the last a lone quote
+    torch_error = ('$ python train.py\nepoch 1\nTraceback (most recent call last):\n  File "train.py", line 3, in <module>\n'
+                   '    model(x)\n    ^^^^^^^^\nRuntimeError: shape mismatch in\n  "\n  x = y\n"\n')
+    assert failure_line(first + torch_error) == "RuntimeError: shape mismatch in"
+    assert failure_line(first + "$ python eval.py\nKilled\n") == "Killed"
+    assert failure_line(first + "$ python eval.py\n") == ""
+
+
 def test_constants_match_the_modules_they_mirror() -> None:
     from longrec_core import frontier, metrics
     from longrec_core.examples import REGIMES
@@ -169,6 +180,7 @@ def test_constants_match_the_modules_they_mirror() -> None:
     (["--seed", "3"], "--seed is set by frontier.py"),
     (["--data", "NODATA"], "is not a data dir"),
     (["--epohcs", "3"], "--epohcs is neither a frontier.py nor a train.py flag"),
+    (["--repeats", "1000000000000", "--data", "NODATA"], "more than 10,000 runs"),  # checked before the data
 ])
 def test_bad_input_exits_2_with_one_sentence_before_any_run(data_dir: Path, tmp_path: Path, argv: list[str],
                                                             message: str) -> None:
@@ -261,3 +273,35 @@ def test_rerun_skips_finished_runs_and_refuses_other_flags(data_dir: Path,
     proc = run("--data", str(data_dir), "--out", str(out), "--regimes", "sliding,last", *TINY, "--dropout", "0.1")
     assert proc.returncode == 2 and "was trained with other flags" in proc.stderr
     assert [m.stat().st_mtime_ns for m in metrics] == before
+
+
+def test_a_bad_passed_through_flag_stops_the_grid_at_the_first_cell(data_dir: Path, tmp_path: Path) -> None:
+    """train.py refuses --lr -1 naming it, so every cell would fail: the grid stops with that sentence."""
+    out = tmp_path / "out"
+    proc = run("--data", str(data_dir), "--out", str(out), "--regimes", "last,sliding", *TINY, "--lr", "-1")
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --lr must be") and "cell last-w20 seed0" in last, proc.stderr
+    assert [d.name for d in (out / "cells").iterdir()] == ["last-w20"]  # the second cell never ran
+    assert json.loads((out / "cells" / "last-w20" / "seed0" / "cell.json").read_text())["status"] == "failed"
+    assert not (out / "frontier.csv").exists() and not (out / "frontier.json").exists()
+
+
+def test_damaged_cell_files_count_as_unfinished_or_unrecorded(data_dir: Path, tmp_path: Path) -> None:
+    """A cell.json that is not an object is like a missing one (the finished run is kept); a
+    metrics_test.json without a metrics object leaves the run unfinished, so it is evaluated again."""
+    out = tmp_path / "out"
+    argv = ["--data", str(data_dir), "--out", str(out), "--regimes", "last", *TINY]
+    assert run(*argv).returncode == 0
+    seed0 = out / "cells" / "last-w20" / "seed0"
+    metrics_file, summary = seed0 / "run" / "metrics_test.json", seed0 / "run" / "summary.json"
+    trained = summary.stat().st_mtime_ns
+    good = json.loads(metrics_file.read_text())
+    metrics_file.write_text(json.dumps({**good, "metrics": [1, 2]}))
+    proc = run(*argv)
+    assert proc.returncode == 0 and "skipped 0 finished runs, 1 to run" in proc.stderr, proc.stderr
+    assert json.loads(metrics_file.read_text())["metrics"] == good["metrics"]  # evaluated again,
+    assert summary.stat().st_mtime_ns == trained  # not trained again (cell.json records its flags)
+    (seed0 / "cell.json").write_text("[]")
+    proc = run(*argv)
+    assert proc.returncode == 0 and "skipped 1 finished runs, 0 to run" in proc.stderr, proc.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+import resource
 import runpy
 import shutil
 import subprocess
@@ -303,12 +304,110 @@ def test_force(prep, tmp_path):
     assert (tmp_path / "precious" / "thesis.tex").exists()
 
 
+TIMES_IDS = "user_id,item_id,timestamp\n"
+BAD_VALUES = [  # (file, its contents, extra args, the error): values Polars cannot convert after the read
+    ("huge.csv", TIMES_IDS + "1,10,1e300\n1,11,2\n", (), "the time column 'timestamp' of huge.csv has a value outside the int64 range: 1e+300"),
+    ("inf.csv", TIMES_IDS + "1,10,inf\n1,11,2\n", (), "the time column 'timestamp' of inf.csv has a value outside the int64 range: inf"),
+    ("i128.csv", TIMES_IDS + "1,10,99999999999999999999\n1,11,2\n", (), "outside the int64 range: 99999999999999999999"),
+    ("i128.csv", TIMES_IDS + "1,10,99999999999999999999\n1,11,2\n", ("--shards", 2), "outside the int64 range: 99999999999999999999"),
+    ("u64.parquet", pl.DataFrame({"user_id": [1, 1], "item_id": [1, 2], "timestamp": pl.Series([1, 2**63 + 5], dtype=pl.UInt64)}),
+     (), "the time column 'timestamp' of u64.parquet has a value outside the int64 range: 9223372036854775813"),
+    ("infid.parquet", pl.DataFrame({"user_id": [1, 1], "item_id": [1.0, float("inf")], "timestamp": [1, 2]}),
+     (), "the item column 'item_id' of infid.parquet has a value outside the int64 range: inf"),
+    ("list.parquet", pl.DataFrame({"user_id": [[1], [2]], "item_id": [1, 2], "timestamp": [1, 2]}),
+     (), "the user column 'user_id' of list.parquet has type List(Int64); ids must be integers or text"),
+    ("list.parquet", pl.DataFrame({"user_id": [[1], [2]], "item_id": [1, 2], "timestamp": [1, 2]}),
+     ("--shards", 2), "the user column 'user_id' of list.parquet has type List(Int64)"),
+    ("log.csv", TIMES_IDS + "1,10,1\n1,11,2\n", ("--item-index", "index.parquet"),
+     "cannot use --item-index index.parquet: conversion from `str` to `i64` failed in column 'count'"),
+]
+
+
+@pytest.mark.parametrize("name, contents, args, match", BAD_VALUES)
+def test_bad_values_after_the_read(prep, tmp_path, name, contents, args, match):
+    f = tmp_path / name
+    if isinstance(contents, str):
+        f.write_text(contents)
+    else:
+        contents.write_parquet(f)
+    pl.DataFrame({"id": [10, 11], "count": ["many", "few"]}).write_parquet(tmp_path / "index.parquet")
+    assert_refused(prep(name, *args), tmp_path, match)
+
+
+def test_nan_ids_count_as_missing(prep, tmp_path):
+    f = tmp_path / "nan.csv"
+    f.write_text(TIMES_IDS + "1,NaN,1\n1,11.0,2\n1,12,3\n")
+    m = data.load_data_dir(tmp_path / ok(prep(f))).manifest
+    assert m["counts"]["dropped_missing"] == 1 and m["counts"]["rows_read"] == 3
+
+
+@pytest.mark.parametrize("args, match", [
+    (("--synthetic", "--users", 5, "--seed", 2**64), "--seed must be <= 18,446,744,073,709,551,615"),
+    (("--synthetic", "--users", 5, "--seed", -1), "--seed must be >= 0, got -1"),
+    (("--synthetic", "--users", 5, "--items", 10**20), "--items must be <= 2,147,483,647"),
+    (("ratings.csv", "--session-gap", 10**20), "--session-gap must be <= 9,223,372,036,854,775,807"),
+    (("ratings.csv", "--split", "temporal", "--valid-cutoff", 10**23, "--test-cutoff", 10**24), "--valid-cutoff must be <="),
+    (("ratings.csv", "--split", "temporal", "--valid-cutoff", 1, "--test-cutoff", -10**24), "--test-cutoff must be >="),
+    (("ratings.csv", "--shards", 2, "--batch-rows", 10**20), "--batch-rows must be <="),
+])
+def test_integer_flags_out_of_range(prep, tmp_path, args, match):
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,2,4.0,964982704\n")
+    assert_refused(prep(*args), tmp_path, match)
+
+
+@pytest.mark.parametrize("args", [("--users", 10**15), ("--events", 10**18, "--shards", 16), ("--users", 10, "--items", 2**31 - 1)])
+def test_synthetic_too_big_for_memory(tmp_path, args):
+    r = run("--synthetic", *args, cwd=tmp_path, timeout=30)  # without the check it would run for days
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert r.stderr.startswith("error: a synthetic log of") and "GiB of memory" in r.stderr, r.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_force_keeps_what_is_not_the_data_dir(prep, tmp_path):
+    raw = tmp_path / "raw.csv"
+    raw.write_text("userId,movieId,rating,timestamp\n" + "".join(f"{u},{u % 3},4.0,{u}\n" for u in range(20)))
+    out = tmp_path / ok(prep(raw, "--out", "data/ex"))
+    shutil.copy(raw, out / "raw.csv")
+    assert_refused(prep(out / "raw.csv", "--out", out, "--force"), tmp_path, "the input")
+    assert_refused(prep(out / "items.parquet", "--out", out, "--force", "--format", "parquet"), tmp_path, "the input")
+    assert_refused(prep(raw, "--out", out, "--force", "--item-index", out / "items.parquet"), tmp_path, "the input")
+    assert_refused(prep(raw, "--out", out, "--force"), tmp_path, "it holds raw.csv, which is not part of a data dir")
+    assert (out / "raw.csv").exists()
+    (out / "raw.csv").unlink()
+    ok(prep(raw, "--out", out, "--force"))  # a data dir alone is replaced
+    sharded = ok(prep(raw, "--out", "data/sh", "--shards", 2))
+    ok(prep(raw, "--out", sharded, "--shards", 2, "--force"))  # so is a sharded one, shard dirs and all
+
+
+def test_confusing_inputs(prep, tmp_path):
+    rows = "user_id,item_id,timestamp\n" + "".join(f"{u},{u + 1},{u}\n" for u in range(20_000))
+    gz = gzip.compress(rows.encode())
+    (tmp_path / "cut.csv.gz").write_bytes(gz[: len(gz) // 2])
+    write_zst(tmp_path / "whole.csv.zst", rows)
+    (tmp_path / "cut.csv.zst").write_bytes((tmp_path / "whole.csv.zst").read_bytes()[:5_000])
+    (tmp_path / "plain.csv.gz").write_text(rows)
+    (tmp_path / "comma.csv").write_text(rows)
+    (tmp_path / "afile").write_text("")
+    cases = [
+        (("cut.csv.gz",), "cannot read cut.csv.gz"),
+        (("cut.csv.zst",), "cannot read cut.csv.zst"),
+        (("plain.csv.gz",), "plain.csv.gz is named .gz but is not a .gz file"),
+        (("comma.csv", "--format", "inter"), "has no '\\t' between its column names ('user_id,item_id,timestamp'): the separator is wrong"),
+        (("comma.csv", "--out", "afile/sub"), "cannot write afile/sub: "),
+    ]
+    for args, match in cases:
+        assert_refused(prep(*args), tmp_path, match)
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit != resource.RLIM_INFINITY:  # 4 spill files a shard: `limit` shards are too many
+        assert_refused(prep("comma.csv", "--shards", limit), tmp_path, f"over this process's limit of {limit:,}")
+
+
 # ---------------------------------------------------------------- real processes, pipes
 
 
-def run(*args: object, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(*args: object, cwd: Path, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(PREP), *map(str, args)], cwd=cwd, text=True, capture_output=True,
-                          input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL, timeout=120)
+                          input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL, timeout=timeout)
 
 
 def test_subprocess_pipe_and_errors(tmp_path):

@@ -2,6 +2,8 @@
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 import longrec_core as lc
-from longrec_core.data import load_data_dir, prepare_synthetic
+from longrec_core.data import _array_sha256, load_data_dir, prepare_synthetic
 from longrec_core.examples import epoch_windows, iter_batches, make_batch, n_batches, regime_of, shuffled_order
 from longrec_core.model import ModelConfig, SASRec
 
@@ -262,8 +264,17 @@ def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path, extra
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--stride", "0"], "--stride must be at least 1"),
-        (["--valid-sample", "0"], "--valid-sample must be at least 1"),
+        (["--stride", "0"], "--stride must be between 1 and"),
+        (["--valid-sample", "0"], "--valid-sample must be between 1 and"),
+        (["--stride", str(2**70)], "--stride must be between 1 and"),  # would overflow in NumPy
+        (["--window", str(10**11)], "--window must be between 1 and 1,048,576"),
+        (["--seed", "-1"], "--seed must be between 0 and"),
+        (["--threads", "-1"], "--threads must be between 1 and"),
+        (["--item-emb", "kshift", "--kshift-seed", "-1"], "--kshift-seed must be between 0 and"),
+        (["--eval-batch-size", "0"], "--eval-batch-size must be between 1 and"),
+        (["--lr", "nan"], "--lr must be a finite number at least 0"),
+        (["--weight-decay", "-1"], "--weight-decay must be a finite number at least 0"),
+        (["--nope"], "unrecognized arguments: --nope"),
         (["--regime", "random", "--targets", "fresh"], "--targets fresh needs end-anchored windows"),
         (["--heads", "3"], "must be a positive multiple of heads"),
         (["--data", "/nonexistent/data"], "/nonexistent/data"),
@@ -280,3 +291,81 @@ def test_bad_flags_exit_2_with_one_sentence(data_dir, tmp_path, argv, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_run_dir_without_weights_is_started_over_and_one_with_weights_is_kept(data_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()  # what a run that failed in its first epoch leaves: its settings only
+    (out / "config.json").write_text("{}")
+    run(*TRAIN, "--data", str(data_dir), "--out", str(out), *TINY)
+    assert json.loads((out / "config.json").read_text())["data"]
+    proc = run(*TRAIN, "--data", str(data_dir), "--out", str(out), *TINY, check=False)
+    assert proc.returncode == 2 and "already holds a run" in proc.stderr
+    (tmp_path / "file").write_text("x")
+    proc = run(*TRAIN, "--data", str(data_dir), "--out", str(tmp_path / "file"), *TINY, check=False)
+    assert proc.returncode == 2 and "is a file" in proc.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    proc = run(*TRAIN, "--data", str(data_dir), "--out", str(other), *TINY, check=False)
+    assert proc.returncode == 2 and "not a run dir" in proc.stderr and (other / "notes.txt").read_text() == "mine"
+
+
+def test_resume_of_a_run_without_a_checkpoint_starts_it_over(data_dir, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(*TRAIN, "--data", str(data_dir), "--out", str(a), *TINY)
+    b.mkdir()  # what a run killed inside its first epoch leaves: its settings only
+    (b / "config.json").write_text((a / "config.json").read_text())
+    (b / "log.jsonl").write_text('{"epoch": 0, "partial": true, "loss": 1.0}\n')
+    proc = run(*TRAIN, "--resume", str(b), "--threads", "1")
+    assert "starting it over" in proc.stderr
+    assert losses(b) == losses(a)
+    (b / "ckpt.pt").write_bytes(b"not a checkpoint")
+    proc = run(*TRAIN, "--resume", str(b), check=False)
+    assert proc.returncode == 2 and "is not a readable checkpoint" in proc.stderr
+
+
+def test_resume_refuses_a_data_dir_prepared_again_with_other_items(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "run"
+    prepare_synthetic(data, users=60, items=80, seed=3)
+    run(*TRAIN, "--data", str(data), "--out", str(out), *TINY, "--max-steps", "2")
+    shutil.rmtree(data)
+    prepare_synthetic(data, users=60, items=90, seed=3)
+    proc = run(*TRAIN, "--resume", str(out), check=False)
+    assert proc.returncode == 2 and "trained on 80 items" in proc.stderr
+
+
+def test_data_without_validation_targets_is_refused(data_dir, tmp_path):
+    d = load_data_dir(data_dir)
+    users, _ = d.eval_targets("valid")
+    assert len(users) > 0
+    novalid = tmp_path / "novalid"
+    shutil.copytree(data_dir, novalid)
+    split = dict(np.load(novalid / "split.npz"))
+    split["train_end"] = split["valid_end"]  # every validation event becomes training
+    np.savez(novalid / "split.npz", **split)
+    manifest = json.loads((novalid / "manifest.json").read_text())
+    manifest["arrays"]["train_end"]["sha256"] = _array_sha256(split["train_end"])
+    (novalid / "manifest.json").write_text(json.dumps(manifest))
+    proc = run(*TRAIN, "--data", str(novalid), "--out", str(tmp_path / "run"), *TINY, check=False)
+    assert proc.returncode == 2 and "has no validation targets" in proc.stderr
+
+
+def test_sigterm_stops_with_a_checkpoint_and_resume_equals_uninterrupted(data_dir, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    long_run = [*TINY, "--epochs", "100", "--patience", "0"]
+    proc = subprocess.Popen([*TRAIN, "--data", str(data_dir), "--out", str(b), *long_run], cwd=ROOT, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in proc.stderr:  # signal as soon as the first epoch is done
+        if line.startswith("epoch 1:"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert stdout == "" and "(SIGTERM)" not in stderr and "continue with --resume" in stderr
+    summary = json.loads((b / "summary.json").read_text())
+    assert summary["stop_reason"] == "interrupted" and (b / "ckpt.pt").is_file()
+    epochs = summary["epochs"] + 1  # the epoch it stopped in, finished by the resumed run
+    run(*TRAIN, "--resume", str(b), "--epochs", str(epochs), "--threads", "1")  # threads are per invocation
+    run(*TRAIN, "--data", str(data_dir), "--out", str(a), *long_run, "--epochs", str(epochs))
+    assert losses(b) == losses(a)
