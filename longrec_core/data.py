@@ -145,7 +145,7 @@ def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir
     """
     path = Path(path)
     if not path.is_dir():
-        raise DataDirError(f"{path} is not a data dir: no such directory")
+        raise DataDirError(f"{path} is not a data dir: {'it is a file' if path.exists() else 'no such directory'}")
     try:
         manifest = json.loads((path / MANIFEST).read_text())
     except FileNotFoundError:

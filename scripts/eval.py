@@ -1,6 +1,6 @@
 """Evaluate a trained run: rank the whole catalogue for every test (or validation) target.
 
-    python scripts/eval.py --run runs/demo                      # test split -> runs/demo/metrics_test.json
+    python scripts/eval.py --run runs/demo/sliding              # test split -> runs/demo/sliding/metrics_test.json
     python scripts/train.py --stride 64 | python scripts/eval.py   # the run dir arrives on stdin
     python scripts/eval.py                                      # the newest run under runs/
     python scripts/eval.py --run runs/a --split valid --filter-seen --bootstrap 2000
@@ -183,7 +183,7 @@ def main() -> None:
     else:
         run = input_path(args.run, "run dir")
     if not run.is_dir():
-        fail(f"run dir {run} does not exist")
+        fail(f"run dir {run} {'is a file' if run.exists() else 'does not exist'}")
     if not (run / "model.pt").is_file():
         fail(f"{run} has no model.pt (not a run dir, or its training has not finished)")
     out = Path(args.out) if args.out is not None else run / f"metrics_{args.split}.json"

@@ -178,6 +178,8 @@ def log(msg: str) -> None:
 ckpt = None
 if args.resume:
     run_dir = Path(args.resume)
+    if args.data is not None or args.out is not None:  # the run's own, from its checkpoint
+        cli.fail("--resume continues a run on its own data dir and in its own dir: drop --data and --out")
     if (run_dir / "ckpt.pt").is_file():
         try:
             ckpt = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=False)

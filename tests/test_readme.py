@@ -12,7 +12,10 @@ def test_core_api_example_runs_as_documented():
     block = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
     scope: dict = {}
     exec(compile(block, "README.md", "exec"), scope)
-    np.testing.assert_array_equal(scope["offsets"], [0, 2, 5])
-    np.testing.assert_array_equal(scope["items"], [20, 21, 10, 11, 12])
-    assert scope["batch"].shape == (len(scope["start"]), 201)
+    np.testing.assert_array_equal(scope["offsets"], [0, 4, 8])
+    np.testing.assert_array_equal(scope["items"], [20, 21, 22, 23, 10, 11, 12, 13])
+    np.testing.assert_array_equal(scope["train_end"], [2, 6])
+    for name, expected in (("seq", [0, 1]), ("start", [0, 4]), ("stop", [2, 6])):
+        np.testing.assert_array_equal(scope[name], expected)
+    assert scope["batch"].shape == (2, 201)
     assert scope["rows"].shape == (5, 8)

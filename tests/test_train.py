@@ -279,6 +279,7 @@ def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path, extra
         (["--heads", "3"], "must be a positive multiple of heads"),
         (["--data", "/nonexistent/data"], "/nonexistent/data"),
         (["--resume", "/nonexistent/run"], "cannot resume"),
+        (["--resume", "/nonexistent/run", "--data", "/some/data"], "drop --data and --out"),
         (["--regime", "diagonal"], "invalid choice"),
     ],
 )
@@ -286,7 +287,8 @@ def test_bad_flags_exit_2_with_one_sentence(data_dir, tmp_path, argv, message):
     argv = list(argv)
     if "--data" not in argv and "--resume" not in argv:
         argv += ["--data", str(data_dir)]
-    proc = run(*TRAIN, "--out", str(tmp_path / "run"), *argv, check=False)
+    out = [] if "--resume" in argv else ["--out", str(tmp_path / "run")]
+    proc = run(*TRAIN, *out, *argv, check=False)
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
