@@ -62,7 +62,7 @@ GUESS = {  # column names tried for csv/parquet when --user-col/--item-col/--tim
 }
 UNIT_DIV = {"s": 1, "ms": 1_000, "us": 1_000_000}
 INT64_MAX = 2**63 - 1  # NumPy and the core take times, gaps and cutoffs as int64
-# What a data dir holds (README, "A data dir"), besides shards (dirs with a manifest): --force
+# What a data dir holds (README, "A data dir"), besides shard-NNNNN dirs holding the same: --force
 # replaces a dir that holds nothing else.
 DATA_DIR_FILES = {data.MANIFEST, "items.npy", "ts.npy", "offsets.npy", "types.npy", "sessions.npy", "split.npz",
                   "items.parquet", "users.parquet"}
@@ -437,10 +437,21 @@ def check_out(out: Path, force: bool, inputs: list[Path]) -> None:
         for path in inputs:
             if path.resolve().is_relative_to(out.resolve()):
                 raise ValueError(f"refusing to replace {out}: the input {path} is inside it")
-        extra = sorted(e.name for e in out.iterdir() if e.name not in DATA_DIR_FILES and not (e / data.MANIFEST).is_file())
-        if extra:
-            raise ValueError(f"refusing to replace {out}: it holds {extra[0]}, which is not part of a data dir "
-                             "(move it out first)")
+        foreign = foreign_entries(out)
+        if foreign:
+            raise ValueError(f"refusing to replace {out}: it holds {foreign[0].relative_to(out)}, which is not part "
+                             "of a data dir (move it out first)")
+
+
+def foreign_entries(path: Path) -> list[Path]:
+    """What a (sharded) data dir at `path` holds beyond data-dir files and its shard-NNNNN dirs."""
+    foreign = []
+    for entry in sorted(path.iterdir()):
+        if re.fullmatch(r"shard-\d{5}", entry.name) and entry.is_dir() and not entry.is_symlink():
+            foreign += foreign_entries(entry)
+        elif entry.name not in DATA_DIR_FILES:
+            foreign.append(entry)
+    return foreign
 
 
 def item_index(path: str, item_ids: pl.Series) -> data.ItemIndex:

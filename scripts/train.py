@@ -114,22 +114,34 @@ args = p.parse_args()
 # Check every setting before any work, so a bad flag costs nothing. The upper bounds are far
 # beyond any real use; above them a value is a typo that would overflow or exhaust memory later.
 BIG = 2**40
-INT_RANGES = {"window": (1, 2**20), "stride": (1, BIG), "max_history": (1, BIG), "mixed_epochs": (0, BIG),
+INT_RANGES = {"window": (1, 2**20), "dim": (1, 2**16), "layers": (0, 1024), "heads": (1, 1024), "ffn": (1, 2**20),
+              "stride": (1, BIG), "max_history": (1, BIG), "mixed_epochs": (0, BIG),
               "per_seq": (1, 2**20), "min_len": (2, BIG), "kshift_k": (1, 1024), "kshift_compression": (1, BIG),
               "kshift_seed": (0, 2**64 - 1), "negatives": (1, 2**24), "loss_chunk": (1, 2**30),
               "batch_size": (1, 2**20), "warmup_steps": (0, BIG), "epochs": (1, 10**6), "max_steps": (1, BIG),
               "patience": (0, 10**6), "eval_batch_size": (1, 2**20), "valid_sample": (1, BIG),
               "seed": (0, 2**32 - 1), "threads": (1, 4096)}
-for name, (lo, hi) in INT_RANGES.items():
-    value = getattr(args, name)
-    if value is not None and not lo <= value <= hi:
-        cli.fail(f"--{name.replace('_', '-')} must be between {lo:,} and {hi:,}, got {value}")
-for name in ("lr", "weight_decay", "clip", "max_train_seconds"):
-    value = getattr(args, name)
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        cli.fail(f"--{name.replace('_', '-')} must be a finite number at least 0, got {value}")
-if args.targets == "fresh" and args.regime == "random":
-    cli.fail("--targets fresh needs end-anchored windows: use --regime last, sliding or mixed")
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """Refuse (exit 2) any setting out of range, from the command line or from a run dir's config.json."""
+    for name, (lo, hi) in INT_RANGES.items():
+        value = getattr(args, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi):
+            cli.fail(f"--{name.replace('_', '-')} must be an integer between {lo:,} and {hi:,}, got {value!r}")
+    for name in ("lr", "weight_decay", "clip", "max_train_seconds", "dropout"):
+        value = getattr(args, name)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            cli.fail(f"--{name.replace('_', '-')} must be a finite number at least 0, got {value!r}")
+    if args.dropout >= 1:
+        cli.fail(f"--dropout must be below 1, got {args.dropout}")
+    if args.dim % args.heads:
+        cli.fail(f"--dim ({args.dim}) must be a multiple of --heads ({args.heads})")
+    if args.targets == "fresh" and args.regime == "random":
+        cli.fail("--targets fresh needs end-anchored windows: use --regime last, sliding or mixed")
+
+
+check_settings(args)
 
 # On --resume every setting comes from the checkpoint, except: these keep the checkpoint's value
 # unless given again, and the per-invocation ones always come from this command line.
@@ -175,6 +187,7 @@ def log(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------- resume or start
+RUN_START_FILES = ("config.json", "log.jsonl")  # all a run dir holds before its first checkpoint
 ckpt = None
 if args.resume:
     run_dir = Path(args.resume)
@@ -184,8 +197,11 @@ if args.resume:
         try:
             ckpt = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=False)
             saved = ckpt["config"]
+            missing = {"model", "model_config", "optimizer", "scheduler", "rng", "state"} - set(ckpt)
         except Exception as e:  # truncated, not a torch file, or not one of ours
             cli.fail(f"cannot resume: {run_dir / 'ckpt.pt'} is not a readable checkpoint ({type(e).__name__})")
+        if missing or not isinstance(saved, dict):
+            cli.fail(f"cannot resume: {run_dir / 'ckpt.pt'} is not a checkpoint of train.py (it lacks {sorted(missing)})")
     elif (run_dir / "config.json").is_file():
         # The run stopped before its first checkpoint: start it over with its saved settings.
         try:
@@ -194,12 +210,16 @@ if args.resume:
             cli.fail(f"cannot resume: {run_dir / 'config.json'} is not readable ({type(e).__name__})")
         if not isinstance(saved, dict) or not isinstance(saved.get("data"), str):
             cli.fail(f"cannot resume: {run_dir / 'config.json'} is not a run's settings (no data dir in it)")
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_START_FILES)
+        if foreign:
+            cli.fail(f"cannot resume: {run_dir} holds {foreign[0]}, which is not part of a run dir")
         log(f"{run_dir} has no checkpoint yet (it stopped inside its first epoch): starting it over with its settings")
     else:
         cli.fail(f"cannot resume: {run_dir} has neither ckpt.pt nor config.json, so it is not a run dir")
     for k in vars(args):
         if k in saved and k not in PER_INVOCATION_FLAGS and not (k in RUN_LENGTH_FLAGS and flag_given(k)):
             setattr(args, k, saved[k])
+    check_settings(args)  # the saved settings, which a hand-edited config.json may have broken
     data_path = Path(saved["data"])
 else:
     if args.data is not None:
@@ -221,7 +241,7 @@ else:
     # started over; anything with weights is kept.
     if main_process and any((run_dir / name).exists() for name in ("ckpt.pt", "model.pt", "summary.json")):
         cli.fail(f"run dir {run_dir} already holds a run; pass another --out or --resume it")
-    if main_process and run_dir.is_dir() and any(p.name not in ("config.json", "log.jsonl") for p in run_dir.iterdir()):
+    if main_process and run_dir.is_dir() and any(p.name not in RUN_START_FILES for p in run_dir.iterdir()):
         cli.fail(f"--out {run_dir} is a directory with other files in it, not a run dir; pass another --out")
 
 
@@ -238,6 +258,9 @@ try:
 except (ValueError, OSError) as e:
     cli.fail(str(e).splitlines()[0] if str(e) else f"cannot read data dir {data_path}")
 args.data = str(Path(data.path).resolve())
+if args.loss == "sampled" and args.negatives > data.n_items:
+    cli.fail(f"--negatives ({args.negatives:,}) must be at most the {data.n_items:,} items of {data_path}; "
+             f"for a catalogue this small --loss ce is exact and cheap")
 if main_process and len(data.eval_targets("valid")[0]) == 0:
     cli.fail(f"{data_path} has no validation targets, and training keeps the weights of the best validation "
              f"epoch; prep it with a validation split")

@@ -377,6 +377,15 @@ def test_force_keeps_what_is_not_the_data_dir(prep, tmp_path):
     ok(prep(raw, "--out", out, "--force"))  # a data dir alone is replaced
     sharded = ok(prep(raw, "--out", "data/sh", "--shards", 2))
     ok(prep(raw, "--out", sharded, "--shards", 2, "--force"))  # so is a sharded one, shard dirs and all
+    # a dir with a manifest is not a shard unless it is one of the shard dirs, and a shard holds only data
+    old = tmp_path / sharded / "old"
+    old.mkdir()
+    shutil.copy(tmp_path / sharded / "manifest.json", old)
+    assert_refused(prep(raw, "--out", sharded, "--shards", 2, "--force"), tmp_path, "it holds")
+    shutil.rmtree(old)
+    (tmp_path / sharded / "shard-00001" / "notes.txt").write_text("mine")
+    assert_refused(prep(raw, "--out", sharded, "--shards", 2, "--force"), tmp_path, "notes.txt")
+    assert (tmp_path / sharded / "shard-00001" / "notes.txt").read_text() == "mine"
 
 
 def test_confusing_inputs(prep, tmp_path):

@@ -264,19 +264,21 @@ def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path, extra
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--stride", "0"], "--stride must be between 1 and"),
-        (["--valid-sample", "0"], "--valid-sample must be between 1 and"),
-        (["--stride", str(2**70)], "--stride must be between 1 and"),  # would overflow in NumPy
-        (["--window", str(10**11)], "--window must be between 1 and 1,048,576"),
-        (["--seed", "-1"], "--seed must be between 0 and"),
-        (["--threads", "-1"], "--threads must be between 1 and"),
-        (["--item-emb", "kshift", "--kshift-seed", "-1"], "--kshift-seed must be between 0 and"),
-        (["--eval-batch-size", "0"], "--eval-batch-size must be between 1 and"),
+        (["--stride", "0"], "--stride must be an integer between 1 and"),
+        (["--valid-sample", "0"], "--valid-sample must be an integer between 1 and"),
+        (["--stride", str(2**70)], "--stride must be an integer between 1 and"),  # would overflow in NumPy
+        (["--window", str(10**11)], "--window must be an integer between 1 and 1,048,576"),
+        (["--seed", "-1"], "--seed must be an integer between 0 and"),
+        (["--threads", "-1"], "--threads must be an integer between 1 and"),
+        (["--item-emb", "kshift", "--kshift-seed", "-1"], "--kshift-seed must be an integer between 0 and"),
+        (["--eval-batch-size", "0"], "--eval-batch-size must be an integer between 1 and"),
         (["--lr", "nan"], "--lr must be a finite number at least 0"),
         (["--weight-decay", "-1"], "--weight-decay must be a finite number at least 0"),
         (["--nope"], "unrecognized arguments: --nope"),
         (["--regime", "random", "--targets", "fresh"], "--targets fresh needs end-anchored windows"),
-        (["--heads", "3"], "must be a positive multiple of heads"),
+        (["--heads", "3"], "--dim (64) must be a multiple of --heads (3)"),
+        (["--layers", str(10**8)], "--layers must be an integer between 0 and 1,024"),
+        (["--loss", "sampled", "--negatives", "81"], "--negatives (81) must be at most the 80 items"),
         (["--data", "/nonexistent/data"], "/nonexistent/data"),
         (["--resume", "/nonexistent/run"], "cannot resume"),
         (["--resume", "/nonexistent/run", "--data", "/some/data"], "drop --data and --out"),
@@ -325,6 +327,19 @@ def test_resume_of_a_run_without_a_checkpoint_starts_it_over(data_dir, tmp_path)
     (b / "ckpt.pt").write_bytes(b"not a checkpoint")
     proc = run(*TRAIN, "--resume", str(b), check=False)
     assert proc.returncode == 2 and "is not a readable checkpoint" in proc.stderr
+    torch.save({"config": {}}, b / "ckpt.pt")
+    proc = run(*TRAIN, "--resume", str(b), check=False)
+    assert proc.returncode == 2 and "is not a checkpoint of train.py" in proc.stderr
+    # settings saved in a run dir are checked like flags, and a dir with foreign files is not taken over
+    c = tmp_path / "c"
+    c.mkdir()
+    (c / "config.json").write_text(json.dumps({**json.loads((a / "config.json").read_text()), "dim": "16"}))
+    proc = run(*TRAIN, "--resume", str(c), check=False)
+    assert proc.returncode == 2 and "--dim must be an integer" in proc.stderr and "Traceback" not in proc.stderr
+    (c / "config.json").write_text((a / "config.json").read_text())
+    (c / "notes.txt").write_text("mine")
+    proc = run(*TRAIN, "--resume", str(c), check=False)
+    assert proc.returncode == 2 and "holds notes.txt" in proc.stderr and (c / "notes.txt").read_text() == "mine"
 
 
 def test_resume_refuses_a_data_dir_prepared_again_with_other_items(tmp_path):
