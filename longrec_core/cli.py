@@ -54,6 +54,23 @@ def fail(msg: str) -> NoReturn:
     raise SystemExit(EXIT_BAD_INPUT)
 
 
+INT64_MAX = 2**63 - 1  # NumPy and the core take sizes, times and seeds as (u)int64
+
+
+def check_int(flag: str, value: object, lo: int, hi: int = INT64_MAX) -> None:
+    """Refuse (ValueError: one sentence, exit 2 under `stage_main`) an integer setting outside
+    lo..hi, or one that is not an integer at all (a hand-edited config.json); None passes. Past
+    int64, NumPy and the core would raise OverflowError; far past any real use, memory runs out."""
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{flag} must be an integer, got {value!r}")
+    if value < lo:
+        raise ValueError(f"{flag} must be >= {lo:,}, got {value:,}")
+    if value > hi:
+        raise ValueError(f"{flag} must be <= {hi:,}, got {value:,}")
+
+
 def stdin_piped() -> bool:
     """True when stdin carries data from a pipe or a redirected file (`a.py | b.py`, `b.py < f`);
     False for a terminal and for /dev/null or a closed stdin (cron, CI), so stages fall back to

@@ -34,7 +34,8 @@ import torch
 from rich.table import Table
 
 from longrec_core.cli import (
-    ArgumentParser, atomic_write, console, fail, input_path, keep_freed_memory, progress, stage_main, stdin_piped)
+    ArgumentParser, atomic_write, check_int, console, fail, input_path, keep_freed_memory, progress, stage_main,
+    stdin_piped)
 from longrec_core.data import load_data_dir
 from longrec_core.metrics import KS, bootstrap_ci, evaluate, metrics_from_ranks, paired_comparison, per_user
 from longrec_core.model import load_model
@@ -160,13 +161,10 @@ def main() -> None:
     compare_metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     for m in compare_metrics:
         per_user(np.ones(1, dtype=np.int64), m)  # ValueError (-> one sentence) on an unknown name
-    for flag, value, least in (("--sample-users", args.sample_users, 1), ("--batch-size", args.batch_size, 1),
-                               ("--item-chunk", args.item_chunk, 1), ("--bootstrap", args.bootstrap, 0),
-                               ("--seed", args.seed, 0)):
-        if value is not None and value < least:
-            fail(f"{flag} must be >= {least}, got {value}")
-    if args.bootstrap > MAX_BOOTSTRAP:
-        fail(f"--bootstrap must be at most {MAX_BOOTSTRAP:,}, got {args.bootstrap:,}")
+    for flag, value, lo in (("--sample-users", args.sample_users, 1), ("--batch-size", args.batch_size, 1),
+                            ("--item-chunk", args.item_chunk, 1), ("--seed", args.seed, 0)):
+        check_int(flag, value, lo)
+    check_int("--bootstrap", args.bootstrap, 0, MAX_BOOTSTRAP)
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda was asked for but CUDA is not available")
     if args.device == "auto":

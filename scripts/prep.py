@@ -61,7 +61,6 @@ GUESS = {  # column names tried for csv/parquet when --user-col/--item-col/--tim
     "time": ["timestamp", "ts", "time", "datetime", "event_time", "Timestamp", "date"],
 }
 UNIT_DIV = {"s": 1, "ms": 1_000, "us": 1_000_000}
-INT64_MAX = 2**63 - 1  # NumPy and the core take times, gaps and cutoffs as int64
 # What a data dir holds (README, "A data dir"), besides shard-NNNNN dirs holding the same: --force
 # replaces a dir that holds nothing else.
 DATA_DIR_FILES = {data.MANIFEST, "items.npy", "ts.npy", "offsets.npy", "types.npy", "sessions.npy", "split.npz",
@@ -397,14 +396,6 @@ def event_batches(lf: pl.LazyFrame, info: dict[str, Any], path: Path, fmt: str, 
 # checks made before any work
 
 
-def check_int(flag: str, value: int | None, lo: int, hi: int = INT64_MAX) -> None:
-    """Refuse an integer flag outside lo..hi (past int64, NumPy and the core raise OverflowError)."""
-    if value is not None and value < lo:
-        raise ValueError(f"{flag} must be >= {lo}, got {value}")
-    if value is not None and value > hi:
-        raise ValueError(f"{flag} must be <= {hi:,}, got {value:,}")
-
-
 def check_shards(n: int) -> None:
     """--shards keeps a spill file per shard and column open: refuse more than the open-file limit allows."""
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -471,16 +462,16 @@ def main() -> None:
         min_user_len=args.min_user_len, kcore=args.kcore, session_gap=args.session_gap, split=args.split,
         valid_cutoff=args.valid_cutoff, test_cutoff=args.test_cutoff,
     )  # checks the values: bad ones raise ValueError -> exit 2
-    check_int("--session-gap", args.session_gap, 1)
+    cli.check_int("--session-gap", args.session_gap, 1)
     for flag, cutoff in (("--valid-cutoff", args.valid_cutoff), ("--test-cutoff", args.test_cutoff)):
         if cutoff is not None:
-            check_int(flag, data.parse_cutoff(cutoff, None), -INT64_MAX - 1)
-    check_int("--shards", args.shards, 1)
+            cli.check_int(flag, data.parse_cutoff(cutoff, None), -cli.INT64_MAX - 1)
+    cli.check_int("--shards", args.shards, 1)
     if args.shards is not None:
         check_shards(args.shards)
     if args.item_index is not None and args.min_item_count > 1:
         raise ValueError("--min-item-count cannot be combined with --item-index: drop rare items from the table instead")
-    check_int("--batch-rows", args.batch_rows, 1)
+    cli.check_int("--batch-rows", args.batch_rows, 1)
     inputs = [] if args.item_index is None else [Path(args.item_index)]
 
     with cli.progress() as bar:
@@ -501,10 +492,10 @@ def main() -> None:
                 raise ValueError("give an input file or --synthetic, not both")
             if args.users is not None and args.events is not None:
                 raise ValueError("give --users or --events, not both")
-            check_int("--users", args.users, 1)
-            check_int("--events", args.events, 1)
-            check_int("--items", args.items, 2, 2**31 - 1)  # items.npy is int32
-            check_int("--seed", args.seed, 0, 2**64 - 1)  # the generator hashes it as a uint64
+            cli.check_int("--users", args.users, 1)
+            cli.check_int("--events", args.events, 1)
+            cli.check_int("--items", args.items, 2, 2**31 - 1)  # items.npy is int32
+            cli.check_int("--seed", args.seed, 0, 2**64 - 1)  # the generator hashes it as a uint64
             users = args.users if args.events is None else synthetic.users_for_events(args.events, items=args.items)
             users = 2_000 if users is None else users
             cfg = synthetic.SyntheticConfig(users=users, items=args.items, seed=args.seed)

@@ -124,11 +124,10 @@ INT_RANGES = {"window": (1, 2**20), "dim": (1, 2**16), "layers": (0, 1024), "hea
 
 
 def check_settings(args: argparse.Namespace) -> None:
-    """Refuse (exit 2) any setting out of range, from the command line or from a run dir's config.json."""
+    """Refuse (exit 2, as a ValueError) any setting out of range, from the command line or from a run
+    dir's config.json."""
     for name, (lo, hi) in INT_RANGES.items():
-        value = getattr(args, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi):
-            cli.fail(f"--{name.replace('_', '-')} must be an integer between {lo:,} and {hi:,}, got {value!r}")
+        cli.check_int(f"--{name.replace('_', '-')}", getattr(args, name), lo, hi)
     for name in ("lr", "weight_decay", "clip", "max_train_seconds", "dropout"):
         value = getattr(args, name)
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):

@@ -118,6 +118,16 @@ def test_a_top_to_bottom_script_ends_on_errors_like_stage_main(raise_, status, s
     assert bug.returncode == 1 and "Traceback" in bug.stderr and "KeyError" in bug.stderr
 
 
+def test_check_int():
+    cli.check_int("--k", None, 1)
+    cli.check_int("--k", 2**63 - 1, 1)
+    for value, message in [(0, "--k must be >= 1, got 0"), (2**63, "--k must be <= 9,223,372,036,854,775,807"),
+                           ("8", "--k must be an integer, got '8'"), (True, "--k must be an integer, got True"),
+                           (2.0, "--k must be an integer, got 2.0")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            cli.check_int("--k", value, 1)
+
+
 def test_input_path(monkeypatch, capsys):
     assert str(cli.input_path("data/x", "data dir")) == "data/x"
     monkeypatch.setattr("sys.stdin", io.StringIO("runs/abc\n"))

@@ -168,7 +168,7 @@ def test_compare(world, monkeypatch, capsys):
         ("bad_ks", "--ks"),
         ("empty_stdin", "stdin was empty"),
         ("negative_seed", "--seed must be >= 0"),
-        ("huge_bootstrap", "--bootstrap must be at most 1,000,000"),
+        ("huge_bootstrap", "--bootstrap must be <= 1,000,000"),
         ("unknown_flag", "unrecognized arguments: --bogus"),
         ("out_is_a_dir", "cannot write"),
     ],
