@@ -395,6 +395,10 @@ def read_item_index(path: str | os.PathLike[str], item_ids: pl.Series) -> ItemIn
         raise ValueError(f"cannot read --item-index {path}: it needs a Parquet table with columns id, count ({e})") from None
     if table["id"].n_unique() != table.height:
         raise ValueError(f"--item-index {path} lists an item id twice")
+    count = table["count"]
+    if not count.dtype.is_integer() or count.null_count() or (count < 0).any():
+        raise ValueError(f"--item-index {path}: its count column must hold non-negative integers, "
+                         f"without nulls (it is {count.dtype}{' with nulls' if count.null_count() else ''})")
     table = table.sort(["count", "id"], descending=[True, False]).with_row_index("index", offset=1)
     table = table.select(pl.col("index").cast(pl.Int32), "id", pl.col("count").cast(pl.Int64))
     if item_ids.dtype != table["id"].dtype:

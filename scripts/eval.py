@@ -184,6 +184,8 @@ def main() -> None:
         fail(f"run dir {run} {'is a file' if run.exists() else 'does not exist'}")
     if not (run / "model.pt").is_file():
         fail(f"{run} has no model.pt (not a run dir, or its training has not finished)")
+    if args.out is not None and not args.out.strip():
+        fail("--out is empty: give a path for the metrics JSON, or leave --out out")
     out = Path(args.out) if args.out is not None else run / f"metrics_{args.split}.json"
     check_out(out, explicit=args.out is not None, force=args.force)
     data_dir = args.data if args.data is not None else config_data_dir(run)

@@ -445,14 +445,6 @@ def foreign_entries(path: Path) -> list[Path]:
     return foreign
 
 
-def item_index(path: str, item_ids: pl.Series) -> data.ItemIndex:
-    """data.read_item_index, with a malformed table (e.g. a text count column) as one sentence."""
-    try:
-        return data.read_item_index(path, item_ids)
-    except pl.exceptions.PolarsError as e:
-        raise ValueError(f"cannot use --item-index {path}: {first_line(e)}") from None
-
-
 # ---------------------------------------------------------------------------------------------
 def main() -> None:
     args = p.parse_args()
@@ -485,7 +477,6 @@ def main() -> None:
             if args.out is None or args.item_index is None or args.input is not None:
                 raise ValueError("--assemble needs --out DIR (holding the shard data dirs) and --item-index, and no input")
             out = Path(args.out)
-            item_index(args.item_index, pl.Series("id", [], dtype=pl.Int64))  # a malformed table: one sentence
             shards.assemble(out, args.item_index, status=status)
         elif args.synthetic:
             if args.input is not None:
@@ -584,7 +575,7 @@ def main() -> None:
                     "format": fmt, **{k: v for k, v in info.items() if k not in ("type_order", "timed")},
                     "rows_read": rows_read, "dropped_missing": rows_read - n_kept,
                 }
-                index = None if args.item_index is None else item_index(args.item_index, log.item_ids)
+                index = None if args.item_index is None else data.read_item_index(args.item_index, log.item_ids)
                 data.prepare(log, out, params, source, force=args.force, status=status, item_index=index)
 
     # the manifest, checked (a sharded dir: its root, each shard checked as it was written)

@@ -171,6 +171,7 @@ def test_compare(world, monkeypatch, capsys):
         ("huge_bootstrap", "--bootstrap must be <= 1,000,000"),
         ("unknown_flag", "unrecognized arguments: --bogus"),
         ("out_is_a_dir", "cannot write"),
+        ("empty_out", "--out is empty"),
     ],
 )
 def test_bad_input_exits_2_with_one_sentence(world, monkeypatch, capsys, case, message):
@@ -191,6 +192,7 @@ def test_bad_input_exits_2_with_one_sentence(world, monkeypatch, capsys, case, m
         "huge_bootstrap": ["--run", a, "--bootstrap", "1000001", "--out", str(empty / "x.json")],
         "unknown_flag": ["--run", a, "--bogus"],
         "out_is_a_dir": ["--run", a, "--out", str(empty / "x.json")],
+        "empty_out": ["--run", a, "--out", ""],
     }[case]
     if case == "out_is_a_dir":  # refused before the ranking, not at the rename (leaving x.ranks.npz behind)
         (empty / "x.json").mkdir()

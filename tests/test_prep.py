@@ -319,7 +319,7 @@ BAD_VALUES = [  # (file, its contents, extra args, the error): values Polars can
     ("list.parquet", pl.DataFrame({"user_id": [[1], [2]], "item_id": [1, 2], "timestamp": [1, 2]}),
      ("--shards", 2), "the user column 'user_id' of list.parquet has type List(Int64)"),
     ("log.csv", TIMES_IDS + "1,10,1\n1,11,2\n", ("--item-index", "index.parquet"),
-     "cannot use --item-index index.parquet: conversion from `str` to `i64` failed in column 'count'"),
+     "--item-index index.parquet: its count column must hold non-negative integers, without nulls (it is String)"),
 ]
 
 

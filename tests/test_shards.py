@@ -131,6 +131,10 @@ def test_engine_pregrouped_shards_prepped_apart_then_assembled(prep, tmp_path, l
     pl.DataFrame({"id": [1], "count": [5]}).write_parquet(tmp_path / "few.parquet")
     assert_refused(prep(log_csv, "--item-index", tmp_path / "few.parquet", "--out", "x"), tmp_path,
                    "of the input is not in --item-index")
+    for name, counts in (("negative", [5, -1]), ("null", [5, None])):
+        pl.DataFrame({"id": [1, 2], "count": counts}).write_parquet(tmp_path / f"{name}.parquet")
+        assert_refused(prep(log_csv, "--item-index", tmp_path / f"{name}.parquet", "--out", "x"), tmp_path,
+                       "its count column must hold non-negative integers, without nulls")
 
 
 def test_sharded_refusals(prep, tmp_path, log_csv):  # noqa: F811
