@@ -119,6 +119,15 @@ def check_replaceable(final: str | os.PathLike[str], force: bool, marker: str | 
         raise FileExistsError(f"refusing to replace {final}: it is not empty and has no {marker}")
 
 
+def check_parent_dir(path: str | os.PathLike[str]) -> None:
+    """Raise ValueError when `path` cannot be made because an existing ancestor is not a
+    directory (`--out afile/run`); stages call it before any work."""
+    path = Path(path)
+    ancestor = next(a for a in path.absolute().parents if a.exists())
+    if not ancestor.is_dir():
+        raise ValueError(f"cannot write {path}: {ancestor} is not a directory")
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike[str], force: bool = False, *, marker: str | None = None) -> Iterator[Path]:
     """Yield a temporary sibling dir that is renamed to `final` when the block succeeds.
@@ -164,7 +173,9 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def _one_sentence(e: BaseException) -> str:
+def one_sentence(e: BaseException) -> str:
+    """An error as one line: `strerror: filename` for an OSError that names a file, else the
+    first line of its message (or its type when it has none)."""
     if isinstance(e, OSError) and e.filename is not None and e.strerror:
         return f"{e.strerror}: {e.filename}"
     text = str(e).strip() or type(e).__name__
@@ -189,7 +200,7 @@ def _report(e: BaseException) -> int | None:
     if os.environ.get("LONGREC_DEBUG"):
         return None
     if isinstance(e, (ValueError, OSError)) or _is_out_of_memory(e):  # FileNotFoundError is an OSError
-        sys.stderr.write(f"error: {_one_sentence(e)}\n")
+        sys.stderr.write(f"error: {one_sentence(e)}\n")
         return EXIT_BAD_INPUT
     return None
 

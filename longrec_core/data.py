@@ -195,7 +195,7 @@ def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir
     if n_items is None:
         raise DataDirError(f"{path} is damaged: the manifest has no item count")
     # Unlike the small arrays, the events are not hashed on every load (seconds per GB), but an
-    # item id outside 1..N would crash training or evaluation later: one read checks the range.
+    # item id outside 1..N would crash training or evaluation later: a min and a max check the range.
     items = arrays["items"]
     if n_events and (int(items.min()) < 1 or int(items.max()) > n_items):
         raise DataDirError(f"{path} is damaged: items.npy holds ids outside 1..{n_items:,}")

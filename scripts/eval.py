@@ -34,8 +34,8 @@ import torch
 from rich.table import Table
 
 from longrec_core.cli import (
-    ArgumentParser, atomic_write, check_int, console, fail, input_path, keep_freed_memory, progress, stage_main,
-    stdin_piped)
+    ArgumentParser, atomic_write, check_int, check_parent_dir, console, fail, input_path, keep_freed_memory, progress,
+    stage_main, stdin_piped)
 from longrec_core.data import load_data_dir
 from longrec_core.metrics import KS, bootstrap_ci, evaluate, metrics_from_ranks, paired_comparison, per_user
 from longrec_core.model import load_model
@@ -92,9 +92,7 @@ def check_out(out: Path, explicit: bool, force: bool) -> None:
             fail(f"cannot write {path}: it is a directory")
         if explicit and not force and os.path.lexists(path):
             fail(f"{path} already exists; pass --force to replace it, or another --out")
-    parent = next(a for a in out.absolute().parents if a.exists())
-    if not parent.is_dir():
-        fail(f"cannot write {out}: {parent} is not a directory")
+    check_parent_dir(out)
 
 
 def config_data_dir(run: Path) -> str:

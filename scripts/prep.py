@@ -346,13 +346,9 @@ def complete(df: pl.DataFrame) -> pl.Expr:
     return pl.all_horizontal(present)
 
 
-def first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
 def unreadable(path: Path, fmt: str | None, e: Exception) -> ValueError:
     """A read error from Polars (a bad line, a truncated .gz or .zst) as one sentence naming the file."""
-    return ValueError(f"cannot read {path}{'' if fmt is None else f' as {fmt}'}: {first_line(e)}")
+    return ValueError(f"cannot read {path}{'' if fmt is None else f' as {fmt}'}: {cli.one_sentence(e)}")
 
 
 def event_batches(lf: pl.LazyFrame, info: dict[str, Any], path: Path, fmt: str, batch_rows: int,
@@ -421,9 +417,7 @@ def check_out(out: Path, force: bool, inputs: list[Path]) -> None:
     """Refuse an --out that cannot be made, or whose replacement (--force) would delete more than
     the old data dir: an input inside it, or any file a data dir does not hold."""
     cli.check_replaceable(out, force, data.MANIFEST)
-    parent = next(d for d in out.absolute().parents if d.exists())
-    if not parent.is_dir():
-        raise ValueError(f"cannot write {out}: {parent} is not a directory")
+    cli.check_parent_dir(out)
     if out.is_dir():  # with --force, a data dir or an empty dir (check_replaceable)
         for path in inputs:
             if path.resolve().is_relative_to(out.resolve()):

@@ -236,6 +236,7 @@ else:
     run_dir = Path(args.out) if args.out else Path("runs") / f"{stamp}-{args.regime}-s{args.stride}-seed{args.seed}"
     if run_dir.exists() and not run_dir.is_dir():
         cli.fail(f"--out {run_dir} is a file, not a directory")
+    cli.check_parent_dir(run_dir)
     # A run dir that holds no weights yet (a run that failed or stopped in its first epoch) is
     # started over; anything with weights is kept.
     if main_process and any((run_dir / name).exists() for name in ("ckpt.pt", "model.pt", "summary.json")):
@@ -251,11 +252,8 @@ per_rank_data = n_shards > 0 and world > 1
 if per_rank_data and n_shards % world:
     cli.fail(f"{data_path} has {n_shards} shards, not a multiple of the {world} processes; prep it with "
              f"--shards {world * max(1, n_shards // world)}")
-try:
-    data: DataDir = (load_shards(data_path, range(rank, n_shards, world)) if per_rank_data
-                     else load_data_dir(data_path))
-except (ValueError, OSError) as e:
-    cli.fail(str(e).splitlines()[0] if str(e) else f"cannot read data dir {data_path}")
+# a damaged data dir raises DataDirError (a ValueError): one sentence and exit 2 (report_uncaught_errors)
+data: DataDir = load_shards(data_path, range(rank, n_shards, world)) if per_rank_data else load_data_dir(data_path)
 args.data = str(Path(data.path).resolve())
 if args.loss == "sampled" and args.negatives > data.n_items:
     cli.fail(f"--negatives ({args.negatives:,}) must be at most the {data.n_items:,} items of {data_path}; "
@@ -272,14 +270,11 @@ seed = args.seed
 random.seed(seed)
 np.random.seed(seed)
 torch.manual_seed(seed)
-try:
-    model_cfg = ModelConfig(
-        n_items=data.n_items, max_len=args.window, dim=args.dim, layers=args.layers, heads=args.heads, ffn=args.ffn,
-        dropout=args.dropout, item_emb=args.item_emb, kshift_k=args.kshift_k, kshift_compression=args.kshift_compression,
-        kshift_scheme=args.kshift_scheme, kshift_seed=args.kshift_seed, n_types=data.n_types,
-    )
-except ValueError as e:
-    cli.fail(str(e))
+model_cfg = ModelConfig(
+    n_items=data.n_items, max_len=args.window, dim=args.dim, layers=args.layers, heads=args.heads, ffn=args.ffn,
+    dropout=args.dropout, item_emb=args.item_emb, kshift_k=args.kshift_k, kshift_compression=args.kshift_compression,
+    kshift_scheme=args.kshift_scheme, kshift_seed=args.kshift_seed, n_types=data.n_types,
+)
 model = SASRec(model_cfg).to(device)
 raw_model = model
 optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)

@@ -128,6 +128,13 @@ def test_check_int():
             cli.check_int("--k", value, 1)
 
 
+def test_check_parent_dir(tmp_path):
+    cli.check_parent_dir(tmp_path / "a" / "b" / "c.json")  # made later: fine
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match=r"cannot write .*afile/run: .*afile is not a directory"):
+        cli.check_parent_dir(tmp_path / "afile" / "run")
+
+
 def test_input_path(monkeypatch, capsys):
     assert str(cli.input_path("data/x", "data dir")) == "data/x"
     monkeypatch.setattr("sys.stdin", io.StringIO("runs/abc\n"))

@@ -308,6 +308,8 @@ def test_a_run_dir_without_weights_is_started_over_and_one_with_weights_is_kept(
     (tmp_path / "file").write_text("x")
     proc = run(*TRAIN, "--data", str(data_dir), "--out", str(tmp_path / "file"), *TINY, check=False)
     assert proc.returncode == 2 and "is a file" in proc.stderr
+    proc = run(*TRAIN, "--data", str(data_dir), "--out", str(tmp_path / "file" / "run"), *TINY, check=False)
+    assert proc.returncode == 2 and "file is not a directory" in proc.stderr and "Traceback" not in proc.stderr
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
