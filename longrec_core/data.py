@@ -104,6 +104,50 @@ class DataDir:
         users = np.flatnonzero(has & (end > self.offsets[:-1]))
         return users, end[users]
 
+    def repeat_target_share(self, max_users: int = 100_000, seed: int = 0) -> float:
+        """Share of validation and test targets whose item the user has already consumed before it.
+
+        Zero means a seen item can never be a target (ml-1m, Amazon: one rating per user and item),
+        so removing seen items from the competitors is the literature's protocol and loses nothing;
+        above zero, repeats are legitimate targets. Looks at a seeded sample of at most `max_users`
+        targets per split, so the answer costs about one pass over those users' histories.
+        """
+        hits = total = 0
+        rng = np.random.default_rng(seed)
+        for split in ("valid", "test"):
+            users, end = self.eval_targets(split)
+            if len(users) > max_users:
+                pick = np.sort(rng.choice(len(users), max_users, replace=False))
+                users, end = users[pick], end[pick]
+            for lo in range(0, len(users), 4096):
+                u, e = users[lo : lo + 4096], end[lo : lo + 4096]
+                begin = self.offsets[u]
+                lens = e - begin  # (B,) history lengths
+                first = np.repeat(begin - (np.cumsum(lens) - lens), lens)  # event index = position + first
+                history = self.items[first + np.arange(int(lens.sum()))]
+                seen = history == np.repeat(self.items[e], lens)  # (sum lens,) target already consumed
+                hits += int(np.count_nonzero(np.bincount(np.repeat(np.arange(len(u)), lens), weights=seen,
+                                                         minlength=len(u))))
+                total += len(u)
+        return hits / total if total else 0.0
+
+
+FILTER_SEEN_CHOICES = ("auto", "yes", "no")
+
+
+def resolve_filter_seen(choice: str, data: DataDir) -> bool:
+    """Whether evaluation drops the user's already-seen items from the competitors.
+
+    "yes"/"no" force it; "auto" filters exactly when no validation or test target repeats a seen
+    item (`DataDir.repeat_target_share` is 0): the published protocol for data without repeat
+    consumption (ml-1m, Amazon), and unfiltered where a seen item can be the right answer.
+    """
+    if choice not in FILTER_SEEN_CHOICES:
+        raise ValueError(f"filter_seen must be one of {', '.join(FILTER_SEEN_CHOICES)}, got {choice!r}")
+    if choice == "auto":
+        return data.repeat_target_share() == 0.0
+    return choice == "yes"
+
 
 def _array_sha256(a: np.ndarray) -> str:
     """sha256 of an array's data (C order), streamed so a memory map is never read whole."""

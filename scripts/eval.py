@@ -10,8 +10,9 @@
 Protocol (README.md, "eval.py"): the history of a target is the `window` events before it, window =
 the model's max_len; every item 1..N is a candidate (no sampled negatives, padding never
 ranked); rank = 1 + number of other items scoring >= the target, so ties count against the
-model; --filter-seen drops the items of the user's whole history before the target from the
-competitors. Metrics: HR@K, NDCG@K, MRR@K for each K and the untruncated MRR, each with a
+model; with seen items filtered, the items of the user's whole history before the target are
+dropped from the competitors (--filter-seen auto, the default, filters exactly when no validation
+or test target repeats a seen item, as train.py's validation does). Metrics: HR@K, NDCG@K, MRR@K for each K and the untruncated MRR, each with a
 95% percentile-bootstrap interval over users.
 
 Writes (atomically) the metrics JSON and, beside it, the per-user ranks
@@ -36,7 +37,7 @@ from rich.table import Table
 from longrec_core.cli import (
     ArgumentParser, atomic_write, check_int, check_parent_dir, console, fail, input_path, keep_freed_memory, progress,
     stage_main, stdin_piped)
-from longrec_core.data import load_data_dir
+from longrec_core.data import FILTER_SEEN_CHOICES, load_data_dir, resolve_filter_seen
 from longrec_core.metrics import KS, bootstrap_ci, evaluate, metrics_from_ranks, paired_comparison, per_user
 from longrec_core.model import load_model
 from longrec_core.shards import load_shards, shard_count
@@ -51,8 +52,11 @@ p.add_argument("--run", default=None,
                help="run dir written by train.py (default: read from stdin when piped, else the newest run under runs/)")
 p.add_argument("--data", default=None, help="data dir (default: the run's config.json 'data')")
 p.add_argument("--split", default="test", choices=["test", "valid"], help="which targets to rank (default: test)")
-p.add_argument("--filter-seen", action="store_true",
-               help="exclude items of the user's history before the target from the competitors (default: off)")
+p.add_argument("--filter-seen", nargs="?", const="yes", default="auto", choices=FILTER_SEEN_CHOICES,
+               help="exclude items of the user's history before the target from the competitors: yes (also a bare "
+                    "--filter-seen), no, or auto = yes when no validation or test target of the data dir repeats a "
+                    "seen item (the published protocol on ml-1m and Amazon), no where repeats are legitimate targets "
+                    "(default: %(default)s)")
 # metrics
 p.add_argument("--ks", default=",".join(map(str, KS)), help="cut-offs K for HR/NDCG/MRR@K (default: %(default)s)")
 p.add_argument("--bootstrap", type=int, default=1000,
@@ -200,6 +204,7 @@ def main() -> None:
         fail(f"data dir {data_dir} has {data.n_items:,} items but the model in {run} was trained on "
              f"{model.n_items:,}; pass the data dir it was trained on with --data")
     data_abs = str(Path(data_dir).resolve())
+    filter_seen = resolve_filter_seen(args.filter_seen, data)  # a sharded dir: decided on its first shard
 
     # the other run's ranks (checked before the work: same split, data and filter)
     other = None
@@ -213,7 +218,7 @@ def main() -> None:
             fail(f"{other_npz} does not exist: evaluate the other run first "
                  f"(python scripts/eval.py --run {args.compare} --split {args.split})")
         other = load_ranks(other_npz)
-        mine = {"split": args.split, "filter_seen": args.filter_seen, "n_items": data.n_items, "data": data_abs}
+        mine = {"split": args.split, "filter_seen": filter_seen, "n_items": data.n_items, "data": data_abs}
         for key, value in mine.items():
             if key not in other or other[key].tolist() != value:
                 theirs = other[key].tolist() if key in other else "unknown"
@@ -236,7 +241,7 @@ def main() -> None:
             if k > 0:
                 data = load_shards(data_dir, [k])
             shard_users, shard_ranks = evaluate(
-                model, data, args.split, batch_size=args.batch_size, device=device, filter_seen=args.filter_seen,
+                model, data, args.split, batch_size=args.batch_size, device=device, filter_seen=filter_seen,
                 item_chunk=args.item_chunk, on_batch=lambda done, total: bar.update(task, completed=target_base + done),
                 sample=sample, sample_seed=args.seed)
             parts.append((shard_users + user_base, shard_ranks))
@@ -264,11 +269,11 @@ def main() -> None:
 
     # -- write ranks and metrics ---------------------------------------------------------
     with atomic_write(ranks_path(out)) as tmp, open(tmp, "wb") as f:
-        np.savez(f, users=users, ranks=ranks, split=args.split, filter_seen=args.filter_seen,
+        np.savez(f, users=users, ranks=ranks, split=args.split, filter_seen=filter_seen,
                  n_items=data.n_items, data=data_abs, window=model.cfg.max_len)
     result = {
         "run": str(run.resolve()), "data": data_abs, "split": args.split,
-        "filter_seen": args.filter_seen, "window": model.cfg.max_len, "n_items": data.n_items,
+        "filter_seen": filter_seen, "filter_seen_rule": args.filter_seen, "window": model.cfg.max_len, "n_items": data.n_items,
         "sample_users": args.sample_users,
         "n_users": int(len(users)), "ks": list(ks), "metrics": metrics,
         "ci": {k: list(v) for k, v in ci.items()}, "bootstrap": {"n": args.bootstrap, "seed": args.seed, "alpha": 0.05},
@@ -285,7 +290,7 @@ def main() -> None:
         return f"{metrics[name]:.4f}{half}"
 
     title = f"{run.name}: {args.split}, {len(users):,} users, {data.n_items:,} items"
-    title += (", seen items filtered" if args.filter_seen else "") + (", ± 95% bootstrap CI" if ci else "")
+    title += (", seen items filtered" if filter_seen else ", seen items ranked") + (", ± 95% bootstrap CI" if ci else "")
     table = Table(title=title, title_justify="left")
     for col in ("K", "HR", "NDCG", "MRR"):
         table.add_column(col, justify="right")

@@ -34,11 +34,12 @@ import torch
 import torch.distributed as dist
 
 from longrec_core import cli
-from longrec_core.data import DataDir, load_data_dir, prepare_synthetic
+from longrec_core.data import FILTER_SEEN_CHOICES, DataDir, load_data_dir, prepare_synthetic, resolve_filter_seen
 from longrec_core.examples import EpochWindows, epoch_windows, iter_batches, n_batches, regime_of, shuffled_order
 from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
 from longrec_core.metrics import evaluate, metrics_from_ranks
 from longrec_core.model import ModelConfig, SASRec, embedding_memory_bytes
+from longrec_core.schedule import SCHEDULES, default_warmup_steps, lr_factor
 from longrec_core.shards import load_shards, shard_count
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -90,8 +91,9 @@ g = p.add_argument_group("optimization")
 g.add_argument("--batch-size", type=int, default=128, help="windows per step (per process under torchrun)")
 g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
 g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
-g.add_argument("--schedule", choices=["cosine", "constant"], default="constant", help="LR after warmup")
-g.add_argument("--warmup-steps", type=int, default=100, help="linear LR warmup steps")
+g.add_argument("--schedule", choices=SCHEDULES, default="constant", help="LR after warmup")
+g.add_argument("--warmup-steps", type=int, default=None,
+               help="linear LR warmup steps; None = 10%% of the first epoch's steps, at most 100")
 g.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping (0 = off)")
 g = p.add_argument_group("run")
 g.add_argument("--epochs", type=int, default=20, help="passes over the windows")
@@ -102,6 +104,10 @@ g.add_argument("--eval-batch-size", type=int, default=256, help="users per valid
 g.add_argument("--valid-sample", type=int, default=None,
                help="validate on a fixed seeded sample of this many users (each ranked on the full catalogue); "
                     "for 10^7-item catalogues on a CPU; None = every validation user")
+g.add_argument("--filter-seen", choices=FILTER_SEEN_CHOICES, default="auto",
+               help="validation drops the user's already-seen items from the competitors (as eval.py --filter-seen); "
+                    "auto = yes when no validation or test target repeats a seen item (ml-1m, Amazon: the published "
+                    "protocol), no where repeats are legitimate targets")
 g.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, dropout and negatives")
 g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = cuda when available")
 g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
@@ -261,6 +267,7 @@ if args.loss == "sampled" and args.negatives > data.n_items:
 if main_process and len(data.eval_targets("valid")[0]) == 0:
     cli.fail(f"{data_path} has no validation targets, and training keeps the weights of the best validation "
              f"epoch; prep it with a validation split")
+filter_seen = resolve_filter_seen(args.filter_seen, data)
 if ckpt is not None and ckpt["model_config"]["n_items"] != data.n_items:
     cli.fail(f"cannot resume: the checkpoint was trained on {ckpt['model_config']['n_items']:,} items but "
              f"{data_path} now has {data.n_items:,} (was it prepared again?)")
@@ -332,16 +339,12 @@ if total_steps == 0:
     cli.fail(f"no training windows: no user of {data.path} has {args.min_len} events before its training end")
 
 
-def lr_at(step: int) -> float:
-    if step < args.warmup_steps:
-        return (step + 1) / args.warmup_steps
-    if args.schedule == "constant":
-        return 1.0
-    progress = (step - args.warmup_steps) / max(1, total_steps - args.warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+warmup = args.warmup_steps if args.warmup_steps is not None else default_warmup_steps(sizes[epoch_regimes[0]])
+log(f"schedule: {warmup} warm-up steps, then {args.schedule}; {total_steps:,} steps in {args.epochs} epochs; "
+    f"validation ranks {'without' if filter_seen else 'with'} the user's seen items "
+    f"(--filter-seen {args.filter_seen})")
+scheduler = torch.optim.lr_scheduler.LambdaLR(
+    optimizer, lambda step: lr_factor(step, warmup=warmup, total=total_steps, schedule=args.schedule))
 
 
 def loss_fn(hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Generator,
@@ -503,7 +506,7 @@ with progress:
         if main_process and stop_reason != "interrupted":  # an interrupted run stops at once
             tv = time.perf_counter()
             _, ranks = evaluate(raw_model, data, "valid", batch_size=args.eval_batch_size, device=device,
-                                sample=args.valid_sample)
+                                filter_seen=filter_seen, sample=args.valid_sample)
             valid = metrics_from_ranks(ranks) if len(ranks) else {}
             ndcg = valid.get("NDCG@10", float("nan"))
             improved = ndcg > state["best_ndcg"]
@@ -516,7 +519,7 @@ with progress:
                       "eval_seconds": time.perf_counter() - tv, "tokens": ep["tokens"],
                       "examples": ep["examples"], "tokens_per_second": ep["tokens"] / ep["seconds"],
                       "loader_wait_share": ep["wait"] / ep["seconds"], "peak_memory_bytes": peak_memory_bytes(),
-                      "lr": scheduler.get_last_lr()[0], "valid": valid}
+                      "lr": scheduler.get_last_lr()[0], "filter_seen": filter_seen, "valid": valid}
             with open(run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             log(f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid NDCG@10 {ndcg:.4f} HR@10 {valid.get('HR@10', float('nan')):.4f}"
@@ -552,7 +555,8 @@ if main_process:
         "tokens_per_second": tokens / max(1e-9, state["train_seconds"]),
         "loader_wait_share": loader_wait / max(1e-9, state["train_seconds"]),
         "peak_memory_bytes": peak_memory_bytes(), "parameters": n_params, "embedding_memory": mem,
-        "best_epoch": state["best_epoch"], "best_valid_ndcg10": state["best_ndcg"],
+        "best_epoch": state["best_epoch"], "best_valid_ndcg10": state["best_ndcg"], "filter_seen": filter_seen,
+        "warmup_steps": warmup,
     }
     with cli.atomic_write(run_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
