@@ -17,7 +17,19 @@ MODEL="--dim 64 --layers 2 --heads 1 --ffn 64 --dropout 0.2 --batch-size 128 --l
 RUN="--epochs 200 --patience 10 --threads 1"
 frontier() { python scripts/frontier.py "$@" $MODEL $RUN; }
 
+# The SASRec+ reference configuration (Klenitskiy & Vasilev, RecSys 2023), trained to convergence:
+# early stopping on validation NDCG@10 (seen items filtered on ml-1m, by --filter-seen auto)
+SASREC="--dim 64 --layers 2 --heads 1 --ffn 64 --dropout 0.1 --batch-size 128 --lr 1e-3 --loss ce
+        --epochs 300 --patience 10 --threads 1"
+converged() { python scripts/frontier.py "$@" $SASREC; }
+
 case "${1:-}" in
+lane)
+  # Converged runs; start two lanes (`bash docs/results.sh lane & bash docs/results.sh lane; wait`):
+  # they share each grid's runs, and a stopped lane resumes its run from the checkpoint.
+  # 1. ml-1m, window 200: SASRec+ (`last`) and the same model on every window of the history
+  converged --data data/ml-1m --out $OUT/ml1m-sasrec --regimes last,sliding --windows 200 --strides 200 --repeats 3
+  ;;
 prep)
   [ -d data/ml-1m ] || python scripts/prep.py "$S/ml-1m/ml-1m.txt.gz" --out data/ml-1m
   [ -d data/beauty ] || python scripts/prep.py "$S/amazon-beauty/Beauty.txt.gz" --out data/beauty
@@ -72,7 +84,7 @@ report)
   python docs/results_report.py "$OUT" docs/results
   ;;
 *)
-  echo "usage: bash docs/results.sh prep|a|b|report" >&2
+  echo "usage: bash docs/results.sh prep|lane|a|b|report" >&2
   exit 2
   ;;
 esac

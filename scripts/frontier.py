@@ -20,7 +20,10 @@ gives the same, and flags on the command line win over it.
 Each seed k = 0..R-1 of a cell runs `train.py --seed k ... --out OUT/cells/CELL/seedk/run`, then
 `eval.py --run that --split test`, as subprocesses of this Python; their stderr goes to
 OUT/cells/CELL/seedk/stderr.log and their status to cell.json beside it. A run is finished when
-its run/metrics_test.json holds its metrics. A grid holds at most 10,000 runs (the product of the
+its run/metrics_test.json holds its metrics; a run that was stopped (Ctrl-C, a killed
+job) continues from its checkpoint (train.py --resume) when frontier.py is run again. Two or more
+frontier.py processes with the same --out share its runs, each claiming one run at a time, so
+`frontier.py ARGS --threads 1 & frontier.py ARGS --threads 1; wait` trains in two lanes. A grid holds at most 10,000 runs (the product of the
 axes x repeats). A run that fails does not stop the grid, except when train.py refuses a value of
 a passed-through flag (naming it), which would fail every run: then frontier.py stops with that
 sentence (exit 2). Runtime comes from train.py's summary.json (training wall
@@ -34,9 +37,11 @@ relative to its `last` baseline (the `last` cell with the same window), and the 
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import json
 import math
+import os
 import re
 import shlex
 import shutil
@@ -68,6 +73,9 @@ TRAIN, EVAL = SCRIPTS / "train.py", SCRIPTS / "eval.py"
 # train.py flags that frontier.py sets itself for every run
 OWN_TRAIN_FLAGS = ("--data", "--out", "--resume", "--seed", "--regime", "--window", "--stride", "--max-history",
                    "--targets", "--item-emb")
+# A run dir whose summary.json says this has finished training (anything else is resumed or redone).
+FINISHED = ("epochs", "early_stopping", "max_train_seconds", "max_steps")
+CLAIM = "lane.pid"  # in a seed dir: the pid of the frontier.py that is running it
 # Far more training runs than a grid is meant to hold; more is a typo (and listing them would hang).
 MAX_RUNS = 10_000
 
@@ -112,6 +120,28 @@ def run_metrics(run: Path) -> dict[str, float] | None:
     metrics = (read_json(run / "metrics_test.json") or {}).get("metrics")
     ok = isinstance(metrics, dict) and all(isinstance(v, (int, float)) for v in metrics.values())
     return metrics if ok else None
+
+
+def claim(seed_dir: Path) -> bool:
+    """Take a run for this process, so that two frontier.py lanes on one grid never train the same run:
+    False while another live process holds it; a claim left by a process that is gone is taken over."""
+    path = seed_dir / CLAIM
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = int(path.read_text() or "0")
+                os.kill(holder, 0)  # raises when no such process
+            except (ValueError, OSError):  # unreadable, or its process is gone: a stale claim
+                path.unlink(missing_ok=True)
+                continue
+            return holder == os.getpid()
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        atexit.register(path.unlink, missing_ok=True)
+        return True
+    return False
 
 
 def finite(x: float | None) -> float | None:
@@ -220,11 +250,19 @@ def main() -> None:
             progress.update(bar, description=f"run {i}/{len(todo)}: {cell.name} seed{seed}")
             d, targs = seed_dir(cell, seed), train_args(cell, seed)
             d.mkdir(parents=True, exist_ok=True)
+            if not claim(d):
+                cli.console.print(f"run {i}/{len(todo)} {cell.name} seed{seed}: another frontier.py is running it",
+                                  highlight=False, markup=False, soft_wrap=True)
+                progress.advance(bar)
+                continue
             run = d / "run"
-            # A run whose training finished with these flags only needs its evaluation; any other
-            # leftover (a failed or interrupted attempt) starts over: train.py wants an empty dir.
-            trained = (run / "summary.json").is_file() and recorded_args(d) == targs
-            if not trained and run.exists():
+            # A run whose training finished with these flags only needs its evaluation; one that was
+            # stopped (Ctrl-C, a killed lane) continues from its checkpoint; any other leftover (a
+            # failed attempt) starts over: train.py wants an empty dir.
+            same = recorded_args(d) == targs
+            trained = same and (read_json(run / "summary.json") or {}).get("stop_reason") in FINISHED
+            resumable = same and not trained and (run / "ckpt.pt").is_file()
+            if not trained and not resumable and run.exists():
                 shutil.rmtree(run)
             record: dict[str, Any] = {"cell": cell.name, "seed": seed, "status": "running", "train_args": targs}
             with cli.atomic_write(d / "cell.json") as tmp:
@@ -233,7 +271,8 @@ def main() -> None:
             with open(d / "stderr.log", "a") as log:
                 rc, failed_stage = 0, None
                 if not trained:
-                    rc = stage([sys.executable, str(TRAIN), *targs, "--out", str(run)], log)
+                    how = ["--resume", str(run), *shared] if resumable else [*targs, "--out", str(run)]
+                    rc = stage([sys.executable, str(TRAIN), *how], log)
                     failed_stage = "train" if rc else None
                 if rc == 0:
                     rc = stage([sys.executable, str(EVAL), "--run", str(run), "--split", "test"], log)
@@ -247,6 +286,7 @@ def main() -> None:
                 record.update(status="failed", stage=failed_stage, error=f"{failed_stage}: {why}")
             with cli.atomic_write(d / "cell.json") as tmp:
                 tmp.write_text(json.dumps(record, indent=2))
+            (d / CLAIM).unlink(missing_ok=True)
             # A bad value of a passed-through flag (train.py refuses it naming the flag) fails every
             # cell the same way: stop at the first. Other bad input, such as a max history too short
             # for any window, is the cell's own, and the grid goes on.
