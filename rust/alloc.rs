@@ -19,8 +19,7 @@ const MIN_HUGE_BYTES: usize = 4 << 20;
 /// huge log, a typo in `length`) can be absurd.
 pub fn with_capacity_huge<T>(what: &'static str, len: usize) -> Result<Vec<T>> {
     let mut v: Vec<T> = Vec::new();
-    v.try_reserve_exact(len)
-        .map_err(|_| CoreError::out_of_memory(what, len.checked_mul(std::mem::size_of::<T>())))?;
+    v.try_reserve_exact(len).map_err(|_| CoreError::out_of_memory(what, len.checked_mul(std::mem::size_of::<T>())))?;
     advise_huge(v.spare_capacity_mut());
     Ok(v)
 }

@@ -69,24 +69,14 @@ impl Mask {
         }
         let threshold = (p * 65536.0).round() as u64;
         let keep = (1.0 / (1.0 - threshold as f64 / 65536.0)) as f32;
-        Ok(Mask {
-            threshold,
-            keep,
-            salt: splitmix64(seed),
-        })
+        Ok(Mask { threshold, keep, salt: splitmix64(seed) })
     }
 
     /// The scale (0 or `keep`) of each element of quad `q` (elements 4q..4q+4).
     #[inline(always)]
     fn quad(self, q: u64) -> [f32; 4] {
         let r = splitmix64(q ^ self.salt);
-        std::array::from_fn(|lane| {
-            if (r >> (16 * lane)) & 0xFFFF < self.threshold {
-                0.0
-            } else {
-                self.keep
-            }
-        })
+        std::array::from_fn(|lane| if (r >> (16 * lane)) & 0xFFFF < self.threshold { 0.0 } else { self.keep })
     }
 }
 
@@ -96,14 +86,9 @@ impl Mask {
 pub fn dropout_mask<T: Value>(out: &mut [T], p: f64, seed: u64) -> Result<()> {
     let mask = Mask::new(p, seed)?;
     let keep = T::from_f32(mask.keep);
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
-        best_simd(MaskKernel {
-            out,
-            first: first_quad(c),
-            mask,
-            keep,
-        })
-    });
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, out)| best_simd(MaskKernel { out, first: first_quad(c), mask, keep }));
     Ok(())
 }
 
@@ -126,9 +111,10 @@ pub fn gelu_dropout_backward<T: Value>(x: &[T], grad_out: &[T], grad_x: &mut [T]
 /// `out[i] = Op(x[i], grad[i], mask scale of i)` over all elements, in parallel tasks.
 fn run_gelu<T: Value, Op: GeluOp>(x: &[T], grad: &[T], out: &mut [T], p: f64, seed: u64) -> Result<()> {
     let mask = Mask::new(p, seed)?;
-    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK))).enumerate().for_each(
-        |(c, (out, (x, grad)))| best_simd(GeluKernel::<T, Op>::new(x, grad, out, first_quad(c), mask)),
-    );
+    out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
+        .enumerate()
+        .for_each(|(c, (out, (x, grad)))| best_simd(GeluKernel::<T, Op>::new(x, grad, out, first_quad(c), mask)));
     Ok(())
 }
 
@@ -151,12 +137,7 @@ impl<T: Value> Kernel for MaskKernel<'_, T> {
     type Out = ();
     #[inline(always)]
     fn run(self) {
-        let Self {
-            out,
-            first,
-            mask,
-            keep,
-        } = self;
+        let Self { out, first, mask, keep } = self;
         let fill = |q: u64, dst: &mut [T]| {
             let m = mask.quad(q);
             for (v, s) in dst.iter_mut().zip(m) {
@@ -273,14 +254,7 @@ fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10_f32;
-    for a in [
-        2.770_681_4e-8,
-        -2.101_024e-6,
-        -5.692_506_4e-5,
-        -7.349_906_3e-4,
-        -2.954_600_1e-3,
-        -1.609_603_3e-2,
-    ] {
+    for a in [2.770_681_4e-8, -2.101_024e-6, -5.692_506_4e-5, -7.349_906_3e-4, -2.954_600_1e-3, -1.609_603_3e-2] {
         p = p * x2 + a;
     }
     let mut q = -1.456_607_2e-5_f32;
@@ -329,11 +303,7 @@ mod tests {
 
     #[test]
     fn deterministic_and_seeded() {
-        let (mut a, mut b, mut c) = (
-            vec![0f32; 100_003],
-            vec![0f32; 100_003],
-            vec![0f32; 100_003],
-        );
+        let (mut a, mut b, mut c) = (vec![0f32; 100_003], vec![0f32; 100_003], vec![0f32; 100_003]);
         dropout_mask(&mut a, 0.5, 1).unwrap();
         dropout_mask(&mut b, 0.5, 1).unwrap();
         dropout_mask(&mut c, 0.5, 2).unwrap();
@@ -371,7 +341,7 @@ mod tests {
         }
     }
 
-        fn gelu64(x: f64) -> f64 {
+    fn gelu64(x: f64) -> f64 {
         0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2))
     }
 
@@ -403,16 +373,10 @@ mod tests {
         gelu_dropout_backward(&x, &vec![1.0; x.len()], &mut g, 0.0, 1).unwrap();
         for ((&x, &y), &g) in x.iter().zip(&y).zip(&g) {
             let x64 = x as f64;
-            assert!(
-                (y as f64 - gelu64(x64)).abs() <= 3e-7 * (1.0 + x64.abs()),
-                "gelu({x}) = {y}"
-            );
+            assert!((y as f64 - gelu64(x64)).abs() <= 3e-7 * (1.0 + x64.abs()), "gelu({x}) = {y}");
             let h = 1e-4;
             let slope = (gelu64(x64 + h) - gelu64(x64 - h)) / (2.0 * h);
-            assert!(
-                (g as f64 - slope).abs() < 1e-6,
-                "gelu'({x}) = {g}, want {slope}"
-            );
+            assert!((g as f64 - slope).abs() < 1e-6, "gelu'({x}) = {g}, want {slope}");
         }
     }
 
@@ -421,11 +385,7 @@ mod tests {
         let x: Vec<f32> = (0..50_001).map(|i| 0.5 + (i % 97) as f32 / 10.0).collect(); // gelu(x) > 0
         let mut m = vec![0f32; x.len()];
         dropout_mask(&mut m, 0.3, 11).unwrap();
-        let (mut y, mut y0, mut g) = (
-            vec![0f32; x.len()],
-            vec![0f32; x.len()],
-            vec![0f32; x.len()],
-        );
+        let (mut y, mut y0, mut g) = (vec![0f32; x.len()], vec![0f32; x.len()], vec![0f32; x.len()]);
         gelu_dropout(&x, &mut y, 0.3, 11).unwrap();
         gelu_dropout(&x, &mut y0, 0.0, 11).unwrap();
         gelu_dropout_backward(&x, &vec![1.0; x.len()], &mut g, 0.3, 11).unwrap();
@@ -439,11 +399,7 @@ mod tests {
         gelu_dropout(&xb, &mut yb, 0.3, 11).unwrap();
         for i in 0..x.len() {
             let want = y0[i] * m[i];
-            assert!(
-                (yb[i].to_f32() - want).abs() <= 0.02 * want.abs(),
-                "{} vs {want}",
-                yb[i].to_f32()
-            );
+            assert!((yb[i].to_f32() - want).abs() <= 0.02 * want.abs(), "{} vs {want}", yb[i].to_f32());
         }
         assert!(gelu_dropout(&x, &mut y[1..], 0.3, 11).is_err());
     }

@@ -23,7 +23,9 @@ impl CoreError {
     /// `what`'s output of `bytes` could not be allocated (or its size overflows).
     pub fn out_of_memory(what: &'static str, bytes: Option<usize>) -> Self {
         let msg = match bytes {
-            Some(b) => format!("the output needs {:.1} GiB, more than could be allocated", b as f64 / (1u64 << 30) as f64),
+            Some(b) => {
+                format!("the output needs {:.1} GiB, more than could be allocated", b as f64 / (1u64 << 30) as f64)
+            }
             None => "the output would need more bytes than an address space holds".to_string(),
         };
         CoreError { arg: what, msg, out_of_memory: true }

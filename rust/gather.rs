@@ -22,18 +22,12 @@ const PARALLEL_MIN_VALUES: usize = 1 << 20;
 /// Row b holds `items[start[b]..stop[b]]` right-aligned (the most recent event in the last
 /// column), left-padded with `pad`; a slice longer than `length + 1` keeps its last
 /// `length + 1` events. Returns the row-major buffer of B * (length + 1) values.
-pub fn gather<T: ToI64>(
-    items: &[T],
-    start: &[i64],
-    stop: &[i64],
-    length: i64,
-    pad: i64,
-) -> Result<Vec<i64>> {
+pub fn gather<T: ToI64>(items: &[T], start: &[i64], stop: &[i64], length: i64, pad: i64) -> Result<Vec<i64>> {
     check_rows(items.len(), start, stop, length)?;
     let n = start.len() * (length as usize + 1); // no overflow: check_rows bounds it
-    // Uninitialized, then every slot written exactly once (padding, then items): a zeroed
-    // buffer would cost a second pass, and for batch-sized buffers the kernel's zeroing of
-    // fresh pages besides, which took longer than the gather itself.
+                                                 // Uninitialized, then every slot written exactly once (padding, then items): a zeroed
+                                                 // buffer would cost a second pass, and for batch-sized buffers the kernel's zeroing of
+                                                 // fresh pages besides, which took longer than the gather itself.
     let mut out: Vec<i64> = with_capacity_huge("gather", n)?;
     fill_batch(items, start, stop, length as usize + 1, pad, &mut out.spare_capacity_mut()[..n]);
     // SAFETY: fill_batch wrote every one of the first n slots.
@@ -69,14 +63,14 @@ fn check_rows(n_items: usize, start: &[i64], stop: &[i64], length: i64) -> Resul
     let fits = |values: usize| values <= isize::MAX as usize / 8;
     let width = (length as usize).checked_add(1).filter(|&w| fits(w));
     if width.and_then(|w| w.checked_mul(start.len())).is_none_or(|v| !fits(v)) {
-        return Err(CoreError::new("length", format!("{length}: a batch of {} rows would not fit in memory", start.len())));
+        return Err(CoreError::new(
+            "length",
+            format!("{length}: a batch of {} rows would not fit in memory", start.len()),
+        ));
     }
     for (b, (&s, &e)) in start.iter().zip(stop).enumerate() {
         if s < 0 || s > e || e > n_items as i64 {
-            return Err(CoreError::new(
-                "start",
-                format!("row {b}: [{s}, {e}) is not a slice of the {n_items} items"),
-            ));
+            return Err(CoreError::new("start", format!("row {b}: [{s}, {e}) is not a slice of the {n_items} items")));
         }
     }
     Ok(())
@@ -86,7 +80,14 @@ fn check_rows(n_items: usize, start: &[i64], stop: &[i64], length: i64) -> Resul
 type RowTask<'a> = (&'a mut [MaybeUninit<i64>], (&'a [i64], &'a [i64]));
 
 /// Write all of `slots` (rows of `width`): padding, then each row's kept events.
-fn fill_batch<T: ToI64>(items: &[T], start: &[i64], stop: &[i64], width: usize, pad: i64, slots: &mut [MaybeUninit<i64>]) {
+fn fill_batch<T: ToI64>(
+    items: &[T],
+    start: &[i64],
+    stop: &[i64],
+    width: usize,
+    pad: i64,
+    slots: &mut [MaybeUninit<i64>],
+) {
     let n = slots.len();
     // Rows start at random places in `items`, so each costs a memory latency: tasks of
     // ROWS rows each prefetch their sources AHEAD rows early, keeping several misses in flight

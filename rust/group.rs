@@ -44,8 +44,8 @@ pub fn group(users: &[i64], ts: &[i64]) -> Result<(Vec<i64>, Vec<i64>)> {
     Ok((perm, offsets))
 }
 
-/// How many events of each chunk of the log (one per thread) fall in each radix bucket (ids
-/// >> LOW_BITS), or None when an id is negative or not below `limit`: one read of the ids
+/// How many events of each chunk of the log (one per thread) fall in each radix bucket
+/// (`ids >> LOW_BITS`), or None when an id is negative or not below `limit`: one read of the ids
 /// both counts and bounds them.
 fn bucket_counts(users: &[i64], limit: usize) -> Option<BucketCounts> {
     let n_buckets = ((limit - 1) >> LOW_BITS) + 1;
@@ -111,20 +111,16 @@ fn radix_group(users: &[i64], BucketCounts { chunk_len, counts }: BucketCounts) 
 
     let mut perm: Vec<i64> = with_capacity_huge("group", n)?;
     let out = SharedMut(perm.as_mut_ptr());
-    users
-        .par_chunks(chunk_len)
-        .zip(cursors.par_iter_mut())
-        .enumerate()
-        .for_each(|(j, (c, pos))| {
-            let base = j * chunk_len;
-            for (i, &u) in c.iter().enumerate() {
-                let (hi, lo) = (u as usize >> LOW_BITS, u as usize & ((1 << LOW_BITS) - 1));
-                // SAFETY: the prefix sums give every (chunk, bucket) pair a disjoint range of
-                // positions inside perm's capacity (n), so no two threads write one element.
-                unsafe { out.write(pos[hi], ((base + i) | (lo << INDEX_BITS)) as i64) };
-                pos[hi] += 1;
-            }
-        });
+    users.par_chunks(chunk_len).zip(cursors.par_iter_mut()).enumerate().for_each(|(j, (c, pos))| {
+        let base = j * chunk_len;
+        for (i, &u) in c.iter().enumerate() {
+            let (hi, lo) = (u as usize >> LOW_BITS, u as usize & ((1 << LOW_BITS) - 1));
+            // SAFETY: the prefix sums give every (chunk, bucket) pair a disjoint range of
+            // positions inside perm's capacity (n), so no two threads write one element.
+            unsafe { out.write(pos[hi], ((base + i) | (lo << INDEX_BITS)) as i64) };
+            pos[hi] += 1;
+        }
+    });
     // SAFETY: the ranges of all (chunk, bucket) pairs cover 0..n, and every one was written.
     unsafe { perm.set_len(n) };
 

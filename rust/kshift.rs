@@ -25,10 +25,7 @@ impl Scheme {
             "mix" => Ok(Scheme::Mix),
             "rotate" => Ok(Scheme::Rotate),
             "rotate_signed" => Ok(Scheme::RotateSigned),
-            _ => Err(CoreError::new(
-                "scheme",
-                format!("must be 'mix', 'rotate' or 'rotate_signed', got '{s}'"),
-            )),
+            _ => Err(CoreError::new("scheme", format!("must be 'mix', 'rotate' or 'rotate_signed', got '{s}'"))),
         }
     }
 }

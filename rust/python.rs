@@ -41,14 +41,38 @@ enum IntArray<'py> {
 macro_rules! with_slice {
     ($arr:expr, $s:ident => $body:expr) => {
         match $arr {
-            IntArray::I8(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
-            IntArray::I16(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
-            IntArray::I32(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
-            IntArray::I64(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
-            IntArray::U8(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
-            IntArray::U16(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
-            IntArray::U32(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
-            IntArray::U64(a) => { let $s = a.as_slice().unwrap_or(&[]); $body }
+            IntArray::I8(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
+            IntArray::I16(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
+            IntArray::I32(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
+            IntArray::I64(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
+            IntArray::U8(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
+            IntArray::U16(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
+            IntArray::U32(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
+            IntArray::U64(a) => {
+                let $s = a.as_slice().unwrap_or(&[]);
+                $body
+            }
         }
     };
 }
@@ -82,7 +106,11 @@ fn int_array<'py>(obj: &Bound<'py, PyAny>, arg: &'static str) -> PyResult<IntArr
             // (float64 to NumPy) is simply no integers.
             let np = py.import("numpy")?;
             let a = np.call_method1("asarray", (obj,))?.cast_into::<PyUntypedArray>()?;
-            if a.len() == 0 { np.call_method1("zeros", (0, "int64"))?.cast_into::<PyUntypedArray>()? } else { a }
+            if a.len() == 0 {
+                np.call_method1("zeros", (0, "int64"))?.cast_into::<PyUntypedArray>()?
+            } else {
+                a
+            }
         }
     };
     if arr.ndim() != 1 {
@@ -94,9 +122,7 @@ fn int_array<'py>(obj: &Bound<'py, PyAny>, arg: &'static str) -> PyResult<IntArr
         return Err(PyTypeError::new_err(format!("{arg} must be an integer array, got dtype {dtype}")));
     }
     if !arr.is_c_contiguous() {
-        return Err(PyValueError::new_err(format!(
-            "{arg} must be contiguous (pass numpy.ascontiguousarray({arg}))"
-        )));
+        return Err(PyValueError::new_err(format!("{arg} must be contiguous (pass numpy.ascontiguousarray({arg}))")));
     }
     let any = arr.as_any();
     Ok(if let Ok(a) = any.extract() {
@@ -250,9 +276,8 @@ fn gather<'py>(
     crate::validate::check_at_least("length", length, 1)?;
     let (rows, width) = (start.len(), length as usize + 1);
     if let Some(out) = out {
-        let out = out
-            .cast::<PyArray2<i64>>()
-            .map_err(|_| PyTypeError::new_err("out must be a 2-D int64 NumPy array"))?;
+        let out =
+            out.cast::<PyArray2<i64>>().map_err(|_| PyTypeError::new_err("out must be a 2-D int64 NumPy array"))?;
         if out.shape() != [rows, width] {
             let (r, w) = (out.shape()[0], out.shape()[1]);
             return Err(PyValueError::new_err(format!(
@@ -263,7 +288,9 @@ fn gather<'py>(
         if !out.is_c_contiguous() {
             return Err(PyValueError::new_err("out must be C-contiguous"));
         }
-        let mut guard = out.try_readwrite().map_err(|_| PyValueError::new_err("out is not writeable (read-only, or it overlaps an input)"))?;
+        let mut guard = out
+            .try_readwrite()
+            .map_err(|_| PyValueError::new_err("out is not writeable (read-only, or it overlaps an input)"))?;
         let slots = guard.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
         with_slice!(&items, s => py.detach(|| crate::gather::gather_into(s, &start, &stop, length, pad, slots)))?;
         drop(guard);
@@ -401,13 +428,9 @@ fn gelu_dropout_backward(
 /// Whether a float array for the dropout kernels holds bfloat16 bits (uint16) rather than
 /// float32; a TypeError for any other dtype, a ValueError unless C-contiguous.
 fn float_kind(a: &Bound<'_, PyAny>, arg: &str) -> PyResult<bool> {
-    let arr = a
-        .cast::<PyUntypedArray>()
-        .map_err(|_| PyTypeError::new_err(format!("{arg} must be a NumPy array")))?;
+    let arr = a.cast::<PyUntypedArray>().map_err(|_| PyTypeError::new_err(format!("{arg} must be a NumPy array")))?;
     if !arr.is_c_contiguous() {
-        return Err(PyValueError::new_err(format!(
-            "{arg}: must be C-contiguous"
-        )));
+        return Err(PyValueError::new_err(format!("{arg}: must be C-contiguous")));
     }
     let dtype = arr.dtype();
     if dtype.is_equiv_to(&numpy::dtype::<u16>(a.py())) {
@@ -415,9 +438,7 @@ fn float_kind(a: &Bound<'_, PyAny>, arg: &str) -> PyResult<bool> {
     } else if dtype.is_equiv_to(&numpy::dtype::<f32>(a.py())) {
         Ok(false)
     } else {
-        Err(PyTypeError::new_err(format!(
-            "{arg} must be float32 or uint16 (bfloat16 bits), got {dtype}"
-        )))
+        Err(PyTypeError::new_err(format!("{arg} must be float32 or uint16 (bfloat16 bits), got {dtype}")))
     }
 }
 
@@ -427,26 +448,15 @@ fn same_as<'py, T: numpy::Element>(
     arg: &str,
     shape: &[usize],
 ) -> PyResult<Bound<'py, numpy::PyArrayDyn<T>>> {
-    let arr = a
-        .cast::<PyUntypedArray>()
-        .map_err(|_| PyTypeError::new_err(format!("{arg} must be a NumPy array")))?;
+    let arr = a.cast::<PyUntypedArray>().map_err(|_| PyTypeError::new_err(format!("{arg} must be a NumPy array")))?;
     let typed = a.cast::<numpy::PyArrayDyn<T>>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{arg} must have the dtype {}, got {}",
-            numpy::dtype::<T>(a.py()),
-            arr.dtype()
-        ))
+        PyTypeError::new_err(format!("{arg} must have the dtype {}, got {}", numpy::dtype::<T>(a.py()), arr.dtype()))
     })?;
     if arr.shape() != shape {
-        return Err(PyValueError::new_err(format!(
-            "{arg} has shape {:?} but x has shape {shape:?}",
-            arr.shape()
-        )));
+        return Err(PyValueError::new_err(format!("{arg} has shape {:?} but x has shape {shape:?}", arr.shape())));
     }
     if !arr.is_c_contiguous() {
-        return Err(PyValueError::new_err(format!(
-            "{arg}: must be C-contiguous"
-        )));
+        return Err(PyValueError::new_err(format!("{arg}: must be C-contiguous")));
     }
     Ok(typed.clone())
 }
@@ -458,13 +468,11 @@ fn writable<'py, T: numpy::Element>(
     arg: &str,
     shape: Option<&[usize]>,
 ) -> PyResult<numpy::PyReadwriteArrayDyn<'py, T>> {
-    let arr = a
-        .cast::<PyUntypedArray>()
-        .map_err(|_| PyTypeError::new_err(format!("{arg} must be a NumPy array")))?;
+    let arr = a.cast::<PyUntypedArray>().map_err(|_| PyTypeError::new_err(format!("{arg} must be a NumPy array")))?;
     let typed = same_as::<T>(a, arg, shape.unwrap_or(arr.shape()))?;
-    typed.try_readwrite().map_err(|_| {
-        PyValueError::new_err(format!("{arg}: must be writable and not overlap an input"))
-    })
+    typed
+        .try_readwrite()
+        .map_err(|_| PyValueError::new_err(format!("{arg}: must be writable and not overlap an input")))
 }
 
 #[pymodule]

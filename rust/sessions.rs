@@ -23,7 +23,7 @@ pub fn sessionize(offsets: &[i64], ts: &[i64], gap: i64) -> Result<Vec<i64>> {
     let block_len = n.div_ceil(8 * rayon::current_num_threads()).max(1 << 16);
     let blocks: Vec<(usize, usize)> = (0..n).step_by(block_len).map(|lo| (lo, (lo + block_len).min(n))).collect();
     let gap = gap as u64; // >= 1; compared with non-negative differences
-    // Pass 1: starts per block, and whether time ever decreases inside a sequence.
+                          // Pass 1: starts per block, and whether time ever decreases inside a sequence.
     let counted: Vec<(usize, bool)> =
         blocks.par_iter().map(|&(lo, hi)| count_block(offsets, ts, gap, lo, hi)).collect();
     if counted.iter().any(|&(_, decreases)| decreases) {
@@ -39,7 +39,7 @@ pub fn sessionize(offsets: &[i64], ts: &[i64], gap: i64) -> Result<Vec<i64>> {
         rest = tail;
     }
     rest[0].write(n as i64); // the end of the last session
-    // Pass 2: each block writes its own part.
+                             // Pass 2: each block writes its own part.
     blocks.par_iter().zip(parts).for_each(|(&(lo, hi), part)| write_block(offsets, ts, gap, lo, hi, part));
     // SAFETY: the parts and the final slot cover 0..total+1, and write_block filled each
     // part completely (it asserts so).
@@ -100,9 +100,7 @@ unsafe fn count_pairs_avx2(prev: &[i64], cur: &[i64], gap: u64) -> (usize, usize
 
 #[inline(always)]
 fn count_pairs_plain(prev: &[i64], cur: &[i64], gap: u64) -> (usize, usize) {
-    prev.iter().zip(cur).fold((0, 0), |(g, d), (&p, &q)| {
-        (g + is_gap(p, q, gap) as usize, d + (q < p) as usize)
-    })
+    prev.iter().zip(cur).fold((0, 0), |(g, d), (&p, &q)| (g + is_gap(p, q, gap) as usize, d + (q < p) as usize))
 }
 
 /// Pass 2 for one block: write the session starts in [lo, hi) into `part`, which pass 1

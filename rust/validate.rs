@@ -16,10 +16,7 @@ pub fn check_offsets(offsets: &[i64], n_events: usize) -> Result<()> {
     }
     let last = offsets[offsets.len() - 1];
     if last != n_events as i64 {
-        return Err(CoreError::new(
-            "offsets",
-            format!("ends at {last} but there are {n_events} events"),
-        ));
+        return Err(CoreError::new("offsets", format!("ends at {last} but there are {n_events} events")));
     }
     Ok(())
 }
@@ -58,10 +55,7 @@ pub fn check_ts_sorted(offsets: &[i64], ts: &[i64]) -> Result<()> {
     for u in 0..offsets.len().saturating_sub(1) {
         let (a, b) = (offsets[u] as usize, offsets[u + 1] as usize);
         if let Some(i) = ts[a..b].windows(2).position(|w| w[1] < w[0]) {
-            return Err(CoreError::new(
-                "ts",
-                format!("decreases within sequence {u} at index {}", a + i + 1),
-            ));
+            return Err(CoreError::new("ts", format!("decreases within sequence {u} at index {}", a + i + 1)));
         }
     }
     Ok(())
@@ -70,10 +64,7 @@ pub fn check_ts_sorted(offsets: &[i64], ts: &[i64]) -> Result<()> {
 /// Same length as the reference argument.
 pub fn check_len(arg: &'static str, len: usize, ref_arg: &str, ref_len: usize) -> Result<()> {
     if len != ref_len {
-        return Err(CoreError::new(
-            arg,
-            format!("has length {len} but {ref_arg} has length {ref_len}"),
-        ));
+        return Err(CoreError::new(arg, format!("has length {len} but {ref_arg} has length {ref_len}")));
     }
     Ok(())
 }

@@ -169,7 +169,11 @@ pub fn sample_windows(
         return Err(CoreError::out_of_memory("sample_windows", None)); // the count would overflow
     }
     let count = move |a: i64, b: i64| -> usize {
-        if b.wrapping_sub(a) < spec.min_len { 0 } else { per_seq as usize }
+        if b.wrapping_sub(a) < spec.min_len {
+            0
+        } else {
+            per_seq as usize
+        }
     };
     let seed_mix = crate::kshift::splitmix64(seed);
     fill_per_sequence("sample_windows", offsets, ends, &spec, count, move |u, a, b, n, part| {
@@ -352,7 +356,11 @@ fn sequence_blocks(offsets: &[i64], parts: usize) -> Vec<Range<usize>> {
         let (mut lo, mut hi) = (0, n_seq);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if before(mid) < target { lo = mid + 1 } else { hi = mid }
+            if before(mid) < target {
+                lo = mid + 1
+            } else {
+                hi = mid
+            }
         }
         if lo > *cuts.last().unwrap() {
             cuts.push(lo);
@@ -473,7 +481,11 @@ mod tests {
         };
         let mut offsets = vec![0i64, 0, 0];
         for u in 0..20_000 {
-            let len = match u % 5000 { 17 => 200_000, _ if rnd(3) == 0 => 0, _ => rnd(30) as i64 };
+            let len = match u % 5000 {
+                17 => 200_000,
+                _ if rnd(3) == 0 => 0,
+                _ => rnd(30) as i64,
+            };
             offsets.push(offsets.last().unwrap() + len);
         }
         offsets.extend([*offsets.last().unwrap(); 3]);
