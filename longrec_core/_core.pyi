@@ -10,48 +10,62 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-IntArray = npt.ArrayLike
-I64 = npt.NDArray[np.int64]
+__all__ = [
+    "group",
+    "sessionize",
+    "windows",
+    "sample_windows",
+    "gather",
+    "kshift_rows",
+    "leave_one_out_ends",
+    "temporal_ends",
+    "dropout_mask",
+    "gelu_dropout",
+    "gelu_dropout_backward",
+]
 
-def group(users: IntArray, ts: IntArray) -> tuple[I64, I64]:
+_IntArray = npt.ArrayLike
+_I64 = npt.NDArray[np.int64]
+
+def group(users: _IntArray, ts: _IntArray) -> tuple[_I64, _I64]:
     """Stable (user, time) order ``perm`` of a raw log and CSR ``offsets`` (length U+1) of
     its distinct users in increasing id order; ties in time keep input order."""
 
-def sessionize(offsets: IntArray, ts: IntArray, gap: int) -> I64:
+def sessionize(offsets: _IntArray, ts: _IntArray, gap: int) -> _I64:
     """Session offsets: a new session at each sequence start and wherever consecutive
     events of one sequence are more than ``gap`` apart. Sessions never cross sequences."""
 
 def windows(
-    offsets: IntArray,
-    ends: IntArray | None = None,
+    offsets: _IntArray,
+    ends: _IntArray | None = None,
     *,
     window: int,
     stride: int,
     min_len: int = 2,
     max_history: int | None = None,
     regime: Literal["sliding", "last"] = "sliding",
-) -> tuple[I64, I64, I64]:
+) -> tuple[_I64, _I64, _I64]:
     """End-anchored training windows ``(seq, start, stop)`` as pointers into the event array:
     stop = b, b - stride, ... while stop - a >= min_len; start = max(a, stop - window - 1).
     The three arrays are views of one buffer (one allocation is cheaper than three), which is
     freed when the last of them is; copy one to keep it alone."""
 
 def sample_windows(
-    offsets: IntArray,
-    ends: IntArray | None = None,
+    offsets: _IntArray,
+    ends: _IntArray | None = None,
     *,
     window: int,
     per_seq: int = 1,
     min_len: int = 2,
     max_history: int | None = None,
     seed: int,
-) -> tuple[I64, I64, I64]:
+) -> tuple[_I64, _I64, _I64]:
     """``per_seq`` seeded random windows per sequence: stop uniform in [a + min_len, b]."""
 
 def gather(
-    items: IntArray,
-    start: IntArray,
-    stop: IntArray,
+    items: _IntArray,
+    start: _IntArray,
+    stop: _IntArray,
     *,
     length: int,
     pad: int = 0,
@@ -62,14 +76,14 @@ def gather(
     int64 of that shape) and returned when given."""
 
 def kshift_rows(
-    ids: IntArray, *, k: int, rows: int, seed: int, scheme: Literal["mix", "rotate", "rotate_signed"] = "mix"
+    ids: _IntArray, *, k: int, rows: int, seed: int, scheme: Literal["mix", "rotate", "rotate_signed"] = "mix"
 ) -> npt.NDArray[np.int64]:
     """The ``[n, k]`` k-shift table rows of each id."""
 
-def leave_one_out_ends(offsets: IntArray, holdout: int = 1, min_history: int = 1) -> I64:
+def leave_one_out_ends(offsets: _IntArray, holdout: int = 1, min_history: int = 1) -> _I64:
     """Per sequence ``b - holdout`` when at least ``min_history`` events remain before it, else ``b``."""
 
-def temporal_ends(offsets: IntArray, ts: IntArray, cutoff: int) -> I64:
+def temporal_ends(offsets: _IntArray, ts: _IntArray, cutoff: int) -> _I64:
     """Per sequence the first index whose time is at or after ``cutoff`` (``b`` if none)."""
 
 def dropout_mask(out: npt.NDArray[np.float32] | npt.NDArray[np.uint16], *, p: float, seed: int) -> None:
