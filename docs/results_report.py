@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from longrec_core.metrics import paired_comparison
+from longrec_core.metrics import paired_comparison, per_user
 
 METRICS = ("NDCG@10", "HR@10", "MRR")
 
@@ -230,10 +230,107 @@ def reproduction(root: Path) -> list[str]:
     return out + [""]
 
 
+def seed_runs(out: Path, cell: str) -> list[Path]:
+    """The finished runs (with test ranks) of every seed of a cell, in seed order."""
+    dirs = sorted((out / "cells" / cell).glob("seed*"), key=lambda d: int(d.name[4:]))
+    return [d / "run" for d in dirs if (d / "run" / "metrics_test.ranks.npz").is_file()]
+
+
+def seed_mean_per_user(runs: list[Path], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(users, per-user metric averaged over the runs' seeds) on the users every run ranked."""
+    per_run = [ranks(r) for r in runs]
+    users = per_run[0][0]
+    for u, _ in per_run[1:]:
+        users = np.intersect1d(users, u, assume_unique=True)
+    values = [per_user(r[np.searchsorted(u, users)], metric) for u, r in per_run]
+    return users, np.mean(values, axis=0)
+
+
+def mean_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and 95% percentile-bootstrap interval over users."""
+    rng = np.random.default_rng(seed)
+    boot = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(n_boot)]
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return float(values.mean()), float(lo), float(hi)
+
+
+def time_to(run: Path, level: float | None) -> float | None:
+    """Training seconds (validation excluded) until validation NDCG@10 first reached `level`
+    (None: the best epoch), from log.jsonl; None if it never did."""
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    best = max(r["valid"]["NDCG@10"] for r in log)
+    seconds = 0.0
+    for r in log:
+        seconds += r["train_seconds"]
+        if r["valid"]["NDCG@10"] >= (best if level is None else level):
+            return seconds
+    return None
+
+
+def minutes(xs: list[float | None]) -> str:
+    """Mean over seeds in minutes, or how many seeds never got there."""
+    got = [x for x in xs if x is not None]
+    if len(got) < len(xs):
+        return f"{len(xs) - len(got)} of {len(xs)} never"
+    return f"{np.mean(got) / 60:.1f}"
+
+
+PUBLISHED = {"NDCG@10": 0.1821, "HR@10": 0.3152}  # SASRec+ on ml-1m (Klenitskiy & Vasilev, RecSys 2023)
+
+
+def converged_table(root: Path, name: str, title: str, published: dict[str, float] | None = None) -> list[str]:
+    """Cells trained to early stopping: test metrics as the mean over seeds with a 95% bootstrap CI
+    over users (of each user's metric averaged over the seeds), each cell against the `last` cell
+    on the same users (paired), epochs, and training time to validation NDCG@10 levels."""
+    out = root / name
+    cells = sorted(p.name for p in (out / "cells").glob("*")) if (out / "cells").is_dir() else []
+    cells.sort(key=lambda c: (not c.startswith("last"), c))
+    lines = [f"### {title}", "", f"`{out}`; test metrics: mean over seeds [95% bootstrap CI over users]; "
+             "Δ vs last: paired on the same users, per-user metrics averaged over seeds.", "",
+             "| cell | seeds | NDCG@10 | HR@10 | MRR | NDCG@10 per seed | Δ NDCG@10 vs last | best epoch | "
+             "epochs run | train min to valid 0.15 / 0.17 / best | train min in all | filtered |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    base = None
+    for cell in cells:
+        runs = seed_runs(out, cell)
+        if not runs:
+            lines.append(f"| {cell} | 0 | (no finished seed yet) |" + " |" * 9)
+            continue
+        stats = {m: mean_ci(seed_mean_per_user(runs, m)[1]) for m in METRICS}
+        if base is None and cell.startswith("last"):
+            base = runs
+        delta = "—"
+        if base is not None and runs is not base:
+            ua, va = seed_mean_per_user(runs, "NDCG@10")
+            ub, vb = seed_mean_per_user(base, "NDCG@10")
+            common = np.intersect1d(ua, ub, assume_unique=True)
+            d = va[np.searchsorted(ua, common)] - vb[np.searchsorted(ub, common)]
+            m, lo, hi = mean_ci(d)
+            delta = f"{m:+.4f} ({m / vb.mean():+.1%}) [{lo:+.4f}, {hi:+.4f}]"
+        sums = [summary(r) for r in runs]
+        per_seed = ", ".join(f"{test_metrics(r)['metrics']['NDCG@10']:.4f}" for r in runs)
+        filtered = {test_metrics(r).get("filter_seen") for r in runs}
+        cell_txt = lambda m: f"{stats[m][0]:.4f} [{stats[m][1]:.4f}, {stats[m][2]:.4f}]"  # noqa: E731
+        lines.append(
+            f"| {cell} | {len(runs)} | {cell_txt('NDCG@10')} | {cell_txt('HR@10')} | {cell_txt('MRR')} | {per_seed} | "
+            f"{delta} | {np.mean([s['best_epoch'] + 1 for s in sums]):.1f} | "
+            f"{np.mean([s['epochs'] for s in sums]):.1f} | "
+            f"{' / '.join(minutes([time_to(r, lv) for r in runs]) for lv in (0.15, 0.17, None))} | "
+            f"{np.mean([s['train_seconds'] for s in sums]) / 60:.1f} | {'yes' if filtered == {True} else 'no'} |")
+        if published and cell.startswith("last"):
+            inside = {m: stats[m][1] <= v <= stats[m][2] for m, v in published.items()}
+            lines.append("| published SASRec+ | | " + " | ".join(
+                f"{published[m]:.4f} ({'inside' if inside[m] else 'above' if published[m] > stats[m][2] else 'below'} "
+                "the CI)" for m in ("NDCG@10", "HR@10")) + " | | | | | | | | yes |")
+    return lines + [""]
+
+
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/results")
     plots = Path(sys.argv[2]) if len(sys.argv) > 2 else None  # where the learning-curve PNGs go
     lines = ["# Tables generated by docs/results_report.py from " + str(root), ""]
+    lines += converged_table(root, "ml1m-sasrec", "ml-1m, window 200, SASRec+ configuration, to convergence",
+                             published=PUBLISHED)
     lines += reproduction(root)
     for name, title in (("ml1m-w200", "ml-1m, window 200: last vs sliding vs mixed (8 min of training each)"),
                         ("ml1m-w50", "ml-1m, window 50: 3 seeds (3 min of training each)"),
