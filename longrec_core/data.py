@@ -38,6 +38,7 @@ import numpy as np
 import polars as pl
 
 import longrec_core as core
+from longrec_core.choices import FILTER_SEEN_CHOICES
 from longrec_core.cli import atomic_dir
 
 FORMAT_VERSION = 1
@@ -130,9 +131,6 @@ class DataDir:
                                                          minlength=len(u))))
                 total += len(u)
         return hits / total if total else 0.0
-
-
-FILTER_SEEN_CHOICES = ("auto", "yes", "no")
 
 
 def resolve_filter_seen(choice: str, data: DataDir) -> bool:

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 import longrec_core as lc
-
-REGIMES = ("last", "sliding", "mixed", "random")
+from longrec_core.choices import REGIMES
 
 
 @dataclass
@@ -69,8 +68,9 @@ def epoch_windows(
     elif regime in ("last", "sliding"):
         seq, start, stop = lc.windows(offsets, train_end, window=window, stride=stride, min_len=min_len,
                                       max_history=max_history, regime=regime)
-    else:
-        raise ValueError(f"regime must be last, sliding or random here, got {regime!r}")
+    else:  # mixed is resolved by regime_of; anything else is not a regime
+        concrete = ", ".join(r for r in REGIMES if r != "mixed")
+        raise ValueError(f"regime must be one of {concrete} here, got {regime!r}")
     fresh_stop = stop.copy()
     # Windows of one user come in time order (core guarantee); a later window's targets are the
     # events from its start + 1 on, so this window's targets from there on are not fresh.

@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-REGIMES = ("last", "sliding", "mixed", "random")  # train.py --regime choices
-TARGETS = ("all", "fresh")  # train.py --targets choices
-ITEM_EMBS = ("full", "kshift")  # train.py --item-emb choices
+from longrec_core.choices import ITEM_EMBS, KS, REGIMES, TARGETS
+
 
 # The grid axes, their defaults (train.py's defaults, and the baseline against sliding) and the
 # keys a grid file may hold besides them.
@@ -225,20 +224,17 @@ def pareto_mask(cost: Sequence[float], value: Sequence[float]) -> np.ndarray:
     return ok & ~dominated.any(axis=1)
 
 
-EVAL_KS = (1, 5, 10, 20, 50, 100)  # the cut-offs eval.py writes by default (longrec_core.metrics.KS)
-
-
 def metric_name(raw: str) -> str:
     """The eval.py metrics key of a metric name, case-insensitively; Recall@K is HR@K (one target
     per user). Raises ValueError unless eval.py reports it by default (HR/NDCG/MRR@K for K in
-    EVAL_KS, or MRR)."""
+    KS, or MRR)."""
     kind, at, k = raw.strip().upper().partition("@")
     kind = "HR" if kind == "RECALL" else kind
     name = f"{kind}@{k}" if at else kind
-    if name == "MRR" or (kind in ("HR", "NDCG", "MRR") and k.isdigit() and int(k) in EVAL_KS):
+    if name == "MRR" or (kind in ("HR", "NDCG", "MRR") and k.isdigit() and int(k) in KS):
         return name
     raise ValueError(f"unknown metric {raw!r}: expected NDCG@K, HR@K (= Recall@K), MRR@K for K in "
-                     f"{', '.join(map(str, EVAL_KS))}, or MRR")
+                     f"{', '.join(map(str, KS))}, or MRR")
 
 
 # ----------------------------------------------------------------------------- logs

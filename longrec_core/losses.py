@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from longrec_core.choices import SAMPLERS
+
 WeightFn = Callable[[torch.Tensor], torch.Tensor]
 CHUNK_VALUES = 1 << 24  # logits held at once by chunked_cross_entropy's default chunking (64 MB in float32)
 
@@ -243,7 +245,7 @@ def sample_negatives(n_items: int, num_negatives: int, sampler: str = "uniform",
         u = torch.rand(num_negatives, generator=generator, device=gen_device, dtype=torch.float64) * cdf[-1]
         ids = torch.searchsorted(cdf, u, right=True).clamp_(1, n_items)
     else:
-        raise ValueError(f"sampler must be 'uniform' or 'popularity', got {sampler!r}")
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     return ids.to(device)
 
 
@@ -254,7 +256,7 @@ def log_q(ids: torch.Tensor, n_items: int, sampler: str = "uniform", item_counts
     if sampler == "popularity":
         counts, cdf = _popularity_cdf(item_counts, n_items, ids.device)
         return counts[ids].log() - cdf[-1].log()
-    raise ValueError(f"sampler must be 'uniform' or 'popularity', got {sampler!r}")
+    raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
 
 
 def sampled_softmax(hidden: torch.Tensor, weight_fn: WeightFn | torch.Tensor, targets: torch.Tensor,

@@ -24,8 +24,7 @@ import torch
 from torch import Tensor, nn
 
 import longrec_core
-
-KS: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
+from longrec_core.choices import KS
 
 ItemVectors = Union[Callable[[Tensor], Tensor], Tensor]  # ids [n] -> [n, d], or a table [N+1, d]
 

@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ITEM_EMBS = ("full", "kshift")
-KSHIFT_SCHEMES = ("mix", "rotate", "rotate_signed")
+from longrec_core.choices import ITEM_EMBS, KSHIFT_SCHEMES
 
 
 @dataclass

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 
-SCHEDULES = ("constant", "cosine")
+from longrec_core.choices import SCHEDULES
+
 WARMUP_SHARE = 0.1  # default warm-up: this share of the first epoch's steps ...
 WARMUP_CAP = 100  # ... and never more than this many steps
 

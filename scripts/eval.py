@@ -37,8 +37,9 @@ from rich.table import Table
 from longrec_core.cli import (
     ArgumentParser, atomic_write, check_int, check_parent_dir, console, fail, input_path, keep_freed_memory, progress,
     stage_main, stdin_piped)
-from longrec_core.data import FILTER_SEEN_CHOICES, load_data_dir, resolve_filter_seen
-from longrec_core.metrics import KS, bootstrap_ci, evaluate, metrics_from_ranks, paired_comparison, per_user
+from longrec_core.choices import DEVICES, FILTER_SEEN_CHOICES, KS, SPLITS
+from longrec_core.data import load_data_dir, resolve_filter_seen
+from longrec_core.metrics import bootstrap_ci, evaluate, metrics_from_ranks, paired_comparison, per_user
 from longrec_core.model import load_model
 from longrec_core.shards import load_shards, shard_count
 
@@ -51,7 +52,7 @@ p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionH
 p.add_argument("--run", default=None,
                help="run dir written by train.py (default: read from stdin when piped, else the newest run under runs/)")
 p.add_argument("--data", default=None, help="data dir (default: the run's config.json 'data')")
-p.add_argument("--split", default="test", choices=["test", "valid"], help="which targets to rank (default: test)")
+p.add_argument("--split", default="test", choices=SPLITS, help="which targets to rank (default: test)")
 p.add_argument("--filter-seen", nargs="?", const="yes", default="auto", choices=FILTER_SEEN_CHOICES,
                help="exclude items of the user's history before the target from the competitors: yes (also a bare "
                     "--filter-seen), no, or auto = yes when no validation or test target of the data dir repeats a "
@@ -76,7 +77,7 @@ p.add_argument("--sample-users", type=int, default=None,
 p.add_argument("--batch-size", type=int, default=256, help="users scored at once (default: %(default)s)")
 p.add_argument("--item-chunk", type=int, default=65536,
                help="items scored at once; memory ~ batch-size x item-chunk floats (default: %(default)s)")
-p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+p.add_argument("--device", default="auto", choices=DEVICES,
                help="auto = cuda when available (default: %(default)s)")
 # output
 p.add_argument("--out", default=None, help="metrics JSON path (default: RUN/metrics_SPLIT.json); ranks go beside it")

@@ -63,9 +63,10 @@ from rich.progress import (  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from longrec_core import cli  # noqa: E402
+from longrec_core.choices import ITEM_EMBS, REGIMES, TARGETS  # noqa: E402
 from longrec_core.data import load_data_dir  # noqa: E402
 from longrec_core.frontier import (  # noqa: E402
-    DEFAULTS, REGIMES, Cell, baseline_of, failure_line, load_grid, make_cells, mean_sd, metric_name, pareto_mask,
+    DEFAULTS, Cell, baseline_of, failure_line, load_grid, make_cells, mean_sd, metric_name, pareto_mask,
     parse_axis)
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -90,8 +91,8 @@ g.add_argument("--regimes", "--regime", default=None, help=f"window regimes: {',
 g.add_argument("--windows", "--window", default=None, help=f"context lengths T (default: {DEFAULTS['windows']})")
 g.add_argument("--strides", "--stride", default=None, help=f"sliding/mixed: distances between window ends (default: {DEFAULTS['strides']})")
 g.add_argument("--max-history", default=None, help=f"last H training events per user, or `all` (default: {DEFAULTS['max_history']})")
-g.add_argument("--targets", default=None, help=f"all, fresh (default: {DEFAULTS['targets']})")
-g.add_argument("--item-emb", default=None, help=f"full, kshift (default: {DEFAULTS['item_emb']})")
+g.add_argument("--targets", default=None, help=f"{', '.join(TARGETS)} (default: {DEFAULTS['targets']})")
+g.add_argument("--item-emb", default=None, help=f"{', '.join(ITEM_EMBS)} (default: {DEFAULTS['item_emb']})")
 g = p.add_argument_group("report")
 g.add_argument("--repeats", type=int, default=None, help="seeds per cell, 0..R-1; mean ± sample std over them (default: 1)")
 g.add_argument("--metric", default=None, help="headline metric for the frontier and gains; MRR and HR@10 are always "

@@ -34,12 +34,14 @@ import torch
 import torch.distributed as dist
 
 from longrec_core import cli
-from longrec_core.data import FILTER_SEEN_CHOICES, DataDir, load_data_dir, prepare_synthetic, resolve_filter_seen
+from longrec_core.choices import (
+    DEVICES, FILTER_SEEN_CHOICES, ITEM_EMBS, KSHIFT_SCHEMES, LOSSES, PRECISIONS, REGIMES, SAMPLERS, SCHEDULES, TARGETS)
+from longrec_core.data import DataDir, load_data_dir, prepare_synthetic, resolve_filter_seen
 from longrec_core.examples import EpochWindows, epoch_windows, iter_batches, n_batches, regime_of, shuffled_order
 from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
 from longrec_core.metrics import evaluate, metrics_from_ranks
 from longrec_core.model import ModelConfig, SASRec, embedding_memory_bytes
-from longrec_core.schedule import SCHEDULES, default_warmup_steps, lr_factor
+from longrec_core.schedule import default_warmup_steps, lr_factor
 from longrec_core.shards import load_shards, shard_count
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -59,13 +61,13 @@ g.add_argument("--layers", type=int, default=2, help="transformer blocks")
 g.add_argument("--heads", type=int, default=2, help="attention heads (must divide --dim)")
 g.add_argument("--ffn", type=int, default=256, help="feed-forward width of each block")
 g.add_argument("--dropout", type=float, default=0.2, help="dropout on embeddings, attention and residuals")
-g.add_argument("--item-emb", choices=["full", "kshift"], default="full", help="full N x d table, or the k-shift shared table")
+g.add_argument("--item-emb", choices=ITEM_EMBS, default="full", help="full N x d table, or the k-shift shared table")
 g.add_argument("--kshift-k", type=int, default=8, help="k-shift: rows summed per item")
 g.add_argument("--kshift-compression", type=int, default=16, help="k-shift: table rows P = ceil(N / compression)")
-g.add_argument("--kshift-scheme", choices=["mix", "rotate", "rotate_signed"], default="mix", help="k-shift row scheme (rotate_signed = the paper code's bug)")
+g.add_argument("--kshift-scheme", choices=KSHIFT_SCHEMES, default="mix", help="k-shift row scheme (rotate_signed = the paper code's bug)")
 g.add_argument("--kshift-seed", type=int, default=0, help="k-shift: seed of the item hash")
 g = p.add_argument_group("windows")
-g.add_argument("--regime", choices=["last", "sliding", "mixed", "random"], default="sliding",
+g.add_argument("--regime", choices=REGIMES, default="sliding",
                help="last: one window per user at the training end; sliding: all end-anchored windows; "
                     "mixed: last for --mixed-epochs then sliding; random: --per-seq sampled windows per user per epoch")
 g.add_argument("--stride", type=int, default=64, help="sliding: distance between consecutive window ends")
@@ -73,7 +75,7 @@ g.add_argument("--max-history", type=int, default=None, help="sliding: only the 
 g.add_argument("--mixed-epochs", type=int, default=1, help="mixed: epochs of `last` before switching to sliding")
 g.add_argument("--per-seq", type=int, default=1, help="random: windows drawn per user per epoch")
 g.add_argument("--min-len", type=int, default=2, help="shortest window in events (one input and one target)")
-g.add_argument("--targets", choices=["all", "fresh"], default="all",
+g.add_argument("--targets", choices=TARGETS, default="all",
                help="all: every position of a window is a target; fresh: only targets no later window of the same user covers")
 g.add_argument("--group-by-length", action="store_true",
                help="batch windows of similar length together (sorted within pools of 64 batches, batches shuffled); "
@@ -82,10 +84,10 @@ g.add_argument("--group-by-length", action="store_true",
                     "each step's loss is then its targets' sum over the epoch's mean targets per step, so "
                     "every target still weighs the same")
 g = p.add_argument_group("loss")
-g.add_argument("--loss", choices=["ce", "sampled", "chunked"], default="ce",
+g.add_argument("--loss", choices=LOSSES, default="ce",
                help="ce: full softmax; sampled: sampled softmax with log-Q; chunked: exact full softmax without B x T x N logits")
 g.add_argument("--negatives", type=int, default=256, help="sampled: negatives per batch (shared)")
-g.add_argument("--sampler", choices=["uniform", "popularity"], default="uniform", help="sampled: negative distribution")
+g.add_argument("--sampler", choices=SAMPLERS, default="uniform", help="sampled: negative distribution")
 g.add_argument("--loss-chunk", type=int, default=8192, help="chunked: items per chunk")
 g = p.add_argument_group("optimization")
 g.add_argument("--batch-size", type=int, default=128, help="windows per step (per process under torchrun)")
@@ -109,8 +111,8 @@ g.add_argument("--filter-seen", choices=FILTER_SEEN_CHOICES, default="auto",
                     "auto = yes when no validation or test target repeats a seen item (ml-1m, Amazon: the published "
                     "protocol), no where repeats are legitimate targets")
 g.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, dropout and negatives")
-g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = cuda when available")
-g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+g.add_argument("--device", choices=DEVICES, default="auto", help="auto = cuda when available")
+g.add_argument("--precision", choices=PRECISIONS, default="auto",
                help="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU runs the matrix products in bfloat16 "
                     "(fast where the CPU has AVX512-BF16 or AMX); losses are always computed in float32")
 g.add_argument("--compile", action="store_true", help="torch.compile the model")

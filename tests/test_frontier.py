@@ -161,14 +161,6 @@ def test_failure_line_is_the_error_or_the_exception_of_the_last_stage() -> None:
     assert failure_line(first + "$ python eval.py\n") == ""
 
 
-def test_constants_match_the_modules_they_mirror() -> None:
-    from longrec_core import frontier, metrics
-    from longrec_core.examples import REGIMES
-
-    assert frontier.REGIMES == REGIMES
-    assert frontier.EVAL_KS == metrics.KS
-
-
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("argv, message", [
     (["--regimes", "last,slide"], "unknown regime value 'slide'"),

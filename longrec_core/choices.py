@@ -1,0 +1,32 @@
+"""The choices that train.py, eval.py and frontier.py share, each written once.
+
+Plain tuples, no torch: the flag declarations (`longrec_core.train_flags`), the grid axes of
+frontier.py and the checks in the model, examples, losses, metrics and schedule modules all read
+them from here, so a new regime or loss is added in one place.
+"""
+
+from __future__ import annotations
+
+# windows: which training windows an epoch makes (longrec_core.examples)
+REGIMES = ("last", "sliding", "mixed", "random")  # mixed = last for --mixed-epochs, then sliding
+TARGETS = ("all", "fresh")  # fresh: only targets no later window of the same user covers
+
+# model: the item embedding (longrec_core.model)
+ITEM_EMBS = ("full", "kshift")  # full N x d table, or the k-shift shared table
+KSHIFT_SCHEMES = ("mix", "rotate", "rotate_signed")  # rotate_signed = the paper code's bug
+
+# loss (longrec_core.losses)
+LOSSES = ("ce", "sampled", "chunked")
+SAMPLERS = ("uniform", "popularity")  # negatives of the sampled softmax
+
+# optimization (longrec_core.schedule)
+SCHEDULES = ("constant", "cosine")  # the learning rate after warm-up
+
+# evaluation (longrec_core.metrics, longrec_core.data)
+KS: tuple[int, ...] = (1, 5, 10, 20, 50, 100)  # cut-offs of HR/NDCG/MRR@K reported by default
+FILTER_SEEN_CHOICES = ("auto", "yes", "no")  # drop the user's seen items from the competitors
+SPLITS = ("test", "valid")  # the targets eval.py ranks
+
+# compute
+DEVICES = ("auto", "cpu", "cuda")  # auto = cuda when available
+PRECISIONS = ("auto", "fp32", "bf16")  # auto = bf16 autocast on CUDA, fp32 on CPU
