@@ -156,7 +156,8 @@ def _array_sha256(a: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes (the manifest's hash of a table file or of prep's input)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -224,7 +225,7 @@ def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir
         file = path / spec["file"]
         if not file.is_file():
             raise DataDirError(f"{path} is damaged: {spec['file']} is missing")
-        if verify and _file_sha256(file) != spec["sha256"]:
+        if verify and file_sha256(file) != spec["sha256"]:
             raise DataDirError(f"{path} is damaged: {spec['file']} does not match its hash in the manifest")
 
     off, train_end, valid_end = arrays["offsets"], arrays["train_end"], arrays["valid_end"]
@@ -303,7 +304,7 @@ def write_data_dir(
                 continue
             file = f"{name}.parquet"
             table.write_parquet(tmp / file)
-            tables[name] = {"file": file, "rows": table.height, "sha256": _file_sha256(tmp / file)}
+            tables[name] = {"file": file, "rows": table.height, "sha256": file_sha256(tmp / file)}
         full = {"format_version": FORMAT_VERSION, **manifest, "arrays": specs, "tables": tables}
         (tmp / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")
     return out

@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_core_api_example_runs_as_documented():
     section = README.read_text().split("\n## The core API\n", 1)[1]
-    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    block = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     scope: dict = {}
     exec(compile(block, "README.md", "exec"), scope)
     np.testing.assert_array_equal(scope["offsets"], [0, 4, 8])
@@ -30,7 +30,7 @@ def test_readme_commands_use_flags_the_scripts_define():
     """Every --flag of a `scripts/X.py` command in the README's bash blocks is one that
     `X.py --help` lists (frontier.py passes the flags it does not define to train.py)."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.DOTALL):
         for line in block.replace("\\\n", " ").split("\n"):
             for part in line.split("#")[0].split("|"):
                 m = re.search(r"scripts/(\w+)\.py(.*)", part)
