@@ -3,7 +3,7 @@ log, each beside a plain NumPy copy of the same bytes (the memory-bandwidth floo
 best plain NumPy / Polars way to do the same thing, all measured in the same run.
 
     python bench/core.py                               # 1e7 events, a few minutes on 2 cores
-    python bench/core.py --events 1e8                  # the issue's figure (24 GiB machine)
+    python bench/core.py --events 1e8                  # the figure in docs/PERFORMANCE.md (24 GiB machine)
     python bench/core.py --only gather --rounds 3      # one op (all its cases)
     python bench/core.py --only group:core,group:floor --threads 1   # single-threaded core
     python bench/core.py --json bench/out/core.json    # also write every figure as JSON
@@ -40,8 +40,8 @@ from memory import cpu_and_cores, peak_rss_bytes, status_bytes
 
 import longrec_core as lc
 
-# Targets from the issue: core at most 2x the copy floor; core faster than the peer by at
-# least this factor; peak memory at most 1.1 x (inputs + outputs).
+# Targets each op is marked against: core at most 2x the copy floor; core faster than the best
+# peer by at least this factor; peak memory at most 1.1 x (inputs + outputs).
 FLOOR_TARGET = 2.0
 PEER_TARGET = {"group": 1.5, "sessionize": 1.5, "windows": 5.0, "gather": 5.0}
 MEM_TARGET = 1.10
@@ -571,7 +571,7 @@ def report(res: dict[str, dict], meta: dict, mach: dict, a: argparse.Namespace) 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--events", type=lambda s: int(float(s)), default=10_000_000, help="events in the generated log (the issue's figure: 1e8)")
+    p.add_argument("--events", type=lambda s: int(float(s)), default=10_000_000, help="events in the generated log (docs/PERFORMANCE.md: 1e8)")
     p.add_argument("--max-len", type=lambda s: int(float(s)), default=100_000, help="cap on one user's history length")
     p.add_argument("--seed", type=int, default=0, help="generator seed")
     p.add_argument("--gap", type=int, default=1800, help="sessionize gap, seconds")
@@ -602,7 +602,7 @@ def main() -> None:
     a.cache = Path(a.cache) / key
     env = dict(os.environ)
     # No case calls BLAS, but NumPy's OpenBLAS threads spin after start-up, taking a core
-    # from whatever runs then (seen as cpu/wall 2 for the one-thread copy floor).
+    # from whatever runs then (it shows as cpu/wall 2 for the one-thread copy floor).
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     if a.threads:
         env.update(RAYON_NUM_THREADS=str(a.threads), POLARS_MAX_THREADS=str(a.threads))

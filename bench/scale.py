@@ -1,7 +1,7 @@
 """Scale benchmark: a 10^9-event log through sharded prep, the core's windows and gather over
 all of it, and a 10^7-item catalogue trained and evaluated end to end, on one CPU machine.
 
-    python bench/scale.py                                # every stage at the issue's sizes (hours)
+    python bench/scale.py                                # every stage at full size: 10^9 events, 10^7 items (hours)
     python bench/scale.py --events 1e8 --shards 4        # a smaller log
     python bench/scale.py --only train --items 1e7       # one stage
     python bench/scale.py --only prep,core --json bench/out/scale.json
