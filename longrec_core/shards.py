@@ -211,7 +211,7 @@ def prepare_sharded(
             "split": _summed_split([m["split"] for m in shard_manifests]),
             "types": final_types if spill.with_types else [],
             "tables": {"items": {"file": "items.parquet", "rows": index.n_items,
-                                 "sha256": dd._file_sha256(tmp / "items.parquet")}},
+                                 "sha256": dd.file_sha256(tmp / "items.parquet")}},
         }
         (tmp / dd.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
@@ -274,7 +274,7 @@ def assemble(root: str | Path, item_index: str | Path, status: dd.Status | None 
         "split": _summed_split([m["split"] for m in manifests]),
         "types": manifests[0]["types"],
         "tables": {"items": {"file": "items.parquet", "rows": index.n_items,
-                             "sha256": dd._file_sha256(root / "items.parquet")}},
+                             "sha256": dd.file_sha256(root / "items.parquet")}},
     }
     tmp = root / (dd.MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")

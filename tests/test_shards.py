@@ -62,7 +62,8 @@ def log_csv(tmp_path):
             rows.append(f"{t},{user * 7919},{event},{item},")
             if rng.random() < 0.1:
                 rows.append(rows[-1])  # an exact repeat
-    rows.append("1433221999000,5,view,,")  # a missing item
+    rows.insert(1, "1433221000000,3,view,,")  # a missing item in the first batch: counted once, not per batch
+    rows.append("1433221999000,5,view,,")  # and in the last
     f = tmp_path / "events.csv"
     f.write_text("\n".join(rows) + "\n")
     return f
