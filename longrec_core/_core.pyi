@@ -15,6 +15,7 @@ __all__ = [
     "sessionize",
     "windows",
     "sample_windows",
+    "session_windows",
     "gather",
     "kshift_rows",
     "leave_one_out_ends",
@@ -61,6 +62,21 @@ def sample_windows(
     seed: int,
 ) -> tuple[_I64, _I64, _I64]:
     """``per_seq`` seeded random windows per sequence: stop uniform in [a + min_len, b]."""
+
+def session_windows(
+    offsets: _IntArray,
+    sessions: _IntArray,
+    ends: _IntArray | None = None,
+    *,
+    window: int,
+    max_history: int | None = None,
+) -> tuple[_I64, _I64, _I64, _I64]:
+    """Windows that end at session ends: ``(seq, start, stop, first_target)``. Every training
+    event of a sequence but its first is the target of exactly one window, inside its own
+    session; events [start, first_target) are context only. A session [s, e) (clipped to the
+    training end b) gives stop = e, e - window, ... while stop > t0 = max(s, a + 1), with
+    first_target = max(t0, stop - window) and start = max(a, stop - window - 1). ``sessions``
+    must start a session at every sequence start (as ``sessionize`` does)."""
 
 def gather(
     items: _IntArray,

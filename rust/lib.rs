@@ -8,6 +8,7 @@ pub mod error;
 pub mod gather;
 pub mod group;
 pub mod kshift;
+pub mod session_windows;
 pub mod sessions;
 pub mod simd;
 pub mod splits;

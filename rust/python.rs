@@ -227,6 +227,41 @@ fn windows<'py>(
     triple(py, out)
 }
 
+/// Windows that end at session ends: each training event of a sequence (but its first) is the
+/// target of exactly one window, inside its own session, with the events before it as context.
+///
+/// Returns ``(seq, start, stop, first_target)``: window i is the slice [start, stop) of the
+/// event array; its targets are the events [first_target, stop) and the events before
+/// first_target are context only. A session [s, e) (clipped to the training end) gives windows
+/// stop = e, e - window, ... while stop > max(s, a + 1), first_target = max(s, a + 1, stop -
+/// window), start = max(a, stop - window - 1). ``sessions`` are offsets over the same events
+/// that start a session at every sequence start (``sessionize`` gives them).
+#[pyfunction]
+#[pyo3(signature = (offsets, sessions, ends=None, *, window, max_history=None))]
+#[allow(clippy::type_complexity)]
+fn session_windows<'py>(
+    py: Python<'py>,
+    offsets: &Bound<'py, PyAny>,
+    sessions: &Bound<'py, PyAny>,
+    ends: Option<&Bound<'py, PyAny>>,
+    window: i64,
+    max_history: Option<i64>,
+) -> PyResult<(I64Array<'py>, I64Array<'py>, I64Array<'py>, I64Array<'py>)> {
+    let (offsets, sessions) = (int_array(offsets, "offsets")?, int_array(sessions, "sessions")?);
+    let ends = optional(ends, "ends")?;
+    let (offsets, sessions) = (offsets.to_i64("offsets")?, sessions.to_i64("sessions")?);
+    let ends = ends.as_ref().map(|e| e.to_i64("ends")).transpose()?;
+    let w = py.detach(|| {
+        crate::session_windows::session_windows(&offsets, &sessions, ends.as_deref(), window, max_history)
+    })?;
+    Ok((
+        PyArray1::from_vec(py, w.seq),
+        PyArray1::from_vec(py, w.start),
+        PyArray1::from_vec(py, w.stop),
+        PyArray1::from_vec(py, w.first_target),
+    ))
+}
+
 /// ``per_seq`` random windows per sequence: stop uniform in [a + min_len, b],
 /// start = max(a, stop - window - 1). The same seed gives the same windows on any machine
 /// and any number of threads.
@@ -481,6 +516,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sessionize, m)?)?;
     m.add_function(wrap_pyfunction!(windows, m)?)?;
     m.add_function(wrap_pyfunction!(sample_windows, m)?)?;
+    m.add_function(wrap_pyfunction!(session_windows, m)?)?;
     m.add_function(wrap_pyfunction!(gather, m)?)?;
     m.add_function(wrap_pyfunction!(kshift_rows, m)?)?;
     m.add_function(wrap_pyfunction!(leave_one_out_ends, m)?)?;

@@ -120,6 +120,49 @@ def test_windows_match_reference(seed, n_users, window, stride, min_len, max_his
         np.testing.assert_array_equal(g, w.reshape(-1))
 
 
+def ref_session_windows(offsets, sessions, ends, window, max_history):
+    out = []
+    for u, a, b in spans(offsets, ends, max_history):
+        for s, e in zip(sessions[:-1], sessions[1:]):
+            if not offsets[u] <= s < b:
+                continue
+            t0, e = max(s, a + 1), min(e, b)
+            stops = list(range(e, t0, -window))  # e, e - window, ... while stop > t0
+            out += [(u, max(a, stop - window - 1), stop, max(t0, stop - window)) for stop in reversed(stops)]
+    return tuple(np.array([w[i] for w in out], dtype=np.int64) for i in range(4))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 15), st.integers(1, 12), st.integers(1, 6),
+       st.one_of(st.none(), st.integers(1, 25)), st.booleans())
+def test_session_windows_match_reference_and_take_each_target_once(seed, n_users, window, gap, max_history, with_ends):
+    rng = np.random.default_rng(seed)
+    offsets, ts = random_log(rng, n_users, 40)
+    sessions = lc.sessionize(offsets, ts, gap)
+    ends = None
+    if with_ends:
+        ends = np.array([rng.integers(offsets[u], offsets[u + 1] + 1) for u in range(n_users)], dtype=np.int64)
+    got = lc.session_windows(offsets, sessions, ends, window=window, max_history=max_history)
+    for g, w in zip(got, ref_session_windows(offsets, sessions, ends, window, max_history)):
+        np.testing.assert_array_equal(g, w.reshape(-1))
+    seq, start, stop, first = got
+    b = (offsets[1:] if ends is None else ends)[seq]
+    assert np.all(stop <= b) and np.all(start < first) and np.all(first < stop)  # never past the training end
+    assert np.all(stop - start <= window + 1)
+    # each window's targets lie in one session, and it ends where that session (or training) ends or is cut
+    session_of_first = np.searchsorted(sessions, first, side="right") - 1
+    assert np.all(stop <= sessions[session_of_first + 1])
+    targets = np.concatenate([np.arange(f, s) for f, s in zip(first, stop)]) if len(seq) else np.zeros(0, np.int64)
+    want = np.concatenate([np.arange(a + 1, b_) for _, a, b_ in spans(offsets, ends, max_history) if b_ > a + 1]
+                          or [np.zeros(0, np.int64)])
+    np.testing.assert_array_equal(targets, want)  # every training event but the first, once, in order
+
+
+def test_session_windows_refuse_sessions_that_cross_sequences():
+    with pytest.raises(ValueError, match="sessions: no session starts where sequence 1 does"):
+        lc.session_windows(np.array([0, 3, 6]), np.array([0, 2, 6]), window=4)
+
+
 def test_windows_never_cross_the_end_and_hold_at_most_window_plus_one():
     rng = np.random.default_rng(0)
     offsets, _ = random_log(rng, 50, 300)
@@ -333,8 +376,8 @@ SMALL = st.lists(EDGE, max_size=6).map(lambda v: np.array(v, np.int64))
 OFFSETS = st.lists(st.integers(0, 12), max_size=6).map(lambda n: np.concatenate([[0], np.cumsum(n)]).astype(np.int64)) | SMALL
 
 
-@pytest.mark.parametrize("name", ["group", "sessionize", "windows", "sample_windows", "gather", "kshift_rows",
-                                  "leave_one_out_ends", "temporal_ends"])
+@pytest.mark.parametrize("name", ["group", "sessionize", "windows", "sample_windows", "session_windows", "gather",
+                                  "kshift_rows", "leave_one_out_ends", "temporal_ends"])
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_extreme_arguments_raise_errors_never_crash(name, data):
@@ -352,6 +395,8 @@ def test_extreme_arguments_raise_errors_never_crash(name, data):
                                       max_history=hist, regime=d(st.sampled_from(["sliding", "last"]))),
         "sample_windows": lambda: lc.sample_windows(d(OFFSETS), ends, window=d(EDGE), per_seq=d(EDGE), min_len=d(EDGE),
                                                     max_history=hist, seed=d(st.integers(0, 2**64 - 1))),
+        "session_windows": lambda: lc.session_windows(d(OFFSETS), d(OFFSETS | SMALL), ends, window=d(EDGE),
+                                                      max_history=hist),
         "gather": lambda: lc.gather(d(SMALL), d(SMALL), d(SMALL), length=d(EDGE), pad=d(EDGE)),
         "kshift_rows": lambda: lc.kshift_rows(d(SMALL), k=d(EDGE), rows=d(EDGE), seed=d(st.integers(0, 2**64 - 1)),
                                               scheme=d(st.sampled_from(["mix", "rotate", "rotate_signed"]))),
