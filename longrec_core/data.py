@@ -15,8 +15,8 @@ Layout (README.md, "prep.py"); E events, U users, N items, S sessions, T event t
     manifest.json  format_version, source, params, counts, split, types, and a sha256 of
                    every array's data and of each table file
 
-`prepare()` turns a coded log (any order) into a data dir; the readers in scripts/prep.py
-and `prepare_synthetic()` (also used by train.py for data/demo) both go through it, so the
+`prepare()` turns a coded log (any order) into a data dir; the readers (`longrec_core.readers`,
+for prep.py) and `prepare_synthetic()` (also used by train.py for data/demo) both go through it, so the
 same log always gives the same dir. `load_data_dir()` memory-maps it back and checks it.
 """
 
@@ -29,7 +29,7 @@ import json
 import os
 import re
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ import numpy as np
 import polars as pl
 
 import longrec_core as core
+from longrec_core import synthetic
 from longrec_core.choices import FILTER_SEEN_CHOICES
 from longrec_core.cli import atomic_dir
 
@@ -329,6 +330,18 @@ class Log:
     user_ids: pl.Series  # (U,) raw id of each user code
     item_ids: pl.Series  # (N,) raw id of each item code
     type_names: list[str] = dataclasses.field(default_factory=list)  # type k+1 = type_names[k]
+
+
+def number_types(met: Sequence[str], order: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """How a data dir numbers event types: the names in a format's own `order` (retailrocket:
+    view, addtocart, transaction) first, then the rest sorted, so the numbering does not depend
+    on the order events arrive in. `met` are the names as a reader met them (provisional code
+    c = 1 + position in `met`); returns (lut, names): lut[c] is c's code 1..T (lut[0] = 0, padding)
+    and names[k] the name of code k + 1."""
+    names = [t for t in order if t in met] + sorted(t for t in met if t not in order)
+    lut = np.zeros(len(met) + 1, dtype=np.int8)
+    lut[1:] = [names.index(t) + 1 for t in met]
+    return lut, names
 
 
 @dataclass
@@ -712,10 +725,13 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
 # Synthetic data dirs
 
 
+def synthetic_source(cfg: synthetic.SyntheticConfig) -> dict[str, Any]:
+    """The manifest's `source` of a synthetic log: the generator's settings."""
+    return {"synthetic": cfg.to_dict(), "format": "synthetic"}
+
+
 def synthetic_log(**params: Any) -> tuple[Log, dict[str, Any]]:
     """The synthetic generator's log (SyntheticConfig fields as params) and its manifest source."""
-    from longrec_core import synthetic
-
     cfg = synthetic.SyntheticConfig(**params)
     # Blocks as generated (each in time order): group() orders by (user, time) anyway, and
     # a user's times are distinct, so this gives the same dir as generate()'s global order.
@@ -732,7 +748,7 @@ def synthetic_log(**params: Any) -> tuple[Log, dict[str, Any]]:
         user_ids=pl.Series("id", np.arange(1, cfg.users + 1, dtype=np.int64)),
         item_ids=pl.Series("id", np.arange(1, cfg.items + 1, dtype=np.int64)),
     )
-    return log, {"synthetic": cfg.to_dict(), "format": "synthetic"}
+    return log, synthetic_source(cfg)
 
 
 def prepare_synthetic(

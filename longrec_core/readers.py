@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from longrec_core import data
 from longrec_core.cli import one_sentence
 
 FORMATS = ("retailrocket", "ml-dat", "ml-csv", "inter", "pairs", "seqs", "items", "csv", "parquet")
@@ -362,6 +363,58 @@ def complete(df: pl.DataFrame) -> pl.Expr:
 
 # ---------------------------------------------------------------------------------------------
 # From raw columns to codes: the whole log at once, or in batches
+
+
+def read_log(lf: pl.LazyFrame, info: dict[str, Any], path: Path, fmt: str,
+             status: data.Status | None = None) -> tuple[data.Log, dict[str, int]]:
+    """The whole log of `scan_log` as a coded `data.Log`, and the counts rows_read and
+    dropped_missing (rows without a user, an item or a time) for the manifest.
+
+    Ids become dense codes in raw-id order, times int64 seconds, event types the data dir's
+    numbering (`data.number_types`). In an ordered format with times, a time that goes back
+    within a user is an error: there the file order is the truth.
+    """
+    say = status or (lambda _msg: None)
+    try:
+        df = lf.collect(engine="streaming")
+    except (pl.exceptions.PolarsError, OSError) as e:  # a bad line, a truncated .gz or .zst
+        raise unreadable(path, fmt, e) from None
+    rows_read = df.height
+    df = _complete_rows(df, path)
+    if fmt in ORDERED and info.get("timed"):
+        _check_time_order(df, path, fmt)
+    say(f"read {rows_read:,} rows; coding ids")
+    ts = to_seconds(df["ts"], info.get("time_unit", "s"), column(info, "time", path)).to_numpy()
+    user, user_ids = data.dense_codes(to_int_ids(df["user"], column(info, "user", path)))
+    item, item_ids = data.dense_codes(to_int_ids(df["item"], column(info, "item", path)))
+    types, type_names = None, []
+    if "type" in df.columns:
+        met: list[str] = []
+        codes = code_types(df["type"], met)  # provisional: in the order the names appear
+        lut, type_names = data.number_types(met, info.get("type_order", []))
+        types = lut[codes]
+    counts = {"rows_read": rows_read, "dropped_missing": rows_read - df.height}
+    log = data.Log(user=user, item=item, ts=ts, types=types, user_ids=user_ids, item_ids=item_ids, type_names=type_names)
+    return log, counts
+
+
+def _complete_rows(df: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """`df` without the rows that miss a user, an item or a time; ValueError when none is left."""
+    ok = complete(df)
+    if int(df.select(ok.sum()).item()) < df.height:
+        df = df.filter(ok)  # a copy: only when something is missing
+    if df.height == 0:
+        raise ValueError(f"{path} has no rows with a user, an item and a time")
+    return df
+
+
+def _check_time_order(df: pl.DataFrame, path: Path, fmt: str) -> None:
+    """Refuse a time that goes back within a user (`df` in file order, with its line numbers)."""
+    back = df.with_columns(pl.col("ts").diff().over("user").alias("dt")).filter(pl.col("dt") < 0)
+    if back.height:
+        line = int(back["line"][0]) + 1
+        raise ValueError(f"time goes backwards for user {back['user'][0]} at line {line} of {path}; "
+                         f"in the {fmt} format each user's lines must be in time order")
 
 
 def event_batches(lf: pl.LazyFrame, info: dict[str, Any], path: Path, fmt: str, batch_rows: int,

@@ -162,12 +162,7 @@ def prepare_sharded(
         item_code[present] = np.arange(len(present), dtype=np.int32)
         item_ids = pl.Series("id", present.astype(np.int64))
         counts = spill.item_counts[present]
-        names = list(type_names)
-        final_types = [t for t in type_order if t in names] + sorted(t for t in names if t not in type_order)
-        type_lut = None
-        if spill.with_types:
-            type_lut = np.zeros(len(names) + 1, dtype=np.int8)
-            type_lut[1:] = [final_types.index(t) + 1 for t in names]
+        type_lut, final_types = dd.number_types(type_names, type_order) if spill.with_types else (None, [])
 
         def shard_log(k: int) -> dd.Log:
             return _shard_log(spill, k, item_code, item_ids, type_lut, final_types)
@@ -209,7 +204,7 @@ def prepare_sharded(
             "params": dataclasses.asdict(params),
             "counts": _summed_counts([m["counts"] for m in shard_manifests], index.n_items, lens_all, read_counts),
             "split": _summed_split([m["split"] for m in shard_manifests]),
-            "types": final_types if spill.with_types else [],
+            "types": final_types,
             "tables": {"items": {"file": "items.parquet", "rows": index.n_items,
                                  "sha256": dd.file_sha256(tmp / "items.parquet")}},
         }

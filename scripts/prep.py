@@ -34,15 +34,17 @@ import json
 import os
 import re
 import resource
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 # Polars allocates through jemalloc, which by default keeps freed pages for 10 s; prep frees
 # the whole raw table right before the NumPy stages, so have them returned promptly (this
 # lowers peak RSS by about the raw table's size). Set before Polars loads; yours wins.
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
 
-import polars as pl  # noqa: E402
+from rich.progress import Progress  # noqa: E402
 
 from longrec_core import cli, data, readers, shards, synthetic  # noqa: E402
 
@@ -150,9 +152,11 @@ def foreign_entries(path: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------
-def main() -> None:
-    args = p.parse_args()
-    t0 = time.perf_counter()
+# the steps
+
+
+def checked_params(args: argparse.Namespace) -> data.PrepParams:
+    """The processing flags as PrepParams, after every check that needs no input (bad -> exit 2)."""
     params = data.PrepParams(
         dedupe=args.dedupe, dedupe_consecutive=args.dedupe_consecutive, min_item_count=args.min_item_count,
         min_user_len=args.min_user_len, kcore=args.kcore, session_gap=args.session_gap, split=args.split,
@@ -168,121 +172,147 @@ def main() -> None:
     if args.item_index is not None and args.min_item_count > 1:
         raise ValueError("--min-item-count cannot be combined with --item-index: drop rare items from the table instead")
     cli.check_int("--batch-rows", args.batch_rows, 1)
-    inputs = [] if args.item_index is None else [Path(args.item_index)]
+    return params
 
-    with cli.progress() as bar:
-        task = bar.add_task("starting", total=None)
 
-        def status(msg: str) -> None:
-            cli.console.print(f"{time.perf_counter() - t0:7.1f} s  {msg}", highlight=False, markup=False, soft_wrap=True)
-            bar.update(task, description=msg)
+def progress_log(bar: Progress, t0: float) -> data.Status:
+    """A status callback: one timed log line on stderr per step, and the bar's description."""
+    task = bar.add_task("starting", total=None)
 
-        if args.assemble:
-            if args.out is None or args.item_index is None or args.input is not None:
-                raise ValueError("--assemble needs --out DIR (holding the shard data dirs) and --item-index, and no input")
-            out = Path(args.out)
-            shards.assemble(out, args.item_index, status=status)
-        elif args.synthetic:
-            if args.input is not None:
-                raise ValueError("give an input file or --synthetic, not both")
-            if args.users is not None and args.events is not None:
-                raise ValueError("give --users or --events, not both")
-            cli.check_int("--users", args.users, 1)
-            cli.check_int("--events", args.events, 1)
-            cli.check_int("--items", args.items, 2, 2**31 - 1)  # items.npy is int32
-            cli.check_int("--seed", args.seed, 0, 2**64 - 1)  # the generator hashes it as a uint64
-            users = args.users if args.events is None else synthetic.users_for_events(args.events, items=args.items)
-            users = 2_000 if users is None else users
-            cfg = synthetic.SyntheticConfig(users=users, items=args.items, seed=args.seed)
-            check_synthetic_memory(cfg, args.shards or 1)
-            out = Path(args.out or f"data/synthetic-u{users}-i{args.items}-s{args.seed}")
-            check_out(out, args.force, inputs)
-            if args.shards is None:
-                data.prepare_synthetic(out, params, force=args.force, status=status, users=users, items=args.items,
-                                       seed=args.seed)
-            else:
-                batches = ((u, i, t, None) for u, i, t in synthetic.chunks(cfg))
-                shards.prepare_sharded(batches, out, params, args.shards, {"synthetic": cfg.to_dict(), "format": "synthetic"},
-                                       force=args.force, status=status)
-        else:
-            path = cli.input_path(args.input, "input file")
-            if not path.exists():
-                raise ValueError(f"input file {path} does not exist")
-            if not path.is_file():
-                raise ValueError(f"input {path} is not a file")
-            stem = Path(readers.strip_compression(path.name)).stem or "data"
-            out = Path(args.out or f"data/{stem}")
-            check_out(out, args.force, [path, *inputs])
-            readers.check_compression(path)
-            fmt = args.format
-            try:  # Polars raises OSError for a truncated .gz or .zst
-                fmt = fmt or readers.detect_format(path)
-                status(f"reading {path} ({fmt})")
-                lf, info = readers.scan_log(path, fmt, user_col=args.user_col, item_col=args.item_col,
-                                            time_col=args.time_col, type_col=args.type_col,
-                                            time_unit=args.time_unit, separator=args.separator)
-                if args.shards is None:
-                    df = lf.collect(engine="streaming")
-            except (pl.exceptions.PolarsError, OSError) as e:
-                raise readers.unreadable(path, fmt, e) from None
-            if args.shards is not None:
-                type_names: list[str] = []
-                counts = {"rows_read": 0, "dropped_missing": 0, "kept": 0}
-                source = {"path": str(path.resolve()), "sha256": data.file_sha256(path), "bytes": path.stat().st_size,
-                          "format": fmt, **{k: v for k, v in info.items() if k not in ("type_order", "timed")}}
-                shards.prepare_sharded(readers.event_batches(lf, info, path, fmt, args.batch_rows, type_names, counts), out,
-                                       params, args.shards, source, type_names=type_names,
-                                       type_order=info.get("type_order", []), read_counts=counts,
-                                       force=args.force, status=status)
-            else:
-                rows_read = df.height
+    def status(msg: str) -> None:
+        cli.console.print(f"{time.perf_counter() - t0:7.1f} s  {msg}", highlight=False, markup=False, soft_wrap=True)
+        bar.update(task, description=msg)
 
-                # Missing user/item/time: dropped and counted (NaNs count as missing too).
-                ok = readers.complete(df)
-                n_ok = int(df.select(ok.sum()).item())
-                if n_ok < rows_read:
-                    df = df.filter(ok)  # a copy: only when something is missing
-                if df.height == 0:
-                    raise ValueError(f"{path} has no rows with a user, an item and a time")
-                if fmt in readers.ORDERED and info.get("timed"):
-                    # Ordered formats: the file order is the truth, so a time that goes back is an error.
-                    back = df.with_columns(pl.col("ts").diff().over("user").alias("dt")).filter(pl.col("dt") < 0)
-                    if back.height:
-                        line = int(back["line"][0]) + 1
-                        raise ValueError(f"time goes backwards for user {back['user'][0]} at line {line} of {path}; "
-                                         f"in the {fmt} format each user's lines must be in time order")
-                status(f"read {rows_read:,} rows; coding ids")
-                ts = readers.to_seconds(df["ts"], info.get("time_unit", "s"), readers.column(info, "time", path)).to_numpy()
-                user, user_ids = data.dense_codes(readers.to_int_ids(df["user"], readers.column(info, "user", path)))
-                item, item_ids = data.dense_codes(readers.to_int_ids(df["item"], readers.column(info, "item", path)))
-                types, type_names = None, []
-                if "type" in df.columns:
-                    order = info.get("type_order", [])
-                    found = df["type"].fill_null("").unique().sort().to_list()
-                    type_names = [t for t in order if t in found] + [t for t in found if t not in order]
-                    if len(type_names) > 127:
-                        raise ValueError(f"the type column has {len(type_names)} distinct values; at most 127 are supported")
-                    code_of = {t: k + 1 for k, t in enumerate(type_names)}
-                    types = df["type"].fill_null("").replace_strict(code_of, return_dtype=pl.Int8).to_numpy()
-                del df
-                log = data.Log(user=user, item=item, ts=ts, types=types, user_ids=user_ids, item_ids=item_ids, type_names=type_names)
-                n_kept = len(ts)
-                del user, item, ts, types  # prepare() releases the log's arrays as it goes
-                status(f"hashing {path}")
-                source = {
-                    "path": str(path.resolve()), "sha256": data.file_sha256(path), "bytes": path.stat().st_size,
-                    "format": fmt, **{k: v for k, v in info.items() if k not in ("type_order", "timed")},
-                    "rows_read": rows_read, "dropped_missing": rows_read - n_kept,
-                }
-                index = None if args.item_index is None else data.read_item_index(args.item_index, log.item_ids)
-                data.prepare(log, out, params, source, force=args.force, status=status, item_index=index)
+    return status
 
+
+def other_inputs(args: argparse.Namespace) -> list[Path]:
+    """Files besides the log that prep reads (and so must not delete with --force)."""
+    return [] if args.item_index is None else [Path(args.item_index)]
+
+
+def assemble(args: argparse.Namespace, status: data.Status) -> Path:
+    """--assemble: make --out a sharded dir from the data dirs inside it."""
+    if args.out is None or args.item_index is None or args.input is not None:
+        raise ValueError("--assemble needs --out DIR (holding the shard data dirs) and --item-index, and no input")
+    out = Path(args.out)
+    shards.assemble(out, args.item_index, status=status)
+    return out
+
+
+def synthetic_config(args: argparse.Namespace) -> synthetic.SyntheticConfig:
+    """--synthetic: the generator's settings from the flags, checked."""
+    if args.input is not None:
+        raise ValueError("give an input file or --synthetic, not both")
+    if args.users is not None and args.events is not None:
+        raise ValueError("give --users or --events, not both")
+    cli.check_int("--users", args.users, 1)
+    cli.check_int("--events", args.events, 1)
+    cli.check_int("--items", args.items, 2, 2**31 - 1)  # items.npy is int32
+    cli.check_int("--seed", args.seed, 0, 2**64 - 1)  # the generator hashes it as a uint64
+    users = args.users if args.events is None else synthetic.users_for_events(args.events, items=args.items)
+    return synthetic.SyntheticConfig(users=2_000 if users is None else users, items=args.items, seed=args.seed)
+
+
+def prep_synthetic(args: argparse.Namespace, params: data.PrepParams, status: data.Status) -> Path:
+    """--synthetic: generate a log and prepare it, as one data dir or in --shards."""
+    cfg = synthetic_config(args)
+    check_synthetic_memory(cfg, args.shards or 1)
+    out = Path(args.out or f"data/synthetic-u{cfg.users}-i{cfg.items}-s{cfg.seed}")
+    check_out(out, args.force, other_inputs(args))
+    if args.shards is None:
+        data.prepare_synthetic(out, params, force=args.force, status=status, users=cfg.users, items=cfg.items,
+                               seed=cfg.seed)
+    else:
+        batches = ((u, i, t, None) for u, i, t in synthetic.chunks(cfg))
+        shards.prepare_sharded(batches, out, params, args.shards, data.synthetic_source(cfg), force=args.force,
+                               status=status)
+    return out
+
+
+def input_file(args: argparse.Namespace) -> Path:
+    """The log file: the argument, or a path piped on stdin; it must be an existing file."""
+    path = cli.input_path(args.input, "input file")
+    if not path.exists():
+        raise ValueError(f"input file {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"input {path} is not a file")
+    return path
+
+
+def describe_source(path: Path, fmt: str, info: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's `source`: the file, its hash and size, and how it was read."""
+    how = {k: v for k, v in info.items() if k not in ("type_order", "timed")}  # these two shape the read, not the source
+    return {"path": str(path.resolve()), "sha256": data.file_sha256(path), "bytes": path.stat().st_size,
+            "format": fmt, **how}
+
+
+def prep_file(args: argparse.Namespace, params: data.PrepParams, status: data.Status) -> Path:
+    """Read the log file and prepare it, as one data dir (read whole) or in --shards (streamed)."""
+    path = input_file(args)
+    out = Path(args.out or f"data/{Path(readers.strip_compression(path.name)).stem or 'data'}")
+    check_out(out, args.force, [path, *other_inputs(args)])
+    readers.check_compression(path)
+    fmt = args.format or readers.detect_format(path)
+    status(f"reading {path} ({fmt})")
+    lf, info = readers.scan_log(path, fmt, user_col=args.user_col, item_col=args.item_col, time_col=args.time_col,
+                                type_col=args.type_col, time_unit=args.time_unit, separator=args.separator)
+    status(f"hashing {path}")
+    source = describe_source(path, fmt, info)
+    if args.shards is None:
+        log, read_counts = readers.read_log(lf, info, path, fmt, status=status)
+        index = None if args.item_index is None else data.read_item_index(args.item_index, log.item_ids)
+        data.prepare(log, out, params, {**source, **read_counts}, force=args.force, status=status, item_index=index)
+    else:
+        type_names: list[str] = []  # filled as the batches are read
+        read_counts: dict[str, int] = {}
+        batches = readers.event_batches(lf, info, path, fmt, args.batch_rows, type_names, read_counts)
+        shards.prepare_sharded(batches, out, params, args.shards, source, type_names=type_names,
+                               type_order=info.get("type_order", []), read_counts=read_counts, force=args.force,
+                               status=status)
+    return out
+
+
+def report(out: Path, sharded: bool, t0: float) -> None:
+    """The summary table of what was written (stderr), a warning when its split leaves nothing to
+    validate or test on, and its path (stdout)."""
     # the manifest, checked (a sharded dir: its root, each shard checked as it was written)
-    sharded = args.shards is not None or args.assemble
-    manifest = data.load_data_dir(out).manifest if not sharded else json.loads((out / data.MANIFEST).read_text())
+    manifest = json.loads((out / data.MANIFEST).read_text()) if sharded else data.load_data_dir(out).manifest
     rows = data.summary_rows(manifest) + [("seconds", f"{time.perf_counter() - t0:,.1f}")]
     cli.print_table(f"data dir {out}", rows)
+    warning = empty_split_warning(manifest["split"])
+    if warning:
+        sys.stderr.write(f"warning: {warning}\n")  # one line (the console would wrap it), and still exit 0
     print(out)
+
+
+def empty_split_warning(split: dict[str, Any]) -> str | None:
+    """Why a data dir is of no use to train.py (no validation targets) or eval.py (no test
+    targets), or None when its split has both."""
+    missing = [name for name, key in (("validation", "valid_targets"), ("test", "test_targets")) if not split[key]]
+    if not missing:
+        return None
+    why = ("leave-one-out holds out a user's last two events only when the user has 3 or more"
+           if split["kind"] == "loo" else
+           "no user has an event between the validation and test cutoffs with an earlier event before it")
+    who = "train.py will refuse it" if "validation" in missing else "eval.py will have nothing to rank"
+    return f"the split leaves no {' and no '.join(missing)} targets ({why}): {who}"
+
+
+# ---------------------------------------------------------------------------------------------
+def main() -> None:
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    params = checked_params(args)
+    with cli.progress() as bar:
+        status = progress_log(bar, t0)
+        if args.assemble:
+            out = assemble(args, status)
+        elif args.synthetic:
+            out = prep_synthetic(args, params, status)
+        else:
+            out = prep_file(args, params, status)
+    report(out, sharded=args.shards is not None or args.assemble, t0=t0)
 
 
 if __name__ == "__main__":

@@ -389,3 +389,11 @@ def test_prepare_synthetic_matches_generator(tmp_path):
     assert np.array_equal(raw[d.items - 1], item[order]) and np.array_equal(d.ts, ts[order])
     again = data.prepare_synthetic(tmp_path / "t", users=200, items=100, seed=3)
     assert (out / "manifest.json").read_text() == (again / "manifest.json").read_text()
+
+
+def test_number_types_puts_the_format_order_first_then_sorts():
+    lut, names = data.number_types(["zoom", "buy", "view", "cart"], ["view", "buy", "absent"])
+    assert names == ["view", "buy", "cart", "zoom"]
+    assert lut.tolist() == [0, 4, 2, 1, 3] and lut.dtype == np.int8  # provisional code 1 (zoom) -> 4
+    lut, names = data.number_types([], [])
+    assert names == [] and lut.tolist() == [0]

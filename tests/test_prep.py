@@ -229,6 +229,28 @@ def test_temporal_split_flags(prep, tmp_path):
     assert d.train_end.tolist() == [1, 4] and d.valid_end.tolist() == [3, 4]
 
 
+def test_warns_when_the_split_leaves_no_targets(prep, tmp_path):
+    """A log where every user has one or two events: a data dir train.py would refuse is still
+    written (exit 0), with one warning line on stderr; a usable split gets no warning."""
+    f = tmp_path / "short.csv"
+    f.write_text("user_id,item_id,timestamp\n1,1,1\n1,2,2\n2,2,3\n3,1,4\n")
+    code, out, err = prep(f)
+    assert code == 0 and out.strip() == "data/short" and (tmp_path / "data/short/manifest.json").exists()
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: the split leaves no validation and no test targets (leave-one-out holds out a "
+                        "user's last two events only when the user has 3 or more): train.py will refuse it"]
+    g = tmp_path / "temporal.csv"  # user 1 has a test target but none has a validation target
+    g.write_text("user_id,item_id,timestamp\n1,1,10\n1,2,30\n2,1,11\n")
+    code, _, err = prep(g, "--split", "temporal", "--valid-cutoff", 20, "--test-cutoff", 20)
+    assert code == 0 and "warning: the split leaves no validation targets (no user has an event between" in err
+    code, _, err = prep(f, "--shards", 2, "--out", "sharded")  # the sharded root's summed split, the same rule
+    assert code == 0 and "warning: the split leaves no validation and no test targets" in err
+    long = tmp_path / "long.csv"
+    long.write_text("user_id,item_id,timestamp\n1,1,1\n1,2,2\n1,3,3\n")
+    code, _, err = prep(long)
+    assert code == 0 and "warning" not in err
+
+
 # ---------------------------------------------------------------- bad input
 
 

@@ -186,6 +186,37 @@ def test_event_batches_count_and_code(tmp_path):
     assert counts == {"rows_read": 4, "dropped_missing": 1, "kept": 3}
 
 
+def test_read_log_codes_ids_times_and_types(tmp_path):
+    f = write(tmp_path, "log.csv", "user_id,item_id,timestamp,event\n"
+                                   "b,20,3000,buy\n,21,1000,view\na,10,2500,zoom\nb,10,1000,view\n")
+    lf, info = readers.scan_log(f, "csv", type_col="event", time_unit="ms")
+    info["type_order"] = ["view", "buy"]  # a format's own order comes first, the rest sorted
+    log, counts = readers.read_log(lf, info, f, "csv")
+    assert counts == {"rows_read": 4, "dropped_missing": 1}
+    assert log.user_ids.to_list() == ["a", "b"] and log.user.tolist() == [1, 0, 1]  # codes in raw-id order
+    assert log.item_ids.to_list() == [10, 20] and log.item.tolist() == [1, 0, 0]
+    assert log.ts.tolist() == [3, 2, 1]
+    assert log.type_names == ["view", "buy", "zoom"] and log.types.tolist() == [2, 3, 1]
+
+
+def test_read_log_refusals(tmp_path):
+    header = write(tmp_path, "header.csv", "user_id,item_id,timestamp\n,1,2\n")
+    with pytest.raises(ValueError, match="has no rows with a user, an item and a time"):
+        readers.read_log(*readers.scan_log(header, "csv"), header, "csv")
+    back = write(tmp_path, "back.txt", "1 10 100\n2 10 50\n1 11 90\n")
+    with pytest.raises(ValueError, match="time goes backwards for user 1 at line 3 of .*back.txt; in the pairs format"):
+        readers.read_log(*readers.scan_log(back, "pairs"), back, "pairs")
+    text = "user_id,item_id,timestamp\n" + "".join(f"{u},{u + 1},{u}\n" for u in range(20_000))
+    whole = gzip.compress(text.encode(), mtime=0)
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(whole[: len(whole) // 2])  # the header reads fine; the body does not
+    with pytest.raises(ValueError, match="cannot read .*cut.csv.gz as csv"):
+        readers.read_log(*readers.scan_log(cut, "csv"), cut, "csv")
+    words = write(tmp_path, "words.csv", "user_id,item_id,timestamp\n1,1,yesterday\n")
+    with pytest.raises(ValueError, match="the time column 'timestamp' of .*words.csv is neither numbers nor dates"):
+        readers.read_log(*readers.scan_log(words, "csv"), words, "csv")
+
+
 # ---------------------------------------------------------------- bad input
 
 
