@@ -200,8 +200,6 @@ def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
         raise DataDirError(f"{path} has data dir format version {version}, this code reads {FORMAT_VERSION}; rerun prep.py")
     if "shards" in manifest:  # a sharded dir (longrec_core.shards): all its shards as one
-        from longrec_core.shards import load_shards
-
         return load_shards(path, verify=verify)
     try:
         specs: dict[str, dict[str, Any]] = manifest["arrays"]
@@ -253,6 +251,63 @@ def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir
         train_end=train_end,
         valid_end=valid_end,
         manifest=manifest,
+    )
+
+
+# Sharded data dirs (written by longrec_core.shards): read here, beside load_data_dir, which
+# reads a sharded dir through load_shards and each shard as a data dir.
+
+
+def shard_count(path: str | Path) -> int:
+    """Shards of a sharded data dir; 0 for an ordinary one (or anything that is not a sharded dir)."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return 0
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    return int(shards["count"]) if isinstance(shards, dict) else 0
+
+
+def load_shards(path: str | Path, which: Sequence[int] | None = None, verify: bool = False) -> DataDir:
+    """The shards `which` (default all) of a sharded data dir as one DataDir over their users.
+
+    One shard is memory-mapped as it is; several are concatenated in memory (offsets and split
+    ends shifted), so a rank that should map rather than copy reads exactly one shard.
+    """
+    path = Path(path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    info = manifest.get("shards")
+    if not isinstance(info, dict):
+        raise DataDirError(f"{path} is not a sharded data dir (its manifest has no shards)")
+    n = int(info["count"])
+    if not isinstance(info.get("dirs"), list) or len(info["dirs"]) != n:
+        raise DataDirError(f"{path} is damaged: its manifest counts {n} shards but does not list {n} shard dirs")
+    which = list(range(n)) if which is None else list(which)
+    bad = [k for k in which if not 0 <= k < n]
+    if bad or not which:
+        raise DataDirError(f"{path} has shards 0..{n - 1}; cannot read shard(s) {bad or which}")
+    if not (path / "items.parquet").is_file():
+        raise DataDirError(f"{path} is damaged: items.parquet is missing")
+    parts = [load_data_dir(path / info["dirs"][k], verify=verify) for k in which]
+    n_items = int(manifest["counts"]["items"])
+    for k, part in zip(which, parts):
+        if part.n_items != n_items:
+            raise DataDirError(f"{path} is damaged: shard {k} has {part.n_items:,} items, the root {n_items:,}")
+    if len(parts) == 1:
+        return dataclasses.replace(parts[0], path=path, manifest=manifest)
+    base = np.cumsum([0] + [p.n_events for p in parts])
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts])
+
+    def shifted(name: str, drop_last: bool) -> np.ndarray:
+        return np.concatenate([(getattr(p, name)[:-1] if drop_last else getattr(p, name)) + b
+                               for p, b in zip(parts, base)] + ([np.array([base[-1]])] if drop_last else []))
+
+    return DataDir(
+        path=path, items=cat("items"), ts=cat("ts"), offsets=shifted("offsets", True),
+        types=cat("types") if parts[0].types is not None else None, sessions=shifted("sessions", True),
+        train_end=shifted("train_end", False), valid_end=shifted("valid_end", False), manifest=manifest,
     )
 
 

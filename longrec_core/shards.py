@@ -18,6 +18,10 @@ How prep builds it with memory bounded by one shard, not the log:
 3. Each shard's spill becomes a data dir through the same `data.prepare` as an unsharded log,
    with the global item index. Concatenating the shards gives the unsharded dir's users.
 
+Reading a sharded dir (`load_shards`, `shard_count`) lives in `longrec_core.data`, beside
+`load_data_dir`, which reads every shard through it; this module re-exports both names and
+only writes, so the two modules do not import each other.
+
 Restrictions (exit 2 in prep): integer user and item ids (item ids below 2^31, as a dense id
 from an engine's pre-grouping is); no --kcore (it needs the whole log at once); temporal cutoffs
 as times, not quantiles. A `user item time` pairs file is not checked for times that go back
@@ -39,6 +43,7 @@ import polars as pl
 
 from longrec_core import data as dd
 from longrec_core.cli import atomic_dir
+from longrec_core.data import load_shards, shard_count  # noqa: F401  (reading lives beside load_data_dir; kept here for callers)
 from longrec_core.synthetic import splitmix64
 
 SPILL_COLUMNS = {"user": np.int64, "item": np.int64, "ts": np.int64, "types": np.int8}
@@ -275,60 +280,3 @@ def assemble(root: str | Path, item_index: str | Path, status: dd.Status | None 
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp.rename(root / dd.MANIFEST)  # written last: the dir is a sharded dir only once it is whole
     return root
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading
-
-
-def shard_count(path: str | Path) -> int:
-    """Shards of a sharded data dir; 0 for an ordinary one (or anything that is not a sharded dir)."""
-    try:
-        manifest = json.loads((Path(path) / dd.MANIFEST).read_text())
-    except (OSError, ValueError):
-        return 0
-    shards = manifest.get("shards") if isinstance(manifest, dict) else None
-    return int(shards["count"]) if isinstance(shards, dict) else 0
-
-
-def load_shards(path: str | Path, which: Sequence[int] | None = None, verify: bool = False) -> dd.DataDir:
-    """The shards `which` (default all) of a sharded data dir as one DataDir over their users.
-
-    One shard is memory-mapped as it is; several are concatenated in memory (offsets and split
-    ends shifted), so a rank that should map rather than copy reads exactly one shard.
-    """
-    path = Path(path)
-    manifest = json.loads((path / dd.MANIFEST).read_text())
-    info = manifest.get("shards")
-    if not isinstance(info, dict):
-        raise dd.DataDirError(f"{path} is not a sharded data dir (its manifest has no shards)")
-    n = int(info["count"])
-    if not isinstance(info.get("dirs"), list) or len(info["dirs"]) != n:
-        raise dd.DataDirError(f"{path} is damaged: its manifest counts {n} shards but does not list {n} shard dirs")
-    which = list(range(n)) if which is None else list(which)
-    bad = [k for k in which if not 0 <= k < n]
-    if bad or not which:
-        raise dd.DataDirError(f"{path} has shards 0..{n - 1}; cannot read shard(s) {bad or which}")
-    if not (path / "items.parquet").is_file():
-        raise dd.DataDirError(f"{path} is damaged: items.parquet is missing")
-    parts = [dd.load_data_dir(path / info["dirs"][k], verify=verify) for k in which]
-    n_items = int(manifest["counts"]["items"])
-    for k, part in zip(which, parts):
-        if part.n_items != n_items:
-            raise dd.DataDirError(f"{path} is damaged: shard {k} has {part.n_items:,} items, the root {n_items:,}")
-    if len(parts) == 1:
-        return dataclasses.replace(parts[0], path=path, manifest=manifest)
-    base = np.cumsum([0] + [p.n_events for p in parts])
-
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([getattr(p, name) for p in parts])
-
-    def shifted(name: str, drop_last: bool) -> np.ndarray:
-        return np.concatenate([(getattr(p, name)[:-1] if drop_last else getattr(p, name)) + b
-                               for p, b in zip(parts, base)] + ([np.array([base[-1]])] if drop_last else []))
-
-    return dd.DataDir(
-        path=path, items=cat("items"), ts=cat("ts"), offsets=shifted("offsets", True),
-        types=cat("types") if parts[0].types is not None else None, sessions=shifted("sessions", True),
-        train_end=shifted("train_end", False), valid_end=shifted("valid_end", False), manifest=manifest,
-    )

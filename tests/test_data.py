@@ -397,3 +397,38 @@ def test_number_types_puts_the_format_order_first_then_sorts():
     assert lut.tolist() == [0, 4, 2, 1, 3] and lut.dtype == np.int8  # provisional code 1 (zoom) -> 4
     lut, names = data.number_types([], [])
     assert names == [] and lut.tolist() == [0]
+
+
+def library_imports() -> dict[str, set[str]]:
+    """{module: the longrec_core modules it imports, anywhere in its body} over longrec_core/*.py."""
+    import ast
+
+    package = Path(data.__file__).parent
+    names = {p.stem for p in package.glob("*.py")} | {"_core"}
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "longrec_core":
+                found |= {a.name for a in node.names if a.name in names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("longrec_core."):
+                found.add(node.module.split(".")[1])
+        graph[path.stem] = found - {path.stem}
+    return graph
+
+
+def test_the_library_has_no_import_cycle():
+    graph = library_imports()
+    assert "data" in graph["shards"] and "data" in graph["readers"]  # the graph was read
+    assert "shards" not in graph["data"] and "readers" not in graph["data"]  # data is below both
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join(path + (module,))}"
+        if module not in done:
+            for dep in graph.get(module, ()):
+                visit(dep, path + (module,))
+            done.add(module)
+
+    for module in graph:
+        visit(module, ())
