@@ -583,7 +583,7 @@ def prepare(
 
     say(f"grouping {n_in:,} events by user and time")
     offsets, present, item, ts, types = group_log(log)
-    keep, dropped = _keep_mask(offsets, item, ts, types, len(log.item_ids), params, say,
+    keep, dropped = keep_mask(offsets, item, ts, types, len(log.item_ids), params, say,
                                allowed=None if item_index is None else item_index.index_of > 0)
 
     if keep.all():
@@ -654,7 +654,7 @@ def prepare(
     )
 
 
-def _keep_mask(
+def keep_mask(
     offsets: np.ndarray, item: np.ndarray, ts: np.ndarray, types: np.ndarray | None, n_items: int,
     params: PrepParams, say: Status, allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, int]]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ import numpy as np
 import polars as pl
 
 from longrec_core import data as dd
-from longrec_core.cli import atomic_dir
+from longrec_core.cli import atomic_dir, atomic_write
 from longrec_core.data import load_shards, shard_count  # noqa: F401  (reading lives beside load_data_dir; kept here for callers)
 from longrec_core.synthetic import splitmix64
 
@@ -113,7 +113,7 @@ def _shard_log(spill: ShardSpill, k: int, item_code: np.ndarray, item_ids: pl.Se
 def _surviving_counts(log: dd.Log, params: dd.PrepParams, allowed: np.ndarray | None) -> np.ndarray:
     """Per item code, the events of this shard that dedupe and filters keep (as `prepare` would)."""
     offsets, _, item, ts, types = dd.group_log(log)
-    keep, _ = dd._keep_mask(offsets, item, ts, types, len(log.item_ids), params, lambda _m: None, allowed=allowed)
+    keep, _ = dd.keep_mask(offsets, item, ts, types, len(log.item_ids), params, lambda _m: None, allowed=allowed)
     return np.bincount(item[keep], minlength=len(log.item_ids))
 
 
@@ -134,10 +134,37 @@ def prepare_sharded(
 
     Type codes are 1 + the position of the type's name in `type_names` (the order the reader met
     them; `type_names` may grow while batches are read); the dir numbers them as the unsharded
-    prep does: the names of `type_order` first, then the rest sorted. `read_counts` (rows_read,
-    dropped_missing), filled by the reader while the batches are read, goes into the manifest.
+    prep does (`data.number_types`). `read_counts` (rows_read, dropped_missing), filled by the
+    reader while the batches are read, goes into the manifest.
     """
     say = status or (lambda _msg: None)
+    _check_shardable(n_shards, params)
+    out = Path(out)
+    with atomic_dir(out, force, marker=dd.MANIFEST) as tmp:
+        spill = _spill(batches, tmp / "spill", n_shards, say)
+        item_code, item_ids, counts = _item_codes(spill.item_counts)
+        type_lut, final_types = dd.number_types(type_names, type_order) if spill.with_types else (None, [])
+
+        def shard_log(k: int) -> dd.Log:
+            return _shard_log(spill, k, item_code, item_ids, type_lut, final_types)
+
+        index = _whole_log_index(shard_log, n_shards, counts, item_ids, params, say)
+        dirs = [f"shard-{k:05d}" for k in range(n_shards)]
+        manifests, lens = [], []
+        for k, name in enumerate(dirs):
+            say(f"shard {k + 1}/{n_shards}")
+            dd.prepare(shard_log(k), tmp / name, params, {**source, "shard": k, "shards": n_shards}, item_index=index)
+            loaded = dd.load_data_dir(tmp / name)
+            manifests.append(loaded.manifest)
+            lens.append(np.diff(loaded.offsets))
+        shutil.rmtree(spill.root)
+        _write_root(tmp, {"count": n_shards, "dirs": dirs, "by": "splitmix64(raw user id) mod count"}, source,
+                    dataclasses.asdict(params), manifests, lens, index, final_types, read_counts)
+    return out
+
+
+def _check_shardable(n_shards: int, params: dd.PrepParams) -> None:
+    """Refuse what a sharded prep cannot do: it never holds the whole log at once."""
     if n_shards < 1:
         raise ValueError(f"--shards must be >= 1, got {n_shards}")
     if params.kcore:
@@ -148,77 +175,79 @@ def prepare_sharded(
         if v is not None and str(v).strip().startswith("q"):
             raise ValueError(f"with --shards, give --{name.replace('_', '-')} as a time, not a quantile "
                              "(a quantile needs every event at once)")
-    out = Path(out)
-    with atomic_dir(out, force, marker=dd.MANIFEST) as tmp:
-        spill_dir = tmp / "spill"
-        spill = None
-        for user, item, ts, types in batches:
-            if spill is None:
-                spill = ShardSpill(spill_dir, n_shards, with_types=types is not None)
-            spill.add(user, item, ts, types)
-            say(f"split {spill.events:,} events into {n_shards} shards")
-        if spill is None or spill.events == 0:
-            raise ValueError("the input has no events")
-        spill.close()
 
-        # Item codes 0..K-1 in raw-id order, over the items that occur.
-        present = np.flatnonzero(spill.item_counts)
-        item_code = np.full(len(spill.item_counts), -1, dtype=np.int32)
-        item_code[present] = np.arange(len(present), dtype=np.int32)
-        item_ids = pl.Series("id", present.astype(np.int64))
-        counts = spill.item_counts[present]
-        type_lut, final_types = dd.number_types(type_names, type_order) if spill.with_types else (None, [])
 
-        def shard_log(k: int) -> dd.Log:
-            return _shard_log(spill, k, item_code, item_ids, type_lut, final_types)
+def _spill(batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]], root: Path,
+           n_shards: int, say: dd.Status) -> ShardSpill:
+    """Every batch appended to its shards' spill files under `root` (closed when it returns)."""
+    spill = None
+    for user, item, ts, types in batches:
+        if spill is None:
+            spill = ShardSpill(root, n_shards, with_types=types is not None)
+        spill.add(user, item, ts, types)
+        say(f"split {spill.events:,} events into {n_shards} shards")
+    if spill is None or spill.events == 0:
+        raise ValueError("the input has no events")
+    spill.close()
+    return spill
 
-        # The item index from the whole log; dedupe and filters change the counts it ranks by.
-        allowed = None
-        dedupes = params.dedupe or params.dedupe_consecutive
-        if dedupes and params.min_item_count > 1:  # the item filter counts after dedupe
-            only_dedupe = dataclasses.replace(params, min_item_count=1, min_user_len=1)
-            say("counting items after dedupe")
-            counts = sum(_surviving_counts(shard_log(k), only_dedupe, None) for k in range(n_shards))
-        if params.min_item_count > 1:
-            allowed = counts >= params.min_item_count
-        if dedupes or params.min_item_count > 1 or params.min_user_len > 1:
-            say("counting items that survive dedupe and filters")
-            counts = sum(_surviving_counts(shard_log(k), params, allowed) for k in range(n_shards))
-        if not counts.any():
-            raise ValueError("no events are left after the filters (lower --min-item-count / --min-user-len)")
-        index = dd.index_items(np.asarray(counts), item_ids)
 
-        dirs = [f"shard-{k:05d}" for k in range(n_shards)]
-        shard_manifests = []
-        lens = []
-        for k, name in enumerate(dirs):
-            say(f"shard {k + 1}/{n_shards}")
-            shard_source = {**source, "shard": k, "shards": n_shards}
-            dd.prepare(shard_log(k), tmp / name, params, shard_source, item_index=index)
-            loaded = dd.load_data_dir(tmp / name)
-            shard_manifests.append(loaded.manifest)
-            lens.append(np.diff(loaded.offsets))
-        shutil.rmtree(spill_dir)
+def _item_codes(item_counts: np.ndarray) -> tuple[np.ndarray, pl.Series, np.ndarray]:
+    """Item codes 0..K-1 in raw-id order over the items that occur: (code of each raw id, -1 for
+    an absent one; raw id of each code; count of each code), from counts by raw id."""
+    present = np.flatnonzero(item_counts)
+    item_code = np.full(len(item_counts), -1, dtype=np.int32)
+    item_code[present] = np.arange(len(present), dtype=np.int32)
+    return item_code, pl.Series("id", present.astype(np.int64)), item_counts[present]
 
-        index.table.write_parquet(tmp / "items.parquet")
-        lens_all = np.concatenate(lens)
-        manifest = {
-            "format_version": dd.FORMAT_VERSION,
-            "shards": {"count": n_shards, "dirs": dirs, "by": "splitmix64(raw user id) mod count"},
-            "source": source,
-            "params": dataclasses.asdict(params),
-            "counts": _summed_counts([m["counts"] for m in shard_manifests], index.n_items, lens_all, read_counts),
-            "split": _summed_split([m["split"] for m in shard_manifests]),
-            "types": final_types,
-            "tables": {"items": {"file": "items.parquet", "rows": index.n_items,
-                                 "sha256": dd.file_sha256(tmp / "items.parquet")}},
-        }
-        (tmp / dd.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return out
+
+def _whole_log_index(shard_log: Callable[[int], dd.Log], n_shards: int, counts: np.ndarray, item_ids: pl.Series,
+                     params: dd.PrepParams, say: dd.Status) -> dd.ItemIndex:
+    """The item index of the whole log, as the unsharded prep would make it: `counts` (per item
+    code, as read) are recounted shard by shard when dedupe or filters change them."""
+    allowed = None
+    dedupes = params.dedupe or params.dedupe_consecutive
+    if dedupes and params.min_item_count > 1:  # the item filter counts after dedupe
+        only_dedupe = dataclasses.replace(params, min_item_count=1, min_user_len=1)
+        say("counting items after dedupe")
+        counts = sum(_surviving_counts(shard_log(k), only_dedupe, None) for k in range(n_shards))
+    if params.min_item_count > 1:
+        allowed = counts >= params.min_item_count
+    if dedupes or params.min_item_count > 1 or params.min_user_len > 1:
+        say("counting items that survive dedupe and filters")
+        counts = sum(_surviving_counts(shard_log(k), params, allowed) for k in range(n_shards))
+    if not counts.any():
+        raise ValueError("no events are left after the filters (lower --min-item-count / --min-user-len)")
+    return dd.index_items(np.asarray(counts), item_ids)
+
+
+def _write_root(root: Path, shards: dict[str, Any], source: dict[str, Any], params: dict[str, Any],
+                manifests: list[dict[str, Any]], lens: list[np.ndarray], index: dd.ItemIndex, types: list[str],
+                read_counts: dict[str, int] | None) -> None:
+    """A sharded dir's root: items.parquet, then the manifest over the shards' `manifests` and
+    history lengths `lens`; each written atomically, the manifest last, so the dir is a sharded
+    dir only once it is whole."""
+    with atomic_write(root / "items.parquet") as tmp:
+        index.table.write_parquet(tmp)
+    manifest = {
+        "format_version": dd.FORMAT_VERSION,
+        "shards": shards,
+        "source": source,
+        "params": params,
+        "counts": _summed_counts([m["counts"] for m in manifests], index.n_items, np.concatenate(lens), read_counts),
+        "split": _summed_split([m["split"] for m in manifests]),
+        "types": types,
+        "tables": {"items": {"file": "items.parquet", "rows": index.n_items,
+                             "sha256": dd.file_sha256(root / "items.parquet")}},
+    }
+    with atomic_write(root / dd.MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def _summed_counts(per_shard: list[dict[str, Any]], n_items: int, lens: np.ndarray,
                    read_counts: dict[str, int] | None) -> dict[str, Any]:
+    """The root's counts: the shards' summed, the global item count, the reader's own counts
+    (they saw the log before it was split) and the history lengths over every shard."""
     total: dict[str, Any] = {}
     for c in per_shard:
         for key, v in c.items():
@@ -236,6 +265,7 @@ def _summed_counts(per_shard: list[dict[str, Any]], n_items: int, lens: np.ndarr
 
 
 def _summed_split(per_shard: list[dict[str, Any]]) -> dict[str, Any]:
+    """The root's split: the shards' kind and cutoffs (the same in every shard), their sums."""
     split = dict(per_shard[0])
     for key in ("train_events", "valid_targets", "test_targets"):
         split[key] = sum(s[key] for s in per_shard)
@@ -263,20 +293,7 @@ def assemble(root: str | Path, item_index: str | Path, status: dd.Status | None 
                              "prep every shard with that --item-index")
         manifests.append(d.manifest)
         lens.append(np.diff(d.offsets))
-    index.table.write_parquet(root / "items.parquet.tmp")
-    (root / "items.parquet.tmp").rename(root / "items.parquet")
-    manifest = {
-        "format_version": dd.FORMAT_VERSION,
-        "shards": {"count": len(dirs), "dirs": dirs, "by": "assembled"},
-        "source": {"assembled": dirs, "item_index": str(Path(item_index).resolve())},
-        "params": manifests[0]["params"],
-        "counts": _summed_counts([m["counts"] for m in manifests], index.n_items, np.concatenate(lens), None),
-        "split": _summed_split([m["split"] for m in manifests]),
-        "types": manifests[0]["types"],
-        "tables": {"items": {"file": "items.parquet", "rows": index.n_items,
-                             "sha256": dd.file_sha256(root / "items.parquet")}},
-    }
-    tmp = root / (dd.MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.rename(root / dd.MANIFEST)  # written last: the dir is a sharded dir only once it is whole
+    _write_root(root, {"count": len(dirs), "dirs": dirs, "by": "assembled"},
+                {"assembled": dirs, "item_index": str(Path(item_index).resolve())}, manifests[0]["params"],
+                manifests, lens, index, manifests[0]["types"], None)
     return root
