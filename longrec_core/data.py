@@ -1,6 +1,6 @@
 """The data dir: one event array grouped by user, splits as pointers, and a checked manifest.
 
-Layout (README.md, "prep.py"); E events, U users, N items, S sessions, T event types:
+Layout (README.md, "A data dir"); E events, U users, N items, S sessions, T event types:
 
     items.npy      int32 (E,)   item index 1..N (0 = padding, never stored), by user then time
     ts.npy         int64 (E,)   event time in seconds (an ordinal when the source has only order)

@@ -3,7 +3,9 @@ that take one shard or several, and train.py / eval.py on them (one process and 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import sys
 
 import numpy as np
@@ -108,25 +110,72 @@ def test_synthetic_shards_and_readers(prep, tmp_path):  # noqa: F811
         load_shards(many, [4])
 
 
-def test_engine_pregrouped_shards_prepped_apart_then_assembled(prep, tmp_path, log_csv):  # noqa: F811
-    """The README's recipe: an engine writes one Parquet file per user group and the catalogue's
-    counts; each file is prepped on its own with --item-index; --assemble ties them together."""
-    one = ok(prep(log_csv, "--out", "one"))
-    raw = pl.read_csv(log_csv).drop_nulls(["itemid"])
-    raw.group_by("itemid").len().rename({"itemid": "id", "len": "count"}).write_parquet(tmp_path / "items.parquet")
+def sql_of_scale_doc() -> str:
+    """The DuckDB statements of docs/SCALE.md (its one sql block), as a reader would paste them."""
+    text = (ROOT / "docs" / "SCALE.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 1, "docs/SCALE.md should show one sql block"
+    return blocks[0]
+
+
+def raw_multi_file_log(root):
+    """A log as an engine finds it: several Parquet files (user_key text, item_key a sparse
+    integer, event_time a timestamp with microseconds), each user's events spread over them."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for u in rng.permutation(48):
+        start = dt.datetime(2024, 1, 1) + dt.timedelta(days=int(rng.integers(0, 300)))
+        seconds = np.sort(rng.choice(10**7, size=int(rng.integers(1, 12)), replace=False))  # distinct per user
+        for s in seconds:
+            item = 10**12 + int(rng.zipf(1.6)) % 40 * 7919
+            rows.append((f"u{u}", item, start + dt.timedelta(seconds=int(s), microseconds=int(rng.integers(0, 10**6)))))
+    log = pl.DataFrame(rows, schema=["user_key", "item_key", "event_time"], orient="row")
+    (root / "raw").mkdir()
     for k in range(3):
-        part = tmp_path / f"part{k}.csv"
-        raw.filter(pl.col("visitorid") % 3 == k).write_csv(part)
-        ok(prep(part, "--format", "retailrocket", "--item-index", tmp_path / "items.parquet", "--out", f"big/part{k}"))
+        log[k::3].write_parquet(root / "raw" / f"part-{k}.parquet")
+    return log
+
+
+def test_scale_doc_duckdb_recipe_equals_one_prep_of_the_whole_log(prep, tmp_path):  # noqa: F811
+    """docs/SCALE.md's engine recipe for real: DuckDB runs its SQL on a multi-file Parquet log,
+    each shard is prepped apart with --item-index, --assemble ties them, and the sharded dir has
+    the same arrays as one prep of the whole log (and the same raw ids through the key tables)."""
+    duckdb = pytest.importorskip("duckdb")
+    log = raw_multi_file_log(tmp_path)  # the prep fixture runs in tmp_path: the SQL's paths are relative to it
+    log.write_parquet(tmp_path / "whole.parquet")
+    one = ok(prep("whole.parquet", "--user-col", "user_key", "--item-col", "item_key", "--time-col", "event_time",
+                  "--out", "one"))
+
+    duckdb.connect().execute(sql_of_scale_doc())
+    for k in range(16):  # the doc's loop
+        ok(prep(f"grouped/shard={k}/data_0.parquet", "--item-index", "items.parquet", "--out", f"data/big/part-{k:02d}"))
+    big = ok(prep("--assemble", "--item-index", "items.parquet", "--out", "data/big"))
+
+    assert shard_count(tmp_path / big) == 16
+    whole, ref = data.load_data_dir(tmp_path / big), data.load_data_dir(tmp_path / one, verify=True)
+    for name in ("items", "ts", "offsets", "sessions", "train_end", "valid_end"):
+        np.testing.assert_array_equal(getattr(whole, name), getattr(ref, name), err_msg=name)
+    assert whole.n_items == ref.n_items and whole.manifest["split"] == ref.manifest["split"]
+    # the engine's dense ids, mapped back through its key tables, are the whole log's raw ids
+    item_key = dict(pl.read_parquet(tmp_path / "item_keys.parquet").select("item_id", "item_key").iter_rows())
+    user_key = dict(pl.read_parquet(tmp_path / "user_keys.parquet").select("user_id", "user_key").iter_rows())
+    big_items = pl.read_parquet(tmp_path / big / "items.parquet")
+    ref_items = pl.read_parquet(tmp_path / one / "items.parquet")
+    assert [item_key[i] for i in big_items["id"]] == ref_items["id"].to_list()
+    assert big_items["count"].to_list() == ref_items["count"].to_list()
+    big_users = pl.concat([pl.read_parquet(p / "users.parquet") for p in sorted((tmp_path / big).glob("part-*"))])
+    assert [user_key[u] for u in big_users["id"]] == pl.read_parquet(tmp_path / one / "users.parquet")["id"].to_list()
+
+
+def test_item_index_and_assemble_refusals(prep, tmp_path, log_csv):  # noqa: F811
+    pl.read_csv(log_csv).drop_nulls(["itemid"]).group_by("itemid").len().rename(
+        {"itemid": "id", "len": "count"}).write_parquet(tmp_path / "items.parquet")
+    ok(prep(log_csv, "--item-index", tmp_path / "items.parquet", "--out", "big/part0"))
     big = ok(prep("--assemble", "--item-index", tmp_path / "items.parquet", "--out", "big"))
-    assert shard_count(tmp_path / big) == 3
-    whole = data.load_data_dir(tmp_path / big)
-    ref = data.load_data_dir(tmp_path / one)
-    assert (whole.n_users, whole.n_events, whole.n_items) == (ref.n_users, ref.n_events, ref.n_items)
-    assert pl.read_parquet(tmp_path / one / "items.parquet").equals(pl.read_parquet(tmp_path / big / "items.parquet"))
-    assert split_positions(tmp_path / one) == split_positions(tmp_path / big)
-    assert_refused(prep("--assemble", "--item-index", tmp_path / "items.parquet", "--out", "big"), tmp_path,
+    assert_refused(prep("--assemble", "--item-index", tmp_path / "items.parquet", "--out", big), tmp_path,
                    "already has a manifest.json")
+    assert_refused(prep("--assemble", "--item-index", tmp_path / "items.parquet", "--out", "nothing"), tmp_path,
+                   "holds no data dirs to assemble")
     assert_refused(prep(log_csv, "--item-index", tmp_path / "items.parquet", "--min-item-count", 2), tmp_path,
                    "cannot be combined with --item-index")
     pl.DataFrame({"id": [1], "count": [5]}).write_parquet(tmp_path / "few.parquet")
