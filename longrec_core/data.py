@@ -179,15 +179,8 @@ def _load_array(path: Path, name: str, spec: dict[str, Any], split: Any) -> np.n
     return a
 
 
-def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir:
-    """Memory-map a data dir and check it against its manifest; raise DataDirError if it fails.
-
-    Always checked: format version, every array's presence, dtype and shape (a truncated
-    file fails here), the sha256 of the O(U) arrays (offsets, split ends), the consistency
-    of offsets and split ends, and the table files' presence. With `verify=True` also the
-    sha256 of the event arrays and tables (reads everything; seconds per GB).
-    """
-    path = Path(path)
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of the data dir `path`, of this code's format version."""
     if not path.is_dir():
         raise DataDirError(f"{path} is not a data dir: {'it is a file' if path.exists() else 'no such directory'}")
     try:
@@ -199,8 +192,11 @@ def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
         raise DataDirError(f"{path} has data dir format version {version}, this code reads {FORMAT_VERSION}; rerun prep.py")
-    if "shards" in manifest:  # a sharded dir (longrec_core.shards): all its shards as one
-        return load_shards(path, verify=verify)
+    return manifest
+
+
+def _load_arrays(path: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Every array the manifest lists (event arrays memory-mapped), each of its dtype and shape."""
     try:
         specs: dict[str, dict[str, Any]] = manifest["arrays"]
         split_file = path / "split.npz"
@@ -215,18 +211,25 @@ def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir
         if isinstance(e, DataDirError):
             raise
         raise DataDirError(f"{path} is damaged: cannot read its arrays ({type(e).__name__}: {e})") from None
+    return arrays
 
-    to_hash = [n for n in specs if n in SMALL_ARRAYS or verify]
-    for name in to_hash:
+
+def _check_hashes(path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray], verify: bool) -> None:
+    """The O(U) arrays against their hashes and the tables' presence; with `verify`, everything's hash."""
+    specs = manifest["arrays"]
+    for name in [n for n in specs if n in SMALL_ARRAYS or verify]:
         if _array_sha256(arrays[name]) != specs[name]["sha256"]:
             raise DataDirError(f"{path} is damaged: {name} does not match its hash in the manifest")
-    for name, spec in manifest.get("tables", {}).items():
+    for spec in manifest.get("tables", {}).values():
         file = path / spec["file"]
         if not file.is_file():
             raise DataDirError(f"{path} is damaged: {spec['file']} is missing")
         if verify and file_sha256(file) != spec["sha256"]:
             raise DataDirError(f"{path} is damaged: {spec['file']} does not match its hash in the manifest")
 
+
+def _check_ranges(path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Offsets partition the events, split ends lie within their users, item ids within 1..N."""
     off, train_end, valid_end = arrays["offsets"], arrays["train_end"], arrays["valid_end"]
     n_events = len(arrays["items"])
     if len(off) < 1 or off[0] != 0 or off[-1] != n_events or np.any(np.diff(off) < 0):
@@ -241,17 +244,26 @@ def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir
     items = arrays["items"]
     if n_events and (int(items.min()) < 1 or int(items.max()) > n_items):
         raise DataDirError(f"{path} is damaged: items.npy holds ids outside 1..{n_items:,}")
-    return DataDir(
-        path=path,
-        items=arrays["items"],
-        ts=arrays["ts"],
-        offsets=off,
-        types=arrays.get("types"),
-        sessions=arrays["sessions"],
-        train_end=train_end,
-        valid_end=valid_end,
-        manifest=manifest,
-    )
+
+
+def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir:
+    """Memory-map a data dir and check it against its manifest; raise DataDirError if it fails.
+
+    Always checked: format version, every array's presence, dtype and shape (a truncated
+    file fails here), the sha256 of the O(U) arrays (offsets, split ends), the consistency
+    of offsets and split ends, and the table files' presence. With `verify=True` also the
+    sha256 of the event arrays and tables (reads everything; seconds per GB).
+    """
+    path = Path(path)
+    manifest = _read_manifest(path)
+    if "shards" in manifest:  # a sharded dir (longrec_core.shards): all its shards as one
+        return load_shards(path, verify=verify)
+    arrays = _load_arrays(path, manifest)
+    _check_hashes(path, manifest, arrays, verify)
+    _check_ranges(path, manifest, arrays)
+    return DataDir(path=path, items=arrays["items"], ts=arrays["ts"], offsets=arrays["offsets"],
+                   types=arrays.get("types"), sessions=arrays["sessions"], train_end=arrays["train_end"],
+                   valid_end=arrays["valid_end"], manifest=manifest)
 
 
 # Sharded data dirs (written by longrec_core.shards): read here, beside load_data_dir, which
@@ -586,18 +598,8 @@ def prepare(
     keep, dropped = keep_mask(offsets, item, ts, types, len(log.item_ids), params, say,
                                allowed=None if item_index is None else item_index.index_of > 0)
 
-    if keep.all():
-        lens = np.diff(offsets)
-    else:
-        lens = _counts_per_user(offsets, keep)  # (U_in,) events left per user
-        item, ts = item[keep], ts[keep]
-        types = None if types is None else types[keep]
+    offsets, user_codes, item, ts, types = _kept_events(offsets, keep, item, ts, types)
     del keep
-    if item.size == 0:
-        raise ValueError("no events are left after the filters (lower --min-item-count / --min-user-len)")
-    user_codes = np.flatnonzero(lens > 0)
-    offsets = np.zeros(user_codes.size + 1, dtype=np.int64)
-    np.cumsum(lens[user_codes], out=offsets[1:])
 
     if item_index is None:
         item_index = index_items(np.bincount(item, minlength=len(log.item_ids)), log.item_ids)
@@ -627,31 +629,39 @@ def prepare(
         "rows_read": int(source.pop("rows_read", n_in)),
         "dropped_missing": int(source.pop("dropped_missing", 0)),
         **{f"dropped_{k}": v for k, v in dropped.items()},
+        "history_len": history_len_summary(lens),
     }
-    q = np.percentile(lens, [50, 90, 99]) if lens.size else [0, 0, 0]
-    counts_info["history_len"] = {"min": int(lens.min()), "p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]), "max": int(lens.max())}
-    manifest = {
-        "source": source,
-        "params": dataclasses.asdict(params),
-        "counts": counts_info,
-        "split": split_info,
-        "types": list(log.type_names) if types is not None else [],
-    }
+    manifest = {"source": source, "params": dataclasses.asdict(params), "counts": counts_info, "split": split_info,
+                "types": list(log.type_names) if types is not None else []}
     say(f"writing {out}")
-    return write_data_dir(
-        out,
-        items=items,
-        ts=ts,
-        offsets=offsets,
-        sessions=sessions,
-        train_end=train_end,
-        valid_end=valid_end,
-        types=types,
-        item_table=item_table,
-        user_table=user_table,
-        manifest=manifest,
-        force=force,
-    )
+    return write_data_dir(out, items=items, ts=ts, offsets=offsets, sessions=sessions, train_end=train_end,
+                          valid_end=valid_end, types=types, item_table=item_table, user_table=user_table,
+                          manifest=manifest, force=force)
+
+
+def _kept_events(
+    offsets: np.ndarray, keep: np.ndarray, item: np.ndarray, ts: np.ndarray, types: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The grouped events that `keep` (E,) bool keeps: (offsets over them, the codes of the users
+    still present, item, ts, types); ValueError when none is left."""
+    if keep.all():
+        lens = np.diff(offsets)
+    else:
+        lens = _counts_per_user(offsets, keep)  # (U_in,) events left per user
+        item, ts = item[keep], ts[keep]
+        types = None if types is None else types[keep]
+    if item.size == 0:
+        raise ValueError("no events are left after the filters (lower --min-item-count / --min-user-len)")
+    user_codes = np.flatnonzero(lens > 0)
+    kept_offsets = np.zeros(user_codes.size + 1, dtype=np.int64)
+    np.cumsum(lens[user_codes], out=kept_offsets[1:])
+    return kept_offsets, user_codes, item, ts, types
+
+
+def history_len_summary(lens: np.ndarray) -> dict[str, float | int]:
+    """The manifest's history_len: min, p50, p90, p99 and max of the users' event counts `lens`."""
+    q = np.percentile(lens, [50, 90, 99])
+    return {"min": int(lens.min()), "p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]), "max": int(lens.max())}
 
 
 def keep_mask(

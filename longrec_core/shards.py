@@ -258,9 +258,7 @@ def _summed_counts(per_shard: list[dict[str, Any]], n_items: int, lens: np.ndarr
         if read_counts and key in read_counts:
             total[key] = read_counts[key]
     total["types"] = per_shard[0]["types"]
-    q = np.percentile(lens, [50, 90, 99])
-    total["history_len"] = {"min": int(lens.min()), "p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
-                            "max": int(lens.max())}
+    total["history_len"] = dd.history_len_summary(lens)
     return total
 
 
