@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Every run behind docs/RESULTS.md, as two lanes meant to run side by side on a 2-core CPU:
+# Every run behind docs/RESULTS.md, in lanes meant to run two at a time on a 2-core CPU:
 #
 #     bash docs/results.sh prep          # data dirs from ../shared/data (skips those that exist)
-#     bash docs/results.sh a & bash docs/results.sh b; wait
+#     bash docs/results.sh lane & bash docs/results.sh lane; wait     # converged runs (§1)
+#     bash docs/results.sh a & bash docs/results.sh b; wait           # fixed-budget runs (§2-4)
 #     bash docs/results.sh report        # the tables of docs/RESULTS.md, from the finished runs
 #
-# Each lane trains with one torch thread, so the two lanes share the machine evenly and every run
-# gets the same conditions. Runs stop at a training-time budget (--max-train-seconds); frontier.py
-# skips finished runs, so an interrupted lane resumes where it stopped when started again.
+# Each lane trains with one torch thread, so two lanes share the machine evenly. frontier.py skips
+# finished runs and resumes stopped ones from their checkpoints, so a lane that is interrupted
+# continues where it stopped when started again; two `lane` processes share each grid's runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=${SHARED_DATA:-../shared/data}
 OUT=${RESULTS_OUT:-runs/results}
-# SASRec as in the SASRec+ reference (hidden 64, 2 blocks, 1 head, window 200, full CE, batch 128)
-MODEL="--dim 64 --layers 2 --heads 1 --ffn 64 --dropout 0.2 --batch-size 128 --lr 1e-3"
-RUN="--epochs 200 --patience 10 --threads 1"
+# Fixed-budget runs (§2-4): SASRec as in the SASRec+ reference but dropout 0.2, a 100-step warm-up
+# and seen items ranked (unfiltered), each stopped by --max-train-seconds
+MODEL="--dim 64 --layers 2 --heads 1 --ffn 64 --dropout 0.2 --batch-size 128 --lr 1e-3 --warmup-steps 100"
+RUN="--epochs 200 --patience 10 --threads 1 --filter-seen no"
 frontier() { python scripts/frontier.py "$@" $MODEL $RUN; }
 
 # The SASRec+ reference configuration (Klenitskiy & Vasilev, RecSys 2023), trained to convergence:
