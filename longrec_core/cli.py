@@ -18,7 +18,7 @@ import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 from rich.progress import (
@@ -28,8 +28,14 @@ from rich.progress import (
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
+
+from longrec_core.choices import DEVICES
+
+if TYPE_CHECKING:
+    import torch
 
 # never stdout: stdout is the pipe between stages. Logs and tables written to a file or pipe
 # get a wide fixed width instead of rich's 80 columns, so table cells are not cut.
@@ -254,18 +260,30 @@ def stop_requests() -> Callable[[], str | None]:
     return lambda: received[0] if received else None
 
 
-def progress() -> Progress:
-    """A rich progress bar on stderr: `with progress() as p: t = p.add_task("read", total=n)`."""
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,  # animations only on a terminal; logs carry the rest
-    )
+def progress(*, eta: bool = False, enabled: bool = True) -> Progress:
+    """A rich progress bar on stderr: `with progress() as p: t = p.add_task("read", total=n)`.
+
+    `eta` adds the estimated time left; `enabled=False` hides it (a process other than the main one
+    under torchrun). It animates only on a terminal: logs carry the rest."""
+    columns = [SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn()]
+    if eta:
+        columns += [TextColumn("ETA"), TimeRemainingColumn()]
+    return Progress(*columns, console=console, transient=True, disable=not (enabled and console.is_terminal))
+
+
+def torch_device(choice: str) -> torch.device:
+    """The torch device of a --device choice (longrec_core.choices.DEVICES): auto = cuda when
+    available; cuda when there is none is bad input (exit 2). torch is imported here, not at the
+    top, so stages without torch stay quick."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if choice == "cuda" and not cuda:
+        fail("--device cuda was asked for but no CUDA device is available")
+    if choice not in DEVICES:
+        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {choice!r}")
+    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and cuda) else "cpu")
 
 
 def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:

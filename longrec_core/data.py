@@ -106,6 +106,14 @@ class DataDir:
         users = np.flatnonzero(has & (end > self.offsets[:-1]))
         return users, end[users]
 
+    def training_item_counts(self) -> np.ndarray:
+        """float64 (N+1,) how often each item occurs before the users' training ends (index 0 =
+        padding, 0): the popularity sampler must not see validation or test targets."""
+        lengths = self.train_end - self.offsets[:-1]  # (U,)
+        first = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # where each user's run starts in the flat list
+        idx = np.arange(int(lengths.sum())) + np.repeat(self.offsets[:-1] - first, lengths)
+        return np.bincount(self.items[idx], minlength=self.n_items + 1).astype(np.float64)
+
     def repeat_target_share(self, max_users: int = 100_000, seed: int = 0) -> float:
         """Share of validation and test targets whose item the user has already consumed before it.
 

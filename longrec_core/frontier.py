@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 
 from longrec_core.choices import ITEM_EMBS, KS, REGIMES, TARGETS
+from longrec_core.train_flags import train_defaults
 
 
 # The grid axes, their defaults (train.py's defaults, and the baseline against sliding) and the
 # keys a grid file may hold besides them.
-DEFAULTS: dict[str, str] = {"regimes": "last,sliding", "windows": "200", "strides": "64", "max_history": "all",
-                            "targets": "all", "item_emb": "full"}
+_TRAIN = train_defaults()
+DEFAULTS: dict[str, str] = {"regimes": "last,sliding", "windows": str(_TRAIN["window"]), "strides": str(_TRAIN["stride"]),
+                            "max_history": "all" if _TRAIN["max_history"] is None else str(_TRAIN["max_history"]),
+                            "targets": _TRAIN["targets"], "item_emb": _TRAIN["item_emb"]}
 FILE_KEYS = (*DEFAULTS, "repeats", "metric", "baseline", "flags")
 ALIASES = {"regime": "regimes", "window": "windows", "stride": "strides", "max_histories": "max_history",
            "item_embs": "item_emb"}

@@ -29,6 +29,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,12 +37,11 @@ from rich.table import Table
 
 from longrec_core.cli import (
     ArgumentParser, atomic_write, check_int, check_parent_dir, console, fail, input_path, keep_freed_memory, progress,
-    stage_main, stdin_piped)
+    stage_main, stdin_piped, torch_device)
 from longrec_core.choices import DEVICES, FILTER_SEEN_CHOICES, KS, SPLITS
-from longrec_core.data import load_data_dir, resolve_filter_seen
+from longrec_core.data import DataDir, load_data_dir, load_shards, resolve_filter_seen, shard_count
 from longrec_core.metrics import bootstrap_ci, evaluate, metrics_from_ranks, paired_comparison, per_user
-from longrec_core.model import load_model
-from longrec_core.shards import load_shards, shard_count
+from longrec_core.model import SASRec, load_model
 
 # Far more resamples than an interval or a p-value needs; a larger --bootstrap is a typo that would exhaust
 # memory (the resampled means are resamples x metrics floats).
@@ -150,11 +150,8 @@ def read_summary(run: Path) -> dict[str, float] | None:
     return summary if ok else None
 
 
-def main() -> None:
-    args = p.parse_args()
-    keep_freed_memory()
-
-    # -- settings ------------------------------------------------------------------------
+def read_settings(args: argparse.Namespace) -> tuple[tuple[int, ...], list[str]]:
+    """Check every setting before any work: the cut-offs K, the compared metrics and the integers."""
     try:
         ks = tuple(sorted({int(k) for k in args.ks.split(",")}))
     except ValueError:
@@ -168,30 +165,36 @@ def main() -> None:
                             ("--item-chunk", args.item_chunk, 1), ("--seed", args.seed, 0)):
         check_int(flag, value, lo)
     check_int("--bootstrap", args.bootstrap, 0, MAX_BOOTSTRAP)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda was asked for but CUDA is not available")
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
+    return ks, compare_metrics
 
-    # -- the run and its data ------------------------------------------------------------
-    if args.run is None and not stdin_piped():
+
+def find_run(arg: str | None) -> Path:
+    """The run dir: --run, else a path piped on stdin, else the newest finished run under runs/."""
+    if arg is None and not stdin_piped():
         finished = sorted(Path("runs").glob("*/model.pt"), key=lambda f: f.stat().st_mtime)
         if not finished:
             fail("no run given and no finished run under runs/; pass --run RUN_DIR")
         run = finished[-1].parent
     else:
-        run = input_path(args.run, "run dir")
+        run = input_path(arg, "run dir")
     if not run.is_dir():
         fail(f"run dir {run} {'is a file' if run.exists() else 'does not exist'}")
     if not (run / "model.pt").is_file():
         fail(f"{run} has no model.pt (not a run dir, or its training has not finished)")
+    return run
+
+
+def output_path(args: argparse.Namespace, run: Path) -> Path:
+    """The metrics JSON to write (--out, else RUN/metrics_SPLIT.json), checked before any work."""
     if args.out is not None and not args.out.strip():
         fail("--out is empty: give a path for the metrics JSON, or leave --out out")
     out = Path(args.out) if args.out is not None else run / f"metrics_{args.split}.json"
     check_out(out, explicit=args.out is not None, force=args.force)
-    data_dir = args.data if args.data is not None else config_data_dir(run)
+    return out
+
+
+def load_run(run: Path, data_dir: str, device: torch.device) -> tuple[SASRec, DataDir, int]:
+    """(model on `device`, the data dir or its first shard, the number of shards: 0 = not sharded)."""
     n_shards = shard_count(data_dir)
     # a sharded dir is ranked one shard at a time (memory bounded by a shard); users are numbered
     # across the shards in order, as load_data_dir(root) would number them
@@ -204,28 +207,32 @@ def main() -> None:
     if data.n_items != model.n_items:
         fail(f"data dir {data_dir} has {data.n_items:,} items but the model in {run} was trained on "
              f"{model.n_items:,}; pass the data dir it was trained on with --data")
-    data_abs = str(Path(data_dir).resolve())
-    filter_seen = resolve_filter_seen(args.filter_seen, data)  # a sharded dir: decided on its first shard
+    return model, data, n_shards
 
-    # the other run's ranks (checked before the work: same split, data and filter)
-    other = None
-    if args.compare is not None:
-        other_npz = Path(args.compare)
-        if other_npz.is_dir():
-            other_npz = other_npz / f"metrics_{args.split}.ranks.npz"
-        elif other_npz.suffix == ".json":  # a metrics file: its ranks lie beside it
-            other_npz = ranks_path(other_npz)
-        if not other_npz.is_file():
-            fail(f"{other_npz} does not exist: evaluate the other run first "
-                 f"(python scripts/eval.py --run {args.compare} --split {args.split})")
-        other = load_ranks(other_npz)
-        mine = {"split": args.split, "filter_seen": filter_seen, "n_items": data.n_items, "data": data_abs}
-        for key, value in mine.items():
-            if key not in other or other[key].tolist() != value:
-                theirs = other[key].tolist() if key in other else "unknown"
-                fail(f"cannot compare: {other_npz} was evaluated with {key} = {theirs}, this run with {value}")
 
-    # -- rank every target on the full catalogue ------------------------------------------
+def load_other(args: argparse.Namespace, mine: dict[str, object]) -> dict[str, np.ndarray]:
+    """The ranks of the run to --compare with, checked before the work to share `mine` (split, data,
+    filter and catalogue)."""
+    other_npz = Path(args.compare)
+    if other_npz.is_dir():
+        other_npz = other_npz / f"metrics_{args.split}.ranks.npz"
+    elif other_npz.suffix == ".json":  # a metrics file: its ranks lie beside it
+        other_npz = ranks_path(other_npz)
+    if not other_npz.is_file():
+        fail(f"{other_npz} does not exist: evaluate the other run first "
+             f"(python scripts/eval.py --run {args.compare} --split {args.split})")
+    other = load_ranks(other_npz)
+    for key, value in mine.items():
+        if key not in other or other[key].tolist() != value:
+            theirs = other[key].tolist() if key in other else "unknown"
+            fail(f"cannot compare: {other_npz} was evaluated with {key} = {theirs}, this run with {value}")
+    return other
+
+
+def rank_targets(model: SASRec, data: DataDir, data_dir: str, n_shards: int, args: argparse.Namespace,
+                 device: torch.device, filter_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(users, ranks) of every target of the split (or of a seeded sample), ranked on the full
+    catalogue, one shard at a time; users are numbered across the shards in order."""
     n_targets = (data.manifest["split"][f"{args.split}_targets"] if n_shards
                  else len(data.eval_targets(args.split)[0]))
     sample = None if args.sample_users is None else -(-args.sample_users // max(1, n_shards))  # per dir or shard
@@ -233,7 +240,6 @@ def main() -> None:
         n_targets = min(n_targets, sample * max(1, n_shards))
     if n_targets == 0:
         fail(f"the {args.split} split of {data_dir} has no targets")
-    t0 = time.perf_counter()
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     user_base = target_base = 0
     with progress() as bar:
@@ -248,25 +254,83 @@ def main() -> None:
             parts.append((shard_users + user_base, shard_ranks))
             user_base, target_base = user_base + data.n_users, target_base + len(shard_users)
     users, ranks = (np.concatenate([part[i] for part in parts]) for i in range(2))
+    return users, ranks
+
+
+def paired(args: argparse.Namespace, run: Path, users: np.ndarray, ranks: np.ndarray, other: dict[str, np.ndarray],
+           compare_metrics: list[str]) -> dict[str, object]:
+    """The paired comparison with the other run on the users both ranked."""
+    common, ia, ib = np.intersect1d(users, other["users"], assume_unique=True, return_indices=True)
+    if len(common) == 0:
+        fail(f"{run} and {args.compare} have no evaluated users in common")
+    n_boot = max(args.bootstrap, 1000)
+    return {
+        "other": args.compare, "n_common_users": int(len(common)),
+        "results": [paired_comparison(ranks[ia], other["ranks"][ib], m, n_boot=n_boot, seed=args.seed)
+                    for m in compare_metrics],
+    }
+
+
+def print_metrics(title: str, ks: tuple[int, ...], metrics: dict[str, float], ci: dict[str, tuple[float, float]]) -> None:
+    """The metrics table on stderr: value ± half-width of its bootstrap interval (exact bounds in the JSON)."""
+    def cell(name: str) -> str:
+        half = f" ± {(ci[name][1] - ci[name][0]) / 2:.4f}" if name in ci else ""
+        return f"{metrics[name]:.4f}{half}"
+
+    table = Table(title=title, title_justify="left")
+    for col in ("K", "HR", "NDCG", "MRR"):
+        table.add_column(col, justify="right")
+    for k in ks:
+        table.add_row(str(k), cell(f"HR@{k}"), cell(f"NDCG@{k}"), cell(f"MRR@{k}"))
+    table.add_row("all", "", "", cell("MRR"))
+    console.print(table)
+
+
+def print_comparison(run: Path, compare: str, comparison: dict[str, Any]) -> None:
+    """The paired comparison on stderr, with what each run's training cost (from its summary.json)."""
+    table = Table(title=f"this = {run}, other = {compare}: paired, {comparison['n_common_users']:,} common users",
+                  title_justify="left")
+    for col in ("metric", "this", "other", "diff", "relative", "95% CI of diff", "p"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in comparison["results"]:
+        rel = f"{r['diff'] / r['mean_b']:+.1%}" if r["mean_b"] else "-"
+        table.add_row(r["metric"], f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}", f"{r['diff']:+.4f}", rel,
+                      f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]", f"{r['p_value']:.3g}")
+    # What the difference cost: training time and tokens from each run's summary.json.
+    other_run = Path(compare) if Path(compare).is_dir() else Path(compare).parent
+    a, b = read_summary(run), read_summary(other_run)
+    if a is not None and b is not None:
+        for key, label, fmt in COSTS:
+            ratio = f"{a[key] / b[key]:.2f}x" if b.get(key) else "-"
+            table.add_row(label, fmt.format(a[key]), fmt.format(b[key]), "", ratio, "", "")
+    console.print(table)
+
+
+def main() -> None:
+    args = p.parse_args()
+    keep_freed_memory()
+    ks, compare_metrics = read_settings(args)
+    device = torch_device(args.device)
+
+    # -- the run, its data and the run to compare with (every check before the work) -------
+    run = find_run(args.run)
+    out = output_path(args, run)
+    data_dir = args.data if args.data is not None else config_data_dir(run)
+    model, data, n_shards = load_run(run, data_dir, device)
+    data_abs = str(Path(data_dir).resolve())
+    filter_seen = resolve_filter_seen(args.filter_seen, data)  # a sharded dir: decided on its first shard
+    mine = {"split": args.split, "filter_seen": filter_seen, "n_items": data.n_items, "data": data_abs}
+    other = load_other(args, mine) if args.compare is not None else None
+
+    # -- rank every target on the full catalogue ------------------------------------------
+    t0 = time.perf_counter()
+    users, ranks = rank_targets(model, data, data_dir, n_shards, args, device, filter_seen)
     seconds = time.perf_counter() - t0
     console.print(f"{args.split}: ranked {len(users):,} targets among {data.n_items:,} items "
                   f"in {seconds:.1f} s on {device}")
-
     metrics = metrics_from_ranks(ranks, ks)
     ci = bootstrap_ci(ranks, ks, n_boot=args.bootstrap, seed=args.seed) if args.bootstrap > 0 else {}
-
-    # -- paired comparison with another run -----------------------------------------------
-    comparison = None
-    if other is not None:
-        common, ia, ib = np.intersect1d(users, other["users"], assume_unique=True, return_indices=True)
-        if len(common) == 0:
-            fail(f"{run} and {args.compare} have no evaluated users in common")
-        n_boot = max(args.bootstrap, 1000)
-        comparison = {
-            "other": args.compare, "n_common_users": int(len(common)),
-            "results": [paired_comparison(ranks[ia], other["ranks"][ib], m, n_boot=n_boot, seed=args.seed)
-                        for m in compare_metrics],
-        }
+    comparison = paired(args, run, users, ranks, other, compare_metrics) if other is not None else None
 
     # -- write ranks and metrics ---------------------------------------------------------
     with atomic_write(ranks_path(out)) as tmp, open(tmp, "wb") as f:
@@ -285,37 +349,12 @@ def main() -> None:
     with atomic_write(out) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
 
-    # -- report ----------------------------------------------------------------------------
-    def cell(name: str) -> str:  # value ± half-width of its bootstrap interval (exact bounds in the JSON)
-        half = f" ± {(ci[name][1] - ci[name][0]) / 2:.4f}" if name in ci else ""
-        return f"{metrics[name]:.4f}{half}"
-
+    # -- report (stderr) -----------------------------------------------------------------
     title = f"{run.name}: {args.split}, {len(users):,} users, {data.n_items:,} items"
     title += (", seen items filtered" if filter_seen else ", seen items ranked") + (", ± 95% bootstrap CI" if ci else "")
-    table = Table(title=title, title_justify="left")
-    for col in ("K", "HR", "NDCG", "MRR"):
-        table.add_column(col, justify="right")
-    for k in ks:
-        table.add_row(str(k), cell(f"HR@{k}"), cell(f"NDCG@{k}"), cell(f"MRR@{k}"))
-    table.add_row("all", "", "", cell("MRR"))
-    console.print(table)
+    print_metrics(title, ks, metrics, ci)
     if comparison is not None:
-        table = Table(title=f"this = {run}, other = {args.compare}: paired, {len(common):,} common users",
-                      title_justify="left")
-        for col in ("metric", "this", "other", "diff", "relative", "95% CI of diff", "p"):
-            table.add_column(col, justify="right", no_wrap=True)
-        for r in comparison["results"]:
-            rel = f"{r['diff'] / r['mean_b']:+.1%}" if r["mean_b"] else "-"
-            table.add_row(r["metric"], f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}", f"{r['diff']:+.4f}", rel,
-                          f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]", f"{r['p_value']:.3g}")
-        # What the difference cost: training time and tokens from each run's summary.json.
-        other_run = Path(args.compare) if Path(args.compare).is_dir() else Path(args.compare).parent
-        a, b = read_summary(run), read_summary(other_run)
-        if a is not None and b is not None:
-            for key, label, fmt in COSTS:
-                ratio = f"{a[key] / b[key]:.2f}x" if b.get(key) else "-"
-                table.add_row(label, fmt.format(a[key]), fmt.format(b[key]), "", ratio, "", "")
-        console.print(table)
+        print_comparison(run, args.compare, comparison)
     print(out)
 
 

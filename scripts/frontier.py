@@ -24,9 +24,11 @@ its run/metrics_test.json holds its metrics; a run that was stopped (Ctrl-C, a k
 job) continues from its checkpoint (train.py --resume) when frontier.py is run again. Two or more
 frontier.py processes with the same --out share its runs, each claiming one run at a time, so
 `frontier.py ARGS --threads 1 & frontier.py ARGS --threads 1; wait` trains in two lanes. A grid holds at most 10,000 runs (the product of the
-axes x repeats). A run that fails does not stop the grid, except when train.py refuses a value of
-a passed-through flag (naming it), which would fail every run: then frontier.py stops with that
-sentence (exit 2). Runtime comes from train.py's summary.json (training wall
+axes x repeats). Passed-through flags are parsed with train.py's own declaration
+(longrec_core/train_flags.py) before any run, so an unknown flag or a bad choice exits 2 at once.
+A run that fails does not stop the grid, except when train.py refuses a value of a passed-through
+flag (naming it; a range, such as --lr -1), which would fail every run: then frontier.py stops with
+that sentence (exit 2). Runtime comes from train.py's summary.json (training wall
 seconds without validation, non-padding input tokens, peak memory), accuracy from eval.py's
 full-catalogue test metrics. Writes OUT/frontier.csv, frontier.json, frontier.png and
 frontier.svg: means over seeds ± the sample standard deviation, each cell's gain and cost
@@ -48,8 +50,9 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import matplotlib
 import numpy as np
@@ -58,13 +61,12 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 from rich.console import Console  # noqa: E402
-from rich.progress import (  # noqa: E402
-    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table  # noqa: E402
 
 from longrec_core import cli  # noqa: E402
 from longrec_core.choices import ITEM_EMBS, REGIMES, TARGETS  # noqa: E402
-from longrec_core.data import load_data_dir  # noqa: E402
+from longrec_core.data import DataDir, load_data_dir  # noqa: E402
+from longrec_core.train_flags import add_train_flags, flag_names  # noqa: E402
 from longrec_core.frontier import (  # noqa: E402
     DEFAULTS, Cell, baseline_of, failure_line, load_grid, make_cells, mean_sd, metric_name, pareto_mask,
     parse_axis)
@@ -145,6 +147,30 @@ def claim(seed_dir: Path) -> bool:
     return False
 
 
+class PassedThroughParser(cli.ArgumentParser):
+    """train.py's flags as frontier.py passes them to every run: a bad one is named as train.py's."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102 (argparse API)
+        cli.fail(f"{message} (a train.py flag, passed to every run; see train.py --help)")
+
+
+def check_train_flags(shared: list[str]) -> None:
+    """Refuse, before any run, what would fail every run: a flag train.py does not have, a value its
+    declaration refuses (a choice, a number), or a stray argument. Ranges and combinations are
+    train.py's to check (check_settings): a bad one fails the first run and stops the grid."""
+    if not shared:
+        return
+    parser = PassedThroughParser(prog="train.py", allow_abbrev=False)
+    add_train_flags(parser)
+    known = flag_names(parser)
+    for tok in shared:
+        if tok.startswith("--") and tok.split("=")[0] not in known:
+            cli.fail(f"{tok.split('=')[0]} is neither a frontier.py nor a train.py flag (see --help of both)")
+    if not shared[0].startswith("-"):
+        cli.fail(f"unexpected argument {shared[0]!r}: train.py flags start with --")
+    parser.parse_args(shared)
+
+
 def finite(x: float | None) -> float | None:
     """NaN -> None, so the JSON stays valid."""
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
@@ -162,12 +188,38 @@ def si(n: float) -> str:
     return f"{n:.0f}"
 
 
-def main() -> None:
-    args, shared = p.parse_known_args()
+@dataclass
+class Grid:
+    """What the grid runs, checked before any run: its cells, seeds, metrics and shared train.py flags."""
 
-    # ------------------------------------------------------------------------- the grid
-    # Flags win over the grid file, which wins over the defaults. Everything is checked here,
-    # before any run: a typo must not cost a night of training.
+    axes: dict[str, list[Any]]
+    repeats: int
+    metric: str  # the headline metric
+    metrics: list[str]  # reported; the first is the headline
+    shared: list[str]  # train.py flags for every run
+    cells: list[Cell]
+    baseline: str | None  # the cell every cell is compared with; None: each cell's `last` cell
+
+    @property
+    def shared_flags(self) -> set[str]:
+        return {tok.split("=")[0] for tok in self.shared if tok.startswith("--")}
+
+
+@dataclass
+class Where:
+    """Where the grid reads and writes."""
+
+    data: DataDir
+    data_path: str  # absolute
+    out: Path
+
+    def seed_dir(self, cell: Cell, seed: int) -> Path:
+        return self.out / "cells" / cell.name / f"seed{seed}"
+
+
+def read_grid(args: argparse.Namespace, shared: list[str]) -> Grid:
+    """The grid from the flags, which win over the grid file, which wins over the defaults. Everything
+    is checked here, before any run: a typo must not cost a night of training."""
     file = load_grid(args.grid) if args.grid else {}
     axes = {k: parse_axis(k, getattr(args, k) if getattr(args, k) is not None else file.get(k, DEFAULTS[k]))
             for k in DEFAULTS}
@@ -179,187 +231,208 @@ def main() -> None:
         cli.fail(f"the grid has {points:,} points x {repeats:,} repeats, more than {MAX_RUNS:,} runs; "
                  f"check --repeats and the axes")
     metric = metric_name(args.metric if args.metric is not None else str(file.get("metric", "NDCG@10")))
-    metrics = list(dict.fromkeys([metric, "MRR", "HR@10"]))  # reported; the first is the headline
-    shared = [*file.get("flags", []), *shared]  # train.py flags for every run; later ones win
-    shared_flags = {tok.split("=")[0] for tok in shared if tok.startswith("--")}
+    shared = [*file.get("flags", []), *shared]  # later ones win
     for tok in shared:
         if tok.split("=")[0] in OWN_TRAIN_FLAGS:
             cli.fail(f"{tok.split('=')[0]} is set by frontier.py for each run: use the grid axes "
                      f"(--regimes, --windows, --strides, --max-history, --targets, --item-emb), --repeats, --data or --out")
+    check_train_flags(shared)
     cells = make_cells(**axes)
     names = [c.name for c in cells]
-    baseline_name = args.baseline if args.baseline is not None else file.get("baseline")
-    if baseline_name is not None and baseline_name not in names:
-        cli.fail(f"--baseline {baseline_name} is not a cell of this grid; its cells are {', '.join(names)}")
+    baseline = args.baseline if args.baseline is not None else file.get("baseline")
+    if baseline is not None and baseline not in names:
+        cli.fail(f"--baseline {baseline} is not a cell of this grid; its cells are {', '.join(names)}")
+    return Grid(axes, repeats, metric, list(dict.fromkeys([metric, "MRR", "HR@10"])), shared, cells, baseline)
 
-    data = load_data_dir(cli.input_path(args.data, "data dir"))  # a bad data dir: one sentence, exit 2
+
+def open_out(args: argparse.Namespace) -> Where:
+    """The data dir (a bad one: one sentence, exit 2) and the frontier dir, refused when it holds
+    something else."""
+    data = load_data_dir(cli.input_path(args.data, "data dir"))
     data_path = str(Path(data.path).resolve())
     out = Path(args.out) if args.out else Path("runs") / f"frontier-{Path(data_path).name}"
     if out.is_dir() and any(out.iterdir()) and not (out / "cells").is_dir() and not (out / "frontier.json").is_file():
         cli.fail(f"{out} is not empty and is not a frontier dir; pass another --out")
+    return Where(data, data_path, out)
 
-    def seed_dir(cell: Cell, seed: int) -> Path:
-        return out / "cells" / cell.name / f"seed{seed}"
 
-    def train_args(cell: Cell, seed: int) -> list[str]:
-        """train.py's flags for one run except --out (recorded, so a rerun can tell what trained it)."""
-        return ["--data", data_path, "--seed", str(seed), *cell.train_args(), *shared]
+def train_args(where: Where, grid: Grid, cell: Cell, seed: int) -> list[str]:
+    """train.py's flags for one run except --out (recorded, so a rerun can tell what trained it)."""
+    return ["--data", where.data_path, "--seed", str(seed), *cell.train_args(), *grid.shared]
 
-    # Finished runs are skipped; one trained with other flags would silently mix two experiments.
+
+def plan_runs(grid: Grid, where: Where) -> list[tuple[Cell, int]]:
+    """The runs to do: every (cell, seed) without test metrics. Finished runs are skipped; one
+    trained with other flags is refused, since it would silently mix two experiments."""
     todo: list[tuple[Cell, int]] = []
-    for cell in cells:
-        for seed in range(repeats):
-            d = seed_dir(cell, seed)
+    for cell in grid.cells:
+        for seed in range(grid.repeats):
+            d = where.seed_dir(cell, seed)
             if run_metrics(d / "run") is None:
                 todo.append((cell, seed))
                 continue
             then = recorded_args(d)
-            if then is not None and then != train_args(cell, seed):
+            if then is not None and then != train_args(where, grid, cell, seed):
                 cli.fail(f"{d} was trained with other flags (then: {shlex.join(then)}); "
                          f"pass another --out, or delete that cell to retrain it")
-    skipped = len(cells) * repeats - len(todo)
+    return todo
 
-    # Unknown train.py flags would fail every run: check them against train.py --help (only
-    # their names; train.py checks the values, and a bad value fails each run with its sentence).
-    if todo and shared:
-        help_text = subprocess.run([sys.executable, str(TRAIN), "--help"], capture_output=True, text=True,
-                                   stdin=subprocess.DEVNULL).stdout
-        known = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", help_text))
-        for tok in shared:
-            if tok.startswith("--") and tok.split("=")[0] not in known:
-                cli.fail(f"{tok.split('=')[0]} is neither a frontier.py nor a train.py flag (see --help of both)")
-        if not shared[0].startswith("-"):
-            cli.fail(f"unexpected argument {shared[0]!r}: train.py flags start with --")
 
-    # ------------------------------------------------------------------------- run the cells
-    cli.console.print(f"frontier {out}: {len(cells)} cells x {repeats} seeds on {data_path} "
-                      f"({data.n_users:,} users, {data.n_items:,} items, {data.n_events:,} events); "
-                      f"skipped {skipped} finished runs, {len(todo)} to run", highlight=False, soft_wrap=True)
+def stage(cmd: list[str], log: Any) -> int:
+    """Run one stage with its stderr appended to `log` after a `$ command` line; its exit status."""
+    log.write(f"$ {shlex.join(cmd)}\n")
+    log.flush()
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log).returncode
 
-    def stage(cmd: list[str], log: Any) -> int:
-        log.write(f"$ {shlex.join(cmd)}\n")
-        log.flush()
-        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log).returncode
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("ETA"), TimeRemainingColumn(), console=cli.console, transient=True,
-                        disable=not cli.console.is_terminal)
+def write_record(d: Path, record: dict[str, Any]) -> None:
+    with cli.atomic_write(d / "cell.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+
+
+def run_one(d: Path, cell: Cell, seed: int, targs: list[str], shared: list[str]) -> tuple[dict[str, Any], int]:
+    """Train (or resume) and evaluate one claimed run in seed dir `d`: its cell.json record and the
+    exit status of its last stage.
+
+    A run whose training finished with these flags only needs its evaluation; one that was stopped
+    (Ctrl-C, a killed lane) continues from its checkpoint; any other leftover (a failed attempt)
+    starts over: train.py wants an empty dir."""
+    run = d / "run"
+    same = recorded_args(d) == targs
+    trained = same and (read_json(run / "summary.json") or {}).get("stop_reason") in FINISHED
+    resumable = same and not trained and (run / "ckpt.pt").is_file()
+    if not trained and not resumable and run.exists():
+        shutil.rmtree(run)
+    record: dict[str, Any] = {"cell": cell.name, "seed": seed, "status": "running", "train_args": targs}
+    write_record(d, record)
+    t0 = time.perf_counter()
+    with open(d / "stderr.log", "a") as log:
+        rc, failed_stage = 0, None
+        if not trained:
+            how = ["--resume", str(run), *shared] if resumable else [*targs, "--out", str(run)]
+            rc = stage([sys.executable, str(TRAIN), *how], log)
+            failed_stage = "train" if rc else None
+        if rc == 0:
+            rc = stage([sys.executable, str(EVAL), "--run", str(run), "--split", "test"], log)
+            failed_stage = "eval" if rc else None
+    record["wall_seconds"] = time.perf_counter() - t0
+    if rc == 0:
+        record["status"] = "ok"
+    else:
+        why = (failure_line((d / "stderr.log").read_text(errors="replace"))
+               or (f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"))
+        record.update(status="failed", stage=failed_stage, error=f"{failed_stage}: {why}")
+    write_record(d, record)
+    (d / CLAIM).unlink(missing_ok=True)
+    return record, rc
+
+
+def stop_if_every_run_would_fail(record: dict[str, Any], rc: int, grid: Grid, cell: Cell, seed: int) -> None:
+    """A bad value of a passed-through flag (train.py refuses it naming the flag) fails every cell the
+    same way: stop at the first. Other bad input, such as a max history too short for any window, is
+    the cell's own, and the grid goes on."""
+    if record.get("stage") != "train" or rc != cli.EXIT_BAD_INPUT:
+        return
+    why = record["error"].removeprefix("train: ")
+    if any(re.search(rf"{re.escape(flag)}(?![\w-])", why) for flag in grid.shared_flags):
+        cli.fail(f"{why.removeprefix('error: ')} (train.py in cell {cell.name} seed{seed}; "
+                 f"every cell would fail the same way)")
+
+
+def run_line(record: dict[str, Any], d: Path, metric: str) -> str:
+    """What one run gave: its headline metric and training cost, or why it failed."""
+    if record["status"] == "ok":
+        s = read_json(d / "run" / "summary.json") or {}
+        m = run_metrics(d / "run") or {}
+        return (f"{metric} {m.get(metric, math.nan):.4f}, {s.get('train_seconds', math.nan):.1f} s training, "
+                f"{si(s.get('tokens', 0))} tokens")
+    return f"FAILED ({record['error']}; log: {d / 'stderr.log'})"
+
+
+def run_all(grid: Grid, where: Where, todo: list[tuple[Cell, int]]) -> None:
+    """Run the planned runs one after another, each claimed first so that another frontier.py on the
+    same --out never runs it too; a line per run on stderr."""
     t_start = time.perf_counter()
-    with progress:
+    with cli.progress(eta=True) as progress:
         bar = progress.add_task("runs", total=len(todo))
         for i, (cell, seed) in enumerate(todo, 1):
             progress.update(bar, description=f"run {i}/{len(todo)}: {cell.name} seed{seed}")
-            d, targs = seed_dir(cell, seed), train_args(cell, seed)
+            d = where.seed_dir(cell, seed)
             d.mkdir(parents=True, exist_ok=True)
             if not claim(d):
                 cli.console.print(f"run {i}/{len(todo)} {cell.name} seed{seed}: another frontier.py is running it",
                                   highlight=False, markup=False, soft_wrap=True)
                 progress.advance(bar)
                 continue
-            run = d / "run"
-            # A run whose training finished with these flags only needs its evaluation; one that was
-            # stopped (Ctrl-C, a killed lane) continues from its checkpoint; any other leftover (a
-            # failed attempt) starts over: train.py wants an empty dir.
-            same = recorded_args(d) == targs
-            trained = same and (read_json(run / "summary.json") or {}).get("stop_reason") in FINISHED
-            resumable = same and not trained and (run / "ckpt.pt").is_file()
-            if not trained and not resumable and run.exists():
-                shutil.rmtree(run)
-            record: dict[str, Any] = {"cell": cell.name, "seed": seed, "status": "running", "train_args": targs}
-            with cli.atomic_write(d / "cell.json") as tmp:
-                tmp.write_text(json.dumps(record, indent=2))
-            t0 = time.perf_counter()
-            with open(d / "stderr.log", "a") as log:
-                rc, failed_stage = 0, None
-                if not trained:
-                    how = ["--resume", str(run), *shared] if resumable else [*targs, "--out", str(run)]
-                    rc = stage([sys.executable, str(TRAIN), *how], log)
-                    failed_stage = "train" if rc else None
-                if rc == 0:
-                    rc = stage([sys.executable, str(EVAL), "--run", str(run), "--split", "test"], log)
-                    failed_stage = "eval" if rc else None
-            record["wall_seconds"] = time.perf_counter() - t0
-            if rc == 0:
-                record["status"] = "ok"
-            else:
-                why = (failure_line((d / "stderr.log").read_text(errors="replace"))
-                       or (f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"))
-                record.update(status="failed", stage=failed_stage, error=f"{failed_stage}: {why}")
-            with cli.atomic_write(d / "cell.json") as tmp:
-                tmp.write_text(json.dumps(record, indent=2))
-            (d / CLAIM).unlink(missing_ok=True)
-            # A bad value of a passed-through flag (train.py refuses it naming the flag) fails every
-            # cell the same way: stop at the first. Other bad input, such as a max history too short
-            # for any window, is the cell's own, and the grid goes on.
-            if failed_stage == "train" and rc == cli.EXIT_BAD_INPUT and any(
-                    re.search(rf"{re.escape(flag)}(?![\w-])", why) for flag in shared_flags):
-                cli.fail(f"{why.removeprefix('error: ')} (train.py in cell {cell.name} seed{seed}; "
-                         f"every cell would fail the same way)")
-
+            record, rc = run_one(d, cell, seed, train_args(where, grid, cell, seed), grid.shared)
+            stop_if_every_run_would_fail(record, rc, grid, cell, seed)
             elapsed = time.perf_counter() - t_start
             eta = elapsed / i * (len(todo) - i)
-            if rc == 0:
-                s = read_json(run / "summary.json") or {}
-                m = run_metrics(run) or {}
-                what = (f"{metric} {m.get(metric, math.nan):.4f}, {s.get('train_seconds', math.nan):.1f} s training, "
-                        f"{si(s.get('tokens', 0))} tokens")
-            else:
-                what = f"FAILED ({record['error']}; log: {d / 'stderr.log'})"
-            cli.console.print(f"run {i}/{len(todo)} {cell.name} seed{seed}: {what} "
+            cli.console.print(f"run {i}/{len(todo)} {cell.name} seed{seed}: {run_line(record, d, grid.metric)} "
                               f"[{record['wall_seconds']:.0f} s; elapsed {elapsed:.0f} s, ETA {eta:.0f} s]",
                               highlight=False, markup=False, soft_wrap=True)
             progress.advance(bar)
 
-    # ------------------------------------------------------------------------- collect
-    # One row per cell: means over its seeds (± sample std), as long as every seed finished.
+
+def seed_runs(grid: Grid, where: Where, cell: Cell) -> list[dict[str, Any]]:
+    """Each seed of a cell from its files: costs and metrics when it finished, else its error."""
+    runs = []
+    for seed in range(grid.repeats):
+        d = where.seed_dir(cell, seed)
+        m = run_metrics(d / "run")
+        if m is not None:
+            s = read_json(d / "run" / "summary.json") or {}
+            runs.append({"seed": seed, "status": "ok", "train_seconds": s.get("train_seconds", math.nan),
+                         "tokens": s.get("tokens", math.nan), "peak_memory_bytes": s.get("peak_memory_bytes", math.nan),
+                         "epochs": s.get("epochs", math.nan), "device": s.get("device"),
+                         "metrics": m})
+        else:
+            rec = read_json(d / "cell.json") or {}
+            runs.append({"seed": seed, "status": "failed", "error": rec.get("error", "not run")})
+    return runs
+
+
+def collect(grid: Grid, where: Where) -> list[dict[str, Any]]:
+    """One row per cell: means over its seeds (± sample std), as long as every seed finished."""
     rows: list[dict[str, Any]] = []
-    varying = {k for k, v in axes.items() if len(v) > 1}  # axes that plot labels must name
-    for cell in cells:
-        runs = []
-        for seed in range(repeats):
-            d = seed_dir(cell, seed)
-            m = run_metrics(d / "run")
-            if m is not None:
-                s = read_json(d / "run" / "summary.json") or {}
-                runs.append({"seed": seed, "status": "ok", "train_seconds": s.get("train_seconds", math.nan),
-                             "tokens": s.get("tokens", math.nan), "peak_memory_bytes": s.get("peak_memory_bytes", math.nan),
-                             "epochs": s.get("epochs", math.nan), "device": s.get("device"),
-                             "metrics": m})
-            else:
-                rec = read_json(d / "cell.json") or {}
-                runs.append({"seed": seed, "status": "failed", "error": rec.get("error", "not run")})
+    varying = {k for k, v in grid.axes.items() if len(v) > 1}  # axes that plot labels must name
+    for cell in grid.cells:
+        runs = seed_runs(grid, where, cell)
         ok = [r for r in runs if r["status"] == "ok"]
         row: dict[str, Any] = {"name": cell.name, "regime": cell.regime, "window": cell.window, "stride": cell.stride,
                                "max_history": cell.max_history, "targets": cell.targets, "item_emb": cell.item_emb,
                                "label": cell.label(varying),
-                               "status": "ok" if len(ok) == repeats else "failed", "seeds_ok": len(ok),
+                               "status": "ok" if len(ok) == grid.repeats else "failed", "seeds_ok": len(ok),
                                "error": next((r["error"] for r in runs if r["status"] != "ok"), None), "mean": {}, "sd": {}}
-        for key in [*metrics, "train_seconds", "tokens", "epochs"]:
-            vals = [r["metrics"].get(key, math.nan) if key in metrics else r[key] for r in ok]
+        for key in [*grid.metrics, "train_seconds", "tokens", "epochs"]:
+            vals = [r["metrics"].get(key, math.nan) if key in grid.metrics else r[key] for r in ok]
             row["mean"][key], row["sd"][key] = mean_sd(vals)
         row["peak_memory_bytes"] = max((r["peak_memory_bytes"] for r in ok), default=math.nan)
         row["runs"] = runs
         rows.append(row)
-    by_name = {r["name"]: r for r in rows}
+    return rows
 
-    # Relative to the baseline: "+x% metric at y x time".
-    for cell, row in zip(cells, rows):
-        if baseline_name is not None:
-            base: dict[str, Any] | None = by_name[baseline_name]
+
+def compare_with_baselines(grid: Grid, rows: list[dict[str, Any]]) -> None:
+    """Each row relative to its baseline ("+x% metric at y x time"), in place."""
+    by_name = {r["name"]: r for r in rows}
+    for cell, row in zip(grid.cells, rows):
+        if grid.baseline is not None:
+            base: dict[str, Any] | None = by_name[grid.baseline]
         else:
-            b = baseline_of(cell, cells)
+            b = baseline_of(cell, grid.cells)
             base = by_name[b.name] if b is not None else None
         row["baseline"] = base["name"] if base else None
         if base is None or row["status"] != "ok" or base["status"] != "ok":
-            row["gain"], row["time_x"], row["tokens_x"] = dict.fromkeys(metrics, math.nan), math.nan, math.nan
+            row["gain"], row["time_x"], row["tokens_x"] = dict.fromkeys(grid.metrics, math.nan), math.nan, math.nan
             continue
-        row["gain"] = {m: ratio(row["mean"][m], base["mean"][m]) - 1 for m in metrics}
+        row["gain"] = {m: ratio(row["mean"][m], base["mean"][m]) - 1 for m in grid.metrics}
         row["time_x"] = ratio(row["mean"]["train_seconds"], base["mean"]["train_seconds"])
         row["tokens_x"] = ratio(row["mean"]["tokens"], base["mean"]["tokens"])
 
-    baseline_names = {r["baseline"] for r in rows}
 
-    # Pareto frontier of the headline metric against each cost, over the cells that finished.
+def mark_pareto(rows: list[dict[str, Any]], metric: str) -> None:
+    """Pareto frontier of the headline metric against each cost, over the cells that finished, in place."""
     done = [r for r in rows if r["status"] == "ok"]
     for cost in ("train_seconds", "tokens"):
         mask = pareto_mask([r["mean"][cost] for r in done], [r["mean"][metric] for r in done])
@@ -368,19 +441,22 @@ def main() -> None:
         for r, on in zip(done, mask):
             r[f"pareto_{cost}"] = bool(on)
 
-    # ------------------------------------------------------------------------- write
-    report = {"data": data_path, "out": str(out), "metric": metric, "metrics": metrics, "repeats": repeats,
-              "spread": "sample standard deviation over seeds (ddof=1); null with one seed",
-              "grid": axes, "flags": shared}
 
-    def scrub(x: Any) -> Any:  # NaN -> null, recursively
-        if isinstance(x, dict):
-            return {k: scrub(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [scrub(v) for v in x]
-        return finite(x)
+def scrub(x: Any) -> Any:
+    """NaN -> None, recursively, so the JSON stays valid."""
+    if isinstance(x, dict):
+        return {k: scrub(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [scrub(v) for v in x]
+    return finite(x)
 
-    report["cells"] = scrub(rows)
+
+def write_tables(grid: Grid, where: Where, rows: list[dict[str, Any]]) -> None:
+    """OUT/frontier.json (everything) and OUT/frontier.csv (one flat line per cell)."""
+    out, metrics = where.out, grid.metrics
+    report = {"data": where.data_path, "out": str(out), "metric": grid.metric, "metrics": metrics,
+              "repeats": grid.repeats, "spread": "sample standard deviation over seeds (ddof=1); null with one seed",
+              "grid": grid.axes, "flags": grid.shared, "cells": scrub(rows)}
     out.mkdir(parents=True, exist_ok=True)
     with cli.atomic_write(out / "frontier.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
@@ -398,16 +474,23 @@ def main() -> None:
                     **{f"gain_{m}": r["gain"][m] for m in metrics}}
             w.writerow({c: "" if finite(flat[c]) is None else flat[c] for c in columns})
 
-    # ------------------------------------------------------------------------- table (stderr)
-    def pm(row: dict[str, Any], key: str, fmt: str) -> str:
-        if row["status"] != "ok":
-            return "-"
-        sd = row["sd"][key]
-        return format(row["mean"][key], fmt) + ("" if math.isnan(sd) else f" ± {format(sd, fmt)}")
 
-    def rel(x: float, fmt: str) -> str:
-        return "" if math.isnan(x) else format(x, fmt)
+def pm(row: dict[str, Any], key: str, fmt: str) -> str:
+    """mean ± sample std of a finished row, else '-'."""
+    if row["status"] != "ok":
+        return "-"
+    sd = row["sd"][key]
+    return format(row["mean"][key], fmt) + ("" if math.isnan(sd) else f" ± {format(sd, fmt)}")
 
+
+def rel(x: float, fmt: str) -> str:
+    return "" if math.isnan(x) else format(x, fmt)
+
+
+def print_table(grid: Grid, out: Path, rows: list[dict[str, Any]], baseline_names: set[str]) -> None:
+    """The cells on stderr: metrics, costs, gains against the baseline, frontier membership; then one
+    line per cell naming its gain and cost, or its failure."""
+    metric, metrics, repeats = grid.metric, grid.metrics, grid.repeats
     table = Table(title=f"{out}: test metrics, mean{' ± sample std' if repeats > 1 else ''} over {repeats} seed(s); "
                         f"gains and costs vs. each cell's baseline", title_justify="left")
     for col in ["cell", "seeds", *metrics, "train s", "tokens", "peak MiB", f"Δ {metric}", "time ×", "tokens ×", "frontier"]:
@@ -430,23 +513,47 @@ def main() -> None:
         elif r["status"] != "ok":
             cli.console.print(f"{r['name']}: failed: {r['error']}", highlight=False, markup=False, soft_wrap=True)
 
-    # ------------------------------------------------------------------------- plot
+
+def write_plots(grid: Grid, where: Where, done: list[dict[str, Any]], baseline_names: set[str]) -> None:
+    """OUT/frontier.png and .svg over the finished cells."""
+    title = (f"{Path(where.data_path).name}: test metrics vs. training cost, {len(done)} cells"
+             + (f", mean ± sample std over {grid.repeats} seeds" if grid.repeats > 1 else ""))
+    fig = draw(done, grid.metrics, [r for r in done if r["name"] in baseline_names], title)
+    for fmt in ("png", "svg"):
+        with cli.atomic_write(where.out / f"frontier.{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt, dpi=130)
+    plt.close(fig)
+
+
+def main() -> None:
+    args, shared = p.parse_known_args()
+    grid = read_grid(args, shared)
+    where = open_out(args)
+    todo = plan_runs(grid, where)
+    skipped = len(grid.cells) * grid.repeats - len(todo)
+    data = where.data
+    cli.console.print(f"frontier {where.out}: {len(grid.cells)} cells x {grid.repeats} seeds on {where.data_path} "
+                      f"({data.n_users:,} users, {data.n_items:,} items, {data.n_events:,} events); "
+                      f"skipped {skipped} finished runs, {len(todo)} to run", highlight=False, soft_wrap=True)
+    run_all(grid, where, todo)
+
+    rows = collect(grid, where)
+    compare_with_baselines(grid, rows)
+    mark_pareto(rows, grid.metric)
+    baseline_names = {r["baseline"] for r in rows}
+    write_tables(grid, where, rows)
+    print_table(grid, where.out, rows, baseline_names)
+    done = [r for r in rows if r["status"] == "ok"]
     if done:
-        title = (f"{Path(data_path).name}: test metrics vs. training cost, {len(done)} cells"
-                 + (f", mean ± sample std over {repeats} seeds" if repeats > 1 else ""))
-        fig = draw(done, metrics, [r for r in done if r["name"] in baseline_names], title)
-        for fmt in ("png", "svg"):
-            with cli.atomic_write(out / f"frontier.{fmt}") as tmp:
-                fig.savefig(tmp, format=fmt, dpi=130)
-        plt.close(fig)
+        write_plots(grid, where, done, baseline_names)
     failed = [r["name"] for r in rows if r["status"] != "ok"]
     if failed and not done:
-        cli.console.print(f"every cell failed; see {out}/cells/*/seed*/stderr.log", highlight=False, soft_wrap=True)
+        cli.console.print(f"every cell failed; see {where.out}/cells/*/seed*/stderr.log", highlight=False, soft_wrap=True)
         raise SystemExit(1)
     if failed:
         cli.console.print(f"{len(failed)} of {len(rows)} cells failed (a rerun retries them): {', '.join(failed)}",
                           highlight=False, soft_wrap=True)
-    print(out, flush=True)
+    print(where.out, flush=True)
 
 
 STYLE = {"last": ("s", "black"), "sliding": ("o", "tab:blue"), "mixed": ("^", "tab:green"), "random": ("D", "tab:orange")}

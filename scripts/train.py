@@ -15,6 +15,10 @@ the Rust core (`longrec_core.windows` / `sample_windows`) and materialized batch
 end, so no validation or test event is ever an input or a target. Each epoch ends with a
 full-catalogue validation (the same code as eval.py); the best weights by validation NDCG@10 are
 kept in model.pt. stdout carries one line: the run dir.
+
+Settings are flags, declared with their defaults and meanings in longrec_core/train_flags.py
+(frontier.py parses the flags it passes through with the same declaration); `--help` lists them.
+What --resume takes from a run dir, and which existing dirs are refused: longrec_core/runs.py.
 """
 
 from __future__ import annotations
@@ -33,141 +37,29 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from longrec_core import cli
-from longrec_core.choices import (
-    DEVICES, FILTER_SEEN_CHOICES, ITEM_EMBS, KSHIFT_SCHEMES, LOSSES, PRECISIONS, REGIMES, SAMPLERS, SCHEDULES, TARGETS)
-from longrec_core.data import DataDir, load_data_dir, prepare_synthetic, resolve_filter_seen
+from longrec_core import cli, runs
+from longrec_core.data import DataDir, load_data_dir, load_shards, resolve_filter_seen, shard_count
 from longrec_core.examples import EpochWindows, epoch_windows, iter_batches, n_batches, regime_of, shuffled_order
 from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
 from longrec_core.metrics import evaluate, metrics_from_ranks
 from longrec_core.model import ModelConfig, SASRec, embedding_memory_bytes
 from longrec_core.schedule import default_warmup_steps, lr_factor
-from longrec_core.shards import load_shards, shard_count
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from longrec_core.train_flags import add_train_flags, check_settings
 
 DEMO_DATA = Path("data/demo")
 cli.report_uncaught_errors()
 
 # ----------------------------------------------------------------------------- settings
 p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-g = p.add_argument_group("input and output")
-g.add_argument("--data", default=None, help="data dir from prep.py; None = its path from stdin when piped, else data/demo (made on first use)")
-g.add_argument("--out", default=None, help="run dir to write; None = a fresh dir under runs/")
-g.add_argument("--resume", default=None, help="run dir to continue from its ckpt.pt (its settings win, except the run-length flags)")
-g = p.add_argument_group("model")
-g.add_argument("--window", type=int, default=200, help="context length T: inputs per example (the model's max_len)")
-g.add_argument("--dim", type=int, default=64, help="embedding and hidden width d")
-g.add_argument("--layers", type=int, default=2, help="transformer blocks")
-g.add_argument("--heads", type=int, default=2, help="attention heads (must divide --dim)")
-g.add_argument("--ffn", type=int, default=256, help="feed-forward width of each block")
-g.add_argument("--dropout", type=float, default=0.2, help="dropout on embeddings, attention and residuals")
-g.add_argument("--item-emb", choices=ITEM_EMBS, default="full", help="full N x d table, or the k-shift shared table")
-g.add_argument("--kshift-k", type=int, default=8, help="k-shift: rows summed per item")
-g.add_argument("--kshift-compression", type=int, default=16, help="k-shift: table rows P = ceil(N / compression)")
-g.add_argument("--kshift-scheme", choices=KSHIFT_SCHEMES, default="mix", help="k-shift row scheme (rotate_signed = the paper code's bug)")
-g.add_argument("--kshift-seed", type=int, default=0, help="k-shift: seed of the item hash")
-g = p.add_argument_group("windows")
-g.add_argument("--regime", choices=REGIMES, default="sliding",
-               help="last: one window per user at the training end; sliding: all end-anchored windows; "
-                    "mixed: last for --mixed-epochs then sliding; random: --per-seq sampled windows per user per epoch")
-g.add_argument("--stride", type=int, default=64, help="sliding: distance between consecutive window ends")
-g.add_argument("--max-history", type=int, default=None, help="sliding: only the last H training events of a user make windows")
-g.add_argument("--mixed-epochs", type=int, default=1, help="mixed: epochs of `last` before switching to sliding")
-g.add_argument("--per-seq", type=int, default=1, help="random: windows drawn per user per epoch")
-g.add_argument("--min-len", type=int, default=2, help="shortest window in events (one input and one target)")
-g.add_argument("--targets", choices=TARGETS, default="all",
-               help="all: every position of a window is a target; fresh: only targets no later window of the same user covers")
-g.add_argument("--group-by-length", action="store_true",
-               help="batch windows of similar length together (sorted within pools of 64 batches, batches shuffled); "
-                    "each batch is cut to its longest window, so less compute goes to padding when many windows are "
-                    "shorter than --window (small strides, short histories). Changes which windows share a batch; "
-                    "each step's loss is then its targets' sum over the epoch's mean targets per step, so "
-                    "every target still weighs the same")
-g = p.add_argument_group("loss")
-g.add_argument("--loss", choices=LOSSES, default="ce",
-               help="ce: full softmax; sampled: sampled softmax with log-Q; chunked: exact full softmax without B x T x N logits")
-g.add_argument("--negatives", type=int, default=256, help="sampled: negatives per batch (shared)")
-g.add_argument("--sampler", choices=SAMPLERS, default="uniform", help="sampled: negative distribution")
-g.add_argument("--loss-chunk", type=int, default=8192, help="chunked: items per chunk")
-g = p.add_argument_group("optimization")
-g.add_argument("--batch-size", type=int, default=128, help="windows per step (per process under torchrun)")
-g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
-g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
-g.add_argument("--schedule", choices=SCHEDULES, default="constant", help="LR after warmup")
-g.add_argument("--warmup-steps", type=int, default=None,
-               help="linear LR warmup steps; None = 10%% of the first epoch's steps, at most 100")
-g.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping (0 = off)")
-g = p.add_argument_group("run")
-g.add_argument("--epochs", type=int, default=20, help="passes over the windows")
-g.add_argument("--max-train-seconds", type=float, default=None, help="stop (and checkpoint) after this much training time")
-g.add_argument("--max-steps", type=int, default=None, help="stop (and checkpoint) after this many optimizer steps in total")
-g.add_argument("--patience", type=int, default=5, help="stop after this many epochs without a better validation NDCG@10 (0 = never)")
-g.add_argument("--eval-batch-size", type=int, default=256, help="users per validation batch")
-g.add_argument("--valid-sample", type=int, default=None,
-               help="validate on a fixed seeded sample of this many users (each ranked on the full catalogue); "
-                    "for 10^7-item catalogues on a CPU; None = every validation user")
-g.add_argument("--filter-seen", choices=FILTER_SEEN_CHOICES, default="auto",
-               help="validation drops the user's already-seen items from the competitors (as eval.py --filter-seen); "
-                    "auto = yes when no validation or test target repeats a seen item (ml-1m, Amazon: the published "
-                    "protocol), no where repeats are legitimate targets")
-g.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, dropout and negatives")
-g.add_argument("--device", choices=DEVICES, default="auto", help="auto = cuda when available")
-g.add_argument("--precision", choices=PRECISIONS, default="auto",
-               help="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU runs the matrix products in bfloat16 "
-                    "(fast where the CPU has AVX512-BF16 or AMX); losses are always computed in float32")
-g.add_argument("--compile", action="store_true", help="torch.compile the model")
-g.add_argument("--threads", type=int, default=None, help="CPU threads of torch and of the core's kernels; None = all cores")
+add_train_flags(p)  # every flag, its default and meaning: longrec_core/train_flags.py, or --help
 args = p.parse_args()
-
-# Check every setting before any work, so a bad flag costs nothing. The upper bounds are far
-# beyond any real use; above them a value is a typo that would overflow or exhaust memory later.
-BIG = 2**40
-INT_RANGES = {"window": (1, 2**20), "dim": (1, 2**16), "layers": (0, 1024), "heads": (1, 1024), "ffn": (1, 2**20),
-              "stride": (1, BIG), "max_history": (1, BIG), "mixed_epochs": (0, BIG),
-              "per_seq": (1, 2**20), "min_len": (2, BIG), "kshift_k": (1, 1024), "kshift_compression": (1, BIG),
-              "kshift_seed": (0, 2**64 - 1), "negatives": (1, 2**24), "loss_chunk": (1, 2**30),
-              "batch_size": (1, 2**20), "warmup_steps": (0, BIG), "epochs": (1, 10**6), "max_steps": (1, BIG),
-              "patience": (0, 10**6), "eval_batch_size": (1, 2**20), "valid_sample": (1, BIG),
-              "seed": (0, 2**32 - 1), "threads": (1, 4096)}
-
-
-def check_settings(args: argparse.Namespace) -> None:
-    """Refuse (exit 2, as a ValueError) any setting out of range, from the command line or from a run
-    dir's config.json."""
-    for name, (lo, hi) in INT_RANGES.items():
-        cli.check_int(f"--{name.replace('_', '-')}", getattr(args, name), lo, hi)
-    for name in ("lr", "weight_decay", "clip", "max_train_seconds", "dropout"):
-        value = getattr(args, name)
-        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            cli.fail(f"--{name.replace('_', '-')} must be a finite number at least 0, got {value!r}")
-    if args.dropout >= 1:
-        cli.fail(f"--dropout must be below 1, got {args.dropout}")
-    if args.dim % args.heads:
-        cli.fail(f"--dim ({args.dim}) must be a multiple of --heads ({args.heads})")
-    if args.targets == "fresh" and args.regime == "random":
-        cli.fail("--targets fresh needs end-anchored windows: use --regime last, sliding or mixed")
-
-
-check_settings(args)
-
-# On --resume every setting comes from the checkpoint, except: these keep the checkpoint's value
-# unless given again, and the per-invocation ones always come from this command line.
-RUN_LENGTH_FLAGS = ("epochs", "patience")
-PER_INVOCATION_FLAGS = ("resume", "max_train_seconds", "max_steps", "device", "precision", "threads", "compile")
-
-
-def flag_given(name: str) -> bool:
-    flag = "--" + name.replace("_", "-")
-    return any(a == flag or a.startswith(flag + "=") for a in sys.argv[1:])
-
+check_settings(args)  # ranges and combinations, before any work: a bad flag costs nothing
 
 # ----------------------------------------------------------------------------- distributed setup
 world = int(os.environ.get("WORLD_SIZE", "1"))
 rank = int(os.environ.get("RANK", "0"))
 main_process = rank == 0
-if args.device == "cuda" and not torch.cuda.is_available():
-    cli.fail("--device cuda was asked for but no CUDA device is available")
-device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+device = cli.torch_device(args.device)
 if world > 1:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -194,64 +86,13 @@ def log(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------- resume or start
-RUN_START_FILES = ("config.json", "log.jsonl")  # all a run dir holds before its first checkpoint
-ckpt = None
-if args.resume:
-    run_dir = Path(args.resume)
-    if args.data is not None or args.out is not None:  # the run's own, from its checkpoint
-        cli.fail("--resume continues a run on its own data dir and in its own dir: drop --data and --out")
-    if (run_dir / "ckpt.pt").is_file():
-        try:
-            ckpt = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=False)
-            saved = ckpt["config"]
-            missing = {"model", "model_config", "optimizer", "scheduler", "rng", "state"} - set(ckpt)
-        except Exception as e:  # truncated, not a torch file, or not one of ours
-            cli.fail(f"cannot resume: {run_dir / 'ckpt.pt'} is not a readable checkpoint ({type(e).__name__})")
-        if missing or not isinstance(saved, dict):
-            cli.fail(f"cannot resume: {run_dir / 'ckpt.pt'} is not a checkpoint of train.py (it lacks {sorted(missing)})")
-    elif (run_dir / "config.json").is_file():
-        # The run stopped before its first checkpoint: start it over with its saved settings.
-        try:
-            saved = json.loads((run_dir / "config.json").read_text())
-        except (ValueError, OSError) as e:
-            cli.fail(f"cannot resume: {run_dir / 'config.json'} is not readable ({type(e).__name__})")
-        if not isinstance(saved, dict) or not isinstance(saved.get("data"), str):
-            cli.fail(f"cannot resume: {run_dir / 'config.json'} is not a run's settings (no data dir in it)")
-        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_START_FILES)
-        if foreign:
-            cli.fail(f"cannot resume: {run_dir} holds {foreign[0]}, which is not part of a run dir")
-        log(f"{run_dir} has no checkpoint yet (it stopped inside its first epoch): starting it over with its settings")
-    else:
-        cli.fail(f"cannot resume: {run_dir} has neither ckpt.pt nor config.json, so it is not a run dir")
-    for k in vars(args):
-        if k in saved and k not in PER_INVOCATION_FLAGS and not (k in RUN_LENGTH_FLAGS and flag_given(k)):
-            setattr(args, k, saved[k])
-    check_settings(args)  # the saved settings, which a hand-edited config.json may have broken
-    data_path = Path(saved["data"])
+# the policy (what --resume takes from the checkpoint, which existing dirs are refused): longrec_core/runs.py
+if args.resume:  # args take the run's saved settings
+    start = runs.resume(args, sys.argv[1:], log)
 else:
-    if args.data is not None:
-        data_path = Path(args.data)
-    elif cli.stdin_piped():
-        data_path = cli.input_path(None, "data dir")
-    else:
-        data_path = DEMO_DATA
-        if not (DEMO_DATA / "manifest.json").exists() and main_process:
-            log(f"no --data given: making the demo data set in {DEMO_DATA} (prep.py --synthetic defaults)")
-            prepare_synthetic(DEMO_DATA)
-        if world > 1:
-            dist.barrier()
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(args.out) if args.out else Path("runs") / f"{stamp}-{args.regime}-s{args.stride}-seed{args.seed}"
-    if run_dir.exists() and not run_dir.is_dir():
-        cli.fail(f"--out {run_dir} is a file, not a directory")
-    cli.check_parent_dir(run_dir)
-    # A run dir that holds no weights yet (a run that failed or stopped in its first epoch) is
-    # started over; anything with weights is kept.
-    if main_process and any((run_dir / name).exists() for name in ("ckpt.pt", "model.pt", "summary.json")):
-        cli.fail(f"run dir {run_dir} already holds a run; pass another --out or --resume it")
-    if main_process and run_dir.is_dir() and any(p.name not in RUN_START_FILES for p in run_dir.iterdir()):
-        cli.fail(f"--out {run_dir} is a directory with other files in it, not a run dir; pass another --out")
-
+    start = runs.start(args, DEMO_DATA, main_process=main_process, log=log,
+                       barrier=dist.barrier if world > 1 else lambda: None)
+run_dir, data_path, ckpt = start.run_dir, start.data_path, start.ckpt
 
 # A sharded data dir under torchrun: each rank reads only its shards (rank, rank + world, ...) and
 # draws its batches from them; the ranks agree on the steps per epoch (the fewest any rank has).
@@ -301,19 +142,8 @@ log(f"model: {n_params:,} parameters; item embedding {mem['params_bytes'] / 2**2
 if model_cfg.item_emb == "kshift":
     log(f"k-shift: k={model_cfg.kshift_k}, {raw_model.item_emb.n_rows:,} rows, scheme {model_cfg.kshift_scheme}; "
         f"{raw_model.item_emb.collision_share():.2%} of items share their whole row set with another item")
-
-
-
-def training_item_counts() -> torch.Tensor:
-    """(N+1,) how often each item occurs before the users' training ends: the popularity sampler
-    must not see validation or test targets."""
-    lengths = data.train_end - data.offsets[:-1]  # (U,)
-    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # where each user's run starts in the flat list
-    idx = np.arange(int(lengths.sum())) + np.repeat(data.offsets[:-1] - first, lengths)
-    return torch.from_numpy(np.bincount(data.items[idx], minlength=data.n_items + 1).astype(np.float64))
-
-
-item_counts = training_item_counts() if args.loss == "sampled" and args.sampler == "popularity" else None
+item_counts = (torch.from_numpy(data.training_item_counts())  # (N+1,) training events only: no target leaks
+               if args.loss == "sampled" and args.sampler == "popularity" else None)
 
 
 # ----------------------------------------------------------------------------- windows per epoch
@@ -394,11 +224,7 @@ if ckpt is not None:
     log(f"resuming {run_dir} at epoch {state['epoch']}, batch {state['batch']} (step {state['step']})")
 
 if main_process:
-    if ckpt is None:
-        (run_dir / "log.jsonl").unlink(missing_ok=True)  # from an attempt that is started over
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with cli.atomic_write(run_dir / "config.json") as tmp:
-        tmp.write_text(json.dumps({**vars(args), "model": model_cfg.to_dict(), "world_size": world}, indent=2))
+    runs.write_config(run_dir, {**vars(args), "model": model_cfg.to_dict(), "world_size": world}, fresh=ckpt is None)
 
 
 def save_checkpoint() -> None:
@@ -426,8 +252,7 @@ def peak_memory_bytes() -> int:
 # ----------------------------------------------------------------------------- training loop
 autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 stop_reason = "epochs"
-progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=cli.console, transient=True, disable=not main_process)
+progress = cli.progress(eta=True, enabled=main_process)
 # Ctrl-C or SIGTERM (a scheduler's preemption) stops after the current step with a checkpoint.
 # Not under torchrun: the processes would stop at different steps and wait on each other.
 stop_requested = cli.stop_requests() if world == 1 else (lambda: None)

@@ -172,6 +172,8 @@ def test_failure_line_is_the_error_or_the_exception_of_the_last_stage() -> None:
     (["--seed", "3"], "--seed is set by frontier.py"),
     (["--data", "NODATA"], "is not a data dir"),
     (["--epohcs", "3"], "--epohcs is neither a frontier.py nor a train.py flag"),
+    (["--loss", "bogus"], "argument --loss: invalid choice: 'bogus'"),  # train.py's choices, before any run
+    (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
     (["--repeats", "1000000000000", "--data", "NODATA"], "more than 10,000 runs"),  # checked before the data
 ])
 def test_bad_input_exits_2_with_one_sentence_before_any_run(data_dir: Path, tmp_path: Path, argv: list[str],
