@@ -257,6 +257,28 @@ def _history_pairs(data: Any, users: np.ndarray, end: np.ndarray) -> tuple[Tenso
 
 
 @torch.inference_mode()
+def _targets(data: Any, split: str, sample: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(users (M,), target event index (M,)) of the split, or of a seeded sample of `sample` of them."""
+    users, end = (np.asarray(a, dtype=np.int64) for a in data.eval_targets(split))  # (M,), (M,)
+    if sample is not None and sample < len(users):
+        pick = np.sort(np.random.default_rng(seed).choice(len(users), sample, replace=False))
+        users, end = users[pick], end[pick]
+    return users, end
+
+
+def _histories(data: Any, u: np.ndarray, e: np.ndarray, window: int, use_types: bool,
+               dev: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(history (B, window) left-padded, target (B,), event types of the history (B, window) or None)
+    on `dev`, for users `u` with targets at event index `e`."""
+    start = np.maximum(data.offsets[u], e - window)
+    seq = torch.from_numpy(longrec_core.gather(data.items, start, e + 1, length=window))  # (B, window+1)
+    hist, target = seq[:, :-1].to(dev), seq[:, -1].to(dev)  # (B, window), (B,)
+    types = None
+    if use_types:
+        types = torch.from_numpy(longrec_core.gather(data.types, start, e + 1, length=window))[:, :-1].to(dev)
+    return hist, target, types
+
+
 def evaluate(
     model: RankModel,
     data: Any,
@@ -291,10 +313,7 @@ def evaluate(
     if data.n_items != n_items:
         raise ValueError(f"the data dir has {data.n_items:,} items but the model was trained on {n_items:,}")
     use_types = data.types is not None and getattr(cfg, "n_types", 0) > 0
-    users, end = (np.asarray(a, dtype=np.int64) for a in data.eval_targets(split))  # (M,), (M,)
-    if sample is not None and sample < len(users):
-        pick = np.sort(np.random.default_rng(sample_seed).choice(len(users), sample, replace=False))
-        users, end = users[pick], end[pick]
+    users, end = _targets(data, split, sample, sample_seed)
     ranks = np.empty(len(users), dtype=np.int64)
 
     was_training = model.training
@@ -303,12 +322,7 @@ def evaluate(
         table = _item_table(model, n_items, item_chunk, dev)
         for lo in range(0, len(users), batch_size):
             u, e = users[lo : lo + batch_size], end[lo : lo + batch_size]
-            start = np.maximum(data.offsets[u], e - window)
-            seq = torch.from_numpy(longrec_core.gather(data.items, start, e + 1, length=window))  # (B, window+1)
-            hist, target = seq[:, :-1].to(dev), seq[:, -1].to(dev)  # (B, window), (B,)
-            types = None
-            if use_types:
-                types = torch.from_numpy(longrec_core.gather(data.types, start, e + 1, length=window))[:, :-1].to(dev)
+            hist, target, types = _histories(data, u, e, window, use_types, dev)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 hidden = model(hist, types)  # (B, window, d)
             query = hidden[:, -1].float()  # (B, d) state after the last history event

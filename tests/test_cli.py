@@ -161,3 +161,16 @@ def test_argument_parser_exits_2(capsys):
         p.parse_args(["--split", "random"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: argument --split: invalid choice") and len(err.splitlines()) == 1
+
+
+def test_torch_device_follows_the_choice_and_refuses_a_missing_cuda(capsys):
+    import torch
+
+    assert cli.torch_device("cpu") == torch.device("cpu")
+    assert cli.torch_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as e:
+            cli.torch_device("cuda")
+        assert e.value.code == 2 and "--device cuda was asked for but no CUDA device" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--device must be one of auto, cpu, cuda"):
+        cli.torch_device("tpu")

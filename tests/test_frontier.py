@@ -162,6 +162,23 @@ def test_failure_line_is_the_error_or_the_exception_of_the_last_stage() -> None:
 
 
 # ----------------------------------------------------------------------------- bad input
+def test_the_grid_and_train_flags_load_without_torch() -> None:
+    """frontier.py checks a grid and the flags it passes to train.py before any run, and quickly."""
+    code = ("import sys, longrec_core.frontier, longrec_core.train_flags, longrec_core.choices\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_train_flags_parse_as_train_py_does() -> None:
+    from longrec_core.train_flags import train_defaults, train_parser
+
+    defaults = train_defaults()
+    assert defaults["window"] == 200 and defaults["regime"] == "sliding" and defaults["max_history"] is None
+    args = train_parser().parse_args(["--loss", "sampled", "--sampler=popularity", "--compile"])
+    assert (args.loss, args.sampler, args.compile) == ("sampled", "popularity", True)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--regimes", "last,slide"], "unknown regime value 'slide'"),
     (["--metric", "AUC"], "unknown metric 'AUC'"),
