@@ -8,7 +8,8 @@ them from here, so a new regime or loss is added in one place.
 from __future__ import annotations
 
 # windows: which training windows an epoch makes (longrec_core.examples)
-REGIMES = ("last", "sliding", "mixed", "random")  # mixed = last for --mixed-epochs, then sliding
+# mixed = last for --mixed-epochs, then sliding; session = windows ending at session ends
+REGIMES = ("last", "sliding", "mixed", "random", "session")
 TARGETS = ("all", "fresh")  # fresh: only targets no later window of the same user covers
 
 # model: the item embedding (longrec_core.model)

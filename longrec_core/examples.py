@@ -22,13 +22,15 @@ from longrec_core.choices import REGIMES
 
 @dataclass
 class EpochWindows:
-    """One epoch's examples in core order (by user, then time). Targets at an event index
-    >= fresh_stop are also targets of a later window of the same user."""
+    """One epoch's examples in core order (by user, then time). A window's targets are its events
+    from first_target on (events before it are context only); those at an event index >= fresh_stop
+    are also targets of a later window of the same user."""
 
     seq: np.ndarray  # (W,) user of each window
     start: np.ndarray  # (W,) first event
     stop: np.ndarray  # (W,) one past the last event
     fresh_stop: np.ndarray  # (W,) targets before this index are covered by no later window
+    first_target: np.ndarray  # (W,) the first event that is a target: start + 1, or a session start
 
     def __len__(self) -> int:
         return len(self.start)
@@ -38,7 +40,7 @@ class EpochWindows:
         event after its first (before fresh_stop if fresh_only). A window never holds more than
         the `window + 1` events a batch row keeps, so no cut applies."""
         end = np.minimum(self.stop, self.fresh_stop) if fresh_only else self.stop
-        return np.maximum(0, end - self.start - 1)
+        return np.maximum(0, end - self.first_target)
 
 
 def regime_of(regime: str, epoch: int, mixed_epochs: int) -> str:
@@ -59,9 +61,19 @@ def epoch_windows(
     max_history: int | None = None,
     per_seq: int = 1,
     seed: int = 0,
+    sessions: np.ndarray | None = None,
 ) -> EpochWindows:
-    """The windows of one epoch for a concrete regime (last | sliding | random; resolve `mixed`
-    with `regime_of` first). `seed` only matters for `random`: pass one per epoch."""
+    """The windows of one epoch for a concrete regime (last | sliding | random | session; resolve
+    `mixed` with `regime_of` first). `seed` only matters for `random`: pass one per epoch.
+    `session` needs the data dir's `sessions` offsets: each session's training events are the
+    targets of the windows that end at the session's end (`longrec_core.session_windows`), with the
+    events before them as context, so every target comes once and `stride`/`min_len` do not apply."""
+    if regime == "session":
+        if sessions is None:
+            raise ValueError("the session regime needs the session offsets (sessions.npy of the data dir)")
+        seq, start, stop, first = lc.session_windows(offsets, sessions, train_end, window=window,
+                                                     max_history=max_history)
+        return EpochWindows(seq, start, stop, stop.copy(), first)
     if regime == "random":
         seq, start, stop = lc.sample_windows(offsets, train_end, window=window, per_seq=per_seq, min_len=min_len,
                                              max_history=max_history, seed=seed)
@@ -78,7 +90,7 @@ def epoch_windows(
     if regime != "random":
         nxt = np.flatnonzero(seq[:-1] == seq[1:])
         fresh_stop[nxt] = np.minimum(stop[nxt], start[nxt + 1] + 1)
-    return EpochWindows(seq, start, stop, fresh_stop)
+    return EpochWindows(seq, start, stop, fresh_stop, start + 1)
 
 
 def make_batch(
@@ -102,9 +114,14 @@ def make_batch(
     seqs = torch.from_numpy(lc.gather(items, start, stop, length=width - 1))  # (B, T+1)
     targets = seqs[:, 1:].clone()  # (B, T); column j predicts event stop - T + j
     targets[seqs[:, :-1] == 0] = 0  # a window's first event has no input before it: not a target
-    if fresh_only:
+    first = w.first_target[idx]
+    context_only = bool(np.any(first > start + 1))  # session windows: earlier sessions are context
+    if fresh_only or context_only:
         event = stop[:, None] + np.arange(1 - width, 0)[None, :]  # (B, T) event index of each target
-        targets[torch.from_numpy(event >= w.fresh_stop[idx, None])] = 0
+        if fresh_only:
+            targets[torch.from_numpy(event >= w.fresh_stop[idx, None])] = 0
+        if context_only:
+            targets[torch.from_numpy(event < first[:, None])] = 0
     types_in = None
     if types is not None:
         types_in = torch.from_numpy(lc.gather(types, start, stop, length=width - 1)[:, :-1])

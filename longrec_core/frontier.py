@@ -118,7 +118,7 @@ class Cell:
 
     regime: str
     window: int
-    stride: int | None  # None: the regime has no stride (last, random)
+    stride: int | None  # None: the regime has no stride (last, random, session)
     max_history: int | None  # None: the whole training history
     targets: str = "all"
     item_emb: str = "full"
@@ -166,14 +166,15 @@ def make_cell(regime: str, window: int, stride: int, max_history: int | None, ta
     - stride only matters where sliding windows are made (sliding, mixed);
     - `last` takes one window of window+1 events, so a max history of at least that is the whole history;
     - `fresh` targets equal `all` for `last` (one window per user) and do not exist for `random`
-      (sampled windows have no order; train.py refuses the pair), so both keep every target."""
-    if regime in ("last", "random"):
+      (sampled windows have no order) or `session` (each target is in one window already; train.py
+      refuses both pairs), so these keep every target."""
+    if regime in ("last", "random", "session"):
         stride_ = None
     else:
         stride_ = stride
     if regime == "last" and max_history is not None and max_history >= window + 1:
         max_history = None
-    if regime in ("last", "random"):
+    if regime in ("last", "random", "session"):
         targets = "all"
     return Cell(regime, window, stride_, max_history, targets, item_emb)
 

@@ -65,7 +65,9 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
 def _windows_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--regime", choices=REGIMES, default="sliding",
                    help="last: one window per user at the training end; sliding: all end-anchored windows; "
-                        "mixed: last for --mixed-epochs then sliding; random: --per-seq sampled windows per user per epoch")
+                        "mixed: last for --mixed-epochs then sliding; random: --per-seq sampled windows per user per epoch; "
+                        "session: windows ending at each session's end, whose targets are that session's events "
+                        "(sessions.npy; prep.py --session-gap)")
     g.add_argument("--stride", type=int, default=64, help="sliding: distance between consecutive window ends")
     g.add_argument("--max-history", type=int, default=None, help="sliding: only the last H training events of a user make windows")
     g.add_argument("--mixed-epochs", type=int, default=1, help="mixed: epochs of `last` before switching to sliding")
@@ -146,5 +148,6 @@ def check_settings(args: argparse.Namespace) -> None:
         cli.fail(f"--dropout must be below 1, got {args.dropout}")
     if args.dim % args.heads:
         cli.fail(f"--dim ({args.dim}) must be a multiple of --heads ({args.heads})")
-    if args.targets == "fresh" and args.regime == "random":
-        cli.fail("--targets fresh needs end-anchored windows: use --regime last, sliding or mixed")
+    if args.targets == "fresh" and args.regime in ("random", "session"):
+        cli.fail(f"--targets fresh applies to --regime last, sliding or mixed: {args.regime} windows "
+                 + ("have no order" if args.regime == "random" else "already take each target once"))

@@ -11,8 +11,8 @@ Protocol (README.md, "eval.py"): the history of a target is the `window` events 
 the model's max_len; every item 1..N is a candidate (no sampled negatives, padding never
 ranked); rank = 1 + number of other items scoring >= the target, so ties count against the
 model; with seen items filtered, the items of the user's whole history before the target are
-dropped from the competitors (--filter-seen auto, the default, filters exactly when no validation
-or test target repeats a seen item, as train.py's validation does). Metrics: HR@K, NDCG@K, MRR@K for each K and the untruncated MRR, each with a
+dropped from the competitors by the rule the run validated with (train.py --filter-seen; auto,
+the default, filters exactly when no validation or test target repeats a seen item). Metrics: HR@K, NDCG@K, MRR@K for each K and the untruncated MRR, each with a
 95% percentile-bootstrap interval over users.
 
 Writes (atomically) the metrics JSON and, beside it, the per-user ranks
@@ -53,11 +53,11 @@ p.add_argument("--run", default=None,
                help="run dir written by train.py (default: read from stdin when piped, else the newest run under runs/)")
 p.add_argument("--data", default=None, help="data dir (default: the run's config.json 'data')")
 p.add_argument("--split", default="test", choices=SPLITS, help="which targets to rank (default: test)")
-p.add_argument("--filter-seen", nargs="?", const="yes", default="auto", choices=FILTER_SEEN_CHOICES,
+p.add_argument("--filter-seen", nargs="?", const="yes", default=None, choices=FILTER_SEEN_CHOICES,
                help="exclude items of the user's history before the target from the competitors: yes (also a bare "
                     "--filter-seen), no, or auto = yes when no validation or test target of the data dir repeats a "
                     "seen item (the published protocol on ml-1m and Amazon), no where repeats are legitimate targets "
-                    "(default: %(default)s)")
+                    "(default: the rule the run validated with, from its config.json; auto without one)")
 # metrics
 p.add_argument("--ks", default=",".join(map(str, KS)), help="cut-offs K for HR/NDCG/MRR@K (default: %(default)s)")
 p.add_argument("--bootstrap", type=int, default=1000,
@@ -115,6 +115,16 @@ def config_data_dir(run: Path) -> str:
     if not isinstance(data, str) or not data:
         fail(f"{path} names no data dir; pass --data DATA_DIR")
     return data
+
+
+def config_filter_seen(run: Path) -> str:
+    """The seen-items rule the run validated with (its config.json), so that test metrics follow the
+    rule that selected the weights; "auto" for a run without a readable one."""
+    try:
+        rule = json.loads((run / "config.json").read_text()).get("filter_seen")
+    except (OSError, ValueError, AttributeError):
+        return "auto"
+    return rule if rule in FILTER_SEEN_CHOICES else "auto"
 
 
 def load_ranks(path: Path) -> dict[str, np.ndarray]:
@@ -318,7 +328,8 @@ def main() -> None:
     data_dir = args.data if args.data is not None else config_data_dir(run)
     model, data, n_shards = load_run(run, data_dir, device)
     data_abs = str(Path(data_dir).resolve())
-    filter_seen = resolve_filter_seen(args.filter_seen, data)  # a sharded dir: decided on its first shard
+    rule = args.filter_seen if args.filter_seen is not None else config_filter_seen(run)
+    filter_seen = resolve_filter_seen(rule, data)  # a sharded dir: decided on its first shard
     mine = {"split": args.split, "filter_seen": filter_seen, "n_items": data.n_items, "data": data_abs}
     other = load_other(args, mine) if args.compare is not None else None
 
@@ -338,7 +349,7 @@ def main() -> None:
                  n_items=data.n_items, data=data_abs, window=model.cfg.max_len)
     result = {
         "run": str(run.resolve()), "data": data_abs, "split": args.split,
-        "filter_seen": filter_seen, "filter_seen_rule": args.filter_seen, "window": model.cfg.max_len, "n_items": data.n_items,
+        "filter_seen": filter_seen, "filter_seen_rule": rule, "window": model.cfg.max_len, "n_items": data.n_items,
         "sample_users": args.sample_users,
         "n_users": int(len(users)), "ks": list(ks), "metrics": metrics,
         "ci": {k: list(v) for k, v in ci.items()}, "bootstrap": {"n": args.bootstrap, "seed": args.seed, "alpha": 0.05},

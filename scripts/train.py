@@ -150,7 +150,7 @@ item_counts = (torch.from_numpy(data.training_item_counts())  # (N+1,) training 
 def windows_of(epoch: int) -> EpochWindows:
     return epoch_windows(data.offsets, data.train_end, regime=regime_of(args.regime, epoch, args.mixed_epochs),
                          window=args.window, stride=args.stride, min_len=args.min_len, max_history=args.max_history,
-                         per_seq=args.per_seq, seed=seed * 1_000_003 + epoch)
+                         per_seq=args.per_seq, seed=seed * 1_000_003 + epoch, sessions=data.sessions)
 
 
 # Every epoch of one regime has the same number of windows (random draws a fixed number per user).

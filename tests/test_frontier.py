@@ -107,6 +107,8 @@ def test_cells_collapse_irrelevant_axes_and_have_stable_names() -> None:
     assert make_cell("last", 200, 64, None, "fresh", "kshift").train_args() == [
         "--regime", "last", "--window", "200", "--targets", "all", "--item-emb", "kshift"]
     assert make_cell("mixed", 200, 64, None, "all", "kshift").name == "mixed-w200-s64-hall-kshift"
+    assert make_cell("session", 50, 64, None, "fresh", "full").train_args() == [  # no stride, each target once
+        "--regime", "session", "--window", "50", "--targets", "all", "--item-emb", "full"]
     assert make_cell("sliding", 200, 64, 1000, "all", "full").label({"windows"}) == "sliding/s64/w200"
 
 

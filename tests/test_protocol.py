@@ -87,8 +87,9 @@ def run(*argv):
 
 @pytest.mark.parametrize("rule, filtered", [("auto", True), ("no", False)])
 def test_validation_ranks_as_eval_does(dirs, tmp_path, rule, filtered):
-    """The best epoch's validation metrics in log.jsonl are eval.py's on the saved model, with the
-    same seen-items rule; and the default warm-up follows the rule above."""
+    """The best epoch's validation metrics in log.jsonl are eval.py's on the saved model, which by
+    default follows the seen-items rule the run validated with; and the default warm-up follows the
+    rule above."""
     out = tmp_path / "run"
     run("scripts/train.py", "--data", str(dirs["unique"]), "--out", str(out), "--filter-seen", rule, *TINY)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -97,7 +98,7 @@ def test_validation_ranks_as_eval_does(dirs, tmp_path, rule, filtered):
     assert summary["warmup_steps"] == default_warmup_steps(summary["steps"] // summary["epochs"])
     best = log[summary["best_epoch"]]["valid"]
     metrics = tmp_path / "valid.json"
-    run("scripts/eval.py", "--run", str(out), "--split", "valid", "--filter-seen", rule, "--bootstrap", "0",
+    run("scripts/eval.py", "--run", str(out), "--split", "valid", "--bootstrap", "0",  # the run's own rule
         "--out", str(metrics))
     got = json.loads(metrics.read_text())
     assert got["filter_seen"] is filtered and got["filter_seen_rule"] == rule

@@ -62,6 +62,31 @@ def test_random_windows_are_the_core_samples_and_change_per_seed(data_dir):
     np.testing.assert_array_equal(a.fresh_stop, a.stop)
 
 
+@pytest.mark.parametrize("window", [1, 4, 20])
+def test_session_windows_end_at_session_ends_and_take_each_target_once(data_dir, window):
+    d = load_data_dir(data_dir)
+    assert len(d.sessions) > d.n_users + 1  # the synthetic users have several sessions each
+    w = epoch_windows(d.offsets, d.train_end, regime="session", window=window, sessions=d.sessions)
+    assert np.all(w.stop <= d.train_end[w.seq])  # never past the training end
+    # Every session's last training event ends a window (longer sessions are also cut every `window`).
+    user_of = np.searchsorted(d.offsets, d.sessions[:-1], side="right") - 1
+    ends = np.minimum(d.sessions[1:], d.train_end[user_of])
+    has_target = ends > np.maximum(d.sessions[:-1], d.offsets[user_of] + 1)
+    assert set(zip(user_of[has_target], ends[has_target])) <= set(zip(w.seq, w.stop))
+    # The targets a batch marks: each training event but a user's first, once, in its own session.
+    _, targets, _ = make_batch(d.items, None, w, np.arange(len(w)), window, fresh_only=False, trim=False)
+    event = w.stop[:, None] + np.arange(-window, 0)[None, :]  # (W, T) event index of each target
+    counted = event[targets.numpy() != 0]
+    want = np.concatenate([np.arange(a + 1, b) for a, b in zip(d.offsets[:-1], d.train_end) if b > a + 1])
+    np.testing.assert_array_equal(np.sort(counted), want)
+    assert w.n_targets(False).sum() == len(counted)
+    session_of = np.searchsorted(d.sessions, event, side="right") - 1  # (W, T)
+    last_session = np.searchsorted(d.sessions, w.stop - 1, side="right") - 1  # (W,)
+    assert np.all((session_of == last_session[:, None])[targets.numpy() != 0])
+    with pytest.raises(ValueError, match="session offsets"):
+        epoch_windows(d.offsets, d.train_end, regime="session", window=window)
+
+
 def test_mixed_is_last_then_sliding():
     assert [regime_of("mixed", e, 2) for e in range(4)] == ["last", "last", "sliding", "sliding"]
     assert regime_of("sliding", 0, 2) == "sliding"
@@ -238,7 +263,8 @@ def test_bf16_on_cpu_trains_reproducibly_and_close_to_fp32(data_dir, tmp_path):
                                    ["--regime", "random", "--per-seq", "2", "--loss", "sampled", "--negatives", "16",
                                     "--sampler", "popularity"],
                                    ["--regime", "last", "--loss", "chunked", "--loss-chunk", "7",
-                                    "--item-emb", "kshift", "--kshift-compression", "4", "--valid-sample", "7"]])
+                                    "--item-emb", "kshift", "--kshift-compression", "4", "--valid-sample", "7"],
+                                   ["--regime", "session", "--group-by-length"]])
 def test_other_regimes_losses_and_embeddings_train(data_dir, tmp_path, extra):
     out = tmp_path / "run"
     run(*TRAIN, "--data", str(data_dir), "--out", str(out), *TINY, *extra)
@@ -275,7 +301,8 @@ def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path, extra
         (["--lr", "nan"], "--lr must be a finite number at least 0"),
         (["--weight-decay", "-1"], "--weight-decay must be a finite number at least 0"),
         (["--nope"], "unrecognized arguments: --nope"),
-        (["--regime", "random", "--targets", "fresh"], "--targets fresh needs end-anchored windows"),
+        (["--regime", "random", "--targets", "fresh"], "--targets fresh applies to --regime last, sliding or mixed: random"),
+        (["--regime", "session", "--targets", "fresh"], "session windows already take each target once"),
         (["--heads", "3"], "--dim (64) must be a multiple of --heads (3)"),
         (["--layers", str(10**8)], "--layers must be <= 1,024"),
         (["--loss", "sampled", "--negatives", "81"], "--negatives (81) must be at most the 80 items"),
