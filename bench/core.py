@@ -35,7 +35,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
 from memory import cpu_and_cores, peak_rss_bytes, status_bytes
 
 import longrec_core as lc
@@ -133,12 +132,24 @@ def generate(d: Path, a: argparse.Namespace) -> None:
     kept = np.minimum(g_stop - g_start, a.window + 1)
     hist = np.diff(offsets)
     meta = {
-        "events": E, "users": U, "sessions": n_sessions, "windows": len(wstart), "max_len": a.max_len,
-        "seed": a.seed, "gap": a.gap, "window": a.window, "stride": a.stride,
-        "batch": a.batch, "batches": a.batches,
-        "history": {"mean": float(hist.mean()), "median": float(np.median(hist)),
-                    "p99": float(np.percentile(hist, 99)), "max": int(hist.max()),
-                    "users_over_1e4": int((hist >= 10_000).sum())},
+        "events": E,
+        "users": U,
+        "sessions": n_sessions,
+        "windows": len(wstart),
+        "max_len": a.max_len,
+        "seed": a.seed,
+        "gap": a.gap,
+        "window": a.window,
+        "stride": a.stride,
+        "batch": a.batch,
+        "batches": a.batches,
+        "history": {
+            "mean": float(hist.mean()),
+            "median": float(np.median(hist)),
+            "p99": float(np.percentile(hist, 99)),
+            "max": int(hist.max()),
+            "users_over_1e4": int((hist >= 10_000).sum()),
+        },
         # gather reads each kept event (int32) plus start/stop, writes B x (window+1) int64
         "gather_read_bytes": int(kept.sum()) * 4 + 16 * len(rows),
         "gather_write_bytes": len(rows) * (a.window + 1) * 8,
@@ -390,13 +401,23 @@ def worker(a: argparse.Namespace) -> None:
     peak = status_bytes("VmHWM")
     if peak is None or base is None:  # no /proc: the whole process's peak (ru_maxrss)
         base, peak = 0, peak_rss_bytes()
-    print(json.dumps({
-        "case": a.worker, "seconds": min(times), "runs": len(times), "all_seconds": times,
-        "cpu_over_wall": cpu[times.index(min(times))] / max(min(times), 1e-9),
-        "calls": out["calls"], "input_bytes": sum(x.nbytes for x in inputs.values()),
-        "output_bytes": out["bytes"], "max_call_bytes": out["max_call_bytes"],
-        "peak_extra_bytes": peak - base, "digest": digest.hexdigest() if out["bytes"] else None,
-    }))
+    print(
+        json.dumps(
+            {
+                "case": a.worker,
+                "seconds": min(times),
+                "runs": len(times),
+                "all_seconds": times,
+                "cpu_over_wall": cpu[times.index(min(times))] / max(min(times), 1e-9),
+                "calls": out["calls"],
+                "input_bytes": sum(x.nbytes for x in inputs.values()),
+                "output_bytes": out["bytes"],
+                "max_call_bytes": out["max_call_bytes"],
+                "peak_extra_bytes": peak - base,
+                "digest": digest.hexdigest() if out["bytes"] else None,
+            }
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- driver
@@ -427,9 +448,13 @@ def merge(old: dict | None, new: dict) -> dict:
     if old is None or "error" in new:
         return new if old is None else old
     best = new if new["seconds"] < old["seconds"] else old
-    return {**best, "runs": old["runs"] + new["runs"], "all_seconds": old["all_seconds"] + new["all_seconds"],
-            "peak_extra_bytes": max(old["peak_extra_bytes"], new["peak_extra_bytes"]),
-            "load": max(old["load"], new["load"])}
+    return {
+        **best,
+        "runs": old["runs"] + new["runs"],
+        "all_seconds": old["all_seconds"] + new["all_seconds"],
+        "peak_extra_bytes": max(old["peak_extra_bytes"], new["peak_extra_bytes"]),
+        "load": max(old["load"], new["load"]),
+    }
 
 
 def select(only: str | None) -> list[str]:
@@ -449,9 +474,13 @@ def machine() -> dict:
     model, cores = cpu_and_cores()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {
-        "cpu": model, "cores": cores,
-        "mem_gib": round(mem, 1), "python": platform.python_version(), "numpy": np.__version__,
-        "polars": pl.__version__, "rayon_threads": os.environ.get("RAYON_NUM_THREADS", "all cores"),
+        "cpu": model,
+        "cores": cores,
+        "mem_gib": round(mem, 1),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "polars": pl.__version__,
+        "rayon_threads": os.environ.get("RAYON_NUM_THREADS", "all cores"),
     }
 
 
@@ -486,17 +515,34 @@ def report(res: dict[str, dict], meta: dict, mach: dict, a: argparse.Namespace) 
     )
     summary = []
     t = Table(title="core vs copy floor and best peer (gather: per batch)", title_justify="left")
-    for col in ("op", "core", "floor", "floor of", "core/floor", "best peer", "peer/core",
-                "target floor·peer·mem", "met?", "peak extra MiB", "outputs MiB", "peak/(in+out)"):
-        t.add_column(col, justify="left" if col in ("op", "floor of", "best peer", "target floor·peer·mem") else "right")
+    for col in (
+        "op",
+        "core",
+        "floor",
+        "floor of",
+        "core/floor",
+        "best peer",
+        "peer/core",
+        "target floor·peer·mem",
+        "met?",
+        "peak extra MiB",
+        "outputs MiB",
+        "peak/(in+out)",
+    ):
+        t.add_column(
+            col, justify="left" if col in ("op", "floor of", "best peer", "target floor·peer·mem") else "right"
+        )
     # gather also into one reused buffer (out=): touched memory, like the floor's copy.
     rows_to_show = [(op, "core") for op in OPS] + [("gather", "core_out")]
     for op, variant in rows_to_show:
         if variant != "core" and f"{op}:{variant}" not in res:
             continue
         core, floor = res.get(f"{op}:{variant}", {}), res.get(f"{op}:floor", {})
-        peers = {k.split(":")[1]: v for k, v in res.items() if k.startswith(op + ":")
-                 and not k.split(":")[1].startswith(("core", "floor")) and "seconds" in v}
+        peers = {
+            k.split(":")[1]: v
+            for k, v in res.items()
+            if k.startswith(op + ":") and not k.split(":")[1].startswith(("core", "floor")) and "seconds" in v
+        }
         if not core and not floor and not peers:
             continue
         per = meta["batches"] if op == "gather" else 1  # gather: report per batch
@@ -517,15 +563,29 @@ def report(res: dict[str, dict], meta: dict, mach: dict, a: argparse.Namespace) 
             "—" if mem is None else ("✓" if mem <= MEM_TARGET else "✗"),
         ]
         row = {
-            "op": op if variant == "core" else f"{op} ({variant})", "core_s": cs and cs / per, "floor_s": fs and fs / per, "floor_bytes": nbytes, "floor_of": which,
-            "core_over_floor": r_floor, "peer": best, "peer_s": ps and ps / per, "peer_over_core": r_peer,
-            "target_floor": FLOOR_TARGET, "target_peer": PEER_TARGET[op], "target_mem": MEM_TARGET,
-            "peak_extra_bytes": core.get("peak_extra_bytes"), "output_bytes": core.get("max_call_bytes"),
-            "peak_over_in_out": mem, "met": dict(zip(("floor", "peer", "mem"), marks)),
+            "op": op if variant == "core" else f"{op} ({variant})",
+            "core_s": cs and cs / per,
+            "floor_s": fs and fs / per,
+            "floor_bytes": nbytes,
+            "floor_of": which,
+            "core_over_floor": r_floor,
+            "peer": best,
+            "peer_s": ps and ps / per,
+            "peer_over_core": r_peer,
+            "target_floor": FLOOR_TARGET,
+            "target_peer": PEER_TARGET[op],
+            "target_mem": MEM_TARGET,
+            "peak_extra_bytes": core.get("peak_extra_bytes"),
+            "output_bytes": core.get("max_call_bytes"),
+            "peak_over_in_out": mem,
+            "met": dict(zip(("floor", "peer", "mem"), marks)),
         }
         summary.append(row)
         t.add_row(
-            row["op"], fmt_s(row["core_s"]), fmt_s(row["floor_s"]), f"{mib(nbytes)} MiB {which}",
+            row["op"],
+            fmt_s(row["core_s"]),
+            fmt_s(row["floor_s"]),
+            f"{mib(nbytes)} MiB {which}",
             "—" if r_floor is None else f"{r_floor:.2f}×",
             "—" if best is None else f"{best} {fmt_s(row['peer_s'])}",
             "—" if r_peer is None else f"{r_peer:.2f}×",
@@ -537,10 +597,19 @@ def report(res: dict[str, dict], meta: dict, mach: dict, a: argparse.Namespace) 
         )
     con.print(t)
 
-    t = Table(title="every measurement (fresh process each; total over all batches for gather)",
-              title_justify="left")
-    for col in ("case", "seconds", "runs", "÷ core", "cpu/wall", "inputs MiB", "outputs MiB", "peak extra MiB",
-                "same output as core", "load"):
+    t = Table(title="every measurement (fresh process each; total over all batches for gather)", title_justify="left")
+    for col in (
+        "case",
+        "seconds",
+        "runs",
+        "÷ core",
+        "cpu/wall",
+        "inputs MiB",
+        "outputs MiB",
+        "peak extra MiB",
+        "same output as core",
+        "load",
+    ):
         t.add_column(col, justify="left" if col == "case" else "right")
     for name, r in res.items():
         if "error" in r:
@@ -553,13 +622,25 @@ def report(res: dict[str, dict], meta: dict, mach: dict, a: argparse.Namespace) 
         else:
             same = "yes" if r["digest"] == core["digest"] else "[red]NO[/]"
         ratio = f"{r['seconds'] / core['seconds']:.2f}×" if core.get("seconds") else "—"
-        t.add_row(name, fmt_s(r["seconds"]), str(r["runs"]), ratio, f"{r['cpu_over_wall']:.2f}", mib(r["input_bytes"]),
-                  mib(r["max_call_bytes"]), mib(r["peak_extra_bytes"]), same, f"{r['load']:.1f}")
+        t.add_row(
+            name,
+            fmt_s(r["seconds"]),
+            str(r["runs"]),
+            ratio,
+            f"{r['cpu_over_wall']:.2f}",
+            mib(r["input_bytes"]),
+            mib(r["max_call_bytes"]),
+            mib(r["peak_extra_bytes"]),
+            same,
+            f"{r['load']:.1f}",
+        )
     con.print(t)
     busy = max(r["load"] for r in res.values())
     if busy > 0.5 * mach["cores"]:
-        con.print(f"[yellow]warning: 1-min load average reached {busy:.1f} on {mach['cores']} cores during the run; "
-                  "other processes were competing, so times are pessimistic and noisy (best-of helps only partly).[/]")
+        con.print(
+            f"[yellow]warning: 1-min load average reached {busy:.1f} on {mach['cores']} cores during the run; "
+            "other processes were competing, so times are pessimistic and noisy (best-of helps only partly).[/]"
+        )
     con.print(
         "floor = np.copyto between two touched buffers of the op's larger byte count (one thread, no "
         "page faults; floor_fresh copies into a new buffer); peer/core > 1 means the core is faster; "
@@ -570,8 +651,15 @@ def report(res: dict[str, dict], meta: dict, mach: dict, a: argparse.Namespace) 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--events", type=lambda s: int(float(s)), default=10_000_000, help="events in the generated log (docs/PERFORMANCE.md: 1e8)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--events",
+        type=lambda s: int(float(s)),
+        default=10_000_000,
+        help="events in the generated log (docs/PERFORMANCE.md: 1e8)",
+    )
     p.add_argument("--max-len", type=lambda s: int(float(s)), default=100_000, help="cap on one user's history length")
     p.add_argument("--seed", type=int, default=0, help="generator seed")
     p.add_argument("--gap", type=int, default=1800, help="sessionize gap, seconds")
@@ -581,9 +669,18 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=2000, help="gather batches timed (random windows)")
     p.add_argument("--repeats", type=int, default=2, help="runs per case in each round (one process)")
     p.add_argument("--rounds", type=int, default=2, help="rounds over all cases; each case reports its best run")
-    p.add_argument("--budget-s", type=float, default=60.0, help="no more runs or rounds for a case once it took this long")
-    p.add_argument("--threads", type=int, default=None, help="threads for the core and Polars (RAYON_NUM_THREADS, POLARS_MAX_THREADS)")
-    p.add_argument("--cache", default="bench/out/cache", help="folder for the generated arrays (.npy), one subfolder per log")
+    p.add_argument(
+        "--budget-s", type=float, default=60.0, help="no more runs or rounds for a case once it took this long"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for the core and Polars (RAYON_NUM_THREADS, POLARS_MAX_THREADS)",
+    )
+    p.add_argument(
+        "--cache", default="bench/out/cache", help="folder for the generated arrays (.npy), one subfolder per log"
+    )
     p.add_argument("--only", default=None, help="comma-separated ops or op:variant cases, e.g. 'group,gather:core'")
     p.add_argument("--json", default=None, help="also write every figure to this JSON file")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: run one case
@@ -632,9 +729,14 @@ def main() -> None:
             spent[name] += time.perf_counter() - t0
             r["load"] = max(load_before, os.getloadavg()[0])
             res[name] = merge(res.get(name), r)
-            say(f"round {rnd + 1}/{a.rounds} {name:<24} " + (
-                f"{fmt_s(r['seconds'])} (best of {r['runs']}; {time.perf_counter() - t0:.0f} s)"
-                if "seconds" in r else f"failed: {r['error']}"))
+            say(
+                f"round {rnd + 1}/{a.rounds} {name:<24} "
+                + (
+                    f"{fmt_s(r['seconds'])} (best of {r['runs']}; {time.perf_counter() - t0:.0f} s)"
+                    if "seconds" in r
+                    else f"failed: {r['error']}"
+                )
+            )
     out = report(res, meta, mach, a)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

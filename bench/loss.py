@@ -31,7 +31,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from memory import peak_rss_bytes, rss_bytes
 
 from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
@@ -79,13 +78,20 @@ def worker(spec: dict) -> dict:
 
 
 def measure(args: argparse.Namespace, case: str, items: int, positions: int) -> dict:
-    spec = {"case": case, "items": items, "positions": positions, "dim": args.dim, "device": args.device,
-            "chunk_size": args.chunk_size}
+    spec = {
+        "case": case,
+        "items": items,
+        "positions": positions,
+        "dim": args.dim,
+        "device": args.device,
+        "chunk_size": args.chunk_size,
+    }
     # glibc keeps freed heap chunks below its (adaptive) mmap threshold, so RSS would carry freed
     # buffers as noise; a fixed 1 MiB threshold sends every large tensor back to the OS when freed
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20)}
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
-                          env=env)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env
+    )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         return {"error": tail[:60]}
@@ -108,37 +114,61 @@ def row(case: str, m: int, r: dict, ref: dict | None) -> str:
 
 def main() -> None:
     cuda = torch.cuda.is_available()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000], help="catalogue sizes N")
-    p.add_argument("--positions", type=int, default=16384 if cuda else 4096,
-                   help="M = B x T non-padding positions (default 16384 on CUDA, 4096 on CPU to stay within minutes)")
+    p.add_argument(
+        "--positions",
+        type=int,
+        default=16384 if cuda else 4096,
+        help="M = B x T non-padding positions (default 16384 on CUDA, 4096 on CPU to stay within minutes)",
+    )
     p.add_argument("--dim", type=int, default=64, help="d")
     p.add_argument("--negatives", type=int, nargs="+", default=[256, 1024], help="sampled-softmax negatives")
-    p.add_argument("--chunk-size", type=int, default=None,
-                   help="items per chunk of chunked_cross_entropy; default: its own (a 2^24-value buffer)")
-    p.add_argument("--naive-budget-gb", type=float, default=None,
-                   help="memory naive may use (from shapes); default 8 on CPU, half the GPU on CUDA")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="items per chunk of chunked_cross_entropy; default: its own (a 2^24-value buffer)",
+    )
+    p.add_argument(
+        "--naive-budget-gb",
+        type=float,
+        default=None,
+        help="memory naive may use (from shapes); default 8 on CPU, half the GPU on CUDA",
+    )
     p.add_argument("--device", default="cuda" if cuda else "cpu", choices=["cpu", "cuda"], help="where to run")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
-    if min([*args.items, args.positions, args.dim, 1 if args.chunk_size is None else args.chunk_size, *args.negatives]) < 1:
+    if (
+        min([*args.items, args.positions, args.dim, 1 if args.chunk_size is None else args.chunk_size, *args.negatives])
+        < 1
+    ):
         p.error("sizes (--items, --positions, --dim, --chunk-size, --negatives) must be >= 1")
     if args.device == "cuda" and not cuda:
         p.exit(2, "error: --device cuda but no CUDA device is available\n")
-    budget = args.naive_budget_gb * GB if args.naive_budget_gb else (
-        torch.cuda.get_device_properties(0).total_memory / 2 if args.device == "cuda" else 8 * GB)
+    budget = (
+        args.naive_budget_gb * GB
+        if args.naive_budget_gb
+        else (torch.cuda.get_device_properties(0).total_memory / 2 if args.device == "cuda" else 8 * GB)
+    )
     cases = ["naive", "full", "chunked"] + [f"sampled-{s}" for s in args.negatives]
 
-    print(f"device {args.device} ({torch.get_num_threads()} threads), d = {args.dim}, M = {args.positions:,}, "
-          f"chunk {args.chunk_size or 'auto'}, naive budget {budget / GB:g} GB; peak = memory added over the inputs (MB = 1e6 bytes)")
+    print(
+        f"device {args.device} ({torch.get_num_threads()} threads), d = {args.dim}, M = {args.positions:,}, "
+        f"chunk {args.chunk_size or 'auto'}, naive budget {budget / GB:g} GB; peak = memory added over the inputs (MB = 1e6 bytes)"
+    )
     for n in args.items:
         m_fit = args.positions
         while m_fit > 1 and naive_bytes(n, m_fit) > budget:
             m_fit //= 2
-        print(f"\nN = {n:,} items (the table's gradient, {(n + 1) * args.dim * 4 / 1e6:,.0f} MB, is part of every peak)")
+        print(
+            f"\nN = {n:,} items (the table's gradient, {(n + 1) * args.dim * 4 / 1e6:,.0f} MB, is part of every peak)"
+        )
         print(f"  {'case':<13}{'M':>7}{'peak MB':>11}{'time s':>9}{'loss':>9}  {'peak':>10} {'time':>9}  (vs naive)")
         naive = measure(args, "naive", n, m_fit)
         print(row("naive", m_fit, naive, naive), flush=True)
@@ -149,8 +179,10 @@ def main() -> None:
         m = args.positions
         need = naive_bytes(n, m)
         scaled = naive["peak_bytes"] * m / m_fit if "error" not in naive else float("nan")
-        print(f"  at M = {m:,}: naive and full need {need / GB:,.2f} GB from shapes (logits {m * (n + 1) * 4 / GB:,.2f} GB;"
-              f" {scaled / GB:,.2f} GB scaled from M = {m_fit:,}) - over budget, not run")
+        print(
+            f"  at M = {m:,}: naive and full need {need / GB:,.2f} GB from shapes (logits {m * (n + 1) * 4 / GB:,.2f} GB;"
+            f" {scaled / GB:,.2f} GB scaled from M = {m_fit:,}) - over budget, not run"
+        )
         for case in cases[2:]:
             r = measure(args, case, n, m)
             line = row(case, m, r, None)

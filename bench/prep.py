@@ -33,7 +33,11 @@ CLEAN_ENV = dict(os.environ)
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--events", type=float, default=1e7, help="about this many events (default: 1e7)")
 p.add_argument("--items", type=int, default=100_000, help="catalogue size of the generated log (default: 100000)")
-p.add_argument("--dir", default=str(ROOT / "bench" / "out" / "prep"), help="where the logs and data dirs go (default: bench/out/prep)")
+p.add_argument(
+    "--dir",
+    default=str(ROOT / "bench" / "out" / "prep"),
+    help="where the logs and data dirs go (default: bench/out/prep)",
+)
 p.add_argument("--keep", action="store_true", help="keep the written data dirs (default: delete them)")
 p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one measurement, JSON on stdout
 
@@ -120,7 +124,9 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(out)
         for case, r in (("polars read", base), ("prep.py", prep)):
-            rows.append((src.suffix[1:], src.stat().st_size, case, r, size if case == "prep.py" else None, base["seconds"]))
+            rows.append(
+                (src.suffix[1:], src.stat().st_size, case, r, size if case == "prep.py" else None, base["seconds"])
+            )
     n = rows[0][3]["rows"]
     print(f"prep benchmark: {n:,} events; {os.cpu_count()} CPUs; peak RSS of a fresh process per case")
     print(f"{'input':8} {'case':12} {'seconds':>8} {'Mev/s':>7} {'x read':>7} {'peak RSS':>9} {'RSS/out':>8}  notes")

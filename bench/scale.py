@@ -39,18 +39,26 @@ SCRIPTS = ROOT / "scripts"
 CLEAN_ENV = dict(os.environ)  # before Polars sets its allocator options in this process
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-num = lambda s: int(float(s))  # noqa: E731  (1e9 on the command line)
+num = lambda s: int(float(s))
 p.add_argument("--only", default="prep,core,train", help="stages to run, comma-separated (default: %(default)s)")
 p.add_argument("--events", type=num, default=10**9, help="events of the generated log (default: 1e9)")
 p.add_argument("--log-items", type=num, default=10**6, help="items of the generated log (default: 1e6)")
 p.add_argument("--shards", type=int, default=16, help="prep --shards (default: 16)")
-p.add_argument("--items", type=num, default=3 * 10**7,
-               help="train stage: the generator's catalogue; about a third of it occurs in 10^8 events (default: 3e7)")
+p.add_argument(
+    "--items",
+    type=num,
+    default=3 * 10**7,
+    help="train stage: the generator's catalogue; about a third of it occurs in 10^8 events (default: 3e7)",
+)
 p.add_argument("--train-events", type=num, default=10**8, help="train stage: events of its log (default: 1e8)")
 p.add_argument("--train-steps", type=int, default=200, help="train stage: optimizer steps (default: 200)")
-p.add_argument("--eval-users", type=int, default=2000, help="train stage: test targets ranked on all items (default: 2000)")
+p.add_argument(
+    "--eval-users", type=int, default=2000, help="train stage: test targets ranked on all items (default: 2000)"
+)
 p.add_argument("--threads", type=int, default=None, help="torch threads in train/eval (default: torch's choice)")
-p.add_argument("--dir", default=str(ROOT / "bench" / "out" / "scale"), help="logs, data dirs, runs (default: bench/out/scale)")
+p.add_argument(
+    "--dir", default=str(ROOT / "bench" / "out" / "scale"), help="logs, data dirs, runs (default: bench/out/scale)"
+)
 p.add_argument("--json", default=None, help="also write every figure to this JSON file")
 p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one measurement, JSON on stdout
 
@@ -140,8 +148,11 @@ def worker_core(spec: dict) -> dict:
     del items_parts
     # NumPy asks for transparent huge pages on big arrays; how much of the items got them
     huge = huge_page_bytes(items.ctypes.data, items.nbytes)
-    out: dict = {"events": int(base), "users": len(offsets) - 1,
-                 "items_huge_page_share": None if huge is None else huge / items.nbytes}
+    out: dict = {
+        "events": int(base),
+        "users": len(offsets) - 1,
+        "items_huge_page_share": None if huge is None else huge / items.nbytes,
+    }
 
     best = float("inf")
     for _ in range(3):
@@ -151,8 +162,13 @@ def worker_core(spec: dict) -> dict:
         n_windows = len(seq)
         del seq, start, stop
     wbytes = 24 * n_windows
-    out["windows"] = {"seconds": best, "windows": n_windows, "bytes_out": wbytes,
-                      "floor_fresh": copy_floor(wbytes, True), "floor_touched": copy_floor(wbytes, False)}
+    out["windows"] = {
+        "seconds": best,
+        "windows": n_windows,
+        "bytes_out": wbytes,
+        "floor_fresh": copy_floor(wbytes, True),
+        "floor_touched": copy_floor(wbytes, False),
+    }
 
     seq, start, stop = lc.windows(offsets, window=200, stride=64)
     batches, batch = 2000, 256
@@ -181,13 +197,17 @@ def worker_core(spec: dict) -> dict:
     g_start, g_stop = passes[0]
     kept = np.minimum(g_stop - g_start, 201)
     read, write = int(kept.sum()) * 4 + 16 * batches * batch, batches * batch * 201 * 8
-    out["gather"] = {"seconds_per_batch_cold": gather_all(*passes[0], None),
-                     "seconds_per_batch": gather_all(*passes[1], None),
-                     "seconds_per_batch_out": gather_all(*passes[2], np.empty((batch, 201), np.int64)),
-                     "seconds_per_batch_tenth": gather_all(*passes[3], None),
-                     "batches": batches, "bytes_read": read, "bytes_written": write,
-                     "floor_per_batch": copy_floor(max(read, write), False) / batches,
-                     "floor_fresh_per_batch": batch_copy_floor(batches, (batch, 201))}
+    out["gather"] = {
+        "seconds_per_batch_cold": gather_all(*passes[0], None),
+        "seconds_per_batch": gather_all(*passes[1], None),
+        "seconds_per_batch_out": gather_all(*passes[2], np.empty((batch, 201), np.int64)),
+        "seconds_per_batch_tenth": gather_all(*passes[3], None),
+        "batches": batches,
+        "bytes_read": read,
+        "bytes_written": write,
+        "floor_per_batch": copy_floor(max(read, write), False) / batches,
+        "floor_fresh_per_batch": batch_copy_floor(batches, (batch, 201)),
+    }
     out["peak_rss"] = peak_rss_bytes()
     return out
 
@@ -202,8 +222,9 @@ def worker(spec: dict) -> dict:
 def measure(spec: dict) -> dict:
     """One worker in a fresh process; also the swap it caused."""
     swap0 = swap_out_pages()
-    r = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
-                       env=CLEAN_ENV)
+    r = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=CLEAN_ENV
+    )
     if r.returncode != 0:
         sys.exit(f"{spec.get('case')} failed:\n{r.stderr[-3000:]}")
     res = json.loads(r.stdout.strip().splitlines()[-1])
@@ -245,32 +266,52 @@ def make_log(a: argparse.Namespace, folder: Path) -> Path:
 def stage_prep(a: argparse.Namespace, folder: Path) -> dict:
     log = make_log(a, folder)
     out = folder / f"data-{log.stem}-x{a.shards}"
-    r = measure({"case": "prep", "argv": [str(SCRIPTS / "prep.py"), str(log), "--shards", str(a.shards),
-                                          "--out", str(out), "--force"]})
+    r = measure(
+        {
+            "case": "prep",
+            "argv": [str(SCRIPTS / "prep.py"), str(log), "--shards", str(a.shards), "--out", str(out), "--force"],
+        }
+    )
     counts = json.loads((out / "manifest.json").read_text())["counts"]
-    r.update(events=counts["events"], users=counts["users"], log=str(log), log_bytes=log.stat().st_size,
-             data=str(out), data_bytes=dir_bytes(out), events_per_second=counts["events"] / r["seconds"])
-    print(f"prep --shards {a.shards}: {r['events']:,} events ({r['users']:,} users) in {r['seconds']:,.0f} s = "
-          f"{r['events_per_second'] / 1e6:.2f}M events/s; peak RSS {gib(r['peak_rss'])}; swapped out "
-          f"{gib(r['swap_out_bytes'])}; data dir {gib(r['data_bytes'])} from a {gib(r['log_bytes'])} Parquet log", flush=True)
+    r.update(
+        events=counts["events"],
+        users=counts["users"],
+        log=str(log),
+        log_bytes=log.stat().st_size,
+        data=str(out),
+        data_bytes=dir_bytes(out),
+        events_per_second=counts["events"] / r["seconds"],
+    )
+    print(
+        f"prep --shards {a.shards}: {r['events']:,} events ({r['users']:,} users) in {r['seconds']:,.0f} s = "
+        f"{r['events_per_second'] / 1e6:.2f}M events/s; peak RSS {gib(r['peak_rss'])}; swapped out "
+        f"{gib(r['swap_out_bytes'])}; data dir {gib(r['data_bytes'])} from a {gib(r['log_bytes'])} Parquet log",
+        flush=True,
+    )
     return r
 
 
 def stage_core(a: argparse.Namespace, folder: Path, data: Path) -> dict:
     r = measure({"case": "core", "data": str(data)})
     w, g = r["windows"], r["gather"]
-    print(f"windows over {r['events']:,} events: {w['windows']:,} windows in {w['seconds']:.3f} s = "
-          f"{w['seconds'] / w['floor_fresh']:.2f}x a copy of the same bytes into fresh memory "
-          f"({w['seconds'] / w['floor_touched']:.2f}x into touched memory)", flush=True)
+    print(
+        f"windows over {r['events']:,} events: {w['windows']:,} windows in {w['seconds']:.3f} s = "
+        f"{w['seconds'] / w['floor_fresh']:.2f}x a copy of the same bytes into fresh memory "
+        f"({w['seconds'] / w['floor_touched']:.2f}x into touched memory)",
+        flush=True,
+    )
     floor, fresh = g["floor_per_batch"], g["floor_fresh_per_batch"]
-    print(f"gather, 256 x 201 batches: first pass over the items {g['seconds_per_batch_cold'] * 1e6:,.0f} us per batch "
-          f"= {g['seconds_per_batch_cold'] / floor:.2f}x the copy floor; then {g['seconds_per_batch'] * 1e6:,.0f} us "
-          f"= {g['seconds_per_batch'] / floor:.2f}x returning new arrays ({g['seconds_per_batch'] / fresh:.2f}x NumPy "
-          f"copying one batch into a new array), {g['seconds_per_batch_out'] * 1e6:,.0f} us = "
-          f"{g['seconds_per_batch_out'] / floor:.2f}x into one reused buffer (out=); windows from the first tenth "
-          f"of the events only: {g['seconds_per_batch_tenth'] * 1e6:,.0f} us = {g['seconds_per_batch_tenth'] / floor:.2f}x; "
-          f"peak RSS {gib(r['peak_rss'])}; "
-          f"items in huge pages: {r['items_huge_page_share']:.0%}", flush=True)
+    print(
+        f"gather, 256 x 201 batches: first pass over the items {g['seconds_per_batch_cold'] * 1e6:,.0f} us per batch "
+        f"= {g['seconds_per_batch_cold'] / floor:.2f}x the copy floor; then {g['seconds_per_batch'] * 1e6:,.0f} us "
+        f"= {g['seconds_per_batch'] / floor:.2f}x returning new arrays ({g['seconds_per_batch'] / fresh:.2f}x NumPy "
+        f"copying one batch into a new array), {g['seconds_per_batch_out'] * 1e6:,.0f} us = "
+        f"{g['seconds_per_batch_out'] / floor:.2f}x into one reused buffer (out=); windows from the first tenth "
+        f"of the events only: {g['seconds_per_batch_tenth'] * 1e6:,.0f} us = {g['seconds_per_batch_tenth'] / floor:.2f}x; "
+        f"peak RSS {gib(r['peak_rss'])}; "
+        f"items in huge pages: {r['items_huge_page_share']:.0%}",
+        flush=True,
+    )
     return r
 
 
@@ -281,34 +322,91 @@ def stage_train(a: argparse.Namespace, folder: Path) -> dict:
     run = folder / f"run-items{a.items}"
     threads = [] if a.threads is None else ["--threads", str(a.threads)]
     res: dict = {}
-    res["prep"] = measure({"case": "prep", "argv": [str(SCRIPTS / "prep.py"), "--synthetic", "--items", str(a.items),
-                                                   "--events", str(a.train_events), "--out", str(data), "--force"]})
+    res["prep"] = measure(
+        {
+            "case": "prep",
+            "argv": [
+                str(SCRIPTS / "prep.py"),
+                "--synthetic",
+                "--items",
+                str(a.items),
+                "--events",
+                str(a.train_events),
+                "--out",
+                str(data),
+                "--force",
+            ],
+        }
+    )
     if run.exists():
         import shutil
 
         shutil.rmtree(run)
-    train = [str(SCRIPTS / "train.py"), "--data", str(data), "--out", str(run), "--item-emb", "kshift",
-             "--kshift-compression", "16", "--loss", "sampled", "--negatives", "2048", "--window", "50",
-             "--batch-size", "128", "--epochs", "1", "--max-steps", str(a.train_steps), "--eval-batch-size", "64",
-             "--valid-sample", "200",
-             *threads]
+    train = [
+        str(SCRIPTS / "train.py"),
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--item-emb",
+        "kshift",
+        "--kshift-compression",
+        "16",
+        "--loss",
+        "sampled",
+        "--negatives",
+        "2048",
+        "--window",
+        "50",
+        "--batch-size",
+        "128",
+        "--epochs",
+        "1",
+        "--max-steps",
+        str(a.train_steps),
+        "--eval-batch-size",
+        "64",
+        "--valid-sample",
+        "200",
+        *threads,
+    ]
     res["train"] = measure({"case": "train", "argv": train})
     summary = json.loads((run / "summary.json").read_text())
-    res["train"].update(steps=summary["steps"], tokens_per_second=summary["tokens_per_second"],
-                        embedding_memory=summary["embedding_memory"])
-    res["eval"] = measure({"case": "eval", "argv": [str(SCRIPTS / "eval.py"), "--run", str(run), "--sample-users",
-                                                   str(a.eval_users), "--bootstrap", "0", "--batch-size", "64"]})
+    res["train"].update(
+        steps=summary["steps"],
+        tokens_per_second=summary["tokens_per_second"],
+        embedding_memory=summary["embedding_memory"],
+    )
+    res["eval"] = measure(
+        {
+            "case": "eval",
+            "argv": [
+                str(SCRIPTS / "eval.py"),
+                "--run",
+                str(run),
+                "--sample-users",
+                str(a.eval_users),
+                "--bootstrap",
+                "0",
+                "--batch-size",
+                "64",
+            ],
+        }
+    )
     metrics = json.loads((run / "metrics_test.json").read_text())
     res["eval"].update(n_users=metrics["n_users"], n_items=metrics["n_items"], ndcg10=metrics["metrics"]["NDCG@10"])
     full = embedding_memory_bytes(ModelConfig(n_items=metrics["n_items"], max_len=50))
     res["full_table_with_adam_bytes"] = full["full_total_bytes"]
     em = summary["embedding_memory"]
-    print(f"{metrics['n_items']:,} items: prep {res['prep']['seconds']:,.0f} s (peak {gib(res['prep']['peak_rss'])}); "
-          f"train {res['train']['steps']} steps at {res['train']['tokens_per_second']:,.0f} tokens/s "
-          f"(peak {gib(res['train']['peak_rss'])}; k-shift embedding + grad + AdamW + rows {gib(em['total_bytes'])}, "
-          f"a full table + grad + AdamW {gib(res['full_table_with_adam_bytes'])}); eval of {res['eval']['n_users']:,} "
-          f"targets on all {res['eval']['n_items']:,} items in {res['eval']['seconds']:,.0f} s "
-          f"(peak {gib(res['eval']['peak_rss'])})", flush=True)
+    print(
+        f"{metrics['n_items']:,} items: prep {res['prep']['seconds']:,.0f} s (peak {gib(res['prep']['peak_rss'])}); "
+        f"train {res['train']['steps']} steps at {res['train']['tokens_per_second']:,.0f} tokens/s "
+        f"(peak {gib(res['train']['peak_rss'])}; k-shift embedding + grad + AdamW + rows {gib(em['total_bytes'])}, "
+        f"a full table + grad + AdamW {gib(res['full_table_with_adam_bytes'])}); eval of {res['eval']['n_users']:,} "
+        f"targets on all {res['eval']['n_items']:,} items in {res['eval']['seconds']:,.0f} s "
+        f"(peak {gib(res['eval']['peak_rss'])})",
+        flush=True,
+    )
     return res
 
 
@@ -323,8 +421,10 @@ def main() -> None:
         sys.exit(f"--only: unknown stage(s) {', '.join(sorted(unknown))}; choose from prep, core, train")
     folder = Path(a.dir)
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"scale benchmark on {os.cpu_count()} CPUs, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB",
-          flush=True)
+    print(
+        f"scale benchmark on {os.cpu_count()} CPUs, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB",
+        flush=True,
+    )
     results: dict = {"args": {k: v for k, v in vars(a).items() if k != "worker"}}
     if "prep" in stages or "core" in stages:
         if "prep" in stages:

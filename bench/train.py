@@ -67,18 +67,24 @@ TARGETS = {"build": 100.0, "tokens": 3.0}  # longrec vs the peer: build speed-up
 PIPELINES = ("longrec", "grouped", "bf16", "grouped-bf16", "peer", "paper", "floor")
 BF16 = ("bf16", "grouped-bf16")  # pipelines that train under bf16 autocast, as train.py --precision bf16
 GROUPED = ("grouped", "grouped-bf16")  # and with train.py --group-by-length
-LABELS = {"longrec": "longrec: core windows, gather thread", "grouped": "longrec --group-by-length",
-          "bf16": "longrec --precision bf16", "grouped-bf16": "longrec --group-by-length --precision bf16",
-          "peer": "peer: lists, Dataset, pad_sequence",
-          "paper": "paper-style: peer + plain PyTorch step", "floor": "floor: one fixed batch"}
+LABELS = {
+    "longrec": "longrec: core windows, gather thread",
+    "grouped": "longrec --group-by-length",
+    "bf16": "longrec --precision bf16",
+    "grouped-bf16": "longrec --group-by-length --precision bf16",
+    "peer": "peer: lists, Dataset, pad_sequence",
+    "paper": "paper-style: peer + plain PyTorch step",
+    "floor": "floor: one fixed batch",
+}
 CHECK_SAMPLE = 2_000  # peer windows compared with the core's, element by element
 
 
 # ----------------------------------------------------------------------------- worker (fresh process)
 
 
-def peer_windows(items: Any, offsets: Any, ends: Any, *, window: int, stride: int, max_history: int | None,
-                 min_len: int = 2) -> list[list[int]]:
+def peer_windows(
+    items: Any, offsets: Any, ends: Any, *, window: int, stride: int, max_history: int | None, min_len: int = 2
+) -> list[list[int]]:
     """The paper's way: per user, the history as a Python list, then one slice per window end,
     from the last event back to the first by stride. Windows hold at most window + 1 events
     (inputs and the shifted targets), the same examples as longrec_core.windows."""
@@ -89,7 +95,7 @@ def peer_windows(items: Any, offsets: Any, ends: Any, *, window: int, stride: in
             a = max(a, b - max_history)
         hist = items[a:b].tolist()  # the user's history as a Python list
         for stop in range(len(hist), min_len - 1, -stride):
-            examples.append(hist[max(0, stop - window - 1):stop])
+            examples.append(hist[max(0, stop - window - 1) : stop])
     return examples
 
 
@@ -108,7 +114,7 @@ def check_same_windows(examples: list[list[int]], items: Any, seq: Any, start: A
     rng = np.random.default_rng(0)
     for i in rng.integers(0, len(start), min(CHECK_SAMPLE, len(start))).tolist():
         peer_i = int(first[i] + last[i] - i)
-        if examples[peer_i] != items[start[i]:stop[i]].tolist():
+        if examples[peer_i] != items[start[i] : stop[i]].tolist():
             return False
     return True
 
@@ -137,7 +143,8 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         model_module.dropout = lambda x, p, training: F.dropout(x, p, training)
         model_module.gelu_dropout = lambda x, p, training: F.dropout(F.gelu(x), p, training)
         model_module.attention = lambda q, k, v, mask, p, training: F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=p if training else 0.0)
+            q, k, v, attn_mask=mask, dropout_p=p if training else 0.0
+        )
     else:  # as scripts/train.py does
         from longrec_core.cli import keep_freed_memory
 
@@ -146,8 +153,11 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     items, offsets, ends = data.items, data.offsets, data.train_end
     wargs = {"window": a.window, "stride": a.stride, "max_history": a.max_history}
     # torch alone holds hundreds of MiB: what each pipeline adds is its peak above this
-    out: dict[str, Any] = {"pipeline": a.worker, "torch_threads": torch.get_num_threads(),
-                           "rss_after_imports": rss_bytes()}
+    out: dict[str, Any] = {
+        "pipeline": a.worker,
+        "torch_threads": torch.get_num_threads(),
+        "rss_after_imports": rss_bytes(),
+    }
 
     def timed(fn: Any) -> tuple[Any, float]:
         """fn's result (last run) and its best wall seconds over --repeats runs."""
@@ -197,8 +207,14 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         return inputs, targets
 
     def peer() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        loader = DataLoader(WindowDataset(examples), batch_size=a.batch_size, shuffle=True, collate_fn=pad_collate,
-                            num_workers=0, generator=torch.Generator().manual_seed(a.seed))
+        loader = DataLoader(
+            WindowDataset(examples),
+            batch_size=a.batch_size,
+            shuffle=True,
+            collate_fn=pad_collate,
+            num_workers=0,
+            generator=torch.Generator().manual_seed(a.seed),
+        )
         while True:
             yield from loader
 
@@ -212,8 +228,9 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
 
     # --- model and step, as scripts/train.py does them (loss `ce`, AdamW, clipping)
     torch.manual_seed(a.seed)
-    cfg = ModelConfig(n_items=data.n_items, max_len=a.window, dim=a.dim, layers=a.layers, heads=a.heads, ffn=a.ffn,
-                      dropout=a.dropout)
+    cfg = ModelConfig(
+        n_items=data.n_items, max_len=a.window, dim=a.dim, layers=a.layers, heads=a.heads, ffn=a.ffn, dropout=a.dropout
+    )
     model = SASRec(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
@@ -232,7 +249,8 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
             hidden = model(inputs)  # (B, T, d)
             keep = targets != 0  # padding never counts
             loss = (naive_cross_entropy if a.worker == "paper" else full_cross_entropy)(
-                hidden[keep], model.item_table(), targets[keep])
+                hidden[keep], model.item_table(), targets[keep]
+            )
         loss_value = loss.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -243,11 +261,21 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     if hasattr(batches, "close"):
         batches.close()  # stops the gather thread
-    out.update(steps=a.steps, seconds=seconds, step_ms=1e3 * seconds / a.steps, tokens=tokens,
-               examples=examples_seen, tokens_per_s=tokens / seconds, loader_s=wait, loader_share=wait / seconds,
-               cpu_over_wall=cpu_seconds / seconds, tokens_per_cpu_s=tokens / cpu_seconds,
-               last_loss=loss_value, peak_rss=peak_rss_bytes(),
-               versions={"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__})
+    out.update(
+        steps=a.steps,
+        seconds=seconds,
+        step_ms=1e3 * seconds / a.steps,
+        tokens=tokens,
+        examples=examples_seen,
+        tokens_per_s=tokens / seconds,
+        loader_s=wait,
+        loader_share=wait / seconds,
+        cpu_over_wall=cpu_seconds / seconds,
+        tokens_per_cpu_s=tokens / cpu_seconds,
+        last_loss=loss_value,
+        peak_rss=peak_rss_bytes(),
+        versions={"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+    )
     return out
 
 
@@ -271,18 +299,46 @@ def default_data() -> Path:
         target, cmd = DEMO_DIR, ["--synthetic", "--out", str(DEMO_DIR)]
     if not (target / "manifest.json").exists():
         say(f"making the data dir {target} with scripts/prep.py")
-        p = subprocess.run([sys.executable, str(REPO / "scripts" / "prep.py"), *cmd], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+        p = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "prep.py"), *cmd],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if p.returncode != 0:
             fail(f"scripts/prep.py failed: {(p.stderr.strip().splitlines() or ['no message'])[-1]}")
     return target
 
 
 def worker_flags(a: argparse.Namespace) -> list[str]:
-    flags = ["--data", str(a.data), "--window", str(a.window), "--stride", str(a.stride), "--batch-size",
-             str(a.batch_size), "--dim", str(a.dim), "--layers", str(a.layers), "--heads", str(a.heads), "--ffn",
-             str(a.ffn), "--dropout", str(a.dropout), "--steps", str(a.steps), "--warmup", str(a.warmup),
-             "--repeats", str(a.repeats), "--seed", str(a.seed)]
+    flags = [
+        "--data",
+        str(a.data),
+        "--window",
+        str(a.window),
+        "--stride",
+        str(a.stride),
+        "--batch-size",
+        str(a.batch_size),
+        "--dim",
+        str(a.dim),
+        "--layers",
+        str(a.layers),
+        "--heads",
+        str(a.heads),
+        "--ffn",
+        str(a.ffn),
+        "--dropout",
+        str(a.dropout),
+        "--steps",
+        str(a.steps),
+        "--warmup",
+        str(a.warmup),
+        "--repeats",
+        str(a.repeats),
+        "--seed",
+        str(a.seed),
+    ]
     if a.max_history is not None:
         flags += ["--max-history", str(a.max_history)]
     if a.threads:
@@ -292,8 +348,12 @@ def worker_flags(a: argparse.Namespace) -> list[str]:
 
 def run_worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
     """One pipeline in a fresh subprocess; its last stdout line is its JSON result."""
-    p = subprocess.run([sys.executable, __file__, "--worker", name, *worker_flags(a)], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(
+        [sys.executable, __file__, "--worker", name, *worker_flags(a)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if p.returncode != 0:
         why = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
         if p.returncode < 0:
@@ -335,16 +395,34 @@ def report(res: dict[str, dict[str, Any]], a: argparse.Namespace, mach: dict[str
     ours, peer, paper, floor = (res.get(k, {}) for k in ("longrec", "peer", "paper", "floor"))
     some = next((r for r in res.values() if "versions" in r), {})
     v = some.get("versions", {})
-    con.print(f"machine: {mach['cpu']}, {mach['cores']} cores, torch threads {some.get('torch_threads', '?')}; "
-              f"python {v.get('python', '?')}, torch {v.get('torch', '?')}, numpy {v.get('numpy', '?')}")
-    con.print(f"data {a.data}; window {a.window}, stride {a.stride}, max history {a.max_history}, batch {a.batch_size}; "
-              f"model d={a.dim}, {a.layers} layers, {a.heads} heads, ffn {a.ffn}, "
-              f"{some.get('parameters', 0):,} parameters; loss ce; {a.steps} timed steps after {a.warmup} warm-up; "
-              f"best of {a.rounds} round(s)")
+    con.print(
+        f"machine: {mach['cpu']}, {mach['cores']} cores, torch threads {some.get('torch_threads', '?')}; "
+        f"python {v.get('python', '?')}, torch {v.get('torch', '?')}, numpy {v.get('numpy', '?')}"
+    )
+    con.print(
+        f"data {a.data}; window {a.window}, stride {a.stride}, max history {a.max_history}, batch {a.batch_size}; "
+        f"model d={a.dim}, {a.layers} layers, {a.heads} heads, ffn {a.ffn}, "
+        f"{some.get('parameters', 0):,} parameters; loss ce; {a.steps} timed steps after {a.warmup} warm-up; "
+        f"best of {a.rounds} round(s)"
+    )
 
     t = Table(title="training pipelines (fresh process each)", title_justify="left")
-    for col in ("pipeline", "windows", "build s", "÷ ours", "step ms", "tokens/s", "ours ÷ this",
-                "floor ÷ step", "loader share", "cpu/wall", "tokens/CPU-s", "peak RSS MiB", "above imports", "load"):
+    for col in (
+        "pipeline",
+        "windows",
+        "build s",
+        "÷ ours",
+        "step ms",
+        "tokens/s",
+        "ours ÷ this",
+        "floor ÷ step",
+        "loader share",
+        "cpu/wall",
+        "tokens/CPU-s",
+        "peak RSS MiB",
+        "above imports",
+        "load",
+    ):
         t.add_column(col, justify="left" if col == "pipeline" else "right")
     rows = []
     for name in PIPELINES:
@@ -355,87 +433,138 @@ def report(res: dict[str, dict[str, Any]], a: argparse.Namespace, mach: dict[str
             t.add_row(LABELS[name], f"[red]failed: {r['error']}[/]", *[""] * 11, f"{r['load']:.1f}")
             continue
         peak = r["peak_rss"]
-        row = {"pipeline": name, "windows": r.get("windows"), "build_s": r.get("build_s"),
-               "build_over_ours": ratio(r.get("build_s"), ours.get("build_s")),
-               "step_ms": r["step_ms"], "tokens_per_s": r["tokens_per_s"],
-               "ours_over_this": ratio(ours.get("tokens_per_s"), r["tokens_per_s"]),
-               "floor_over_step": ratio(floor.get("step_ms"), r["step_ms"]),
-               "loader_share": r["loader_share"], "cpu_over_wall": r["cpu_over_wall"],
-               "tokens_per_cpu_s": r["tokens_per_cpu_s"], "peak_rss_bytes": peak,
-               "peak_above_imports_bytes": peak - r["rss_after_imports"], "load": r["load"]}
+        row = {
+            "pipeline": name,
+            "windows": r.get("windows"),
+            "build_s": r.get("build_s"),
+            "build_over_ours": ratio(r.get("build_s"), ours.get("build_s")),
+            "step_ms": r["step_ms"],
+            "tokens_per_s": r["tokens_per_s"],
+            "ours_over_this": ratio(ours.get("tokens_per_s"), r["tokens_per_s"]),
+            "floor_over_step": ratio(floor.get("step_ms"), r["step_ms"]),
+            "loader_share": r["loader_share"],
+            "cpu_over_wall": r["cpu_over_wall"],
+            "tokens_per_cpu_s": r["tokens_per_cpu_s"],
+            "peak_rss_bytes": peak,
+            "peak_above_imports_bytes": peak - r["rss_after_imports"],
+            "load": r["load"],
+        }
         rows.append(row)
-        f = lambda x, spec, unit="": "—" if x is None else format(x, spec) + unit  # noqa: E731
-        t.add_row(LABELS[name], f(row["windows"], ","), f(row["build_s"], ".4g"), f(row["build_over_ours"], ",.0f", "×"),
-                  f(row["step_ms"], ".1f"), f(row["tokens_per_s"], ",.0f"), f(row["ours_over_this"], ".2f", "×"),
-                  f(row["floor_over_step"], ".0%"), f(row["loader_share"], ".1%"), f(row["cpu_over_wall"], ".2f"),
-                  f(row["tokens_per_cpu_s"], ",.0f"), f(peak / 2**20, ",.0f"),
-                  f(row["peak_above_imports_bytes"] / 2**20, ",.0f"),
-                  f"{r['load']:.1f}")
+        f = lambda x, spec, unit="": "—" if x is None else format(x, spec) + unit
+        t.add_row(
+            LABELS[name],
+            f(row["windows"], ","),
+            f(row["build_s"], ".4g"),
+            f(row["build_over_ours"], ",.0f", "×"),
+            f(row["step_ms"], ".1f"),
+            f(row["tokens_per_s"], ",.0f"),
+            f(row["ours_over_this"], ".2f", "×"),
+            f(row["floor_over_step"], ".0%"),
+            f(row["loader_share"], ".1%"),
+            f(row["cpu_over_wall"], ".2f"),
+            f(row["tokens_per_cpu_s"], ",.0f"),
+            f(peak / 2**20, ",.0f"),
+            f(row["peak_above_imports_bytes"] / 2**20, ",.0f"),
+            f"{r['load']:.1f}",
+        )
     con.print(t)
 
     build_x = ratio(peer.get("build_s"), ours.get("build_s"))
     tok_x = ratio(ours.get("tokens_per_s"), peer.get("tokens_per_s"))
     cpu_x = ratio(ours.get("tokens_per_cpu_s"), peer.get("tokens_per_cpu_s"))
-    mark = lambda x, target: "—" if x is None else ("met" if x >= target else "not met")  # noqa: E731
+    mark = lambda x, target: "—" if x is None else ("met" if x >= target else "not met")
     if build_x is not None and tok_x is not None:
-        con.print(f"vs the peer in this run: window build {build_x:,.0f}× faster (target ≥{TARGETS['build']:g}×: "
-                  f"{mark(build_x, TARGETS['build'])}), tokens/s {tok_x:.2f}× (target ≥{TARGETS['tokens']:g}×: "
-                  f"{mark(tok_x, TARGETS['tokens'])}), tokens per CPU second {cpu_x or 0:.2f}×; "
-                  f"peer windows identical to the core's: {'yes' if peer.get('same_windows_as_core') else '[red]NO[/]'}")
+        con.print(
+            f"vs the peer in this run: window build {build_x:,.0f}× faster (target ≥{TARGETS['build']:g}×: "
+            f"{mark(build_x, TARGETS['build'])}), tokens/s {tok_x:.2f}× (target ≥{TARGETS['tokens']:g}×: "
+            f"{mark(tok_x, TARGETS['tokens'])}), tokens per CPU second {cpu_x or 0:.2f}×; "
+            f"peer windows identical to the core's: {'yes' if peer.get('same_windows_as_core') else '[red]NO[/]'}"
+        )
     paper_x = ratio(ours.get("tokens_per_s"), paper.get("tokens_per_s"))
     if paper_x is not None:
-        con.print(f"vs the paper-style pipeline in this run (its feeding and a plain PyTorch step): tokens/s "
-                  f"{paper_x:.2f}× (target ≥{TARGETS['tokens']:g}×: {mark(paper_x, TARGETS['tokens'])}), tokens per CPU "
-                  f"second {ratio(ours.get('tokens_per_cpu_s'), paper.get('tokens_per_cpu_s')) or 0:.2f}×")
+        con.print(
+            f"vs the paper-style pipeline in this run (its feeding and a plain PyTorch step): tokens/s "
+            f"{paper_x:.2f}× (target ≥{TARGETS['tokens']:g}×: {mark(paper_x, TARGETS['tokens'])}), tokens per CPU "
+            f"second {ratio(ours.get('tokens_per_cpu_s'), paper.get('tokens_per_cpu_s')) or 0:.2f}×"
+        )
     variants_x = {}
-    for name, flags in (("grouped", "--group-by-length (batches of similar-length windows, less padding)"),
-                        ("bf16", "--precision bf16 (bf16 autocast, the loss in float32)"),
-                        ("grouped-bf16", "--group-by-length --precision bf16")):
+    for name, flags in (
+        ("grouped", "--group-by-length (batches of similar-length windows, less padding)"),
+        ("bf16", "--precision bf16 (bf16 autocast, the loss in float32)"),
+        ("grouped-bf16", "--group-by-length --precision bf16"),
+    ):
         x = variants_x[name] = ratio(res.get(name, {}).get("tokens_per_s"), paper.get("tokens_per_s"))
         if x is not None:
-            con.print(f"with {flags}: tokens/s {x:.2f}× the paper-style pipeline "
-                      f"(target ≥{TARGETS['tokens']:g}×: {mark(x, TARGETS['tokens'])})")
+            con.print(
+                f"with {flags}: tokens/s {x:.2f}× the paper-style pipeline "
+                f"(target ≥{TARGETS['tokens']:g}×: {mark(x, TARGETS['tokens'])})"
+            )
     if ours.get("build_s") and ours.get("tokens_per_s"):
-        con.print(f"for scale only (another machine, {PAPER['windows']:,} windows by its own count): the paper's released "
-                  f"pipeline built windows in {PAPER['build_s']} s ({PAPER['windows'] / PAPER['build_s']:,.0f} windows/s; "
-                  f"ours here {ours['windows'] / ours['build_s']:,.0f} windows/s, "
-                  f"{PAPER['build_s'] / ours['build_s']:,.0f}× less time) and trained at "
-                  f"{PAPER['tokens_per_s']:,.0f} tokens/s "
-                  f"(ours here {ours['tokens_per_s'] / PAPER['tokens_per_s']:.2f}×)")
+        con.print(
+            f"for scale only (another machine, {PAPER['windows']:,} windows by its own count): the paper's released "
+            f"pipeline built windows in {PAPER['build_s']} s ({PAPER['windows'] / PAPER['build_s']:,.0f} windows/s; "
+            f"ours here {ours['windows'] / ours['build_s']:,.0f} windows/s, "
+            f"{PAPER['build_s'] / ours['build_s']:,.0f}× less time) and trained at "
+            f"{PAPER['tokens_per_s']:,.0f} tokens/s "
+            f"(ours here {ours['tokens_per_s'] / PAPER['tokens_per_s']:.2f}×)"
+        )
     busy = max((r["load"] for r in res.values()), default=0.0)
     if busy > 0.5 * mach["cores"]:
-        con.print(f"[yellow]warning: 1-min load average reached {busy:.1f} on {mach['cores']} cores; other processes "
-                  "were competing, so these times are pessimistic and the ratios noisy: rerun on an idle machine.[/]")
-    con.print("build s = window construction, best of --repeats; ÷ ours = that over ours; ours ÷ this = our tokens/s "
-              "over this row's; floor ÷ step = the fixed-batch step time over this row's (compute is per step: padding "
-              "costs as much as a token); loader share = time waiting for the next batch / timed step time; cpu/wall = "
-              "CPU seconds of all threads (the gather thread's included) per wall second while timed; tokens/CPU-s = "
-              "tokens per CPU second, which outside load moves far less than tokens/s (with --threads 1 no thread spins "
-              "while waiting); peak RSS = VmHWM of the worker process; above imports = that minus its RSS after "
-              "importing torch and opening the data dir; load = 1-min load average.")
-    return {"rows": rows, "build_speedup_vs_peer": build_x, "tokens_ratio_vs_peer": tok_x,
-            "tokens_per_cpu_s_ratio_vs_peer": cpu_x, "tokens_ratio_vs_paper_style": paper_x,
-            "variant_tokens_ratio_vs_paper_style": variants_x}
+        con.print(
+            f"[yellow]warning: 1-min load average reached {busy:.1f} on {mach['cores']} cores; other processes "
+            "were competing, so these times are pessimistic and the ratios noisy: rerun on an idle machine.[/]"
+        )
+    con.print(
+        "build s = window construction, best of --repeats; ÷ ours = that over ours; ours ÷ this = our tokens/s "
+        "over this row's; floor ÷ step = the fixed-batch step time over this row's (compute is per step: padding "
+        "costs as much as a token); loader share = time waiting for the next batch / timed step time; cpu/wall = "
+        "CPU seconds of all threads (the gather thread's included) per wall second while timed; tokens/CPU-s = "
+        "tokens per CPU second, which outside load moves far less than tokens/s (with --threads 1 no thread spins "
+        "while waiting); peak RSS = VmHWM of the worker process; above imports = that minus its RSS after "
+        "importing torch and opening the data dir; load = 1-min load average."
+    )
+    return {
+        "rows": rows,
+        "build_speedup_vs_peer": build_x,
+        "tokens_ratio_vs_peer": tok_x,
+        "tokens_per_cpu_s_ratio_vs_peer": cpu_x,
+        "tokens_ratio_vs_paper_style": paper_x,
+        "variant_tokens_ratio_vs_paper_style": variants_x,
+    }
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=None, help="data dir; default: ml-1m from ../shared/data prepared into "
-                                                "bench/out/ml-1m, else the demo data (data/demo)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="data dir; default: ml-1m from ../shared/data prepared into "
+        "bench/out/ml-1m, else the demo data (data/demo)",
+    )
     p.add_argument("--window", type=int, default=100, help="context length T (inputs per example)")
     p.add_argument("--stride", type=int, default=1, help="distance between consecutive window ends")
-    p.add_argument("--max-history", type=int, default=1000, help="only a user's last H training events make windows (0 = all)")
+    p.add_argument(
+        "--max-history", type=int, default=1000, help="only a user's last H training events make windows (0 = all)"
+    )
     p.add_argument("--batch-size", type=int, default=32, help="windows per step")
     p.add_argument("--dim", type=int, default=32, help="embedding width d")
     p.add_argument("--layers", type=int, default=2, help="transformer blocks")
     p.add_argument("--heads", type=int, default=4, help="attention heads")
-    p.add_argument("--ffn", type=int, default=2048, help="feed-forward width (the paper's code uses PyTorch's default 2048)")
+    p.add_argument(
+        "--ffn", type=int, default=2048, help="feed-forward width (the paper's code uses PyTorch's default 2048)"
+    )
     p.add_argument("--dropout", type=float, default=0.2, help="dropout")
     p.add_argument("--steps", type=int, default=200, help="timed training steps per pipeline")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps before the timed ones")
     p.add_argument("--repeats", type=int, default=3, help="window builds per pipeline; the best counts")
-    p.add_argument("--rounds", type=int, default=1, help="run every pipeline this many times, alternating; "
-                                                         "the best round counts (helps on a shared machine)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every pipeline this many times, alternating; the best round counts (helps on a shared machine)",
+    )
     p.add_argument("--seed", type=int, default=0, help="model init and shuffling seed")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of torch and the core (default: all cores)")
     p.add_argument("--only", default=None, help="comma-separated pipelines among " + ", ".join(PIPELINES))
@@ -468,17 +597,32 @@ def main() -> None:
             t0 = time.perf_counter()
             r = run_worker(name, a)
             r["load"] = max(load_before, os.getloadavg()[0])  # other processes slow every figure
-            say(f"round {rnd + 1}/{a.rounds} {name:<8} " + (
-                f"{r['tokens_per_s']:,.0f} tokens/s, loader share {r['loader_share']:.1%}, cpu/wall "
-                f"{r['cpu_over_wall']:.2f} (took {time.perf_counter() - t0:.0f} s, load {r['load']:.1f})"
-                if "error" not in r else f"failed: {r['error']}"))
+            say(
+                f"round {rnd + 1}/{a.rounds} {name:<8} "
+                + (
+                    f"{r['tokens_per_s']:,.0f} tokens/s, loader share {r['loader_share']:.1%}, cpu/wall "
+                    f"{r['cpu_over_wall']:.2f} (took {time.perf_counter() - t0:.0f} s, load {r['load']:.1f})"
+                    if "error" not in r
+                    else f"failed: {r['error']}"
+                )
+            )
             res[name] = best_of(res.get(name), r)
     out = report(res, a, mach)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
-                                            "machine": mach, "paper": PAPER, "targets": TARGETS, "results": res, **out},
-                                           indent=1))
+        Path(a.json).write_text(
+            json.dumps(
+                {
+                    "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
+                    "machine": mach,
+                    "paper": PAPER,
+                    "targets": TARGETS,
+                    "results": res,
+                    **out,
+                },
+                indent=1,
+            )
+        )
         say(f"wrote {a.json}")
 
 

@@ -69,12 +69,16 @@ def grid_table(root: Path, name: str, title: str) -> list[str]:
         return [f"### {title}", "", f"(not finished: {out}/frontier.json is missing)", ""]
     cells = fr["cells"]
     base = next((c for c in cells if c["regime"] == "last"), None)
-    lines = [f"### {title}", "",
-             f"`{out}`: {fr['repeats']} seed(s) per cell; mean ± sample sd over seeds; paired difference = "
-             "seed 0 of the cell vs seed 0 of `last` on the same test users (95% bootstrap CI, sign-flip p).", "",
-             "| cell | seeds | NDCG@10 | HR@10 | MRR | train s | tokens (M) | epochs | ΔNDCG@10 vs last (seed 0) | "
-             "ΔMRR % | ΔHR@10 % | tokens × |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {title}",
+        "",
+        f"`{out}`: {fr['repeats']} seed(s) per cell; mean ± sample sd over seeds; paired difference = "
+        "seed 0 of the cell vs seed 0 of `last` on the same test users (95% bootstrap CI, sign-flip p).",
+        "",
+        "| cell | seeds | NDCG@10 | HR@10 | MRR | train s | tokens (M) | epochs | ΔNDCG@10 vs last (seed 0) | "
+        "ΔMRR % | ΔHR@10 % | tokens × |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in cells:
         if c["status"] != "ok":
             lines.append(f"| {c['name']} | {c['seeds_ok']} | {c['status']}: {c.get('error') or ''} |" + " |" * 9)
@@ -82,13 +86,17 @@ def grid_table(root: Path, name: str, title: str) -> list[str]:
         d = None
         if base is not None and c is not base:
             d = paired(run_dir(out, c["name"]), run_dir(out, base["name"]), "NDCG@10")
-        rel = lambda k: (f"{c['mean'][k] / base['mean'][k] - 1:+.1%}"  # noqa: E731
-                         if base is not None and c is not base and base["mean"].get(k) else "—")
-        tok_x = (f"{c['mean']['tokens'] / base['mean']['tokens']:.2f}×" if base is not None and c is not base else "—")
+        rel = lambda k: (
+            f"{c['mean'][k] / base['mean'][k] - 1:+.1%}"
+            if base is not None and c is not base and base["mean"].get(k)
+            else "—"
+        )
+        tok_x = f"{c['mean']['tokens'] / base['mean']['tokens']:.2f}×" if base is not None and c is not base else "—"
         lines.append(
             f"| {c['name']} | {c['seeds_ok']} | {mean_sd(c, 'NDCG@10')} | {mean_sd(c, 'HR@10')} | {mean_sd(c, 'MRR')} | "
             f"{c['mean']['train_seconds']:.0f} | {c['mean']['tokens'] / 1e6:.1f} | {mean_sd(c, 'epochs', '.1f')} | "
-            f"{fmt_diff(d)} | {rel('MRR')} | {rel('HR@10')} | {tok_x} |")
+            f"{fmt_diff(d)} | {rel('MRR')} | {rel('HR@10')} | {tok_x} |"
+        )
     return lines + [""]
 
 
@@ -129,14 +137,24 @@ def curves_table(root: Path, name: str, plot_dir: Path | None) -> list[str]:
     most_tokens = min(v[-1][1] for v in runs.values())
     step_marks = [int(most_steps * f) for f in (0.25, 0.5, 1.0)]
     token_marks = [int(most_tokens * f) for f in (0.5, 1.0)]
-    lines = ["Best validation NDCG@10 by optimizer steps and by training tokens (seed 0; load-independent):", "",
-             "| cell | " + " | ".join(f"≤ {m:,} steps" for m in step_marks) + " | "
-             + " | ".join(f"≤ {m / 1e6:.1f}M tokens" for m in token_marks) + " | steps run | tokens run |",
-             "|---|" + "---|" * (len(step_marks) + len(token_marks) + 2)]
+    lines = [
+        "Best validation NDCG@10 by optimizer steps and by training tokens (seed 0; load-independent):",
+        "",
+        "| cell | "
+        + " | ".join(f"≤ {m:,} steps" for m in step_marks)
+        + " | "
+        + " | ".join(f"≤ {m / 1e6:.1f}M tokens" for m in token_marks)
+        + " | steps run | tokens run |",
+        "|---|" + "---|" * (len(step_marks) + len(token_marks) + 2),
+    ]
     for cell, pts in runs.items():
-        lines.append(f"| {cell} | " + " | ".join(at_most(pts, 0, m) for m in step_marks) + " | "
-                     + " | ".join(at_most(pts, 1, m) for m in token_marks)
-                     + f" | {pts[-1][0]:,} | {pts[-1][1] / 1e6:.1f}M |")
+        lines.append(
+            f"| {cell} | "
+            + " | ".join(at_most(pts, 0, m) for m in step_marks)
+            + " | "
+            + " | ".join(at_most(pts, 1, m) for m in token_marks)
+            + f" | {pts[-1][0]:,} | {pts[-1][1] / 1e6:.1f}M |"
+        )
     if plot_dir is not None:
         import matplotlib
 
@@ -172,14 +190,20 @@ def test_metrics(run: Path) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
-def versus_table(root: Path, ref: tuple[str, str], rows: list[tuple[str, str, str]], title: str,
-                 extra: str = "memory") -> list[str]:
+def versus_table(
+    root: Path, ref: tuple[str, str], rows: list[tuple[str, str, str]], title: str, extra: str = "memory"
+) -> list[str]:
     """Single-seed runs against a reference run: metrics, paired ΔNDCG@10, cost."""
     ref_run = run_dir(root / ref[0], ref[1])
-    lines = [f"### {title}", "", f"Reference: `{ref_run}`.", "",
-             "| run | NDCG@10 | HR@10 | MRR | ΔNDCG@10 vs reference | ΔMRR vs reference | train s | tokens/s | "
-             + ("embedding + grad + AdamW MiB | collisions |" if extra == "kshift" else "peak RSS MiB |"),
-             "|---|---|---|---|---|---|---|---|---|" + ("---|" if extra == "kshift" else "")]
+    lines = [
+        f"### {title}",
+        "",
+        f"Reference: `{ref_run}`.",
+        "",
+        "| run | NDCG@10 | HR@10 | MRR | ΔNDCG@10 vs reference | ΔMRR vs reference | train s | tokens/s | "
+        + ("embedding + grad + AdamW MiB | collisions |" if extra == "kshift" else "peak RSS MiB |"),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if extra == "kshift" else ""),
+    ]
     for label, folder, cell in [("reference", *ref), *rows]:
         run = run_dir(root / folder, cell)
         m, s = test_metrics(run).get("metrics"), summary(run)
@@ -195,17 +219,24 @@ def versus_table(root: Path, ref: tuple[str, str], rows: list[tuple[str, str, st
             emb = f"{(mem['params_bytes'] + mem['grad_bytes'] + mem['adam_bytes']) / 2**20:.2f}"
             coll = "—"
             if cfg["item_emb"] == "kshift":
-                from longrec_core.model import kshift_collision_share, kshift_table_rows
                 from longrec_core.model import _kshift_rows_int32 as rows_of
+                from longrec_core.model import kshift_collision_share, kshift_table_rows
 
-                rows = rows_of(cfg["n_items"], cfg["kshift_k"], kshift_table_rows(cfg["n_items"], cfg["kshift_compression"]),
-                               cfg["kshift_seed"], cfg["kshift_scheme"])
+                rows = rows_of(
+                    cfg["n_items"],
+                    cfg["kshift_k"],
+                    kshift_table_rows(cfg["n_items"], cfg["kshift_compression"]),
+                    cfg["kshift_seed"],
+                    cfg["kshift_scheme"],
+                )
                 coll = f"{kshift_collision_share(rows):.2%}"
             tail = f"{emb} | {coll} |"
         else:
             tail = f"{s['peak_memory_bytes'] / 2**20:,.0f} |"
-        lines.append(f"| {label} | {m['NDCG@10']:.4f} | {m['HR@10']:.4f} | {m['MRR']:.4f} | {fmt_diff(d)} | "
-                     f"{fmt_diff(dm)} | {cost} | {tail}")
+        lines.append(
+            f"| {label} | {m['NDCG@10']:.4f} | {m['HR@10']:.4f} | {m['MRR']:.4f} | {fmt_diff(d)} | "
+            f"{fmt_diff(dm)} | {cost} | {tail}"
+        )
     return lines + [""]
 
 
@@ -216,12 +247,18 @@ def reproduction(root: Path) -> list[str]:
         return ["(ml-1m last-w200 not finished)", ""]
     ci = m.get("ci", {})
     s = summary(run)
-    out = ["### ml-1m: SASRec, full CE, window 200 (`last`) against the published SASRec+", "",
-           "| | NDCG@10 | HR@10 |", "|---|---|---|",
-           "| published SASRec+ (Klenitskiy & Vasilev 2023) | 0.1821 | 0.3152 |"]
-    cell = lambda k: f"{m['metrics'][k]:.4f}" + (f" [{ci[k][0]:.4f}, {ci[k][1]:.4f}]" if k in ci else "")  # noqa: E731
-    out.append(f"| longrec, {s.get('epochs', '?')} epochs in {s.get('train_seconds', 0):.0f} s (stop: "
-               f"{s.get('stop_reason', '?')}) | {cell('NDCG@10')} | {cell('HR@10')} |")
+    out = [
+        "### ml-1m: SASRec, full CE, window 200 (`last`) against the published SASRec+",
+        "",
+        "| | NDCG@10 | HR@10 |",
+        "|---|---|---|",
+        "| published SASRec+ (Klenitskiy & Vasilev 2023) | 0.1821 | 0.3152 |",
+    ]
+    cell = lambda k: f"{m['metrics'][k]:.4f}" + (f" [{ci[k][0]:.4f}, {ci[k][1]:.4f}]" if k in ci else "")
+    out.append(
+        f"| longrec, {s.get('epochs', '?')} epochs in {s.get('train_seconds', 0):.0f} s (stop: "
+        f"{s.get('stop_reason', '?')}) | {cell('NDCG@10')} | {cell('HR@10')} |"
+    )
     logf = run / "log.jsonl"
     if logf.is_file():
         curve = [json.loads(line) for line in logf.read_text().splitlines()]
@@ -285,11 +322,16 @@ def converged_table(root: Path, name: str, title: str, published: dict[str, floa
     out = root / name
     cells = sorted(p.name for p in (out / "cells").glob("*")) if (out / "cells").is_dir() else []
     cells.sort(key=lambda c: (not c.startswith("last"), c))
-    lines = [f"### {title}", "", f"`{out}`; test metrics: mean over seeds [95% bootstrap CI over users]; "
-             "Δ vs last: paired on the same users, per-user metrics averaged over seeds.", "",
-             "| cell | seeds | NDCG@10 | HR@10 | MRR | NDCG@10 per seed | Δ NDCG@10 vs last | best epoch | "
-             "epochs run | train min to valid 0.15 / 0.17 / best | train min in all | filtered |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {title}",
+        "",
+        f"`{out}`; test metrics: mean over seeds [95% bootstrap CI over users]; "
+        "Δ vs last: paired on the same users, per-user metrics averaged over seeds.",
+        "",
+        "| cell | seeds | NDCG@10 | HR@10 | MRR | NDCG@10 per seed | Δ NDCG@10 vs last | best epoch | "
+        "epochs run | train min to valid 0.15 / 0.17 / best | train min in all | filtered |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     base = None
     for cell in cells:
         runs = seed_runs(out, cell)
@@ -310,18 +352,25 @@ def converged_table(root: Path, name: str, title: str, published: dict[str, floa
         sums = [summary(r) for r in runs]
         per_seed = ", ".join(f"{test_metrics(r)['metrics']['NDCG@10']:.4f}" for r in runs)
         filtered = {test_metrics(r).get("filter_seen") for r in runs}
-        cell_txt = lambda m: f"{stats[m][0]:.4f} [{stats[m][1]:.4f}, {stats[m][2]:.4f}]"  # noqa: E731
+        cell_txt = lambda m: f"{stats[m][0]:.4f} [{stats[m][1]:.4f}, {stats[m][2]:.4f}]"
         lines.append(
             f"| {cell} | {len(runs)} | {cell_txt('NDCG@10')} | {cell_txt('HR@10')} | {cell_txt('MRR')} | {per_seed} | "
             f"{delta} | {np.mean([s['best_epoch'] + 1 for s in sums]):.1f} | "
             f"{np.mean([s['epochs'] for s in sums]):.1f} | "
             f"{' / '.join(minutes([time_to(r, lv) for r in runs]) for lv in (0.15, 0.17, None))} | "
-            f"{np.mean([s['train_seconds'] for s in sums]) / 60:.1f} | {'yes' if filtered == {True} else 'no'} |")
+            f"{np.mean([s['train_seconds'] for s in sums]) / 60:.1f} | {'yes' if filtered == {True} else 'no'} |"
+        )
         if published and cell.startswith("last"):
             inside = {m: stats[m][1] <= v <= stats[m][2] for m, v in published.items()}
-            lines.append("| published SASRec+ | | " + " | ".join(
-                f"{published[m]:.4f} ({'inside' if inside[m] else 'above' if published[m] > stats[m][2] else 'below'} "
-                "the CI)" for m in ("NDCG@10", "HR@10")) + " | | | | | | | | yes |")
+            lines.append(
+                "| published SASRec+ | | "
+                + " | ".join(
+                    f"{published[m]:.4f} ({'inside' if inside[m] else 'above' if published[m] > stats[m][2] else 'below'} "
+                    "the CI)"
+                    for m in ("NDCG@10", "HR@10")
+                )
+                + " | | | | | | | | yes |"
+            )
     return lines + [""]
 
 
@@ -329,28 +378,48 @@ def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/results")
     plots = Path(sys.argv[2]) if len(sys.argv) > 2 else None  # where the learning-curve PNGs go
     lines = ["# Tables generated by docs/results_report.py from " + str(root), ""]
-    lines += converged_table(root, "ml1m-sasrec", "ml-1m, window 200, SASRec+ configuration, to convergence",
-                             published=PUBLISHED)
+    lines += converged_table(
+        root, "ml1m-sasrec", "ml-1m, window 200, SASRec+ configuration, to convergence", published=PUBLISHED
+    )
     lines += reproduction(root)
-    for name, title in (("ml1m-w200", "ml-1m, window 200: last vs sliding vs mixed (8 min of training each)"),
-                        ("ml1m-w50", "ml-1m, window 50: 3 seeds (3 min of training each)"),
-                        ("beauty-w20", "amazon-beauty, window 20 (2 min each)"),
-                        ("retailrocket-w10", "retailrocket sessions, window 10 (2 min each)"),
-                        ("mlls-w50", "ml-latest-small, temporal split, window 50 (90 s each)")):
+    for name, title in (
+        ("ml1m-w200", "ml-1m, window 200: last vs sliding vs mixed (8 min of training each)"),
+        ("ml1m-w50", "ml-1m, window 50: 3 seeds (3 min of training each)"),
+        ("beauty-w20", "amazon-beauty, window 20 (2 min each)"),
+        ("retailrocket-w10", "retailrocket sessions, window 10 (2 min each)"),
+        ("mlls-w50", "ml-latest-small, temporal split, window 50 (90 s each)"),
+    ):
         lines += grid_table(root, name, title)
         lines += curves_table(root, name, plots)
-    ks = lambda folder_prefix, cell: [  # noqa: E731
-        (f"k-shift c{c}", f"{folder_prefix}-kshift-c{c}", cell + "-kshift") for c in (4, 16, 64)] + [
-        ("k-shift c16, signed shift (paper code)", f"{folder_prefix}-kshift-c16-signed", cell + "-kshift")]
-    lines += versus_table(root, ("ml1m-loss-ce", "sliding-w50-s50-hall"), ks("ml1m", "sliding-w50-s50-hall"),
-                          "k-shift on ml-1m (sliding, window 50, 3 min each; reference = full table)", extra="kshift")
-    lines += versus_table(root, ("beauty-w20", "sliding-w20-s10-hall"), ks("beauty", "sliding-w20-s10-hall"),
-                          "k-shift on amazon-beauty (sliding, window 20, 2 min each; reference = full table, seed 0)",
-                          extra="kshift")
+    ks = lambda folder_prefix, cell: (
+        [
+            (f"k-shift c{c}", f"{folder_prefix}-kshift-c{c}", cell + "-kshift") for c in (4, 16, 64)
+        ]
+        + [("k-shift c16, signed shift (paper code)", f"{folder_prefix}-kshift-c16-signed", cell + "-kshift")]
+    )
+    lines += versus_table(
+        root,
+        ("ml1m-loss-ce", "sliding-w50-s50-hall"),
+        ks("ml1m", "sliding-w50-s50-hall"),
+        "k-shift on ml-1m (sliding, window 50, 3 min each; reference = full table)",
+        extra="kshift",
+    )
+    lines += versus_table(
+        root,
+        ("beauty-w20", "sliding-w20-s10-hall"),
+        ks("beauty", "sliding-w20-s10-hall"),
+        "k-shift on amazon-beauty (sliding, window 20, 2 min each; reference = full table, seed 0)",
+        extra="kshift",
+    )
     loss_rows = [("chunked CE", "ml1m-loss-chunked", "sliding-w50-s50-hall")] + [
-        (f"sampled softmax, {n} negatives", f"ml1m-loss-sampled{n}", "sliding-w50-s50-hall") for n in (64, 256, 1024)]
-    lines += versus_table(root, ("ml1m-loss-ce", "sliding-w50-s50-hall"), loss_rows,
-                          "Losses on ml-1m (sliding, window 50, 3 min each; reference = full CE)")
+        (f"sampled softmax, {n} negatives", f"ml1m-loss-sampled{n}", "sliding-w50-s50-hall") for n in (64, 256, 1024)
+    ]
+    lines += versus_table(
+        root,
+        ("ml1m-loss-ce", "sliding-w50-s50-hall"),
+        loss_rows,
+        "Losses on ml-1m (sliding, window 50, 3 min each; reference = full CE)",
+    )
     print("\n".join(lines))
 
 

@@ -11,18 +11,18 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "group",
-    "sessionize",
-    "windows",
-    "sample_windows",
-    "session_windows",
-    "gather",
-    "kshift_rows",
-    "leave_one_out_ends",
-    "temporal_ends",
     "dropout_mask",
+    "gather",
     "gelu_dropout",
     "gelu_dropout_backward",
+    "group",
+    "kshift_rows",
+    "leave_one_out_ends",
+    "sample_windows",
+    "session_windows",
+    "sessionize",
+    "temporal_ends",
+    "windows",
 ]
 
 _IntArray = npt.ArrayLike

@@ -47,7 +47,7 @@ EXIT_BAD_INPUT = 2
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad flag like any other bad input: `error: ...`, exit 2."""
 
-    def error(self, message: str) -> NoReturn:  # noqa: D102 (argparse API)
+    def error(self, message: str) -> NoReturn:
         fail(f"{message} (see --help)")
 
 
@@ -191,8 +191,11 @@ def one_sentence(e: BaseException) -> str:
 def _is_out_of_memory(e: BaseException) -> bool:
     # torch reports a failed allocation as a RuntimeError (OutOfMemoryError on CUDA); this module
     # does not import torch, so it recognizes them by name and message.
-    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
-        isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
+    return (
+        isinstance(e, MemoryError)
+        or type(e).__name__ == "OutOfMemoryError"
+        or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
+    )
 
 
 def _report(e: BaseException) -> int | None:
@@ -265,8 +268,13 @@ def progress(*, eta: bool = False, enabled: bool = True) -> Progress:
 
     `eta` adds the estimated time left; `enabled=False` hides it (a process other than the main one
     under torchrun). It animates only on a terminal: logs carry the rest."""
-    columns = [SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
-               MofNCompleteColumn(), TimeElapsedColumn()]
+    columns = [
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
     if eta:
         columns += [TextColumn("ETA"), TimeRemainingColumn()]
     return Progress(*columns, console=console, transient=True, disable=not (enabled and console.is_terminal))

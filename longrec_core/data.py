@@ -136,8 +136,9 @@ class DataDir:
                 first = np.repeat(begin - (np.cumsum(lens) - lens), lens)  # event index = position + first
                 history = self.items[first + np.arange(int(lens.sum()))]
                 seen = history == np.repeat(self.items[e], lens)  # (sum lens,) target already consumed
-                hits += int(np.count_nonzero(np.bincount(np.repeat(np.arange(len(u)), lens), weights=seen,
-                                                         minlength=len(u))))
+                hits += int(
+                    np.count_nonzero(np.bincount(np.repeat(np.arange(len(u)), lens), weights=seen, minlength=len(u)))
+                )
                 total += len(u)
         return hits / total if total else 0.0
 
@@ -199,7 +200,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise DataDirError(f"{path} is damaged: {MANIFEST} is not valid JSON ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
-        raise DataDirError(f"{path} has data dir format version {version}, this code reads {FORMAT_VERSION}; rerun prep.py")
+        raise DataDirError(
+            f"{path} has data dir format version {version}, this code reads {FORMAT_VERSION}; rerun prep.py"
+        )
     return manifest
 
 
@@ -269,9 +272,17 @@ def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir
     arrays = _load_arrays(path, manifest)
     _check_hashes(path, manifest, arrays, verify)
     _check_ranges(path, manifest, arrays)
-    return DataDir(path=path, items=arrays["items"], ts=arrays["ts"], offsets=arrays["offsets"],
-                   types=arrays.get("types"), sessions=arrays["sessions"], train_end=arrays["train_end"],
-                   valid_end=arrays["valid_end"], manifest=manifest)
+    return DataDir(
+        path=path,
+        items=arrays["items"],
+        ts=arrays["ts"],
+        offsets=arrays["offsets"],
+        types=arrays.get("types"),
+        sessions=arrays["sessions"],
+        train_end=arrays["train_end"],
+        valid_end=arrays["valid_end"],
+        manifest=manifest,
+    )
 
 
 # Sharded data dirs (written by longrec_core.shards): read here, beside load_data_dir, which
@@ -321,13 +332,21 @@ def load_shards(path: str | Path, which: Sequence[int] | None = None, verify: bo
         return np.concatenate([getattr(p, name) for p in parts])
 
     def shifted(name: str, drop_last: bool) -> np.ndarray:
-        return np.concatenate([(getattr(p, name)[:-1] if drop_last else getattr(p, name)) + b
-                               for p, b in zip(parts, base)] + ([np.array([base[-1]])] if drop_last else []))
+        return np.concatenate(
+            [(getattr(p, name)[:-1] if drop_last else getattr(p, name)) + b for p, b in zip(parts, base)]
+            + ([np.array([base[-1]])] if drop_last else [])
+        )
 
     return DataDir(
-        path=path, items=cat("items"), ts=cat("ts"), offsets=shifted("offsets", True),
-        types=cat("types") if parts[0].types is not None else None, sessions=shifted("sessions", True),
-        train_end=shifted("train_end", False), valid_end=shifted("valid_end", False), manifest=manifest,
+        path=path,
+        items=cat("items"),
+        ts=cat("ts"),
+        offsets=shifted("offsets", True),
+        types=cat("types") if parts[0].types is not None else None,
+        sessions=shifted("sessions", True),
+        train_end=shifted("train_end", False),
+        valid_end=shifted("valid_end", False),
+        manifest=manifest,
     )
 
 
@@ -469,11 +488,9 @@ def parse_cutoff(text: str, ts: np.ndarray | None) -> int:
     try:
         when = dt.datetime.fromisoformat(s)
     except ValueError:
-        raise ValueError(
-            f"cutoff {s!r} is not int seconds, an ISO date (2015-08-01) or a quantile like q0.9"
-        ) from None
+        raise ValueError(f"cutoff {s!r} is not int seconds, an ISO date (2015-08-01) or a quantile like q0.9") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return int(when.timestamp())
 
 
@@ -510,8 +527,13 @@ def index_items(counts: np.ndarray, item_ids: pl.Series) -> ItemIndex:
     by_count = by_count[counts[by_count] > 0]  # item codes, in index order
     index_of = np.zeros(len(counts), dtype=np.int32)
     index_of[by_count] = np.arange(1, by_count.size + 1, dtype=np.int32)
-    table = pl.DataFrame({"index": np.arange(1, by_count.size + 1, dtype=np.int32), "id": item_ids.gather(by_count),
-                          "count": counts[by_count].astype(np.int64)})
+    table = pl.DataFrame(
+        {
+            "index": np.arange(1, by_count.size + 1, dtype=np.int32),
+            "id": item_ids.gather(by_count),
+            "count": counts[by_count].astype(np.int64),
+        }
+    )
     return ItemIndex(index_of, table)
 
 
@@ -523,21 +545,26 @@ def read_item_index(path: str | os.PathLike[str], item_ids: pl.Series) -> ItemIn
     try:
         table = pl.read_parquet(path, columns=["id", "count"])
     except (OSError, pl.exceptions.PolarsError) as e:
-        raise ValueError(f"cannot read --item-index {path}: it needs a Parquet table with columns id, count ({e})") from None
+        raise ValueError(
+            f"cannot read --item-index {path}: it needs a Parquet table with columns id, count ({e})"
+        ) from None
     if table["id"].n_unique() != table.height:
         raise ValueError(f"--item-index {path} lists an item id twice")
     count = table["count"]
     if not count.dtype.is_integer() or count.null_count() or (count < 0).any():
-        raise ValueError(f"--item-index {path}: its count column must hold non-negative integers, "
-                         f"without nulls (it is {count.dtype}{' with nulls' if count.null_count() else ''})")
+        raise ValueError(
+            f"--item-index {path}: its count column must hold non-negative integers, "
+            f"without nulls (it is {count.dtype}{' with nulls' if count.null_count() else ''})"
+        )
     table = table.sort(["count", "id"], descending=[True, False]).with_row_index("index", offset=1)
     table = table.select(pl.col("index").cast(pl.Int32), "id", pl.col("count").cast(pl.Int64))
     if item_ids.dtype != table["id"].dtype:
         try:
             item_ids = item_ids.cast(table["id"].dtype, strict=True)
         except pl.exceptions.PolarsError:
-            raise ValueError(f"the input's item ids ({item_ids.dtype}) do not match --item-index {path} "
-                             f"({table['id'].dtype})") from None
+            raise ValueError(
+                f"the input's item ids ({item_ids.dtype}) do not match --item-index {path} ({table['id'].dtype})"
+            ) from None
     found = pl.DataFrame({"id": item_ids}).join(table, on="id", how="left", maintain_order="left")["index"]
     if found.null_count():
         missing = item_ids.filter(found.is_null())[0]
@@ -603,8 +630,16 @@ def prepare(
 
     say(f"grouping {n_in:,} events by user and time")
     offsets, present, item, ts, types = group_log(log)
-    keep, dropped = keep_mask(offsets, item, ts, types, len(log.item_ids), params, say,
-                               allowed=None if item_index is None else item_index.index_of > 0)
+    keep, dropped = keep_mask(
+        offsets,
+        item,
+        ts,
+        types,
+        len(log.item_ids),
+        params,
+        say,
+        allowed=None if item_index is None else item_index.index_of > 0,
+    )
 
     offsets, user_codes, item, ts, types = _kept_events(offsets, keep, item, ts, types)
     del keep
@@ -639,16 +674,36 @@ def prepare(
         **{f"dropped_{k}": v for k, v in dropped.items()},
         "history_len": history_len_summary(lens),
     }
-    manifest = {"source": source, "params": dataclasses.asdict(params), "counts": counts_info, "split": split_info,
-                "types": list(log.type_names) if types is not None else []}
+    manifest = {
+        "source": source,
+        "params": dataclasses.asdict(params),
+        "counts": counts_info,
+        "split": split_info,
+        "types": list(log.type_names) if types is not None else [],
+    }
     say(f"writing {out}")
-    return write_data_dir(out, items=items, ts=ts, offsets=offsets, sessions=sessions, train_end=train_end,
-                          valid_end=valid_end, types=types, item_table=item_table, user_table=user_table,
-                          manifest=manifest, force=force)
+    return write_data_dir(
+        out,
+        items=items,
+        ts=ts,
+        offsets=offsets,
+        sessions=sessions,
+        train_end=train_end,
+        valid_end=valid_end,
+        types=types,
+        item_table=item_table,
+        user_table=user_table,
+        manifest=manifest,
+        force=force,
+    )
 
 
 def _kept_events(
-    offsets: np.ndarray, keep: np.ndarray, item: np.ndarray, ts: np.ndarray, types: np.ndarray | None,
+    offsets: np.ndarray,
+    keep: np.ndarray,
+    item: np.ndarray,
+    ts: np.ndarray,
+    types: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """The grouped events that `keep` (E,) bool keeps: (offsets over them, the codes of the users
     still present, item, ts, types); ValueError when none is left."""
@@ -673,8 +728,14 @@ def history_len_summary(lens: np.ndarray) -> dict[str, float | int]:
 
 
 def keep_mask(
-    offsets: np.ndarray, item: np.ndarray, ts: np.ndarray, types: np.ndarray | None, n_items: int,
-    params: PrepParams, say: Status, allowed: np.ndarray | None = None,
+    offsets: np.ndarray,
+    item: np.ndarray,
+    ts: np.ndarray,
+    types: np.ndarray | None,
+    n_items: int,
+    params: PrepParams,
+    say: Status,
+    allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Which grouped events survive dedupe and filters (E,) bool, and how many each step dropped.
 
@@ -729,7 +790,9 @@ def keep_mask(
     return keep, dropped
 
 
-def split_ends(offsets: np.ndarray, ts: np.ndarray, params: PrepParams) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def split_ends(
+    offsets: np.ndarray, ts: np.ndarray, params: PrepParams
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(train_end, valid_end, info) of a grouped log: leave-one-out (test = last event,
     validation = second last, for users with >= 3 events) or temporal (first event at or
     after each cutoff); info goes into the manifest's "split"."""
@@ -754,8 +817,10 @@ def split_ends(offsets: np.ndarray, ts: np.ndarray, params: PrepParams) -> tuple
         test_targets=int(has_test.sum()),
     )
     if params.split == "temporal" and split_info["test_targets"] == 0:
-        raise ValueError(f"no user has an event at or after the test cutoff {split_info['test_cutoff']} "
-                         "with an earlier event before it")
+        raise ValueError(
+            f"no user has an event at or after the test cutoff {split_info['test_cutoff']} "
+            "with an earlier event before it"
+        )
     return train_end, valid_end, split_info
 
 
@@ -772,7 +837,11 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
         ("rows read", f"{c['rows_read']:,}"),
         ("dropped: missing user/item/time", f"{c['dropped_missing']:,}"),
     ]
-    for key, label in (("dropped_duplicates", "exact repeats"), ("dropped_consecutive", "consecutive repeats"), ("dropped_filtered", "filters")):
+    for key, label in (
+        ("dropped_duplicates", "exact repeats"),
+        ("dropped_consecutive", "consecutive repeats"),
+        ("dropped_filtered", "filters"),
+    ):
         if key in c and (key != "dropped_filtered" or c[key]):
             rows.append((f"dropped: {label}", f"{c[key]:,}"))
     rows += [

@@ -71,15 +71,18 @@ def epoch_windows(
     if regime == "session":
         if sessions is None:
             raise ValueError("the session regime needs the session offsets (sessions.npy of the data dir)")
-        seq, start, stop, first = lc.session_windows(offsets, sessions, train_end, window=window,
-                                                     max_history=max_history)
+        seq, start, stop, first = lc.session_windows(
+            offsets, sessions, train_end, window=window, max_history=max_history
+        )
         return EpochWindows(seq, start, stop, stop.copy(), first)
     if regime == "random":
-        seq, start, stop = lc.sample_windows(offsets, train_end, window=window, per_seq=per_seq, min_len=min_len,
-                                             max_history=max_history, seed=seed)
+        seq, start, stop = lc.sample_windows(
+            offsets, train_end, window=window, per_seq=per_seq, min_len=min_len, max_history=max_history, seed=seed
+        )
     elif regime in ("last", "sliding"):
-        seq, start, stop = lc.windows(offsets, train_end, window=window, stride=stride, min_len=min_len,
-                                      max_history=max_history, regime=regime)
+        seq, start, stop = lc.windows(
+            offsets, train_end, window=window, stride=stride, min_len=min_len, max_history=max_history, regime=regime
+        )
     else:  # mixed is resolved by regime_of; anything else is not a regime
         concrete = ", ".join(r for r in REGIMES if r != "mixed")
         raise ValueError(f"regime must be one of {concrete} here, got {regime!r}")
@@ -128,8 +131,9 @@ def make_batch(
     return seqs[:, :-1], targets, types_in
 
 
-def shuffled_order(n: int, seed: int, epoch: int, batch_size: int, rank: int = 0, world: int = 1,
-                   lengths: np.ndarray | None = None) -> np.ndarray:
+def shuffled_order(
+    n: int, seed: int, epoch: int, batch_size: int, rank: int = 0, world: int = 1, lengths: np.ndarray | None = None
+) -> np.ndarray:
     """This process's windows for one epoch, in batch order. The permutation depends only on
     (seed, epoch). Under data parallelism global batch k is the k-th run of batch_size * world
     windows, split evenly across ranks, so the examples of each optimizer step are exactly those a
@@ -144,9 +148,9 @@ def shuffled_order(n: int, seed: int, epoch: int, batch_size: int, rank: int = 0
     g = batch_size * world
     parts = []
     for s in range(0, len(order), g):
-        chunk = order[s:s + g]
+        chunk = order[s : s + g]
         k = len(chunk) // world
-        parts.append(chunk[rank * k:(rank + 1) * k])
+        parts.append(chunk[rank * k : (rank + 1) * k])
     return np.concatenate(parts) if parts else order
 
 
@@ -195,7 +199,7 @@ def iter_batches(
             for b in range(skip, total):
                 if stop.is_set():
                     return
-                q.put(make_batch(items, types, w, order[b * batch_size:(b + 1) * batch_size], window, fresh_only))
+                q.put(make_batch(items, types, w, order[b * batch_size : (b + 1) * batch_size], window, fresh_only))
         except BaseException as e:  # hand the failure to the consumer
             q.put(e)
         q.put(None)

@@ -23,16 +23,25 @@ import numpy as np
 from longrec_core.choices import ITEM_EMBS, KS, REGIMES, TARGETS
 from longrec_core.train_flags import train_defaults
 
-
 # The grid axes, their defaults (train.py's defaults, and the baseline against sliding) and the
 # keys a grid file may hold besides them.
 _TRAIN = train_defaults()
-DEFAULTS: dict[str, str] = {"regimes": "last,sliding", "windows": str(_TRAIN["window"]), "strides": str(_TRAIN["stride"]),
-                            "max_history": "all" if _TRAIN["max_history"] is None else str(_TRAIN["max_history"]),
-                            "targets": _TRAIN["targets"], "item_emb": _TRAIN["item_emb"]}
+DEFAULTS: dict[str, str] = {
+    "regimes": "last,sliding",
+    "windows": str(_TRAIN["window"]),
+    "strides": str(_TRAIN["stride"]),
+    "max_history": "all" if _TRAIN["max_history"] is None else str(_TRAIN["max_history"]),
+    "targets": _TRAIN["targets"],
+    "item_emb": _TRAIN["item_emb"],
+}
 FILE_KEYS = (*DEFAULTS, "repeats", "metric", "baseline", "flags")
-ALIASES = {"regime": "regimes", "window": "windows", "stride": "strides", "max_histories": "max_history",
-           "item_embs": "item_emb"}
+ALIASES = {
+    "regime": "regimes",
+    "window": "windows",
+    "stride": "strides",
+    "max_histories": "max_history",
+    "item_embs": "item_emb",
+}
 
 
 # ----------------------------------------------------------------------------- axes and grid files
@@ -107,7 +116,7 @@ def load_grid(path: str | Path) -> dict[str, Any]:
             raise ValueError(f"grid file {path} has an unknown key {key!r}: expected {', '.join(FILE_KEYS)}")
         grid[k] = value
     if "flags" in grid and not (isinstance(grid["flags"], list) and all(isinstance(f, str) for f in grid["flags"])):
-        raise ValueError(f"grid file {path}: flags must be a list of strings (train.py flags, e.g. [\"--epochs\", \"10\"])")
+        raise ValueError(f'grid file {path}: flags must be a list of strings (train.py flags, e.g. ["--epochs", "10"])')
     return grid
 
 
@@ -179,8 +188,14 @@ def make_cell(regime: str, window: int, stride: int, max_history: int | None, ta
     return Cell(regime, window, stride_, max_history, targets, item_emb)
 
 
-def make_cells(regimes: Sequence[str], windows: Sequence[int], strides: Sequence[int],
-               max_history: Sequence[int | None], targets: Sequence[str], item_emb: Sequence[str]) -> list[Cell]:
+def make_cells(
+    regimes: Sequence[str],
+    windows: Sequence[int],
+    strides: Sequence[int],
+    max_history: Sequence[int | None],
+    targets: Sequence[str],
+    item_emb: Sequence[str],
+) -> list[Cell]:
     """Every cell of the product of the axes (regime outermost), collapsed and de-duplicated in order."""
     cells: dict[str, Cell] = {}
     for r in regimes:
@@ -199,8 +214,10 @@ def baseline_of(cell: Cell, cells: Sequence[Cell]) -> Cell | None:
     item embedding and then the whole history (the classic truncation baseline); else the first
     `last` cell of the grid; None when the grid has none."""
     lasts = [c for c in cells if c.regime == "last"]
-    same = sorted((c for c in lasts if c.window == cell.window),  # stable: grid order among equals
-                  key=lambda c: (c.item_emb != cell.item_emb, c.max_history is not None))
+    same = sorted(
+        (c for c in lasts if c.window == cell.window),  # stable: grid order among equals
+        key=lambda c: (c.item_emb != cell.item_emb, c.max_history is not None),
+    )
     return same[0] if same else lasts[0] if lasts else None
 
 
@@ -223,8 +240,12 @@ def pareto_mask(cost: Sequence[float], value: Sequence[float]) -> np.ndarray:
         raise ValueError(f"cost and value must be 1-d and of one length, got {c.shape} and {v.shape}")
     ok = np.isfinite(c) & np.isfinite(v)
     # dominated[i, j]: point j dominates point i
-    dominated = ((c[None, :] <= c[:, None]) & (v[None, :] >= v[:, None])
-                 & ((c[None, :] < c[:, None]) | (v[None, :] > v[:, None])) & ok[None, :])
+    dominated = (
+        (c[None, :] <= c[:, None])
+        & (v[None, :] >= v[:, None])
+        & ((c[None, :] < c[:, None]) | (v[None, :] > v[:, None]))
+        & ok[None, :]
+    )
     return ok & ~dominated.any(axis=1)
 
 
@@ -237,8 +258,9 @@ def metric_name(raw: str) -> str:
     name = f"{kind}@{k}" if at else kind
     if name == "MRR" or (kind in ("HR", "NDCG", "MRR") and k.isdigit() and int(k) in KS):
         return name
-    raise ValueError(f"unknown metric {raw!r}: expected NDCG@K, HR@K (= Recall@K), MRR@K for K in "
-                     f"{', '.join(map(str, KS))}, or MRR")
+    raise ValueError(
+        f"unknown metric {raw!r}: expected NDCG@K, HR@K (= Recall@K), MRR@K for K in {', '.join(map(str, KS))}, or MRR"
+    )
 
 
 # ----------------------------------------------------------------------------- logs
@@ -248,11 +270,11 @@ def failure_line(log: str) -> str:
     several lines, the last of which may be a lone quote); else its last line."""
     lines = log.splitlines()
     starts = [i for i, ln in enumerate(lines) if ln.startswith("$ ")]
-    lines = [ln.rstrip() for ln in lines[starts[-1] + 1 if starts else 0:] if ln.strip()]
+    lines = [ln.rstrip() for ln in lines[starts[-1] + 1 if starts else 0 :] if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("error: ")]
     if errors:
         return errors[-1]
     tracebacks = [i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last):")]
     if tracebacks:  # the frames below it are indented; the exception line is the first that is not
-        return next((ln for ln in lines[tracebacks[-1] + 1:] if not ln[0].isspace()), lines[-1])
+        return next((ln for ln in lines[tracebacks[-1] + 1 :] if not ln[0].isspace()), lines[-1])
     return lines[-1] if lines else ""

@@ -13,7 +13,8 @@ padding, or as a function ids -> (n, d). Padding is never a class: its column is
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,8 +74,9 @@ class _FullCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int,
-                want_grads: bool) -> torch.Tensor:
+    def forward(
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int, want_grads: bool
+    ) -> torch.Tensor:
         M, items = len(hidden), weight[1:]  # column j of the logits is item j + 1: padding is left out
         need_h = want_grads and ctx.needs_input_grad[0]
         need_w = want_grads and ctx.needs_input_grad[1]
@@ -83,8 +85,8 @@ class _FullCrossEntropy(torch.autograd.Function):
         buf = torch.empty(min(rows, M) * len(items), dtype=hidden.dtype, device=hidden.device)
         total = torch.zeros((), dtype=torch.float64, device=hidden.device)
         for lo in range(0, M, rows):
-            h, t = hidden[lo:lo + rows], targets[lo:lo + rows] - 1
-            e = torch.mm(h, items.T, out=buf[:len(h) * len(items)].view(len(h), len(items)))  # (R, N) logits
+            h, t = hidden[lo : lo + rows], targets[lo : lo + rows] - 1
+            e = torch.mm(h, items.T, out=buf[: len(h) * len(items)].view(len(h), len(items)))  # (R, N) logits
             target_logit = e.gather(1, t[:, None]).squeeze(1)  # (R,)
             top = e.amax(dim=1, keepdim=True)  # (R, 1)
             sums = e.sub_(top).exp_().sum(dim=1, keepdim=True)  # (R, 1)
@@ -93,7 +95,7 @@ class _FullCrossEntropy(torch.autograd.Function):
                 p = e.div_(sums)  # softmax; d loss_i / d logit_ij = (p_ij - [j == t_i]) / M
                 p[torch.arange(len(t), device=p.device), t] -= 1.0
                 if need_h:
-                    torch.mm(p, items, out=grad_h[lo:lo + rows])
+                    torch.mm(p, items, out=grad_h[lo : lo + rows])
                 if need_w:
                     grad_w[1:].addmm_(p.T, h)
         ctx.save_for_backward(grad_h, grad_w)
@@ -105,12 +107,18 @@ class _FullCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_h, grad_w = ctx.saved_tensors
         scale = grad_loss / max(ctx.M, 1)  # not in place: a retained graph may run backward again
-        return (None if grad_h is None else grad_h * scale,
-                None if grad_w is None else grad_w * scale, None, None, None)
+        return (
+            None if grad_h is None else grad_h * scale,
+            None if grad_w is None else grad_w * scale,
+            None,
+            None,
+            None,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # chunked exact cross-entropy
+
 
 def _compute_dtype(*ts: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in ts) else torch.float32
@@ -125,8 +133,9 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                chunk_size: int) -> torch.Tensor:
+    def forward(
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int
+    ) -> torch.Tensor:
         dt = _compute_dtype(hidden, weight)
         with torch.autocast(hidden.device.type, enabled=False):
             h, w = hidden.to(dt), weight.to(dt)
@@ -134,8 +143,8 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             buf = torch.empty(M * min(chunk_size, n - 1), dtype=dt, device=h.device)
             lse = torch.full((M,), float("-inf"), dtype=dt, device=h.device)  # (M,)
             for lo in range(1, n, chunk_size):
-                wc = w[lo:lo + chunk_size]  # (C, d)
-                logits = torch.mm(h, wc.T, out=buf[:M * len(wc)].view(M, len(wc)))  # (M, C)
+                wc = w[lo : lo + chunk_size]  # (C, d)
+                logits = torch.mm(h, wc.T, out=buf[: M * len(wc)].view(M, len(wc)))  # (M, C)
                 top = logits.amax(dim=1)  # (M,)
                 chunk_lse = logits.sub_(top[:, None]).exp_().sum(dim=1).log_().add_(top)
                 lse = torch.logaddexp(lse, chunk_lse)
@@ -159,23 +168,28 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             grad_w = torch.zeros_like(w) if need_w else None  # row 0 (padding) stays zero
             buf = torch.empty(M * min(ctx.chunk_size, n - 1), dtype=dt, device=h.device)
             for lo in range(1, n, ctx.chunk_size):
-                wc = w[lo:lo + ctx.chunk_size]  # (C, d)
-                p = torch.mm(h, wc.T, out=buf[:M * len(wc)].view(M, len(wc)))
+                wc = w[lo : lo + ctx.chunk_size]  # (C, d)
+                p = torch.mm(h, wc.T, out=buf[: M * len(wc)].view(M, len(wc)))
                 p.sub_(lse[:, None]).exp_()  # (M, C) softmax probabilities
                 if grad_h is not None:
                     grad_h.addmm_(p, wc, alpha=g)
                 if grad_w is not None:
-                    torch.mm(p.T, h, out=grad_w[lo:lo + len(wc)]).mul_(g)
+                    torch.mm(p.T, h, out=grad_w[lo : lo + len(wc)]).mul_(g)
             if grad_h is not None:
                 grad_h.sub_(w[targets], alpha=g)
             if grad_w is not None:
                 grad_w.index_add_(0, targets, h, alpha=-g)
-        return (grad_h.to(hidden.dtype) if grad_h is not None else None,
-                grad_w.to(weight.dtype) if grad_w is not None else None, None, None)
+        return (
+            grad_h.to(hidden.dtype) if grad_h is not None else None,
+            grad_w.to(weight.dtype) if grad_w is not None else None,
+            None,
+            None,
+        )
 
 
-def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                          chunk_size: int | None = None) -> torch.Tensor:
+def chunked_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int | None = None
+) -> torch.Tensor:
     """Exact `full_cross_entropy` (value and gradients) without ever holding the M x N logits.
 
     hidden (M, d), weight (N+1, d) with row 0 = padding, targets (M,) in 1..N -> scalar mean loss.
@@ -194,6 +208,7 @@ def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: t
 
 # ---------------------------------------------------------------------------------------------
 # sampled softmax
+
 
 def _n_items(weight_fn: WeightFn | torch.Tensor, item_counts: Any, n_items: int | None) -> int:
     if n_items is not None:
@@ -228,8 +243,14 @@ def _popularity_cdf(item_counts: Any, n_items: int, device: torch.device) -> tup
     return cached[1], cached[2]
 
 
-def sample_negatives(n_items: int, num_negatives: int, sampler: str = "uniform", item_counts: Any = None,
-                     generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+def sample_negatives(
+    n_items: int,
+    num_negatives: int,
+    sampler: str = "uniform",
+    item_counts: Any = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Draw (num_negatives,) item ids in 1..N with replacement, on `device`.
 
     sampler "uniform": q = 1/N. "popularity": q proportional to item_counts (N+1,) (index 0 ignored),
@@ -259,10 +280,17 @@ def log_q(ids: torch.Tensor, n_items: int, sampler: str = "uniform", item_counts
     raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
 
 
-def sampled_softmax(hidden: torch.Tensor, weight_fn: WeightFn | torch.Tensor, targets: torch.Tensor,
-                    num_negatives: int, sampler: str = "uniform", item_counts: Any = None,
-                    generator: torch.Generator | None = None, n_items: int | None = None,
-                    negatives: torch.Tensor | None = None) -> torch.Tensor:
+def sampled_softmax(
+    hidden: torch.Tensor,
+    weight_fn: WeightFn | torch.Tensor,
+    targets: torch.Tensor,
+    num_negatives: int,
+    sampler: str = "uniform",
+    item_counts: Any = None,
+    generator: torch.Generator | None = None,
+    n_items: int | None = None,
+    negatives: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Sampled softmax cross-entropy with log-Q correction and shared negatives.
 
     hidden (M, d), targets (M,) in 1..N -> scalar mean loss. weight_fn(ids) -> (n, d) item vectors
@@ -278,7 +306,7 @@ def sampled_softmax(hidden: torch.Tensor, weight_fn: WeightFn | torch.Tensor, ta
     _check_targets(targets, n)
     if isinstance(weight_fn, torch.Tensor):
         table = weight_fn
-        weight_fn = lambda ids: table[ids]  # noqa: E731
+        weight_fn = lambda ids: table[ids]
     if negatives is None:
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")

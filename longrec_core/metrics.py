@@ -33,7 +33,9 @@ ItemVectors = Union[Callable[[Tensor], Tensor], Tensor]  # ids [n] -> [n, d], or
 # Ranking
 
 
-def _seen_pairs(seen: Tensor | tuple[Tensor, Tensor] | None, m: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
+def _seen_pairs(
+    seen: Tensor | tuple[Tensor, Tensor] | None, m: int, device: torch.device
+) -> tuple[Tensor, Tensor] | None:
     """Normalize `seen` to (rows [P], items [P]) on `device`, dropping padding (item 0)."""
     if seen is None:
         return None
@@ -266,8 +268,9 @@ def _targets(data: Any, split: str, sample: int | None, seed: int) -> tuple[np.n
     return users, end
 
 
-def _histories(data: Any, u: np.ndarray, e: np.ndarray, window: int, use_types: bool,
-               dev: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
+def _histories(
+    data: Any, u: np.ndarray, e: np.ndarray, window: int, use_types: bool, dev: torch.device
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """(history (B, window) left-padded, target (B,), event types of the history (B, window) or None)
     on `dev`, for users `u` with targets at event index `e`."""
     start = np.maximum(data.offsets[u], e - window)

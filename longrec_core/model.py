@@ -50,15 +50,19 @@ class ModelConfig:
         problems = [
             (self.n_items < 1, f"n_items must be >= 1, got {self.n_items}"),
             (self.max_len < 1, f"max_len must be >= 1, got {self.max_len}"),
-            (self.dim < 1 or self.heads < 1 or self.dim % self.heads != 0,
-             f"dim ({self.dim}) must be a positive multiple of heads ({self.heads})"),
+            (
+                self.dim < 1 or self.heads < 1 or self.dim % self.heads != 0,
+                f"dim ({self.dim}) must be a positive multiple of heads ({self.heads})",
+            ),
             (self.layers < 0 or self.ffn < 1, f"layers must be >= 0 and ffn >= 1, got {self.layers}, {self.ffn}"),
             (not 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.item_emb not in ITEM_EMBS, f"item_emb must be one of {ITEM_EMBS}, got {self.item_emb!r}"),
             (self.kshift_k < 1, f"kshift_k must be >= 1, got {self.kshift_k}"),
             (not self.kshift_compression > 0, f"kshift_compression must be > 0, got {self.kshift_compression}"),
-            (self.kshift_scheme not in KSHIFT_SCHEMES,
-             f"kshift_scheme must be one of {KSHIFT_SCHEMES}, got {self.kshift_scheme!r}"),
+            (
+                self.kshift_scheme not in KSHIFT_SCHEMES,
+                f"kshift_scheme must be one of {KSHIFT_SCHEMES}, got {self.kshift_scheme!r}",
+            ),
             (not 0 <= self.n_types < 128, f"n_types must be in 0..127, got {self.n_types}"),
         ]
         for bad, msg in problems:
@@ -78,6 +82,7 @@ class ModelConfig:
 
 # ---------------------------------------------------------------------------------------------
 # k-shift embedding
+
 
 def kshift_table_rows(n_items: int, compression: float) -> int:
     """P = ceil(N / compression), at least 1: rows of the shared k-shift table."""
@@ -116,8 +121,9 @@ class KShiftEmbedding(nn.Module):
     checkpoint whose fingerprint differs raises ValueError.
     """
 
-    def __init__(self, n_items: int, dim: int, k: int = 8, compression: float = 16, scheme: str = "mix",
-                 seed: int = 0) -> None:
+    def __init__(
+        self, n_items: int, dim: int, k: int = 8, compression: float = 16, scheme: str = "mix", seed: int = 0
+    ) -> None:
         super().__init__()
         self.n_items, self.k = n_items, k
         self.n_rows = kshift_table_rows(n_items, compression)  # P
@@ -142,8 +148,10 @@ class KShiftEmbedding(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         saved = state_dict.get(prefix + "rows_fingerprint")
         if saved is not None and int(saved) != int(self.rows_fingerprint):
-            raise ValueError("the checkpoint's k-shift rows differ from the rows computed here "
-                             "(a different seed or scheme, or a core whose hash changed)")
+            raise ValueError(
+                "the checkpoint's k-shift rows differ from the rows computed here "
+                "(a different seed or scheme, or a core whose hash changed)"
+            )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
@@ -187,8 +195,15 @@ def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, int]:
         rows = (cfg.n_items + 1) * cfg.kshift_k * 4
     else:
         params, rows = full, 0
-    return {"params_bytes": params, "grad_bytes": params, "adam_bytes": 2 * params, "rows_bytes": rows,
-            "total_bytes": 4 * params + rows, "full_table_bytes": full, "full_total_bytes": 4 * full}
+    return {
+        "params_bytes": params,
+        "grad_bytes": params,
+        "adam_bytes": 2 * params,
+        "rows_bytes": rows,
+        "total_bytes": 4 * params + rows,
+        "full_table_bytes": full,
+        "full_total_bytes": 4 * full,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,8 +265,9 @@ class _GeluDropout(torch.autograd.Function):
 
         (x,) = ctx.saved_tensors
         grad_x = torch.empty_like(x)
-        gelu_dropout_backward(_numpy(x), _numpy(grad_out.to(x.dtype).contiguous()), _numpy(grad_x), p=ctx.p,
-                              seed=ctx.seed)
+        gelu_dropout_backward(
+            _numpy(x), _numpy(grad_out.to(x.dtype).contiguous()), _numpy(grad_x), p=ctx.p, seed=ctx.seed
+        )
         return grad_x, None, None
 
 
@@ -281,8 +297,9 @@ class Dropout(nn.Module):
         return dropout(x, self.p, self.training)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, p: float,
-              training: bool) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, p: float, training: bool
+) -> torch.Tensor:
     """softmax(q k^T / sqrt(d_h), masked) v with dropout p on the weights; q, k, v (B, H, T, d_h).
 
     Training on CPU spells the product out so the weights' dropout uses the fast mask (the
@@ -308,8 +325,9 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.dim)
         # ffn[1:3] (GELU, dropout) run fused by gelu_dropout; the Sequential keeps the layout
         # (and checkpoint keys) of the plain layer
-        self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn), nn.GELU(), Dropout(cfg.dropout),
-                                 nn.Linear(cfg.ffn, cfg.dim))
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.ffn), nn.GELU(), Dropout(cfg.dropout), nn.Linear(cfg.ffn, cfg.dim)
+        )
         self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -334,8 +352,9 @@ class SASRec(nn.Module):
         super().__init__()
         self.cfg = cfg
         if cfg.item_emb == "kshift":
-            self.item_emb: nn.Module = KShiftEmbedding(cfg.n_items, cfg.dim, cfg.kshift_k, cfg.kshift_compression,
-                                                       cfg.kshift_scheme, cfg.kshift_seed)
+            self.item_emb: nn.Module = KShiftEmbedding(
+                cfg.n_items, cfg.dim, cfg.kshift_k, cfg.kshift_compression, cfg.kshift_scheme, cfg.kshift_seed
+            )
         else:
             self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)  # row 0 zero, never trained
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
@@ -367,7 +386,7 @@ class SASRec(nn.Module):
             return self.item_emb.weight
         ids = torch.arange(self.n_items + 1, device=self.item_emb.table.device)
         step = 1 << 20  # composes in chunks: the (n, k) row indices of 10^7 items at once would take 640 MB
-        return torch.cat([self.item_emb(ids[lo:lo + step]) for lo in range(0, len(ids), step)])
+        return torch.cat([self.item_emb(ids[lo : lo + step]) for lo in range(0, len(ids), step)])
 
     def forward(self, items: torch.Tensor, types: torch.Tensor | None = None) -> torch.Tensor:
         """items (B, T) long, left-padded with 0; types (B, T) ints, 0 = padding -> hidden (B, T, d).
@@ -380,7 +399,7 @@ class SASRec(nn.Module):
             raise ValueError(f"input length {T} exceeds the model's max_len {self.cfg.max_len}")
         real = items != 0  # (B, T)
         x = self.item_emb(items) * math.sqrt(self.cfg.dim)  # (B, T, d), SASRec's embedding scale
-        x = x + self.pos_emb.weight[self.cfg.max_len - T:]  # right-aligned positions
+        x = x + self.pos_emb.weight[self.cfg.max_len - T :]  # right-aligned positions
         if self.type_emb is not None:
             if types is None:
                 raise ValueError("this model was trained with event types; pass types alongside items")

@@ -71,15 +71,24 @@ def check_compression(path: Path) -> None:
     if ext is not None:
         with open(path, "rb") as f:
             if not f.read(4).startswith(COMPRESSED[ext]):
-                raise ValueError(f"{path} is named {ext} but is not a {ext} file (it lacks the magic bytes): "
-                                 "rename or compress it")
+                raise ValueError(
+                    f"{path} is named {ext} but is not a {ext} file (it lacks the magic bytes): rename or compress it"
+                )
 
 
 def head_lines(path: Path, n: int = 50) -> list[str]:
     """The first lines of a text file, decompressed by Polars (gzip, zstd)."""
     try:
-        df = pl.read_csv(path, has_header=False, separator="\x1f", quote_char=None, n_rows=n,
-                         new_columns=["line"], schema={"line": pl.String}, truncate_ragged_lines=True)
+        df = pl.read_csv(
+            path,
+            has_header=False,
+            separator="\x1f",
+            quote_char=None,
+            n_rows=n,
+            new_columns=["line"],
+            schema={"line": pl.String},
+            truncate_ragged_lines=True,
+        )
     except pl.exceptions.PolarsError:
         raise ValueError(f"cannot read {path}: its first lines are not text (a binary file?)") from None
     lines = [s.rstrip("\r") for s in df["line"].fill_null("").to_list()]
@@ -163,8 +172,16 @@ def scan_log(
             return read_pairs(path, time_unit or "s")
         if fmt in ("seqs", "items"):
             return read_sequences(path, with_user=fmt == "seqs")
-        return read_table(path, fmt, user_col=user_col, item_col=item_col, time_col=time_col, type_col=type_col,
-                          time_unit=time_unit, separator=separator)
+        return read_table(
+            path,
+            fmt,
+            user_col=user_col,
+            item_col=item_col,
+            time_col=time_col,
+            type_col=type_col,
+            time_unit=time_unit,
+            separator=separator,
+        )
     except (pl.exceptions.PolarsError, OSError) as e:
         raise unreadable(path, fmt, e) from None
 
@@ -185,15 +202,25 @@ def pick(cols: list[str], flag: str | None, kind: str, path: Path) -> str:
     raise ValueError(f"{path} has no {kind} column I recognize: pass --{kind}-col (its columns: {', '.join(cols)})")
 
 
-def read_table(path: Path, fmt: str, *, user_col: str | None = None, item_col: str | None = None,
-               time_col: str | None = None, type_col: str | None = None, time_unit: str | None = None,
-               separator: str | None = None) -> Frame:
+def read_table(
+    path: Path,
+    fmt: str,
+    *,
+    user_col: str | None = None,
+    item_col: str | None = None,
+    time_col: str | None = None,
+    type_col: str | None = None,
+    time_unit: str | None = None,
+    separator: str | None = None,
+) -> Frame:
     """csv, parquet, ml-csv, retailrocket, inter: a table with named columns."""
     lf, sep = _scan_table(path, fmt, separator)
     cols = columns_of(lf)
     if fmt != "parquet" and len(cols) == 1:  # a log needs a user, an item and a time column
-        raise ValueError(f"{path} has no {sep!r} between its column names ({cols[0]!r}): the separator is wrong; "
-                         "pass --separator or another --format")
+        raise ValueError(
+            f"{path} has no {sep!r} between its column names ({cols[0]!r}): the separator is wrong; "
+            "pass --separator or another --format"
+        )
     named = {"user": user_col, "item": item_col, "time": time_col, "type": type_col}
     unit, type_order = time_unit or "s", []
     if fmt == "retailrocket":
@@ -205,7 +232,11 @@ def read_table(path: Path, fmt: str, *, user_col: str | None = None, item_col: s
         named[kind] = pick(cols, named[kind], kind, path)
     if named["type"] is not None:
         pick(cols, named["type"], "type", path)
-    exprs = [pl.col(named["user"]).alias("user"), pl.col(named["item"]).alias("item"), pl.col(named["time"]).alias("ts")]
+    exprs = [
+        pl.col(named["user"]).alias("user"),
+        pl.col(named["item"]).alias("item"),
+        pl.col(named["time"]).alias("ts"),
+    ]
     if named["type"] is not None:
         exprs.append(pl.col(named["type"]).cast(pl.String).alias("type"))
     info = {"columns": named, "time_unit": unit, "type_order": type_order}
@@ -224,8 +255,9 @@ def _scan_table(path: Path, fmt: str, separator: str | None) -> tuple[pl.LazyFra
         sep = "\t" if fmt == "inter" or ("\t" in first and "," not in first) else ","
     if len(sep) != 1:
         raise ValueError(f"--separator must be one character, got {sep!r}")
-    lf = pl.scan_csv(path, separator=sep, has_header=True, infer_schema_length=10_000,
-                     quote_char=None if fmt == "inter" else '"')
+    lf = pl.scan_csv(
+        path, separator=sep, has_header=True, infer_schema_length=10_000, quote_char=None if fmt == "inter" else '"'
+    )
     return lf, sep
 
 
@@ -236,7 +268,8 @@ def _format_columns(fmt: str, cols: list[str]) -> dict[str, str]:
     if fmt == "inter":  # RecBole: `name:type` headers
         by_name = {c.split(":")[0]: c for c in cols}
         return {kind: by_name.get(f"{kind}_id", f"{kind}_id") for kind in ("user", "item")} | {
-            "time": by_name.get("timestamp", "timestamp")}
+            "time": by_name.get("timestamp", "timestamp")
+        }
     return {}
 
 
@@ -258,7 +291,9 @@ def read_pairs(path: Path, unit: str) -> Frame:
     lf = pl.scan_csv(path, separator=sep, has_header=False, quote_char=None, infer_schema_length=10_000)
     cols = columns_of(lf)
     if len(cols) not in (2, 3):
-        raise ValueError(f"{path} has {len(cols)} columns; the pairs format is `user item` or `user item time` per line")
+        raise ValueError(
+            f"{path} has {len(cols)} columns; the pairs format is `user item` or `user item time` per line"
+        )
     lf = lf.with_row_index("line").select(
         pl.col(cols[0]).alias("user"),
         pl.col(cols[1]).alias("item"),
@@ -270,8 +305,9 @@ def read_pairs(path: Path, unit: str) -> Frame:
 
 def read_sequences(path: Path, with_user: bool) -> Frame:
     """One sequence per line: `user item item ...` (with_user) or `item item ...` (user = line number)."""
-    lines = pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None,
-                        new_columns=["line"], schema={"line": pl.String})
+    lines = pl.scan_csv(
+        path, has_header=False, separator="\x1f", quote_char=None, new_columns=["line"], schema={"line": pl.String}
+    )
     tok = pl.col("line").str.extract_all(r"\S+")
     lf = lines.with_row_index("row").with_columns(tok.alias("tok")).filter(pl.col("tok").list.len() > int(with_user))
     if with_user:
@@ -356,8 +392,10 @@ def code_types(names: pl.Series, type_names: list[str]) -> np.ndarray:
 
 def complete(df: pl.DataFrame) -> pl.Expr:
     """Rows with a user, an item and a time (a NaN counts as missing: pandas writes it for one)."""
-    present = [pl.col(c).is_not_null() & pl.col(c).is_not_nan() if df[c].dtype.is_float() else pl.col(c).is_not_null()
-               for c in ("user", "item", "ts")]
+    present = [
+        pl.col(c).is_not_null() & pl.col(c).is_not_nan() if df[c].dtype.is_float() else pl.col(c).is_not_null()
+        for c in ("user", "item", "ts")
+    ]
     return pl.all_horizontal(present)
 
 
@@ -365,8 +403,9 @@ def complete(df: pl.DataFrame) -> pl.Expr:
 # From raw columns to codes: the whole log at once, or in batches
 
 
-def read_log(lf: pl.LazyFrame, info: dict[str, Any], path: Path, fmt: str,
-             status: data.Status | None = None) -> tuple[data.Log, dict[str, int]]:
+def read_log(
+    lf: pl.LazyFrame, info: dict[str, Any], path: Path, fmt: str, status: data.Status | None = None
+) -> tuple[data.Log, dict[str, int]]:
     """The whole log of `scan_log` as a coded `data.Log`, and the counts rows_read and
     dropped_missing (rows without a user, an item or a time) for the manifest.
 
@@ -394,7 +433,9 @@ def read_log(lf: pl.LazyFrame, info: dict[str, Any], path: Path, fmt: str,
         lut, type_names = data.number_types(met, info.get("type_order", []))
         types = lut[codes]
     counts = {"rows_read": rows_read, "dropped_missing": rows_read - df.height}
-    log = data.Log(user=user, item=item, ts=ts, types=types, user_ids=user_ids, item_ids=item_ids, type_names=type_names)
+    log = data.Log(
+        user=user, item=item, ts=ts, types=types, user_ids=user_ids, item_ids=item_ids, type_names=type_names
+    )
     return log, counts
 
 
@@ -413,12 +454,21 @@ def _check_time_order(df: pl.DataFrame, path: Path, fmt: str) -> None:
     back = df.with_columns(pl.col("ts").diff().over("user").alias("dt")).filter(pl.col("dt") < 0)
     if back.height:
         line = int(back["line"][0]) + 1
-        raise ValueError(f"time goes backwards for user {back['user'][0]} at line {line} of {path}; "
-                         f"in the {fmt} format each user's lines must be in time order")
+        raise ValueError(
+            f"time goes backwards for user {back['user'][0]} at line {line} of {path}; "
+            f"in the {fmt} format each user's lines must be in time order"
+        )
 
 
-def event_batches(lf: pl.LazyFrame, info: dict[str, Any], path: Path, fmt: str, batch_rows: int,
-                  type_names: list[str], counts: dict[str, int]) -> Iterator[tuple[np.ndarray, ...]]:
+def event_batches(
+    lf: pl.LazyFrame,
+    info: dict[str, Any],
+    path: Path,
+    fmt: str,
+    batch_rows: int,
+    type_names: list[str],
+    counts: dict[str, int],
+) -> Iterator[tuple[np.ndarray, ...]]:
     """The input in batches of raw events (user, item, ts, type codes or None), for a sharded prep.
 
     Ids must be integers; rows with a missing user/item/time are dropped and counted in
@@ -440,10 +490,16 @@ def event_batches(lf: pl.LazyFrame, info: dict[str, Any], path: Path, fmt: str, 
                 continue
             user, item = to_int_ids(df["user"], user_col), to_int_ids(df["item"], item_col)
             if not (user.dtype.is_integer() and item.dtype.is_integer()):
-                raise ValueError(f"with --shards, user and item ids must be integers; {path} has text ids "
-                                 "(give them dense integer ids first, e.g. in DuckDB: see docs/SCALE.md)")
+                raise ValueError(
+                    f"with --shards, user and item ids must be integers; {path} has text ids "
+                    "(give them dense integer ids first, e.g. in DuckDB: see docs/SCALE.md)"
+                )
             types = code_types(df["type"], type_names) if "type" in df.columns else None
-            yield (as_int64(user, user_col).to_numpy(), as_int64(item, item_col).to_numpy(),
-                   to_seconds(df["ts"], unit, time_col).to_numpy(), types)
+            yield (
+                as_int64(user, user_col).to_numpy(),
+                as_int64(item, item_col).to_numpy(),
+                to_seconds(df["ts"], unit, time_col).to_numpy(),
+                types,
+            )
     except (pl.exceptions.PolarsError, OSError) as e:
         raise unreadable(path, fmt, e) from None

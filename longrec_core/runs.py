@@ -99,8 +99,9 @@ def resume(args: argparse.Namespace, argv: Sequence[str], log: Callable[[str], N
     return RunStart(run_dir, Path(saved["data"]), ckpt)
 
 
-def data_path(data: str | None, demo: Path, *, make_demo: bool, log: Callable[[str], None],
-              barrier: Callable[[], None]) -> Path:
+def data_path(
+    data: str | None, demo: Path, *, make_demo: bool, log: Callable[[str], None], barrier: Callable[[], None]
+) -> Path:
     """The data dir of a new run: --data, else a path piped on stdin, else `demo`, which the main
     process (`make_demo`) prepares with prep.py's synthetic defaults on first use while the
     others wait at `barrier`."""
@@ -130,8 +131,9 @@ def new_run_dir(args: argparse.Namespace, *, check: bool) -> Path:
     return run_dir
 
 
-def start(args: argparse.Namespace, demo: Path, *, main_process: bool, log: Callable[[str], None],
-          barrier: Callable[[], None]) -> RunStart:
+def start(
+    args: argparse.Namespace, demo: Path, *, main_process: bool, log: Callable[[str], None], barrier: Callable[[], None]
+) -> RunStart:
     """A new run: its data dir (`data_path`), then its dir (`new_run_dir`, checked on the main process)."""
     data = data_path(args.data, demo, make_demo=main_process, log=log, barrier=barrier)
     return RunStart(new_run_dir(args, check=main_process), data, ckpt=None)

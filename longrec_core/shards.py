@@ -74,8 +74,10 @@ class ShardSpill:
             raise ValueError("with --shards, user ids must be non-negative integers")
         lo, hi = int(item.min()), int(item.max())
         if lo < 0 or hi > MAX_ITEM_ID:
-            raise ValueError(f"with --shards, item ids must be integers in 0..{MAX_ITEM_ID} "
-                             f"(found {lo if lo < 0 else hi}); give items dense ids first")
+            raise ValueError(
+                f"with --shards, item ids must be integers in 0..{MAX_ITEM_ID} "
+                f"(found {lo if lo < 0 else hi}); give items dense ids first"
+            )
         if hi >= len(self.item_counts):
             self.item_counts = np.concatenate([self.item_counts, np.zeros(hi + 1 - len(self.item_counts), np.int64)])
         self.item_counts[: hi + 1] += np.bincount(item, minlength=hi + 1)
@@ -86,7 +88,7 @@ class ShardSpill:
         for c in self.columns:
             a = np.ascontiguousarray(cols[c], dtype=SPILL_COLUMNS[c])[order]
             for k in range(self.n_shards):
-                a[bounds[k]:bounds[k + 1]].tofile(self.files[k, c])
+                a[bounds[k] : bounds[k + 1]].tofile(self.files[k, c])
         self.events += len(item)
 
     def close(self) -> None:
@@ -98,16 +100,29 @@ class ShardSpill:
         return {c: np.fromfile(self.root / f"{k}.{c}", dtype=SPILL_COLUMNS[c]) for c in self.columns}
 
 
-def _shard_log(spill: ShardSpill, k: int, item_code: np.ndarray, item_ids: pl.Series, type_lut: np.ndarray | None,
-               type_names: list[str]) -> dd.Log:
+def _shard_log(
+    spill: ShardSpill,
+    k: int,
+    item_code: np.ndarray,
+    item_ids: pl.Series,
+    type_lut: np.ndarray | None,
+    type_names: list[str],
+) -> dd.Log:
     ev = spill.read(k)
     if len(ev["user"]) == 0:
         raise ValueError(f"shard {k} of {spill.n_shards} has no events: use fewer --shards")
     user, user_ids = dd.dense_codes(pl.Series("user", ev.pop("user")))
     item = item_code[ev.pop("item")]
     types = None if type_lut is None else type_lut[ev.pop("types")]
-    return dd.Log(user=user, item=item, ts=ev.pop("ts"), types=types, user_ids=user_ids, item_ids=item_ids,
-                  type_names=type_names if types is not None else [])
+    return dd.Log(
+        user=user,
+        item=item,
+        ts=ev.pop("ts"),
+        types=types,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        type_names=type_names if types is not None else [],
+    )
 
 
 def _surviving_counts(log: dd.Log, params: dd.PrepParams, allowed: np.ndarray | None) -> np.ndarray:
@@ -158,8 +173,17 @@ def prepare_sharded(
             manifests.append(loaded.manifest)
             lens.append(np.diff(loaded.offsets))
         shutil.rmtree(spill.root)
-        _write_root(tmp, {"count": n_shards, "dirs": dirs, "by": "splitmix64(raw user id) mod count"}, source,
-                    dataclasses.asdict(params), manifests, lens, index, final_types, read_counts)
+        _write_root(
+            tmp,
+            {"count": n_shards, "dirs": dirs, "by": "splitmix64(raw user id) mod count"},
+            source,
+            dataclasses.asdict(params),
+            manifests,
+            lens,
+            index,
+            final_types,
+            read_counts,
+        )
     return out
 
 
@@ -168,17 +192,25 @@ def _check_shardable(n_shards: int, params: dd.PrepParams) -> None:
     if n_shards < 1:
         raise ValueError(f"--shards must be >= 1, got {n_shards}")
     if params.kcore:
-        raise ValueError("--kcore cannot be used with --shards: a k-core needs the whole log at once "
-                         "(filter in your engine first, or prep without --shards)")
+        raise ValueError(
+            "--kcore cannot be used with --shards: a k-core needs the whole log at once "
+            "(filter in your engine first, or prep without --shards)"
+        )
     for name in ("valid_cutoff", "test_cutoff"):
         v = getattr(params, name)
         if v is not None and str(v).strip().startswith("q"):
-            raise ValueError(f"with --shards, give --{name.replace('_', '-')} as a time, not a quantile "
-                             "(a quantile needs every event at once)")
+            raise ValueError(
+                f"with --shards, give --{name.replace('_', '-')} as a time, not a quantile "
+                "(a quantile needs every event at once)"
+            )
 
 
-def _spill(batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]], root: Path,
-           n_shards: int, say: dd.Status) -> ShardSpill:
+def _spill(
+    batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]],
+    root: Path,
+    n_shards: int,
+    say: dd.Status,
+) -> ShardSpill:
     """Every batch appended to its shards' spill files under `root` (closed when it returns)."""
     spill = None
     for user, item, ts, types in batches:
@@ -201,8 +233,14 @@ def _item_codes(item_counts: np.ndarray) -> tuple[np.ndarray, pl.Series, np.ndar
     return item_code, pl.Series("id", present.astype(np.int64)), item_counts[present]
 
 
-def _whole_log_index(shard_log: Callable[[int], dd.Log], n_shards: int, counts: np.ndarray, item_ids: pl.Series,
-                     params: dd.PrepParams, say: dd.Status) -> dd.ItemIndex:
+def _whole_log_index(
+    shard_log: Callable[[int], dd.Log],
+    n_shards: int,
+    counts: np.ndarray,
+    item_ids: pl.Series,
+    params: dd.PrepParams,
+    say: dd.Status,
+) -> dd.ItemIndex:
     """The item index of the whole log, as the unsharded prep would make it: `counts` (per item
     code, as read) are recounted shard by shard when dedupe or filters change them."""
     allowed = None
@@ -221,9 +259,17 @@ def _whole_log_index(shard_log: Callable[[int], dd.Log], n_shards: int, counts: 
     return dd.index_items(np.asarray(counts), item_ids)
 
 
-def _write_root(root: Path, shards: dict[str, Any], source: dict[str, Any], params: dict[str, Any],
-                manifests: list[dict[str, Any]], lens: list[np.ndarray], index: dd.ItemIndex, types: list[str],
-                read_counts: dict[str, int] | None) -> None:
+def _write_root(
+    root: Path,
+    shards: dict[str, Any],
+    source: dict[str, Any],
+    params: dict[str, Any],
+    manifests: list[dict[str, Any]],
+    lens: list[np.ndarray],
+    index: dd.ItemIndex,
+    types: list[str],
+    read_counts: dict[str, int] | None,
+) -> None:
     """A sharded dir's root: items.parquet, then the manifest over the shards' `manifests` and
     history lengths `lens`; each written atomically, the manifest last, so the dir is a sharded
     dir only once it is whole."""
@@ -237,15 +283,17 @@ def _write_root(root: Path, shards: dict[str, Any], source: dict[str, Any], para
         "counts": _summed_counts([m["counts"] for m in manifests], index.n_items, np.concatenate(lens), read_counts),
         "split": _summed_split([m["split"] for m in manifests]),
         "types": types,
-        "tables": {"items": {"file": "items.parquet", "rows": index.n_items,
-                             "sha256": dd.file_sha256(root / "items.parquet")}},
+        "tables": {
+            "items": {"file": "items.parquet", "rows": index.n_items, "sha256": dd.file_sha256(root / "items.parquet")}
+        },
     }
     with atomic_write(root / dd.MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def _summed_counts(per_shard: list[dict[str, Any]], n_items: int, lens: np.ndarray,
-                   read_counts: dict[str, int] | None) -> dict[str, Any]:
+def _summed_counts(
+    per_shard: list[dict[str, Any]], n_items: int, lens: np.ndarray, read_counts: dict[str, int] | None
+) -> dict[str, Any]:
     """The root's counts: the shards' summed, the global item count, the reader's own counts
     (they saw the log before it was split) and the history lengths over every shard."""
     total: dict[str, Any] = {}
@@ -287,11 +335,21 @@ def assemble(root: str | Path, item_index: str | Path, status: dd.Status | None 
         say(f"checking {root / name}")
         d = dd.load_data_dir(root / name)
         if d.n_items != index.n_items:
-            raise ValueError(f"{root / name} has {d.n_items:,} items, --item-index {item_index} {index.n_items:,}: "
-                             "prep every shard with that --item-index")
+            raise ValueError(
+                f"{root / name} has {d.n_items:,} items, --item-index {item_index} {index.n_items:,}: "
+                "prep every shard with that --item-index"
+            )
         manifests.append(d.manifest)
         lens.append(np.diff(d.offsets))
-    _write_root(root, {"count": len(dirs), "dirs": dirs, "by": "assembled"},
-                {"assembled": dirs, "item_index": str(Path(item_index).resolve())}, manifests[0]["params"],
-                manifests, lens, index, manifests[0]["types"], None)
+    _write_root(
+        root,
+        {"count": len(dirs), "dirs": dirs, "by": "assembled"},
+        {"assembled": dirs, "item_index": str(Path(item_index).resolve())},
+        manifests[0]["params"],
+        manifests,
+        lens,
+        index,
+        manifests[0]["types"],
+        None,
+    )
     return root

@@ -80,8 +80,10 @@ class SyntheticConfig:
             (self.median_len > 0 and self.len_sigma >= 0, "median_len must be > 0 and len_sigma >= 0"),
             (self.successors >= 1 and self.succ_alpha > 0, "successors must be >= 1 and succ_alpha > 0"),
             (self.zipf >= 0, f"zipf must be >= 0, got {self.zipf}"),
-            (self.span_days >= 1 and self.session_len >= 1 and self.in_session_gap_s >= 0,
-             "span_days and session_len must be >= 1, in_session_gap_s >= 0"),
+            (
+                self.span_days >= 1 and self.session_len >= 1 and self.in_session_gap_s >= 0,
+                "span_days and session_len must be >= 1, in_session_gap_s >= 0",
+            ),
         ]
         checks.append((self.favorites >= 1, f"favorites must be >= 1, got {self.favorites}"))
         for name in ("p_switch", "p_chain", "p_noise", "p_drift", "p_favorite"):

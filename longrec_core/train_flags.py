@@ -13,15 +13,26 @@ from typing import Any
 
 from longrec_core import cli
 from longrec_core.choices import (
-    DEVICES, FILTER_SEEN_CHOICES, ITEM_EMBS, KSHIFT_SCHEMES, LOSSES, PRECISIONS, REGIMES, SAMPLERS, SCHEDULES, TARGETS)
+    DEVICES,
+    FILTER_SEEN_CHOICES,
+    ITEM_EMBS,
+    KSHIFT_SCHEMES,
+    LOSSES,
+    PRECISIONS,
+    REGIMES,
+    SAMPLERS,
+    SCHEDULES,
+    TARGETS,
+)
 
 GROUPS = ("input and output", "model", "windows", "loss", "optimization", "run")  # --help headings, in order
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     """Declare every train.py flag on `p` (name, type, default, choices, help), grouped by heading."""
-    for title, add in zip(GROUPS, (_io_flags, _model_flags, _windows_flags, _loss_flags, _optimization_flags,
-                                   _run_flags)):
+    for title, add in zip(
+        GROUPS, (_io_flags, _model_flags, _windows_flags, _loss_flags, _optimization_flags, _run_flags)
+    ):
         add(p.add_argument_group(title))
 
 
@@ -43,9 +54,17 @@ def flag_names(p: argparse.ArgumentParser) -> set[str]:
 
 
 def _io_flags(g: argparse._ArgumentGroup) -> None:
-    g.add_argument("--data", default=None, help="data dir from prep.py; None = its path from stdin when piped, else data/demo (made on first use)")
+    g.add_argument(
+        "--data",
+        default=None,
+        help="data dir from prep.py; None = its path from stdin when piped, else data/demo (made on first use)",
+    )
     g.add_argument("--out", default=None, help="run dir to write; None = a fresh dir under runs/")
-    g.add_argument("--resume", default=None, help="run dir to continue from its ckpt.pt (its settings win, except the run-length flags)")
+    g.add_argument(
+        "--resume",
+        default=None,
+        help="run dir to continue from its ckpt.pt (its settings win, except the run-length flags)",
+    )
 
 
 def _model_flags(g: argparse._ArgumentGroup) -> None:
@@ -55,37 +74,61 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--heads", type=int, default=2, help="attention heads (must divide --dim)")
     g.add_argument("--ffn", type=int, default=256, help="feed-forward width of each block")
     g.add_argument("--dropout", type=float, default=0.2, help="dropout on embeddings, attention and residuals")
-    g.add_argument("--item-emb", choices=ITEM_EMBS, default="full", help="full N x d table, or the k-shift shared table")
+    g.add_argument(
+        "--item-emb", choices=ITEM_EMBS, default="full", help="full N x d table, or the k-shift shared table"
+    )
     g.add_argument("--kshift-k", type=int, default=8, help="k-shift: rows summed per item")
     g.add_argument("--kshift-compression", type=int, default=16, help="k-shift: table rows P = ceil(N / compression)")
-    g.add_argument("--kshift-scheme", choices=KSHIFT_SCHEMES, default="mix", help="k-shift row scheme (rotate_signed = the paper code's bug)")
+    g.add_argument(
+        "--kshift-scheme",
+        choices=KSHIFT_SCHEMES,
+        default="mix",
+        help="k-shift row scheme (rotate_signed = the paper code's bug)",
+    )
     g.add_argument("--kshift-seed", type=int, default=0, help="k-shift: seed of the item hash")
 
 
 def _windows_flags(g: argparse._ArgumentGroup) -> None:
-    g.add_argument("--regime", choices=REGIMES, default="sliding",
-                   help="last: one window per user at the training end; sliding: all end-anchored windows; "
-                        "mixed: last for --mixed-epochs then sliding; random: --per-seq sampled windows per user per epoch; "
-                        "session: windows ending at each session's end, whose targets are that session's events "
-                        "(sessions.npy; prep.py --session-gap)")
+    g.add_argument(
+        "--regime",
+        choices=REGIMES,
+        default="sliding",
+        help="last: one window per user at the training end; sliding: all end-anchored windows; "
+        "mixed: last for --mixed-epochs then sliding; random: --per-seq sampled windows per user per epoch; "
+        "session: windows ending at each session's end, whose targets are that session's events "
+        "(sessions.npy; prep.py --session-gap)",
+    )
     g.add_argument("--stride", type=int, default=64, help="sliding: distance between consecutive window ends")
-    g.add_argument("--max-history", type=int, default=None, help="sliding: only the last H training events of a user make windows")
+    g.add_argument(
+        "--max-history", type=int, default=None, help="sliding: only the last H training events of a user make windows"
+    )
     g.add_argument("--mixed-epochs", type=int, default=1, help="mixed: epochs of `last` before switching to sliding")
     g.add_argument("--per-seq", type=int, default=1, help="random: windows drawn per user per epoch")
     g.add_argument("--min-len", type=int, default=2, help="shortest window in events (one input and one target)")
-    g.add_argument("--targets", choices=TARGETS, default="all",
-                   help="all: every position of a window is a target; fresh: only targets no later window of the same user covers")
-    g.add_argument("--group-by-length", action="store_true",
-                   help="batch windows of similar length together (sorted within pools of 64 batches, batches shuffled); "
-                        "each batch is cut to its longest window, so less compute goes to padding when many windows are "
-                        "shorter than --window (small strides, short histories). Changes which windows share a batch; "
-                        "each step's loss is then its targets' sum over the epoch's mean targets per step, so "
-                        "every target still weighs the same")
+    g.add_argument(
+        "--targets",
+        choices=TARGETS,
+        default="all",
+        help="all: every position of a window is a target; fresh: only targets no later window of the same user covers",
+    )
+    g.add_argument(
+        "--group-by-length",
+        action="store_true",
+        help="batch windows of similar length together (sorted within pools of 64 batches, batches shuffled); "
+        "each batch is cut to its longest window, so less compute goes to padding when many windows are "
+        "shorter than --window (small strides, short histories). Changes which windows share a batch; "
+        "each step's loss is then its targets' sum over the epoch's mean targets per step, so "
+        "every target still weighs the same",
+    )
 
 
 def _loss_flags(g: argparse._ArgumentGroup) -> None:
-    g.add_argument("--loss", choices=LOSSES, default="ce",
-                   help="ce: full softmax; sampled: sampled softmax with log-Q; chunked: exact full softmax without B x T x N logits")
+    g.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="ce",
+        help="ce: full softmax; sampled: sampled softmax with log-Q; chunked: exact full softmax without B x T x N logits",
+    )
     g.add_argument("--negatives", type=int, default=256, help="sampled: negatives per batch (shared)")
     g.add_argument("--sampler", choices=SAMPLERS, default="uniform", help="sampled: negative distribution")
     g.add_argument("--loss-chunk", type=int, default=8192, help="chunked: items per chunk")
@@ -96,43 +139,89 @@ def _optimization_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     g.add_argument("--schedule", choices=SCHEDULES, default="constant", help="LR after warmup")
-    g.add_argument("--warmup-steps", type=int, default=None,
-                   help="linear LR warmup steps; None = 10%% of the first epoch's steps, at most 100")
+    g.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help="linear LR warmup steps; None = 10%% of the first epoch's steps, at most 100",
+    )
     g.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping (0 = off)")
 
 
 def _run_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--epochs", type=int, default=20, help="passes over the windows")
-    g.add_argument("--max-train-seconds", type=float, default=None, help="stop (and checkpoint) after this much training time")
-    g.add_argument("--max-steps", type=int, default=None, help="stop (and checkpoint) after this many optimizer steps in total")
-    g.add_argument("--patience", type=int, default=5, help="stop after this many epochs without a better validation NDCG@10 (0 = never)")
+    g.add_argument(
+        "--max-train-seconds", type=float, default=None, help="stop (and checkpoint) after this much training time"
+    )
+    g.add_argument(
+        "--max-steps", type=int, default=None, help="stop (and checkpoint) after this many optimizer steps in total"
+    )
+    g.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        help="stop after this many epochs without a better validation NDCG@10 (0 = never)",
+    )
     g.add_argument("--eval-batch-size", type=int, default=256, help="users per validation batch")
-    g.add_argument("--valid-sample", type=int, default=None,
-                   help="validate on a fixed seeded sample of this many users (each ranked on the full catalogue); "
-                        "for 10^7-item catalogues on a CPU; None = every validation user")
-    g.add_argument("--filter-seen", choices=FILTER_SEEN_CHOICES, default="auto",
-                   help="validation drops the user's already-seen items from the competitors (as eval.py --filter-seen); "
-                        "auto = yes when no validation or test target repeats a seen item (ml-1m, Amazon: the published "
-                        "protocol), no where repeats are legitimate targets")
+    g.add_argument(
+        "--valid-sample",
+        type=int,
+        default=None,
+        help="validate on a fixed seeded sample of this many users (each ranked on the full catalogue); "
+        "for 10^7-item catalogues on a CPU; None = every validation user",
+    )
+    g.add_argument(
+        "--filter-seen",
+        choices=FILTER_SEEN_CHOICES,
+        default="auto",
+        help="validation drops the user's already-seen items from the competitors (as eval.py --filter-seen); "
+        "auto = yes when no validation or test target repeats a seen item (ml-1m, Amazon: the published "
+        "protocol), no where repeats are legitimate targets",
+    )
     g.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, dropout and negatives")
     g.add_argument("--device", choices=DEVICES, default="auto", help="auto = cuda when available")
-    g.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU runs the matrix products in bfloat16 "
-                        "(fast where the CPU has AVX512-BF16 or AMX); losses are always computed in float32")
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU runs the matrix products in bfloat16 "
+        "(fast where the CPU has AVX512-BF16 or AMX); losses are always computed in float32",
+    )
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads of torch and of the core's kernels; None = all cores")
+    g.add_argument(
+        "--threads", type=int, default=None, help="CPU threads of torch and of the core's kernels; None = all cores"
+    )
 
 
 # Check every setting before any work, so a bad flag costs nothing. The upper bounds are far
 # beyond any real use; above them a value is a typo that would overflow or exhaust memory later.
 BIG = 2**40
-INT_RANGES = {"window": (1, 2**20), "dim": (1, 2**16), "layers": (0, 1024), "heads": (1, 1024), "ffn": (1, 2**20),
-              "stride": (1, BIG), "max_history": (1, BIG), "mixed_epochs": (0, BIG),
-              "per_seq": (1, 2**20), "min_len": (2, BIG), "kshift_k": (1, 1024), "kshift_compression": (1, BIG),
-              "kshift_seed": (0, 2**64 - 1), "negatives": (1, 2**24), "loss_chunk": (1, 2**30),
-              "batch_size": (1, 2**20), "warmup_steps": (0, BIG), "epochs": (1, 10**6), "max_steps": (1, BIG),
-              "patience": (0, 10**6), "eval_batch_size": (1, 2**20), "valid_sample": (1, BIG),
-              "seed": (0, 2**32 - 1), "threads": (1, 4096)}
+INT_RANGES = {
+    "window": (1, 2**20),
+    "dim": (1, 2**16),
+    "layers": (0, 1024),
+    "heads": (1, 1024),
+    "ffn": (1, 2**20),
+    "stride": (1, BIG),
+    "max_history": (1, BIG),
+    "mixed_epochs": (0, BIG),
+    "per_seq": (1, 2**20),
+    "min_len": (2, BIG),
+    "kshift_k": (1, 1024),
+    "kshift_compression": (1, BIG),
+    "kshift_seed": (0, 2**64 - 1),
+    "negatives": (1, 2**24),
+    "loss_chunk": (1, 2**30),
+    "batch_size": (1, 2**20),
+    "warmup_steps": (0, BIG),
+    "epochs": (1, 10**6),
+    "max_steps": (1, BIG),
+    "patience": (0, 10**6),
+    "eval_batch_size": (1, 2**20),
+    "valid_sample": (1, BIG),
+    "seed": (0, 2**32 - 1),
+    "threads": (1, 4096),
+}
 
 
 def check_settings(args: argparse.Namespace) -> None:
@@ -149,5 +238,7 @@ def check_settings(args: argparse.Namespace) -> None:
     if args.dim % args.heads:
         cli.fail(f"--dim ({args.dim}) must be a multiple of --heads ({args.heads})")
     if args.targets == "fresh" and args.regime in ("random", "session"):
-        cli.fail(f"--targets fresh applies to --regime last, sliding or mixed: {args.regime} windows "
-                 + ("have no order" if args.regime == "random" else "already take each target once"))
+        cli.fail(
+            f"--targets fresh applies to --regime last, sliding or mixed: {args.regime} windows "
+            + ("have no order" if args.regime == "random" else "already take each target once")
+        )

@@ -35,10 +35,21 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from longrec_core.cli import (
-    ArgumentParser, atomic_write, check_int, check_parent_dir, console, fail, input_path, keep_freed_memory, progress,
-    stage_main, stdin_piped, torch_device)
 from longrec_core.choices import DEVICES, FILTER_SEEN_CHOICES, KS, SPLITS
+from longrec_core.cli import (
+    ArgumentParser,
+    atomic_write,
+    check_int,
+    check_parent_dir,
+    console,
+    fail,
+    input_path,
+    keep_freed_memory,
+    progress,
+    stage_main,
+    stdin_piped,
+    torch_device,
+)
 from longrec_core.data import DataDir, load_data_dir, load_shards, resolve_filter_seen, shard_count
 from longrec_core.metrics import bootstrap_ci, evaluate, metrics_from_ranks, paired_comparison, per_user
 from longrec_core.model import SASRec, load_model
@@ -49,36 +60,58 @@ MAX_BOOTSTRAP = 1_000_000
 
 p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 # what to evaluate
-p.add_argument("--run", default=None,
-               help="run dir written by train.py (default: read from stdin when piped, else the newest run under runs/)")
+p.add_argument(
+    "--run",
+    default=None,
+    help="run dir written by train.py (default: read from stdin when piped, else the newest run under runs/)",
+)
 p.add_argument("--data", default=None, help="data dir (default: the run's config.json 'data')")
 p.add_argument("--split", default="test", choices=SPLITS, help="which targets to rank (default: test)")
-p.add_argument("--filter-seen", nargs="?", const="yes", default=None, choices=FILTER_SEEN_CHOICES,
-               help="exclude items of the user's history before the target from the competitors: yes (also a bare "
-                    "--filter-seen), no, or auto = yes when no validation or test target of the data dir repeats a "
-                    "seen item (the published protocol on ml-1m and Amazon), no where repeats are legitimate targets "
-                    "(default: the rule the run validated with, from its config.json; auto without one)")
+p.add_argument(
+    "--filter-seen",
+    nargs="?",
+    const="yes",
+    default=None,
+    choices=FILTER_SEEN_CHOICES,
+    help="exclude items of the user's history before the target from the competitors: yes (also a bare "
+    "--filter-seen), no, or auto = yes when no validation or test target of the data dir repeats a "
+    "seen item (the published protocol on ml-1m and Amazon), no where repeats are legitimate targets "
+    "(default: the rule the run validated with, from its config.json; auto without one)",
+)
 # metrics
 p.add_argument("--ks", default=",".join(map(str, KS)), help="cut-offs K for HR/NDCG/MRR@K (default: %(default)s)")
-p.add_argument("--bootstrap", type=int, default=1000,
-               help=f"bootstrap resamples of users for the 95%% intervals, at most {MAX_BOOTSTRAP:,}; 0 = no "
-                    "intervals. --compare draws max(this, 1000) resamples and sign flips (default: %(default)s)")
+p.add_argument(
+    "--bootstrap",
+    type=int,
+    default=1000,
+    help=f"bootstrap resamples of users for the 95%% intervals, at most {MAX_BOOTSTRAP:,}; 0 = no "
+    "intervals. --compare draws max(this, 1000) resamples and sign flips (default: %(default)s)",
+)
 p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutation draws (default: %(default)s)")
 # comparison
-p.add_argument("--compare", default=None,
-               help="another run dir (or its metrics JSON or .ranks.npz) evaluated with the same split, data and --filter-seen: "
-                    "prints a paired comparison on the common users (default: none)")
-p.add_argument("--metrics", default="HR@10,NDCG@10,MRR",
-               help="metrics compared with --compare (default: %(default)s)")
+p.add_argument(
+    "--compare",
+    default=None,
+    help="another run dir (or its metrics JSON or .ranks.npz) evaluated with the same split, data and --filter-seen: "
+    "prints a paired comparison on the common users (default: none)",
+)
+p.add_argument("--metrics", default="HR@10,NDCG@10,MRR", help="metrics compared with --compare (default: %(default)s)")
 # compute
-p.add_argument("--sample-users", type=int, default=None,
-               help="rank only a seeded random sample of this many targets (per shard: this / shards), each on the "
-                    "full catalogue; for catalogues of 10^7 items on a CPU (default: every target)")
+p.add_argument(
+    "--sample-users",
+    type=int,
+    default=None,
+    help="rank only a seeded random sample of this many targets (per shard: this / shards), each on the "
+    "full catalogue; for catalogues of 10^7 items on a CPU (default: every target)",
+)
 p.add_argument("--batch-size", type=int, default=256, help="users scored at once (default: %(default)s)")
-p.add_argument("--item-chunk", type=int, default=65536,
-               help="items scored at once; memory ~ batch-size x item-chunk floats (default: %(default)s)")
-p.add_argument("--device", default="auto", choices=DEVICES,
-               help="auto = cuda when available (default: %(default)s)")
+p.add_argument(
+    "--item-chunk",
+    type=int,
+    default=65536,
+    help="items scored at once; memory ~ batch-size x item-chunk floats (default: %(default)s)",
+)
+p.add_argument("--device", default="auto", choices=DEVICES, help="auto = cuda when available (default: %(default)s)")
 # output
 p.add_argument("--out", default=None, help="metrics JSON path (default: RUN/metrics_SPLIT.json); ranks go beside it")
 p.add_argument("--force", action="store_true", help="replace an existing --out and its ranks file (default: refuse)")
@@ -136,8 +169,14 @@ def load_ranks(path: Path) -> dict[str, np.ndarray]:
     except Exception as e:  # whatever np.load raises on a file that is not an .npz (empty, truncated, other)
         fail(f"{path} is not a ranks file written by eval.py ({type(e).__name__})")
     users, ranks = other.get("users"), other.get("ranks")
-    if (users is None or ranks is None or users.ndim != 1 or users.shape != ranks.shape
-            or not np.issubdtype(users.dtype, np.integer) or not np.issubdtype(ranks.dtype, np.integer)):
+    if (
+        users is None
+        or ranks is None
+        or users.ndim != 1
+        or users.shape != ranks.shape
+        or not np.issubdtype(users.dtype, np.integer)
+        or not np.issubdtype(ranks.dtype, np.integer)
+    ):
         fail(f"{path} is damaged: it must hold integer arrays users and ranks of one length")
     if len(np.unique(users)) != len(users) or (ranks < 1).any():
         fail(f"{path} is damaged: a user appears twice or a rank is below 1")
@@ -145,8 +184,11 @@ def load_ranks(path: Path) -> dict[str, np.ndarray]:
 
 
 # the training costs a comparison shows: summary.json key, label, format
-COSTS = (("train_seconds", "training seconds", "{:,.1f}"), ("tokens", "training tokens", "{:,.0f}"),
-         ("epochs", "epochs", "{:,.0f}"))
+COSTS = (
+    ("train_seconds", "training seconds", "{:,.1f}"),
+    ("tokens", "training tokens", "{:,.0f}"),
+    ("epochs", "epochs", "{:,.0f}"),
+)
 
 
 def read_summary(run: Path) -> dict[str, float] | None:
@@ -171,8 +213,12 @@ def read_settings(args: argparse.Namespace) -> tuple[tuple[int, ...], list[str]]
     compare_metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     for m in compare_metrics:
         per_user(np.ones(1, dtype=np.int64), m)  # ValueError (-> one sentence) on an unknown name
-    for flag, value, lo in (("--sample-users", args.sample_users, 1), ("--batch-size", args.batch_size, 1),
-                            ("--item-chunk", args.item_chunk, 1), ("--seed", args.seed, 0)):
+    for flag, value, lo in (
+        ("--sample-users", args.sample_users, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--item-chunk", args.item_chunk, 1),
+        ("--seed", args.seed, 0),
+    ):
         check_int(flag, value, lo)
     check_int("--bootstrap", args.bootstrap, 0, MAX_BOOTSTRAP)
     return ks, compare_metrics
@@ -215,8 +261,10 @@ def load_run(run: Path, data_dir: str, device: torch.device) -> tuple[SASRec, Da
         fail(f"{run / 'model.pt'} is not a model saved by train.py, or is damaged ({type(e).__name__})")
     model = model.to(device)
     if data.n_items != model.n_items:
-        fail(f"data dir {data_dir} has {data.n_items:,} items but the model in {run} was trained on "
-             f"{model.n_items:,}; pass the data dir it was trained on with --data")
+        fail(
+            f"data dir {data_dir} has {data.n_items:,} items but the model in {run} was trained on "
+            f"{model.n_items:,}; pass the data dir it was trained on with --data"
+        )
     return model, data, n_shards
 
 
@@ -229,8 +277,10 @@ def load_other(args: argparse.Namespace, mine: dict[str, object]) -> dict[str, n
     elif other_npz.suffix == ".json":  # a metrics file: its ranks lie beside it
         other_npz = ranks_path(other_npz)
     if not other_npz.is_file():
-        fail(f"{other_npz} does not exist: evaluate the other run first "
-             f"(python scripts/eval.py --run {args.compare} --split {args.split})")
+        fail(
+            f"{other_npz} does not exist: evaluate the other run first "
+            f"(python scripts/eval.py --run {args.compare} --split {args.split})"
+        )
     other = load_ranks(other_npz)
     for key, value in mine.items():
         if key not in other or other[key].tolist() != value:
@@ -239,12 +289,18 @@ def load_other(args: argparse.Namespace, mine: dict[str, object]) -> dict[str, n
     return other
 
 
-def rank_targets(model: SASRec, data: DataDir, data_dir: str, n_shards: int, args: argparse.Namespace,
-                 device: torch.device, filter_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+def rank_targets(
+    model: SASRec,
+    data: DataDir,
+    data_dir: str,
+    n_shards: int,
+    args: argparse.Namespace,
+    device: torch.device,
+    filter_seen: bool,
+) -> tuple[np.ndarray, np.ndarray]:
     """(users, ranks) of every target of the split (or of a seeded sample), ranked on the full
     catalogue, one shard at a time; users are numbered across the shards in order."""
-    n_targets = (data.manifest["split"][f"{args.split}_targets"] if n_shards
-                 else len(data.eval_targets(args.split)[0]))
+    n_targets = data.manifest["split"][f"{args.split}_targets"] if n_shards else len(data.eval_targets(args.split)[0])
     sample = None if args.sample_users is None else -(-args.sample_users // max(1, n_shards))  # per dir or shard
     if sample is not None:
         n_targets = min(n_targets, sample * max(1, n_shards))
@@ -258,31 +314,50 @@ def rank_targets(model: SASRec, data: DataDir, data_dir: str, n_shards: int, arg
             if k > 0:
                 data = load_shards(data_dir, [k])
             shard_users, shard_ranks = evaluate(
-                model, data, args.split, batch_size=args.batch_size, device=device, filter_seen=filter_seen,
-                item_chunk=args.item_chunk, on_batch=lambda done, total: bar.update(task, completed=target_base + done),
-                sample=sample, sample_seed=args.seed)
+                model,
+                data,
+                args.split,
+                batch_size=args.batch_size,
+                device=device,
+                filter_seen=filter_seen,
+                item_chunk=args.item_chunk,
+                on_batch=lambda done, total: bar.update(task, completed=target_base + done),
+                sample=sample,
+                sample_seed=args.seed,
+            )
             parts.append((shard_users + user_base, shard_ranks))
             user_base, target_base = user_base + data.n_users, target_base + len(shard_users)
     users, ranks = (np.concatenate([part[i] for part in parts]) for i in range(2))
     return users, ranks
 
 
-def paired(args: argparse.Namespace, run: Path, users: np.ndarray, ranks: np.ndarray, other: dict[str, np.ndarray],
-           compare_metrics: list[str]) -> dict[str, object]:
+def paired(
+    args: argparse.Namespace,
+    run: Path,
+    users: np.ndarray,
+    ranks: np.ndarray,
+    other: dict[str, np.ndarray],
+    compare_metrics: list[str],
+) -> dict[str, object]:
     """The paired comparison with the other run on the users both ranked."""
     common, ia, ib = np.intersect1d(users, other["users"], assume_unique=True, return_indices=True)
     if len(common) == 0:
         fail(f"{run} and {args.compare} have no evaluated users in common")
     n_boot = max(args.bootstrap, 1000)
     return {
-        "other": args.compare, "n_common_users": int(len(common)),
-        "results": [paired_comparison(ranks[ia], other["ranks"][ib], m, n_boot=n_boot, seed=args.seed)
-                    for m in compare_metrics],
+        "other": args.compare,
+        "n_common_users": len(common),
+        "results": [
+            paired_comparison(ranks[ia], other["ranks"][ib], m, n_boot=n_boot, seed=args.seed) for m in compare_metrics
+        ],
     }
 
 
-def print_metrics(title: str, ks: tuple[int, ...], metrics: dict[str, float], ci: dict[str, tuple[float, float]]) -> None:
+def print_metrics(
+    title: str, ks: tuple[int, ...], metrics: dict[str, float], ci: dict[str, tuple[float, float]]
+) -> None:
     """The metrics table on stderr: value ± half-width of its bootstrap interval (exact bounds in the JSON)."""
+
     def cell(name: str) -> str:
         half = f" ± {(ci[name][1] - ci[name][0]) / 2:.4f}" if name in ci else ""
         return f"{metrics[name]:.4f}{half}"
@@ -298,14 +373,23 @@ def print_metrics(title: str, ks: tuple[int, ...], metrics: dict[str, float], ci
 
 def print_comparison(run: Path, compare: str, comparison: dict[str, Any]) -> None:
     """The paired comparison on stderr, with what each run's training cost (from its summary.json)."""
-    table = Table(title=f"this = {run}, other = {compare}: paired, {comparison['n_common_users']:,} common users",
-                  title_justify="left")
+    table = Table(
+        title=f"this = {run}, other = {compare}: paired, {comparison['n_common_users']:,} common users",
+        title_justify="left",
+    )
     for col in ("metric", "this", "other", "diff", "relative", "95% CI of diff", "p"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in comparison["results"]:
         rel = f"{r['diff'] / r['mean_b']:+.1%}" if r["mean_b"] else "-"
-        table.add_row(r["metric"], f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}", f"{r['diff']:+.4f}", rel,
-                      f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]", f"{r['p_value']:.3g}")
+        table.add_row(
+            r["metric"],
+            f"{r['mean_a']:.4f}",
+            f"{r['mean_b']:.4f}",
+            f"{r['diff']:+.4f}",
+            rel,
+            f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]",
+            f"{r['p_value']:.3g}",
+        )
     # What the difference cost: training time and tokens from each run's summary.json.
     other_run = Path(compare) if Path(compare).is_dir() else Path(compare).parent
     a, b = read_summary(run), read_summary(other_run)
@@ -337,23 +421,42 @@ def main() -> None:
     t0 = time.perf_counter()
     users, ranks = rank_targets(model, data, data_dir, n_shards, args, device, filter_seen)
     seconds = time.perf_counter() - t0
-    console.print(f"{args.split}: ranked {len(users):,} targets among {data.n_items:,} items "
-                  f"in {seconds:.1f} s on {device}")
+    console.print(
+        f"{args.split}: ranked {len(users):,} targets among {data.n_items:,} items in {seconds:.1f} s on {device}"
+    )
     metrics = metrics_from_ranks(ranks, ks)
     ci = bootstrap_ci(ranks, ks, n_boot=args.bootstrap, seed=args.seed) if args.bootstrap > 0 else {}
     comparison = paired(args, run, users, ranks, other, compare_metrics) if other is not None else None
 
     # -- write ranks and metrics ---------------------------------------------------------
     with atomic_write(ranks_path(out)) as tmp, open(tmp, "wb") as f:
-        np.savez(f, users=users, ranks=ranks, split=args.split, filter_seen=filter_seen,
-                 n_items=data.n_items, data=data_abs, window=model.cfg.max_len)
+        np.savez(
+            f,
+            users=users,
+            ranks=ranks,
+            split=args.split,
+            filter_seen=filter_seen,
+            n_items=data.n_items,
+            data=data_abs,
+            window=model.cfg.max_len,
+        )
     result = {
-        "run": str(run.resolve()), "data": data_abs, "split": args.split,
-        "filter_seen": filter_seen, "filter_seen_rule": rule, "window": model.cfg.max_len, "n_items": data.n_items,
+        "run": str(run.resolve()),
+        "data": data_abs,
+        "split": args.split,
+        "filter_seen": filter_seen,
+        "filter_seen_rule": rule,
+        "window": model.cfg.max_len,
+        "n_items": data.n_items,
         "sample_users": args.sample_users,
-        "n_users": int(len(users)), "ks": list(ks), "metrics": metrics,
-        "ci": {k: list(v) for k, v in ci.items()}, "bootstrap": {"n": args.bootstrap, "seed": args.seed, "alpha": 0.05},
-        "ranks_file": ranks_path(out).name, "eval_seconds": round(seconds, 3), "device": str(device),
+        "n_users": len(users),
+        "ks": list(ks),
+        "metrics": metrics,
+        "ci": {k: list(v) for k, v in ci.items()},
+        "bootstrap": {"n": args.bootstrap, "seed": args.seed, "alpha": 0.05},
+        "ranks_file": ranks_path(out).name,
+        "eval_seconds": round(seconds, 3),
+        "device": str(device),
     }
     if comparison is not None:
         result["compare"] = comparison
@@ -362,7 +465,9 @@ def main() -> None:
 
     # -- report (stderr) -----------------------------------------------------------------
     title = f"{run.name}: {args.split}, {len(users):,} users, {data.n_items:,} items"
-    title += (", seen items filtered" if filter_seen else ", seen items ranked") + (", ± 95% bootstrap CI" if ci else "")
+    title += (", seen items filtered" if filter_seen else ", seen items ranked") + (
+        ", ± 95% bootstrap CI" if ci else ""
+    )
     print_metrics(title, ks, metrics, ci)
     if comparison is not None:
         print_comparison(run, args.compare, comparison)

@@ -58,24 +58,43 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter
+from rich.console import Console
+from rich.table import Table
 
-from longrec_core import cli  # noqa: E402
-from longrec_core.choices import ITEM_EMBS, REGIMES, TARGETS  # noqa: E402
-from longrec_core.data import DataDir, load_data_dir  # noqa: E402
-from longrec_core.train_flags import add_train_flags, flag_names  # noqa: E402
-from longrec_core.frontier import (  # noqa: E402
-    DEFAULTS, Cell, baseline_of, failure_line, load_grid, make_cells, mean_sd, metric_name, pareto_mask,
-    parse_axis)
+from longrec_core import cli
+from longrec_core.choices import ITEM_EMBS, REGIMES, TARGETS
+from longrec_core.data import DataDir, load_data_dir
+from longrec_core.frontier import (
+    DEFAULTS,
+    Cell,
+    baseline_of,
+    failure_line,
+    load_grid,
+    make_cells,
+    mean_sd,
+    metric_name,
+    pareto_mask,
+    parse_axis,
+)
+from longrec_core.train_flags import add_train_flags, flag_names
 
 SCRIPTS = Path(__file__).resolve().parent
 TRAIN, EVAL = SCRIPTS / "train.py", SCRIPTS / "eval.py"
 # train.py flags that frontier.py sets itself for every run
-OWN_TRAIN_FLAGS = ("--data", "--out", "--resume", "--seed", "--regime", "--window", "--stride", "--max-history",
-                   "--targets", "--item-emb")
+OWN_TRAIN_FLAGS = (
+    "--data",
+    "--out",
+    "--resume",
+    "--seed",
+    "--regime",
+    "--window",
+    "--stride",
+    "--max-history",
+    "--targets",
+    "--item-emb",
+)
 # A run dir whose summary.json says this has finished training (anything else is resumed or redone).
 FINISHED = ("epochs", "early_stopping", "max_train_seconds", "max_steps")
 CLAIM = "lane.pid"  # in a seed dir: the pid of the frontier.py that is running it
@@ -86,20 +105,45 @@ MAX_RUNS = 10_000
 p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
 g = p.add_argument_group("input and output")
 g.add_argument("--data", default=None, help="data dir from prep.py (default: its path read from stdin when piped)")
-g.add_argument("--out", default=None, help="frontier dir; rerunning into it skips finished runs (default: runs/frontier-DATANAME)")
-g.add_argument("--grid", default=None, help="grid file (.toml or .json) with any of the keys in the description; flags given here win")
+g.add_argument(
+    "--out", default=None, help="frontier dir; rerunning into it skips finished runs (default: runs/frontier-DATANAME)"
+)
+g.add_argument(
+    "--grid",
+    default=None,
+    help="grid file (.toml or .json) with any of the keys in the description; flags given here win",
+)
 g = p.add_argument_group("grid axes (comma-separated lists; defaults come from --grid, else the values shown)")
-g.add_argument("--regimes", "--regime", default=None, help=f"window regimes: {', '.join(REGIMES)} (default: {DEFAULTS['regimes']})")
+g.add_argument(
+    "--regimes", "--regime", default=None, help=f"window regimes: {', '.join(REGIMES)} (default: {DEFAULTS['regimes']})"
+)
 g.add_argument("--windows", "--window", default=None, help=f"context lengths T (default: {DEFAULTS['windows']})")
-g.add_argument("--strides", "--stride", default=None, help=f"sliding/mixed: distances between window ends (default: {DEFAULTS['strides']})")
-g.add_argument("--max-history", default=None, help=f"last H training events per user, or `all` (default: {DEFAULTS['max_history']})")
+g.add_argument(
+    "--strides",
+    "--stride",
+    default=None,
+    help=f"sliding/mixed: distances between window ends (default: {DEFAULTS['strides']})",
+)
+g.add_argument(
+    "--max-history",
+    default=None,
+    help=f"last H training events per user, or `all` (default: {DEFAULTS['max_history']})",
+)
 g.add_argument("--targets", default=None, help=f"{', '.join(TARGETS)} (default: {DEFAULTS['targets']})")
 g.add_argument("--item-emb", default=None, help=f"{', '.join(ITEM_EMBS)} (default: {DEFAULTS['item_emb']})")
 g = p.add_argument_group("report")
-g.add_argument("--repeats", type=int, default=None, help="seeds per cell, 0..R-1; mean ± sample std over them (default: 1)")
-g.add_argument("--metric", default=None, help="headline metric for the frontier and gains; MRR and HR@10 are always "
-                                              "reported too; Recall@K = HR@K (default: NDCG@10)")
-g.add_argument("--baseline", default=None, help="cell every cell is compared with (default: the `last` cell with the same window)")
+g.add_argument(
+    "--repeats", type=int, default=None, help="seeds per cell, 0..R-1; mean ± sample std over them (default: 1)"
+)
+g.add_argument(
+    "--metric",
+    default=None,
+    help="headline metric for the frontier and gains; MRR and HR@10 are always "
+    "reported too; Recall@K = HR@K (default: NDCG@10)",
+)
+g.add_argument(
+    "--baseline", default=None, help="cell every cell is compared with (default: the `last` cell with the same window)"
+)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -150,7 +194,7 @@ def claim(seed_dir: Path) -> bool:
 class PassedThroughParser(cli.ArgumentParser):
     """train.py's flags as frontier.py passes them to every run: a bad one is named as train.py's."""
 
-    def error(self, message: str) -> NoReturn:  # noqa: D102 (argparse API)
+    def error(self, message: str) -> NoReturn:
         cli.fail(f"{message} (a train.py flag, passed to every run; see train.py --help)")
 
 
@@ -221,21 +265,27 @@ def read_grid(args: argparse.Namespace, shared: list[str]) -> Grid:
     """The grid from the flags, which win over the grid file, which wins over the defaults. Everything
     is checked here, before any run: a typo must not cost a night of training."""
     file = load_grid(args.grid) if args.grid else {}
-    axes = {k: parse_axis(k, getattr(args, k) if getattr(args, k) is not None else file.get(k, DEFAULTS[k]))
-            for k in DEFAULTS}
+    axes = {
+        k: parse_axis(k, getattr(args, k) if getattr(args, k) is not None else file.get(k, DEFAULTS[k]))
+        for k in DEFAULTS
+    }
     repeats = args.repeats if args.repeats is not None else file.get("repeats", 1)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         cli.fail(f"--repeats must be a positive integer, got {repeats!r}")
     points = math.prod(len(v) for v in axes.values())  # before the collapse of irrelevant axes: at least the cells
     if points * repeats > MAX_RUNS:
-        cli.fail(f"the grid has {points:,} points x {repeats:,} repeats, more than {MAX_RUNS:,} runs; "
-                 f"check --repeats and the axes")
+        cli.fail(
+            f"the grid has {points:,} points x {repeats:,} repeats, more than {MAX_RUNS:,} runs; "
+            f"check --repeats and the axes"
+        )
     metric = metric_name(args.metric if args.metric is not None else str(file.get("metric", "NDCG@10")))
     shared = [*file.get("flags", []), *shared]  # later ones win
     for tok in shared:
         if tok.split("=")[0] in OWN_TRAIN_FLAGS:
-            cli.fail(f"{tok.split('=')[0]} is set by frontier.py for each run: use the grid axes "
-                     f"(--regimes, --windows, --strides, --max-history, --targets, --item-emb), --repeats, --data or --out")
+            cli.fail(
+                f"{tok.split('=')[0]} is set by frontier.py for each run: use the grid axes "
+                f"(--regimes, --windows, --strides, --max-history, --targets, --item-emb), --repeats, --data or --out"
+            )
     check_train_flags(shared)
     cells = make_cells(**axes)
     names = [c.name for c in cells]
@@ -273,8 +323,10 @@ def plan_runs(grid: Grid, where: Where) -> list[tuple[Cell, int]]:
                 continue
             then = recorded_args(d)
             if then is not None and then != train_args(where, grid, cell, seed):
-                cli.fail(f"{d} was trained with other flags (then: {shlex.join(then)}); "
-                         f"pass another --out, or delete that cell to retrain it")
+                cli.fail(
+                    f"{d} was trained with other flags (then: {shlex.join(then)}); "
+                    f"pass another --out, or delete that cell to retrain it"
+                )
     return todo
 
 
@@ -319,8 +371,9 @@ def run_one(d: Path, cell: Cell, seed: int, targs: list[str], shared: list[str])
     if rc == 0:
         record["status"] = "ok"
     else:
-        why = (failure_line((d / "stderr.log").read_text(errors="replace"))
-               or (f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"))
+        why = failure_line((d / "stderr.log").read_text(errors="replace")) or (
+            f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
+        )
         record.update(status="failed", stage=failed_stage, error=f"{failed_stage}: {why}")
     write_record(d, record)
     (d / CLAIM).unlink(missing_ok=True)
@@ -335,8 +388,10 @@ def stop_if_every_run_would_fail(record: dict[str, Any], rc: int, grid: Grid, ce
         return
     why = record["error"].removeprefix("train: ")
     if any(re.search(rf"{re.escape(flag)}(?![\w-])", why) for flag in grid.shared_flags):
-        cli.fail(f"{why.removeprefix('error: ')} (train.py in cell {cell.name} seed{seed}; "
-                 f"every cell would fail the same way)")
+        cli.fail(
+            f"{why.removeprefix('error: ')} (train.py in cell {cell.name} seed{seed}; "
+            f"every cell would fail the same way)"
+        )
 
 
 def run_line(record: dict[str, Any], d: Path, metric: str) -> str:
@@ -344,8 +399,10 @@ def run_line(record: dict[str, Any], d: Path, metric: str) -> str:
     if record["status"] == "ok":
         s = read_json(d / "run" / "summary.json") or {}
         m = run_metrics(d / "run") or {}
-        return (f"{metric} {m.get(metric, math.nan):.4f}, {s.get('train_seconds', math.nan):.1f} s training, "
-                f"{si(s.get('tokens', 0))} tokens")
+        return (
+            f"{metric} {m.get(metric, math.nan):.4f}, {s.get('train_seconds', math.nan):.1f} s training, "
+            f"{si(s.get('tokens', 0))} tokens"
+        )
     return f"FAILED ({record['error']}; log: {d / 'stderr.log'})"
 
 
@@ -360,17 +417,25 @@ def run_all(grid: Grid, where: Where, todo: list[tuple[Cell, int]]) -> None:
             d = where.seed_dir(cell, seed)
             d.mkdir(parents=True, exist_ok=True)
             if not claim(d):
-                cli.console.print(f"run {i}/{len(todo)} {cell.name} seed{seed}: another frontier.py is running it",
-                                  highlight=False, markup=False, soft_wrap=True)
+                cli.console.print(
+                    f"run {i}/{len(todo)} {cell.name} seed{seed}: another frontier.py is running it",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
                 progress.advance(bar)
                 continue
             record, rc = run_one(d, cell, seed, train_args(where, grid, cell, seed), grid.shared)
             stop_if_every_run_would_fail(record, rc, grid, cell, seed)
             elapsed = time.perf_counter() - t_start
             eta = elapsed / i * (len(todo) - i)
-            cli.console.print(f"run {i}/{len(todo)} {cell.name} seed{seed}: {run_line(record, d, grid.metric)} "
-                              f"[{record['wall_seconds']:.0f} s; elapsed {elapsed:.0f} s, ETA {eta:.0f} s]",
-                              highlight=False, markup=False, soft_wrap=True)
+            cli.console.print(
+                f"run {i}/{len(todo)} {cell.name} seed{seed}: {run_line(record, d, grid.metric)} "
+                f"[{record['wall_seconds']:.0f} s; elapsed {elapsed:.0f} s, ETA {eta:.0f} s]",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
             progress.advance(bar)
 
 
@@ -382,10 +447,18 @@ def seed_runs(grid: Grid, where: Where, cell: Cell) -> list[dict[str, Any]]:
         m = run_metrics(d / "run")
         if m is not None:
             s = read_json(d / "run" / "summary.json") or {}
-            runs.append({"seed": seed, "status": "ok", "train_seconds": s.get("train_seconds", math.nan),
-                         "tokens": s.get("tokens", math.nan), "peak_memory_bytes": s.get("peak_memory_bytes", math.nan),
-                         "epochs": s.get("epochs", math.nan), "device": s.get("device"),
-                         "metrics": m})
+            runs.append(
+                {
+                    "seed": seed,
+                    "status": "ok",
+                    "train_seconds": s.get("train_seconds", math.nan),
+                    "tokens": s.get("tokens", math.nan),
+                    "peak_memory_bytes": s.get("peak_memory_bytes", math.nan),
+                    "epochs": s.get("epochs", math.nan),
+                    "device": s.get("device"),
+                    "metrics": m,
+                }
+            )
         else:
             rec = read_json(d / "cell.json") or {}
             runs.append({"seed": seed, "status": "failed", "error": rec.get("error", "not run")})
@@ -399,11 +472,21 @@ def collect(grid: Grid, where: Where) -> list[dict[str, Any]]:
     for cell in grid.cells:
         runs = seed_runs(grid, where, cell)
         ok = [r for r in runs if r["status"] == "ok"]
-        row: dict[str, Any] = {"name": cell.name, "regime": cell.regime, "window": cell.window, "stride": cell.stride,
-                               "max_history": cell.max_history, "targets": cell.targets, "item_emb": cell.item_emb,
-                               "label": cell.label(varying),
-                               "status": "ok" if len(ok) == grid.repeats else "failed", "seeds_ok": len(ok),
-                               "error": next((r["error"] for r in runs if r["status"] != "ok"), None), "mean": {}, "sd": {}}
+        row: dict[str, Any] = {
+            "name": cell.name,
+            "regime": cell.regime,
+            "window": cell.window,
+            "stride": cell.stride,
+            "max_history": cell.max_history,
+            "targets": cell.targets,
+            "item_emb": cell.item_emb,
+            "label": cell.label(varying),
+            "status": "ok" if len(ok) == grid.repeats else "failed",
+            "seeds_ok": len(ok),
+            "error": next((r["error"] for r in runs if r["status"] != "ok"), None),
+            "mean": {},
+            "sd": {},
+        }
         for key in [*grid.metrics, "train_seconds", "tokens", "epochs"]:
             vals = [r["metrics"].get(key, math.nan) if key in grid.metrics else r[key] for r in ok]
             row["mean"][key], row["sd"][key] = mean_sd(vals)
@@ -454,9 +537,17 @@ def scrub(x: Any) -> Any:
 def write_tables(grid: Grid, where: Where, rows: list[dict[str, Any]]) -> None:
     """OUT/frontier.json (everything) and OUT/frontier.csv (one flat line per cell)."""
     out, metrics = where.out, grid.metrics
-    report = {"data": where.data_path, "out": str(out), "metric": grid.metric, "metrics": metrics,
-              "repeats": grid.repeats, "spread": "sample standard deviation over seeds (ddof=1); null with one seed",
-              "grid": grid.axes, "flags": grid.shared, "cells": scrub(rows)}
+    report = {
+        "data": where.data_path,
+        "out": str(out),
+        "metric": grid.metric,
+        "metrics": metrics,
+        "repeats": grid.repeats,
+        "spread": "sample standard deviation over seeds (ddof=1); null with one seed",
+        "grid": grid.axes,
+        "flags": grid.shared,
+        "cells": scrub(rows),
+    }
     out.mkdir(parents=True, exist_ok=True)
     with cli.atomic_write(out / "frontier.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
@@ -468,10 +559,16 @@ def write_tables(grid: Grid, where: Where, rows: list[dict[str, Any]]) -> None:
         w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         for r in rows:
-            flat = {**r, **{m: r["mean"][m] for m in metrics}, **{f"{m}_sd": r["sd"][m] for m in metrics},
-                    "train_seconds": r["mean"]["train_seconds"], "train_seconds_sd": r["sd"]["train_seconds"],
-                    "tokens": r["mean"]["tokens"], "epochs": r["mean"]["epochs"],
-                    **{f"gain_{m}": r["gain"][m] for m in metrics}}
+            flat = {
+                **r,
+                **{m: r["mean"][m] for m in metrics},
+                **{f"{m}_sd": r["sd"][m] for m in metrics},
+                "train_seconds": r["mean"]["train_seconds"],
+                "train_seconds_sd": r["sd"]["train_seconds"],
+                "tokens": r["mean"]["tokens"],
+                "epochs": r["mean"]["epochs"],
+                **{f"gain_{m}": r["gain"][m] for m in metrics},
+            }
             w.writerow({c: "" if finite(flat[c]) is None else flat[c] for c in columns})
 
 
@@ -491,33 +588,58 @@ def print_table(grid: Grid, out: Path, rows: list[dict[str, Any]], baseline_name
     """The cells on stderr: metrics, costs, gains against the baseline, frontier membership; then one
     line per cell naming its gain and cost, or its failure."""
     metric, metrics, repeats = grid.metric, grid.metrics, grid.repeats
-    table = Table(title=f"{out}: test metrics, mean{' ± sample std' if repeats > 1 else ''} over {repeats} seed(s); "
-                        f"gains and costs vs. each cell's baseline", title_justify="left")
-    for col in ["cell", "seeds", *metrics, "train s", "tokens", "peak MiB", f"Δ {metric}", "time ×", "tokens ×", "frontier"]:
+    table = Table(
+        title=f"{out}: test metrics, mean{' ± sample std' if repeats > 1 else ''} over {repeats} seed(s); "
+        f"gains and costs vs. each cell's baseline",
+        title_justify="left",
+    )
+    for col in [
+        "cell",
+        "seeds",
+        *metrics,
+        "train s",
+        "tokens",
+        "peak MiB",
+        f"Δ {metric}",
+        "time ×",
+        "tokens ×",
+        "frontier",
+    ]:
         table.add_column(col, justify="left" if col == "cell" else "right", no_wrap=True)
     for r in rows:
         front = ", ".join(k for k, c in (("time", "pareto_train_seconds"), ("tokens", "pareto_tokens")) if r[c])
-        table.add_row(r["name"] + (" (baseline)" if r["name"] in baseline_names else ""),
-                      f"{r['seeds_ok']}/{repeats}" + ("" if r["status"] == "ok" else " failed"),
-                      *[pm(r, m, ".4f") for m in metrics], pm(r, "train_seconds", ".1f"),
-                      si(r["mean"]["tokens"]) if r["status"] == "ok" else "-",
-                      f"{r['peak_memory_bytes'] / 2**20:,.0f}" if r["status"] == "ok" else "-",
-                      rel(r["gain"][metric], "+.1%"), rel(r["time_x"], ".2f"), rel(r["tokens_x"], ".2f"), front)
+        table.add_row(
+            r["name"] + (" (baseline)" if r["name"] in baseline_names else ""),
+            f"{r['seeds_ok']}/{repeats}" + ("" if r["status"] == "ok" else " failed"),
+            *[pm(r, m, ".4f") for m in metrics],
+            pm(r, "train_seconds", ".1f"),
+            si(r["mean"]["tokens"]) if r["status"] == "ok" else "-",
+            f"{r['peak_memory_bytes'] / 2**20:,.0f}" if r["status"] == "ok" else "-",
+            rel(r["gain"][metric], "+.1%"),
+            rel(r["time_x"], ".2f"),
+            rel(r["tokens_x"], ".2f"),
+            front,
+        )
     wide = cli.console if cli.console.is_terminal else Console(stderr=True, width=200)
     wide.print(table)
     for r in rows:
         if r["status"] == "ok" and r["baseline"] and r["baseline"] != r["name"] and not math.isnan(r["time_x"]):
             gains = ", ".join(f"{r['gain'][m]:+.1%} {m}" for m in metrics)
-            cli.console.print(f"{r['name']}: {gains} at {r['time_x']:.2f}× time, {r['tokens_x']:.2f}× tokens "
-                              f"vs. {r['baseline']}", highlight=False, markup=False, soft_wrap=True)
+            cli.console.print(
+                f"{r['name']}: {gains} at {r['time_x']:.2f}× time, {r['tokens_x']:.2f}× tokens vs. {r['baseline']}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
         elif r["status"] != "ok":
             cli.console.print(f"{r['name']}: failed: {r['error']}", highlight=False, markup=False, soft_wrap=True)
 
 
 def write_plots(grid: Grid, where: Where, done: list[dict[str, Any]], baseline_names: set[str]) -> None:
     """OUT/frontier.png and .svg over the finished cells."""
-    title = (f"{Path(where.data_path).name}: test metrics vs. training cost, {len(done)} cells"
-             + (f", mean ± sample std over {grid.repeats} seeds" if grid.repeats > 1 else ""))
+    title = f"{Path(where.data_path).name}: test metrics vs. training cost, {len(done)} cells" + (
+        f", mean ± sample std over {grid.repeats} seeds" if grid.repeats > 1 else ""
+    )
     fig = draw(done, grid.metrics, [r for r in done if r["name"] in baseline_names], title)
     for fmt in ("png", "svg"):
         with cli.atomic_write(where.out / f"frontier.{fmt}") as tmp:
@@ -532,9 +654,13 @@ def main() -> None:
     todo = plan_runs(grid, where)
     skipped = len(grid.cells) * grid.repeats - len(todo)
     data = where.data
-    cli.console.print(f"frontier {where.out}: {len(grid.cells)} cells x {grid.repeats} seeds on {where.data_path} "
-                      f"({data.n_users:,} users, {data.n_items:,} items, {data.n_events:,} events); "
-                      f"skipped {skipped} finished runs, {len(todo)} to run", highlight=False, soft_wrap=True)
+    cli.console.print(
+        f"frontier {where.out}: {len(grid.cells)} cells x {grid.repeats} seeds on {where.data_path} "
+        f"({data.n_users:,} users, {data.n_items:,} items, {data.n_events:,} events); "
+        f"skipped {skipped} finished runs, {len(todo)} to run",
+        highlight=False,
+        soft_wrap=True,
+    )
     run_all(grid, where, todo)
 
     rows = collect(grid, where)
@@ -548,15 +674,25 @@ def main() -> None:
         write_plots(grid, where, done, baseline_names)
     failed = [r["name"] for r in rows if r["status"] != "ok"]
     if failed and not done:
-        cli.console.print(f"every cell failed; see {where.out}/cells/*/seed*/stderr.log", highlight=False, soft_wrap=True)
+        cli.console.print(
+            f"every cell failed; see {where.out}/cells/*/seed*/stderr.log", highlight=False, soft_wrap=True
+        )
         raise SystemExit(1)
     if failed:
-        cli.console.print(f"{len(failed)} of {len(rows)} cells failed (a rerun retries them): {', '.join(failed)}",
-                          highlight=False, soft_wrap=True)
+        cli.console.print(
+            f"{len(failed)} of {len(rows)} cells failed (a rerun retries them): {', '.join(failed)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     print(where.out, flush=True)
 
 
-STYLE = {"last": ("s", "black"), "sliding": ("o", "tab:blue"), "mixed": ("^", "tab:green"), "random": ("D", "tab:orange")}
+STYLE = {
+    "last": ("s", "black"),
+    "sliding": ("o", "tab:blue"),
+    "mixed": ("^", "tab:green"),
+    "random": ("D", "tab:orange"),
+}
 
 
 def draw(done: list[dict[str, Any]], metrics: list[str], baselines: list[dict[str, Any]], title: str) -> Any:
@@ -565,8 +701,12 @@ def draw(done: list[dict[str, Any]], metrics: list[str], baselines: list[dict[st
     cost) and a reference line per baseline."""
     fig, axs = plt.subplots(len(metrics), 2, figsize=(12, 3.8 * len(metrics)), squeeze=False, constrained_layout=True)
     for i, m in enumerate(metrics):
-        for j, (cost, xlabel) in enumerate((("train_seconds", "training time (s, validation excluded)"),
-                                            ("tokens", "tokens processed (non-padding inputs)"))):
+        for j, (cost, xlabel) in enumerate(
+            (
+                ("train_seconds", "training time (s, validation excluded)"),
+                ("tokens", "tokens processed (non-padding inputs)"),
+            )
+        ):
             ax = axs[i][j]
             x = np.array([r["mean"][cost] for r in done])
             y = np.array([r["mean"][m] for r in done])
@@ -575,25 +715,61 @@ def draw(done: list[dict[str, Any]], metrics: list[str], baselines: list[dict[st
             for regime, (marker, color) in STYLE.items():
                 k = np.array([r["regime"] == regime for r in done])
                 if k.any():
-                    ax.errorbar(x[k], y[k], yerr=yerr[k], xerr=None if xerr is None else xerr[k], fmt=marker,
-                                color=color, ms=6, capsize=2, lw=1, label=regime, zorder=3)
+                    ax.errorbar(
+                        x[k],
+                        y[k],
+                        yerr=yerr[k],
+                        xerr=None if xerr is None else xerr[k],
+                        fmt=marker,
+                        color=color,
+                        ms=6,
+                        capsize=2,
+                        lw=1,
+                        label=regime,
+                        zorder=3,
+                    )
             for r, xi, yi in zip(done, x, y):  # the costliest point's label goes left, inside the panel
                 right = xi == x.max() and len(x) > 1
-                ax.annotate(r["label"], (xi, yi), textcoords="offset points", xytext=(-5 if right else 5, 4),
-                            ha="right" if right else "left", fontsize=8)
+                ax.annotate(
+                    r["label"],
+                    (xi, yi),
+                    textcoords="offset points",
+                    xytext=(-5 if right else 5, 4),
+                    ha="right" if right else "left",
+                    fontsize=8,
+                )
             front = pareto_mask(x, y)
             order = np.argsort(x[front])
-            ax.plot(x[front][order], y[front][order], drawstyle="steps-post", ls="--", color="tab:red", lw=1,
-                    label="Pareto frontier", zorder=2)
+            ax.plot(
+                x[front][order],
+                y[front][order],
+                drawstyle="steps-post",
+                ls="--",
+                color="tab:red",
+                lw=1,
+                label="Pareto frontier",
+                zorder=2,
+            )
             for b in baselines:
                 ax.axhline(b["mean"][m], color="gray", ls=":", lw=1, zorder=1)
-                ax.annotate(f"{b['name']} (baseline)", (0.99, b["mean"][m]), xycoords=("axes fraction", "data"),
-                            textcoords="offset points", xytext=(0, -3), ha="right", va="top", fontsize=7, color="gray")
+                ax.annotate(
+                    f"{b['name']} (baseline)",
+                    (0.99, b["mean"][m]),
+                    xycoords=("axes fraction", "data"),
+                    textcoords="offset points",
+                    xytext=(0, -3),
+                    ha="right",
+                    va="top",
+                    fontsize=7,
+                    color="gray",
+                )
             if x.min() > 0 and x.max() / x.min() > 10:  # costs spanning decades: log axis, ticks at 1-2-5
                 ax.set_xscale("log")
                 ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
                 ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.xaxis.set_major_formatter(EngFormatter(sep="") if cost == "tokens" else FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_major_formatter(
+                EngFormatter(sep="") if cost == "tokens" else FuncFormatter(lambda v, _: f"{v:g}")
+            )
             ax.margins(x=0.12, y=0.15)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"test {m}")

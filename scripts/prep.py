@@ -44,14 +44,23 @@ from typing import Any
 # lowers peak RSS by about the raw table's size). Set before Polars loads; yours wins.
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
 
-from rich.progress import Progress  # noqa: E402
+from rich.progress import Progress
 
-from longrec_core import cli, data, readers, shards, synthetic  # noqa: E402
+from longrec_core import cli, data, readers, shards, synthetic
 
 # What a data dir holds (README, "A data dir"), besides shard-NNNNN dirs holding the same: --force
 # replaces a dir that holds nothing else.
-DATA_DIR_FILES = {data.MANIFEST, "items.npy", "ts.npy", "offsets.npy", "types.npy", "sessions.npy", "split.npz",
-                  "items.parquet", "users.parquet"}
+DATA_DIR_FILES = {
+    data.MANIFEST,
+    "items.npy",
+    "ts.npy",
+    "offsets.npy",
+    "types.npy",
+    "sessions.npy",
+    "split.npz",
+    "items.parquet",
+    "users.parquet",
+}
 # Peak memory of a synthetic prep, measured with /usr/bin/time at 8e6 to 3e7 events and 4e6 to
 # 8e6 items: about 60 bytes per event of the data dir (of one shard with --shards) plus 280
 # bytes per catalogue item.
@@ -61,43 +70,97 @@ SYNTH_EVENT_BYTES, SYNTH_ITEM_BYTES = 60, 280
 # settings
 p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 g = p.add_argument_group("input")
-g.add_argument("input", nargs="?", help="log file (.gz/.zst read transparently); its path is read from stdin when piped (not the log itself); omit with --synthetic")
-g.add_argument("--format", choices=readers.FORMATS, default=None, help="input format (default: detect from name and first lines)")
+g.add_argument(
+    "input",
+    nargs="?",
+    help="log file (.gz/.zst read transparently); its path is read from stdin when piped (not the log itself); omit with --synthetic",
+)
+g.add_argument(
+    "--format", choices=readers.FORMATS, default=None, help="input format (default: detect from name and first lines)"
+)
 g.add_argument("--user-col", default=None, help="csv/parquet: user column (default: a common name such as user_id)")
 g.add_argument("--item-col", default=None, help="csv/parquet: item column (default: a common name such as item_id)")
-g.add_argument("--time-col", default=None, help="csv/parquet: time column, numbers or dates (default: a common name such as timestamp)")
+g.add_argument(
+    "--time-col",
+    default=None,
+    help="csv/parquet: time column, numbers or dates (default: a common name such as timestamp)",
+)
 g.add_argument("--type-col", default=None, help="csv/parquet: event type column, kept as types.npy (default: none)")
-g.add_argument("--time-unit", choices=tuple(readers.UNIT_DIV), default=None, help="unit of numeric times (default: s; ms for retailrocket)")
-g.add_argument("--separator", default=None, help="csv: field separator (default: tab if the header has tabs and no commas, else ',')")
+g.add_argument(
+    "--time-unit",
+    choices=tuple(readers.UNIT_DIV),
+    default=None,
+    help="unit of numeric times (default: s; ms for retailrocket)",
+)
+g.add_argument(
+    "--separator",
+    default=None,
+    help="csv: field separator (default: tab if the header has tabs and no commas, else ',')",
+)
 g = p.add_argument_group("synthetic input (longrec_core.synthetic)")
 g.add_argument("--synthetic", action="store_true", help="generate a log instead of reading one")
 g.add_argument("--users", type=int, default=None, help="synthetic: users (default: 2000, or from --events)")
 g.add_argument("--items", type=int, default=3000, help="synthetic: items (default: 3000)")
-g.add_argument("--events", type=int, default=None, help="synthetic: about this many events; sets --users (default: none)")
+g.add_argument(
+    "--events", type=int, default=None, help="synthetic: about this many events; sets --users (default: none)"
+)
 g.add_argument("--seed", type=int, default=0, help="synthetic: seed; same seed, same log (default: 0)")
 g = p.add_argument_group("processing")
 g.add_argument("--dedupe", action="store_true", help="drop exact repeats of (user, item, time, type) (default: off)")
-g.add_argument("--dedupe-consecutive", action="store_true", help="drop an event whose item equals the user's previous one (default: off)")
+g.add_argument(
+    "--dedupe-consecutive",
+    action="store_true",
+    help="drop an event whose item equals the user's previous one (default: off)",
+)
 g.add_argument("--min-item-count", type=int, default=1, help="drop items with fewer events (default: 1)")
 g.add_argument("--min-user-len", type=int, default=1, help="drop users with fewer events (default: 1)")
 g.add_argument("--kcore", action="store_true", help="repeat both filters until nothing changes (default: off)")
-g.add_argument("--session-gap", type=int, default=1800, help="seconds of inactivity that start a new session (default: 1800)")
-g.add_argument("--split", choices=("loo", "temporal"), default="loo", help="loo: last event test, second last valid; temporal: global cutoffs (default: loo)")
-g.add_argument("--valid-cutoff", default=None, help="temporal: int seconds, ISO date (2015-08-01) or quantile of all times (q0.8)")
-g.add_argument("--test-cutoff", default=None, help="temporal: same forms; a user's first event at or after it is the test target")
+g.add_argument(
+    "--session-gap", type=int, default=1800, help="seconds of inactivity that start a new session (default: 1800)"
+)
+g.add_argument(
+    "--split",
+    choices=("loo", "temporal"),
+    default="loo",
+    help="loo: last event test, second last valid; temporal: global cutoffs (default: loo)",
+)
+g.add_argument(
+    "--valid-cutoff", default=None, help="temporal: int seconds, ISO date (2015-08-01) or quantile of all times (q0.8)"
+)
+g.add_argument(
+    "--test-cutoff", default=None, help="temporal: same forms; a user's first event at or after it is the test target"
+)
 g = p.add_argument_group("output")
-g.add_argument("--out", default=None, help="data dir to write (default: data/<input stem> or data/synthetic-u<U>-i<N>-s<S>)")
-g.add_argument("--force", action="store_true", help="replace an existing data dir (default: refuse); a dir holding anything else, or the input, is never replaced")
-g.add_argument("--shards", type=int, default=None,
-               help="write N shards by user hash, streaming the input in batches so memory is bounded by one "
-                    "shard, not the log (integer ids; no --kcore or quantile cutoffs) (default: one data dir)")
-g.add_argument("--item-index", default=None,
-               help="Parquet table (id, count) of the whole catalogue: index items by it instead of by this "
-                    "input's counts, so shards prepared on different machines share one index (default: none)")
-g.add_argument("--assemble", action="store_true",
-               help="make --out a sharded dir from the data dirs inside it (each prepared with the same "
-                    "--item-index, which this also needs) (default: off)")
-g.add_argument("--batch-rows", type=int, default=20_000_000, help="--shards: input rows per batch (default: 20,000,000)")
+g.add_argument(
+    "--out", default=None, help="data dir to write (default: data/<input stem> or data/synthetic-u<U>-i<N>-s<S>)"
+)
+g.add_argument(
+    "--force",
+    action="store_true",
+    help="replace an existing data dir (default: refuse); a dir holding anything else, or the input, is never replaced",
+)
+g.add_argument(
+    "--shards",
+    type=int,
+    default=None,
+    help="write N shards by user hash, streaming the input in batches so memory is bounded by one "
+    "shard, not the log (integer ids; no --kcore or quantile cutoffs) (default: one data dir)",
+)
+g.add_argument(
+    "--item-index",
+    default=None,
+    help="Parquet table (id, count) of the whole catalogue: index items by it instead of by this "
+    "input's counts, so shards prepared on different machines share one index (default: none)",
+)
+g.add_argument(
+    "--assemble",
+    action="store_true",
+    help="make --out a sharded dir from the data dirs inside it (each prepared with the same "
+    "--item-index, which this also needs) (default: off)",
+)
+g.add_argument(
+    "--batch-rows", type=int, default=20_000_000, help="--shards: input rows per batch (default: 20,000,000)"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,8 +173,10 @@ def check_shards(n: int) -> None:
     per_shard = len(shards.SPILL_COLUMNS)
     most = (limit - 64) // per_shard  # 64: what else is open (the input, Polars, the console)
     if limit != resource.RLIM_INFINITY and n > most:
-        raise ValueError(f"--shards {n:,} would keep {n * per_shard:,} files open, over this process's limit of "
-                         f"{limit:,} (ulimit -n): use at most {max(most, 0):,} shards or raise the limit")
+        raise ValueError(
+            f"--shards {n:,} would keep {n * per_shard:,} files open, over this process's limit of "
+            f"{limit:,} (ulimit -n): use at most {max(most, 0):,} shards or raise the limit"
+        )
 
 
 def check_synthetic_memory(cfg: synthetic.SyntheticConfig, n_shards: int) -> None:
@@ -120,9 +185,11 @@ def check_synthetic_memory(cfg: synthetic.SyntheticConfig, n_shards: int) -> Non
     need = events / n_shards * SYNTH_EVENT_BYTES + cfg.items * SYNTH_ITEM_BYTES
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have:
-        raise ValueError(f"a synthetic log of {cfg.users:,} users (about {events:.3g} events) and {cfg.items:,} items "
-                         f"needs about {need / 2**30:,.0f} GiB of memory{'' if n_shards == 1 else ' per shard'}; "
-                         f"this machine has {have / 2**30:,.0f} GiB: ask for fewer --users/--events/--items or more --shards")
+        raise ValueError(
+            f"a synthetic log of {cfg.users:,} users (about {events:.3g} events) and {cfg.items:,} items "
+            f"needs about {need / 2**30:,.0f} GiB of memory{'' if n_shards == 1 else ' per shard'}; "
+            f"this machine has {have / 2**30:,.0f} GiB: ask for fewer --users/--events/--items or more --shards"
+        )
 
 
 def check_out(out: Path, force: bool, inputs: list[Path]) -> None:
@@ -136,8 +203,10 @@ def check_out(out: Path, force: bool, inputs: list[Path]) -> None:
                 raise ValueError(f"refusing to replace {out}: the input {path} is inside it")
         foreign = foreign_entries(out)
         if foreign:
-            raise ValueError(f"refusing to replace {out}: it holds {foreign[0].relative_to(out)}, which is not part "
-                             "of a data dir (move it out first)")
+            raise ValueError(
+                f"refusing to replace {out}: it holds {foreign[0].relative_to(out)}, which is not part "
+                "of a data dir (move it out first)"
+            )
 
 
 def foreign_entries(path: Path) -> list[Path]:
@@ -158,9 +227,15 @@ def foreign_entries(path: Path) -> list[Path]:
 def checked_params(args: argparse.Namespace) -> data.PrepParams:
     """The processing flags as PrepParams, after every check that needs no input (bad -> exit 2)."""
     params = data.PrepParams(
-        dedupe=args.dedupe, dedupe_consecutive=args.dedupe_consecutive, min_item_count=args.min_item_count,
-        min_user_len=args.min_user_len, kcore=args.kcore, session_gap=args.session_gap, split=args.split,
-        valid_cutoff=args.valid_cutoff, test_cutoff=args.test_cutoff,
+        dedupe=args.dedupe,
+        dedupe_consecutive=args.dedupe_consecutive,
+        min_item_count=args.min_item_count,
+        min_user_len=args.min_user_len,
+        kcore=args.kcore,
+        session_gap=args.session_gap,
+        split=args.split,
+        valid_cutoff=args.valid_cutoff,
+        test_cutoff=args.test_cutoff,
     )  # checks the values: bad ones raise ValueError -> exit 2
     cli.check_int("--session-gap", args.session_gap, 1)
     for flag, cutoff in (("--valid-cutoff", args.valid_cutoff), ("--test-cutoff", args.test_cutoff)):
@@ -170,7 +245,9 @@ def checked_params(args: argparse.Namespace) -> data.PrepParams:
     if args.shards is not None:
         check_shards(args.shards)
     if args.item_index is not None and args.min_item_count > 1:
-        raise ValueError("--min-item-count cannot be combined with --item-index: drop rare items from the table instead")
+        raise ValueError(
+            "--min-item-count cannot be combined with --item-index: drop rare items from the table instead"
+        )
     cli.check_int("--batch-rows", args.batch_rows, 1)
     return params
 
@@ -221,12 +298,14 @@ def prep_synthetic(args: argparse.Namespace, params: data.PrepParams, status: da
     out = Path(args.out or f"data/synthetic-u{cfg.users}-i{cfg.items}-s{cfg.seed}")
     check_out(out, args.force, other_inputs(args))
     if args.shards is None:
-        data.prepare_synthetic(out, params, force=args.force, status=status, users=cfg.users, items=cfg.items,
-                               seed=cfg.seed)
+        data.prepare_synthetic(
+            out, params, force=args.force, status=status, users=cfg.users, items=cfg.items, seed=cfg.seed
+        )
     else:
         batches = ((u, i, t, None) for u, i, t in synthetic.chunks(cfg))
-        shards.prepare_sharded(batches, out, params, args.shards, data.synthetic_source(cfg), force=args.force,
-                               status=status)
+        shards.prepare_sharded(
+            batches, out, params, args.shards, data.synthetic_source(cfg), force=args.force, status=status
+        )
     return out
 
 
@@ -242,9 +321,16 @@ def input_file(args: argparse.Namespace) -> Path:
 
 def describe_source(path: Path, fmt: str, info: dict[str, Any]) -> dict[str, Any]:
     """The manifest's `source`: the file, its hash and size, and how it was read."""
-    how = {k: v for k, v in info.items() if k not in ("type_order", "timed")}  # these two shape the read, not the source
-    return {"path": str(path.resolve()), "sha256": data.file_sha256(path), "bytes": path.stat().st_size,
-            "format": fmt, **how}
+    how = {
+        k: v for k, v in info.items() if k not in ("type_order", "timed")
+    }  # these two shape the read, not the source
+    return {
+        "path": str(path.resolve()),
+        "sha256": data.file_sha256(path),
+        "bytes": path.stat().st_size,
+        "format": fmt,
+        **how,
+    }
 
 
 def prep_file(args: argparse.Namespace, params: data.PrepParams, status: data.Status) -> Path:
@@ -255,8 +341,16 @@ def prep_file(args: argparse.Namespace, params: data.PrepParams, status: data.St
     readers.check_compression(path)
     fmt = args.format or readers.detect_format(path)
     status(f"reading {path} ({fmt})")
-    lf, info = readers.scan_log(path, fmt, user_col=args.user_col, item_col=args.item_col, time_col=args.time_col,
-                                type_col=args.type_col, time_unit=args.time_unit, separator=args.separator)
+    lf, info = readers.scan_log(
+        path,
+        fmt,
+        user_col=args.user_col,
+        item_col=args.item_col,
+        time_col=args.time_col,
+        type_col=args.type_col,
+        time_unit=args.time_unit,
+        separator=args.separator,
+    )
     status(f"hashing {path}")
     source = describe_source(path, fmt, info)
     if args.shards is None:
@@ -267,9 +361,18 @@ def prep_file(args: argparse.Namespace, params: data.PrepParams, status: data.St
         type_names: list[str] = []  # filled as the batches are read
         read_counts: dict[str, int] = {}
         batches = readers.event_batches(lf, info, path, fmt, args.batch_rows, type_names, read_counts)
-        shards.prepare_sharded(batches, out, params, args.shards, source, type_names=type_names,
-                               type_order=info.get("type_order", []), read_counts=read_counts, force=args.force,
-                               status=status)
+        shards.prepare_sharded(
+            batches,
+            out,
+            params,
+            args.shards,
+            source,
+            type_names=type_names,
+            type_order=info.get("type_order", []),
+            read_counts=read_counts,
+            force=args.force,
+            status=status,
+        )
     return out
 
 
@@ -292,9 +395,11 @@ def empty_split_warning(split: dict[str, Any]) -> str | None:
     missing = [name for name, key in (("validation", "valid_targets"), ("test", "test_targets")) if not split[key]]
     if not missing:
         return None
-    why = ("leave-one-out holds out a user's last two events only when the user has 3 or more"
-           if split["kind"] == "loo" else
-           "no user has an event between the validation and test cutoffs with an earlier event before it")
+    why = (
+        "leave-one-out holds out a user's last two events only when the user has 3 or more"
+        if split["kind"] == "loo"
+        else "no user has an event between the validation and test cutoffs with an earlier event before it"
+    )
     who = "train.py will refuse it" if "validation" in missing else "eval.py will have nothing to rank"
     return f"the split leaves no {' and no '.join(missing)} targets ({why}): {who}"
 

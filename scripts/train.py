@@ -75,8 +75,9 @@ if bf16 and device.type == "cpu" and main_process:
     except (AttributeError, RuntimeError):
         native_bf16 = True
     if not native_bf16:
-        cli.console.print("warning: this CPU has no native bfloat16 matrix products; --precision bf16 will be "
-                          "slower than fp32")
+        cli.console.print(
+            "warning: this CPU has no native bfloat16 matrix products; --precision bf16 will be slower than fp32"
+        )
 cli.keep_freed_memory()  # on CPU, reusing freed activations instead of page-faulting them in saves ~40% a step
 
 
@@ -90,8 +91,9 @@ def log(msg: str) -> None:
 if args.resume:  # args take the run's saved settings
     start = runs.resume(args, sys.argv[1:], log)
 else:
-    start = runs.start(args, DEMO_DATA, main_process=main_process, log=log,
-                       barrier=dist.barrier if world > 1 else lambda: None)
+    start = runs.start(
+        args, DEMO_DATA, main_process=main_process, log=log, barrier=dist.barrier if world > 1 else lambda: None
+    )
 run_dir, data_path, ckpt = start.run_dir, start.data_path, start.ckpt
 
 # A sharded data dir under torchrun: each rank reads only its shards (rank, rank + world, ...) and
@@ -99,21 +101,29 @@ run_dir, data_path, ckpt = start.run_dir, start.data_path, start.ckpt
 n_shards = shard_count(data_path)
 per_rank_data = n_shards > 0 and world > 1
 if per_rank_data and n_shards % world:
-    cli.fail(f"{data_path} has {n_shards} shards, not a multiple of the {world} processes; prep it with "
-             f"--shards {world * max(1, n_shards // world)}")
+    cli.fail(
+        f"{data_path} has {n_shards} shards, not a multiple of the {world} processes; prep it with "
+        f"--shards {world * max(1, n_shards // world)}"
+    )
 # a damaged data dir raises DataDirError (a ValueError): one sentence and exit 2 (report_uncaught_errors)
 data: DataDir = load_shards(data_path, range(rank, n_shards, world)) if per_rank_data else load_data_dir(data_path)
 args.data = str(Path(data.path).resolve())
 if args.loss == "sampled" and args.negatives > data.n_items:
-    cli.fail(f"--negatives ({args.negatives:,}) must be at most the {data.n_items:,} items of {data_path}; "
-             f"for a catalogue this small --loss ce is exact and cheap")
+    cli.fail(
+        f"--negatives ({args.negatives:,}) must be at most the {data.n_items:,} items of {data_path}; "
+        f"for a catalogue this small --loss ce is exact and cheap"
+    )
 if main_process and len(data.eval_targets("valid")[0]) == 0:
-    cli.fail(f"{data_path} has no validation targets, and training keeps the weights of the best validation "
-             f"epoch; prep it with a validation split")
+    cli.fail(
+        f"{data_path} has no validation targets, and training keeps the weights of the best validation "
+        f"epoch; prep it with a validation split"
+    )
 filter_seen = resolve_filter_seen(args.filter_seen, data)
 if ckpt is not None and ckpt["model_config"]["n_items"] != data.n_items:
-    cli.fail(f"cannot resume: the checkpoint was trained on {ckpt['model_config']['n_items']:,} items but "
-             f"{data_path} now has {data.n_items:,} (was it prepared again?)")
+    cli.fail(
+        f"cannot resume: the checkpoint was trained on {ckpt['model_config']['n_items']:,} items but "
+        f"{data_path} now has {data.n_items:,} (was it prepared again?)"
+    )
 
 # ----------------------------------------------------------------------------- model and optimizer
 seed = args.seed
@@ -121,36 +131,66 @@ random.seed(seed)
 np.random.seed(seed)
 torch.manual_seed(seed)
 model_cfg = ModelConfig(
-    n_items=data.n_items, max_len=args.window, dim=args.dim, layers=args.layers, heads=args.heads, ffn=args.ffn,
-    dropout=args.dropout, item_emb=args.item_emb, kshift_k=args.kshift_k, kshift_compression=args.kshift_compression,
-    kshift_scheme=args.kshift_scheme, kshift_seed=args.kshift_seed, n_types=data.n_types,
+    n_items=data.n_items,
+    max_len=args.window,
+    dim=args.dim,
+    layers=args.layers,
+    heads=args.heads,
+    ffn=args.ffn,
+    dropout=args.dropout,
+    item_emb=args.item_emb,
+    kshift_k=args.kshift_k,
+    kshift_compression=args.kshift_compression,
+    kshift_scheme=args.kshift_scheme,
+    kshift_seed=args.kshift_seed,
+    n_types=data.n_types,
 )
 model = SASRec(model_cfg).to(device)
 raw_model = model
 optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
 if world > 1:
-    model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    model = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
 if args.compile:
     model = torch.compile(model)
 
 n_params = sum(p.numel() for p in raw_model.parameters())
 mem = embedding_memory_bytes(model_cfg)
-log(f"data {data.path}: {data.n_users:,} users, {data.n_items:,} items, {data.n_events:,} events"
-    + (f" (rank 0's shards of {n_shards}; each rank reads its own)" if per_rank_data else ""))
-log(f"model: {n_params:,} parameters; item embedding {mem['params_bytes'] / 2**20:,.1f} MiB "
-    f"(+{mem['adam_bytes'] / 2**20:,.1f} MiB AdamW state; a full table would be {mem['full_table_bytes'] / 2**20:,.1f} MiB)")
+log(
+    f"data {data.path}: {data.n_users:,} users, {data.n_items:,} items, {data.n_events:,} events"
+    + (f" (rank 0's shards of {n_shards}; each rank reads its own)" if per_rank_data else "")
+)
+log(
+    f"model: {n_params:,} parameters; item embedding {mem['params_bytes'] / 2**20:,.1f} MiB "
+    f"(+{mem['adam_bytes'] / 2**20:,.1f} MiB AdamW state; a full table would be {mem['full_table_bytes'] / 2**20:,.1f} MiB)"
+)
 if model_cfg.item_emb == "kshift":
-    log(f"k-shift: k={model_cfg.kshift_k}, {raw_model.item_emb.n_rows:,} rows, scheme {model_cfg.kshift_scheme}; "
-        f"{raw_model.item_emb.collision_share():.2%} of items share their whole row set with another item")
-item_counts = (torch.from_numpy(data.training_item_counts())  # (N+1,) training events only: no target leaks
-               if args.loss == "sampled" and args.sampler == "popularity" else None)
+    log(
+        f"k-shift: k={model_cfg.kshift_k}, {raw_model.item_emb.n_rows:,} rows, scheme {model_cfg.kshift_scheme}; "
+        f"{raw_model.item_emb.collision_share():.2%} of items share their whole row set with another item"
+    )
+item_counts = (
+    torch.from_numpy(data.training_item_counts())  # (N+1,) training events only: no target leaks
+    if args.loss == "sampled" and args.sampler == "popularity"
+    else None
+)
 
 
 # ----------------------------------------------------------------------------- windows per epoch
 def windows_of(epoch: int) -> EpochWindows:
-    return epoch_windows(data.offsets, data.train_end, regime=regime_of(args.regime, epoch, args.mixed_epochs),
-                         window=args.window, stride=args.stride, min_len=args.min_len, max_history=args.max_history,
-                         per_seq=args.per_seq, seed=seed * 1_000_003 + epoch, sessions=data.sessions)
+    return epoch_windows(
+        data.offsets,
+        data.train_end,
+        regime=regime_of(args.regime, epoch, args.mixed_epochs),
+        window=args.window,
+        stride=args.stride,
+        min_len=args.min_len,
+        max_history=args.max_history,
+        per_seq=args.per_seq,
+        seed=seed * 1_000_003 + epoch,
+        sessions=data.sessions,
+    )
 
 
 # Every epoch of one regime has the same number of windows (random draws a fixed number per user).
@@ -172,15 +212,19 @@ if total_steps == 0:
 
 
 warmup = args.warmup_steps if args.warmup_steps is not None else default_warmup_steps(sizes[epoch_regimes[0]])
-log(f"schedule: {warmup} warm-up steps, then {args.schedule}; {total_steps:,} steps in {args.epochs} epochs; "
+log(
+    f"schedule: {warmup} warm-up steps, then {args.schedule}; {total_steps:,} steps in {args.epochs} epochs; "
     f"validation ranks {'without' if filter_seen else 'with'} the user's seen items "
-    f"(--filter-seen {args.filter_seen})")
+    f"(--filter-seen {args.filter_seen})"
+)
 scheduler = torch.optim.lr_scheduler.LambdaLR(
-    optimizer, lambda step: lr_factor(step, warmup=warmup, total=total_steps, schedule=args.schedule))
+    optimizer, lambda step: lr_factor(step, warmup=warmup, total=total_steps, schedule=args.schedule)
+)
 
 
-def loss_fn(hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Generator,
-            targets_per_step: float | None = None) -> tuple[torch.Tensor, float]:
+def loss_fn(
+    hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Generator, targets_per_step: float | None = None
+) -> tuple[torch.Tensor, float]:
     """(loss to backpropagate, mean loss over the global batch for logging).
 
     The step's gradient is that of the mean over its targets; with `targets_per_step` (the epoch's
@@ -194,8 +238,16 @@ def loss_fn(hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Genera
     elif args.loss == "chunked":
         loss = chunked_cross_entropy(h, raw_model.item_table(), t, chunk_size=args.loss_chunk)
     else:
-        loss = sampled_softmax(h, raw_model.item_vectors, t, args.negatives, sampler=args.sampler,
-                               item_counts=item_counts, generator=generator, n_items=data.n_items)
+        loss = sampled_softmax(
+            h,
+            raw_model.item_vectors,
+            t,
+            args.negatives,
+            sampler=args.sampler,
+            item_counts=item_counts,
+            generator=generator,
+            n_items=data.n_items,
+        )
     if world == 1:
         return (loss if targets_per_step is None else loss * (len(t) / targets_per_step)), loss.item()
     # DDP averages gradients over ranks; weighting each rank's mean by its share of the global
@@ -207,8 +259,19 @@ def loss_fn(hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Genera
 
 
 # ----------------------------------------------------------------------------- state
-state = {"epoch": 0, "batch": 0, "step": 0, "best_ndcg": -1.0, "best_epoch": -1, "bad_epochs": 0,
-         "train_seconds": 0.0, "tokens": 0, "examples": 0, "loader_wait_seconds": 0.0, "ep": {}}
+state = {
+    "epoch": 0,
+    "batch": 0,
+    "step": 0,
+    "best_ndcg": -1.0,
+    "best_epoch": -1,
+    "bad_epochs": 0,
+    "train_seconds": 0.0,
+    "tokens": 0,
+    "examples": 0,
+    "loader_wait_seconds": 0.0,
+    "ep": {},
+}
 neg_gen = torch.Generator().manual_seed(seed * 7919 + rank)
 if ckpt is not None:
     raw_model.load_state_dict(ckpt["model"])
@@ -230,10 +293,22 @@ if main_process:
 def save_checkpoint() -> None:
     if not main_process:
         return
-    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-           "negatives": neg_gen.get_state(), "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
-    blob = {"model": raw_model.state_dict(), "model_config": model_cfg.to_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": rng, "state": dict(state), "config": vars(args)}
+    rng = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "negatives": neg_gen.get_state(),
+        "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+    }
+    blob = {
+        "model": raw_model.state_dict(),
+        "model_config": model_cfg.to_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng,
+        "state": dict(state),
+        "config": vars(args),
+    }
     with cli.atomic_write(run_dir / "ckpt.pt") as tmp:
         torch.save(blob, tmp)
 
@@ -268,19 +343,30 @@ with progress:
         window_lengths = w.stop - w.start if args.group_by_length else None
         # Grouped batches differ in size (a batch of short windows has few targets): weigh each
         # target the same, as in randomly composed batches, not each batch.
-        targets_per_step = (float(w.n_targets(args.targets == "fresh").mean()) * args.batch_size * world
-                            if args.group_by_length else None)
+        targets_per_step = (
+            float(w.n_targets(args.targets == "fresh").mean()) * args.batch_size * world
+            if args.group_by_length
+            else None
+        )
         if per_rank_data:  # this rank's own windows, cut to the steps every rank has
             steps = sizes[regime_of(args.regime, epoch, args.mixed_epochs)]
-            order = shuffled_order(len(w), seed * 1_000_003 + rank, epoch, args.batch_size,
-                                   lengths=window_lengths)[: steps * args.batch_size]
+            order = shuffled_order(len(w), seed * 1_000_003 + rank, epoch, args.batch_size, lengths=window_lengths)[
+                : steps * args.batch_size
+            ]
         else:
             order = shuffled_order(len(w), seed, epoch, args.batch_size, rank, world, lengths=window_lengths)
         stopped_early = False
         t0 = tw = time.perf_counter()
-        for inputs, targets, types_in in iter_batches(data.items, data.types, w, order, batch_size=args.batch_size,
-                                                      window=args.window, fresh_only=args.targets == "fresh",
-                                                      skip=state["batch"]):
+        for inputs, targets, types_in in iter_batches(
+            data.items,
+            data.types,
+            w,
+            order,
+            batch_size=args.batch_size,
+            window=args.window,
+            fresh_only=args.targets == "fresh",
+            skip=state["batch"],
+        ):
             ep["wait"] += time.perf_counter() - tw
             inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             types_in = types_in.to(device) if types_in is not None else None
@@ -288,9 +374,14 @@ with progress:
                 hidden = model(inputs, types_in)  # (B, T, d)
                 loss, loss_value = loss_fn(hidden, targets, neg_gen, targets_per_step)
             if not math.isfinite(loss_value):
-                last_good = (f"the last good checkpoint is {run_dir / 'ckpt.pt'}" if (run_dir / "ckpt.pt").exists()
-                             else "there is no checkpoint yet; try a lower --lr")
-                cli.console.print(f"loss became {loss_value} at epoch {epoch}, step {state['step']}; stopping: {last_good}")
+                last_good = (
+                    f"the last good checkpoint is {run_dir / 'ckpt.pt'}"
+                    if (run_dir / "ckpt.pt").exists()
+                    else "there is no checkpoint yet; try a lower --lr"
+                )
+                cli.console.print(
+                    f"loss became {loss_value} at epoch {epoch}, step {state['step']}; stopping: {last_good}"
+                )
                 raise SystemExit(1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -305,10 +396,17 @@ with progress:
             ep["loss_sum"] += loss_value
             ep["steps"] += 1
             now = time.perf_counter()
-            progress.update(bar, advance=1, description=f"epoch {epoch + 1}/{args.epochs} loss {ep['loss_sum'] / ep['steps']:.4f} "
-                                                        f"{ep['tokens'] / max(1e-9, ep['seconds'] + now - t0) / 1e3:,.1f}k tok/s")
-            if ((args.max_train_seconds is not None and state["train_seconds"] + now - t0 >= args.max_train_seconds)
-                    or (args.max_steps is not None and state["step"] >= args.max_steps) or stop_requested()):
+            progress.update(
+                bar,
+                advance=1,
+                description=f"epoch {epoch + 1}/{args.epochs} loss {ep['loss_sum'] / ep['steps']:.4f} "
+                f"{ep['tokens'] / max(1e-9, ep['seconds'] + now - t0) / 1e3:,.1f}k tok/s",
+            )
+            if (
+                (args.max_train_seconds is not None and state["train_seconds"] + now - t0 >= args.max_train_seconds)
+                or (args.max_steps is not None and state["step"] >= args.max_steps)
+                or stop_requested()
+            ):
                 stopped_early = True
                 break
             tw = time.perf_counter()
@@ -316,8 +414,13 @@ with progress:
         ep["seconds"] += seconds
         state["train_seconds"] += seconds
         if stopped_early:
-            stop_reason = ("interrupted" if stop_requested() else
-                           "max_steps" if args.max_steps is not None and state["step"] >= args.max_steps else "max_train_seconds")
+            stop_reason = (
+                "interrupted"
+                if stop_requested()
+                else "max_steps"
+                if args.max_steps is not None and state["step"] >= args.max_steps
+                else "max_train_seconds"
+            )
         else:
             if world > 1:  # count what every rank processed
                 counts = torch.tensor([ep["tokens"], ep["examples"]], dtype=torch.int64)
@@ -332,8 +435,15 @@ with progress:
         record = None
         if main_process and stop_reason != "interrupted":  # an interrupted run stops at once
             tv = time.perf_counter()
-            _, ranks = evaluate(raw_model, data, "valid", batch_size=args.eval_batch_size, device=device,
-                                filter_seen=filter_seen, sample=args.valid_sample)
+            _, ranks = evaluate(
+                raw_model,
+                data,
+                "valid",
+                batch_size=args.eval_batch_size,
+                device=device,
+                filter_seen=filter_seen,
+                sample=args.valid_sample,
+            )
             valid = metrics_from_ranks(ranks) if len(ranks) else {}
             ndcg = valid.get("NDCG@10", float("nan"))
             improved = ndcg > state["best_ndcg"]
@@ -342,19 +452,33 @@ with progress:
                 save_best()
             else:
                 state["bad_epochs"] += 1
-            record = {"epoch": epoch, "partial": stopped_early, "loss": ep["loss_sum"] / max(1, ep["steps"]), "train_seconds": ep["seconds"],
-                      "eval_seconds": time.perf_counter() - tv, "tokens": ep["tokens"],
-                      "examples": ep["examples"], "tokens_per_second": ep["tokens"] / ep["seconds"],
-                      "loader_wait_share": ep["wait"] / ep["seconds"], "peak_memory_bytes": peak_memory_bytes(),
-                      "lr": scheduler.get_last_lr()[0], "filter_seen": filter_seen, "valid": valid}
+            record = {
+                "epoch": epoch,
+                "partial": stopped_early,
+                "loss": ep["loss_sum"] / max(1, ep["steps"]),
+                "train_seconds": ep["seconds"],
+                "eval_seconds": time.perf_counter() - tv,
+                "tokens": ep["tokens"],
+                "examples": ep["examples"],
+                "tokens_per_second": ep["tokens"] / ep["seconds"],
+                "loader_wait_share": ep["wait"] / ep["seconds"],
+                "peak_memory_bytes": peak_memory_bytes(),
+                "lr": scheduler.get_last_lr()[0],
+                "filter_seen": filter_seen,
+                "valid": valid,
+            }
             with open(run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
-            log(f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid NDCG@10 {ndcg:.4f} HR@10 {valid.get('HR@10', float('nan')):.4f}"
+            log(
+                f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid NDCG@10 {ndcg:.4f} HR@10 {valid.get('HR@10', float('nan')):.4f}"
                 f"{' (best)' if improved else ''}, {record['tokens_per_second'] / 1e3:,.1f}k tok/s, {ep['seconds']:.1f} s, "
-                f"loader wait {record['loader_wait_share']:.1%}")
+                f"loader wait {record['loader_wait_share']:.1%}"
+            )
         if stopped_early:  # validated what the budget allowed; the epoch itself resumes later
             save_checkpoint()
-            log(f"stopped in epoch {epoch + 1} after batch {state['batch']} ({stop_reason}); continue with --resume {run_dir}")
+            log(
+                f"stopped in epoch {epoch + 1} after batch {state['batch']} ({stop_reason}); continue with --resume {run_dir}"
+            )
             break
         state["epoch"] += 1
         state["batch"] = 0
@@ -365,7 +489,9 @@ with progress:
             state["bad_epochs"] = int(flag.item())
         if args.patience and state["bad_epochs"] >= args.patience:
             stop_reason = "early_stopping"
-            log(f"no better validation NDCG@10 for {args.patience} epochs: stopping (best epoch {state['best_epoch'] + 1})")
+            log(
+                f"no better validation NDCG@10 for {args.patience} epochs: stopping (best epoch {state['best_epoch'] + 1})"
+            )
             break
 
 # ----------------------------------------------------------------------------- summary
@@ -375,14 +501,28 @@ if main_process:
     tokens, examples = state["tokens"] + partial["tokens"], state["examples"] + partial["examples"]
     loader_wait = state["loader_wait_seconds"] + partial["wait"]
     summary = {
-        "run_dir": str(run_dir), "data": args.data, "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "precision": "bf16" if bf16 else "fp32", "world_size": world, "regime": args.regime, "stride": args.stride, "window": args.window,
-        "stop_reason": stop_reason, "epochs": state["epoch"], "steps": state["step"],
-        "train_seconds": state["train_seconds"], "tokens": tokens, "examples": examples,
+        "run_dir": str(run_dir),
+        "data": args.data,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "precision": "bf16" if bf16 else "fp32",
+        "world_size": world,
+        "regime": args.regime,
+        "stride": args.stride,
+        "window": args.window,
+        "stop_reason": stop_reason,
+        "epochs": state["epoch"],
+        "steps": state["step"],
+        "train_seconds": state["train_seconds"],
+        "tokens": tokens,
+        "examples": examples,
         "tokens_per_second": tokens / max(1e-9, state["train_seconds"]),
         "loader_wait_share": loader_wait / max(1e-9, state["train_seconds"]),
-        "peak_memory_bytes": peak_memory_bytes(), "parameters": n_params, "embedding_memory": mem,
-        "best_epoch": state["best_epoch"], "best_valid_ndcg10": state["best_ndcg"], "filter_seen": filter_seen,
+        "peak_memory_bytes": peak_memory_bytes(),
+        "parameters": n_params,
+        "embedding_memory": mem,
+        "best_epoch": state["best_epoch"],
+        "best_valid_ndcg10": state["best_ndcg"],
+        "filter_seen": filter_seen,
         "warmup_steps": warmup,
     }
     with cli.atomic_write(run_dir / "summary.json") as tmp:

@@ -87,7 +87,9 @@ def test_fail_and_stage_main(capsys):
     with pytest.raises(SystemExit) as e:
         cli.stage_main(too_big)
     assert e.value.code == 2
-    assert re.fullmatch(r"error: windows: the output needs \S+ GiB, more than could be allocated\n", capsys.readouterr().err)
+    assert re.fullmatch(
+        r"error: windows: the output needs \S+ GiB, more than could be allocated\n", capsys.readouterr().err
+    )
 
     def bug() -> None:
         raise KeyError("not bad input: a bug keeps its traceback")
@@ -100,8 +102,11 @@ def test_fail_and_stage_main(capsys):
     "raise_, status, stderr",
     [
         ("raise ValueError('--x must be 1\\nmore')", 2, "error: --x must be 1\n"),
-        ("raise RuntimeError(\"DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes\")", 2,
-         "error: DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes\n"),
+        (
+            'raise RuntimeError("DefaultCPUAllocator: can\'t allocate memory: you tried to allocate 8 bytes")',
+            2,
+            "error: DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes\n",
+        ),
         ("raise KeyboardInterrupt", None, "interrupted\n"),
     ],
 )
@@ -113,17 +118,25 @@ def test_a_top_to_bottom_script_ends_on_errors_like_stage_main(raise_, status, s
         assert proc.returncode == status
     else:  # Python ends an uncaught Ctrl-C as killed by SIGINT
         assert proc.returncode in (-2, 130)
-    bug = subprocess.run([sys.executable, "-c", "from longrec_core import cli\ncli.report_uncaught_errors()\n{}['k']"],
-                         capture_output=True, text=True, timeout=60)
+    bug = subprocess.run(
+        [sys.executable, "-c", "from longrec_core import cli\ncli.report_uncaught_errors()\n{}['k']"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bug.returncode == 1 and "Traceback" in bug.stderr and "KeyError" in bug.stderr
 
 
 def test_check_int():
     cli.check_int("--k", None, 1)
     cli.check_int("--k", 2**63 - 1, 1)
-    for value, message in [(0, "--k must be >= 1, got 0"), (2**63, "--k must be <= 9,223,372,036,854,775,807"),
-                           ("8", "--k must be an integer, got '8'"), (True, "--k must be an integer, got True"),
-                           (2.0, "--k must be an integer, got 2.0")]:
+    for value, message in [
+        (0, "--k must be >= 1, got 0"),
+        (2**63, "--k must be <= 9,223,372,036,854,775,807"),
+        ("8", "--k must be an integer, got '8'"),
+        (True, "--k must be an integer, got True"),
+        (2.0, "--k must be an integer, got 2.0"),
+    ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             cli.check_int("--k", value, 1)
 
@@ -160,7 +173,9 @@ def test_argument_parser_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         p.parse_args(["--split", "random"])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.startswith("error: argument --split: invalid choice") and len(err.splitlines()) == 1
+    assert (
+        e.value.code == 2 and err.startswith("error: argument --split: invalid choice") and len(err.splitlines()) == 1
+    )
 
 
 def test_torch_device_follows_the_choice_and_refuses_a_missing_cuda(capsys):

@@ -52,9 +52,9 @@ def ref_windows(offsets, ends, window, stride, min_len, max_history, regime):
 def ref_gather(items, start, stop, length):
     out = np.zeros((len(start), length + 1), dtype=np.int64)
     for r, (s, e) in enumerate(zip(start, stop)):
-        row = items[s:e][-(length + 1):]
+        row = items[s:e][-(length + 1) :]
         if len(row):
-            out[r, -len(row):] = row
+            out[r, -len(row) :] = row
     return out
 
 
@@ -114,7 +114,9 @@ def test_windows_match_reference(seed, n_users, window, stride, min_len, max_his
     ends = None
     if with_ends:
         ends = np.array([rng.integers(offsets[u], offsets[u + 1] + 1) for u in range(n_users)], dtype=np.int64)
-    got = lc.windows(offsets, ends, window=window, stride=stride, min_len=min_len, max_history=max_history, regime=regime)
+    got = lc.windows(
+        offsets, ends, window=window, stride=stride, min_len=min_len, max_history=max_history, regime=regime
+    )
     want = ref_windows(offsets, ends, window, stride, min_len, max_history, regime)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w.reshape(-1))
@@ -133,8 +135,14 @@ def ref_session_windows(offsets, sessions, ends, window, max_history):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(0, 15), st.integers(1, 12), st.integers(1, 6),
-       st.one_of(st.none(), st.integers(1, 25)), st.booleans())
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 15),
+    st.integers(1, 12),
+    st.integers(1, 6),
+    st.one_of(st.none(), st.integers(1, 25)),
+    st.booleans(),
+)
 def test_session_windows_match_reference_and_take_each_target_once(seed, n_users, window, gap, max_history, with_ends):
     rng = np.random.default_rng(seed)
     offsets, ts = random_log(rng, n_users, 40)
@@ -153,8 +161,10 @@ def test_session_windows_match_reference_and_take_each_target_once(seed, n_users
     session_of_first = np.searchsorted(sessions, first, side="right") - 1
     assert np.all(stop <= sessions[session_of_first + 1])
     targets = np.concatenate([np.arange(f, s) for f, s in zip(first, stop)]) if len(seq) else np.zeros(0, np.int64)
-    want = np.concatenate([np.arange(a + 1, b_) for _, a, b_ in spans(offsets, ends, max_history) if b_ > a + 1]
-                          or [np.zeros(0, np.int64)])
+    want = np.concatenate(
+        [np.arange(a + 1, b_) for _, a, b_ in spans(offsets, ends, max_history) if b_ > a + 1]
+        or [np.zeros(0, np.int64)]
+    )
     np.testing.assert_array_equal(targets, want)  # every training event but the first, once, in order
 
 
@@ -309,7 +319,10 @@ READ_ONLY_OUT.flags.writeable = False
         (lambda: lc.windows([0, 5], window=0, stride=1), r"window: must be at least 1"),
         (lambda: lc.windows([0, 5, 3, 9], window=2, stride=1), r"offsets: decreases at index 2: 3 after 5"),
         (lambda: lc.windows([0, 5, 3, 9], [5, 3, 9], window=2, stride=1), r"offsets: decreases at index 2"),
-        (lambda: lc.sample_windows([0, 2**62, 0], window=2, seed=0, max_history=2**62), r"offsets: decreases at index 2"),
+        (
+            lambda: lc.sample_windows([0, 2**62, 0], window=2, seed=0, max_history=2**62),
+            r"offsets: decreases at index 2",
+        ),
         (lambda: lc.windows([0, 5], window=2, stride=0), r"stride: must be at least 1"),
         (lambda: lc.windows([0, 5], window=2, stride=1, min_len=1), r"min_len: must be at least 2"),
         (lambda: lc.windows([0, 5], window=2, stride=1, max_history=0), r"max_history"),
@@ -322,7 +335,10 @@ READ_ONLY_OUT.flags.writeable = False
         (lambda: lc.gather([1, 2, 3], [0], [1], length=0), r"length"),
         (lambda: lc.gather([1, 2, 3], [0, 1], [1, 2], length=2**62), r"length: .* would not fit in memory"),
         # no rows, but a row stride in bytes that overflows (this used to crash NumPy)
-        (lambda: lc.gather([1, 2, 3], np.zeros(0, np.int64), np.zeros(0, np.int64), length=2**62), r"length: .* would not fit"),
+        (
+            lambda: lc.gather([1, 2, 3], np.zeros(0, np.int64), np.zeros(0, np.int64), length=2**62),
+            r"length: .* would not fit",
+        ),
         (lambda: lc.gather([1, 2, 3], [0], [1], length=2, out=np.zeros((1, 4), np.int64)), r"out has shape \(1, 4\)"),
         (lambda: lc.gather([1, 2, 3], [0, 0], [1, 1], length=2, out=np.zeros((3, 2), np.int64).T), r"C-contig"),
         (lambda: lc.gather([1, 2, 3], [0], [1], length=2, out=np.zeros((1, 3), np.int64)[:, ::-1]), r"C-contig"),
@@ -344,9 +360,15 @@ def test_bad_input_raises_value_error(call, match):
     "call, match",
     [
         # valid arguments whose output (2^40 windows, 2^50 windows, 2^20 rows of 2^30) no machine holds
-        (lambda: lc.windows([0, 2**40], window=200, stride=1), r"windows: the output needs .* GiB, more than could be allocated"),
+        (
+            lambda: lc.windows([0, 2**40], window=200, stride=1),
+            r"windows: the output needs .* GiB, more than could be allocated",
+        ),
         (lambda: lc.sample_windows([0, 5], window=2, per_seq=2**50, seed=0), r"sample_windows: the output needs"),
-        (lambda: lc.gather([1, 2, 3], np.zeros(2**20, np.int64), np.ones(2**20, np.int64), length=2**30), r"gather: the output needs"),
+        (
+            lambda: lc.gather([1, 2, 3], np.zeros(2**20, np.int64), np.ones(2**20, np.int64), length=2**30),
+            r"gather: the output needs",
+        ),
     ],
 )
 def test_outputs_too_big_raise_memory_error(call, match):
@@ -373,11 +395,25 @@ def test_wrong_dtype_or_shape_raises_type_error(call, match):
 # Edge values for every integer argument: around 0, the int32/int64 limits and powers of two.
 EDGE = st.sampled_from([0, 1, 2, 3, 5, 7, 64, -1, -2, 2**31, 2**32, 2**62, 2**63 - 1, -(2**63)])
 SMALL = st.lists(EDGE, max_size=6).map(lambda v: np.array(v, np.int64))
-OFFSETS = st.lists(st.integers(0, 12), max_size=6).map(lambda n: np.concatenate([[0], np.cumsum(n)]).astype(np.int64)) | SMALL
+OFFSETS = (
+    st.lists(st.integers(0, 12), max_size=6).map(lambda n: np.concatenate([[0], np.cumsum(n)]).astype(np.int64)) | SMALL
+)
 
 
-@pytest.mark.parametrize("name", ["group", "sessionize", "windows", "sample_windows", "session_windows", "gather",
-                                  "kshift_rows", "leave_one_out_ends", "temporal_ends"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "group",
+        "sessionize",
+        "windows",
+        "sample_windows",
+        "session_windows",
+        "gather",
+        "kshift_rows",
+        "leave_one_out_ends",
+        "temporal_ends",
+    ],
+)
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_extreme_arguments_raise_errors_never_crash(name, data):
@@ -391,15 +427,35 @@ def test_extreme_arguments_raise_errors_never_crash(name, data):
     calls = {
         "group": lambda: lc.group(d(SMALL), d(SMALL)),
         "sessionize": lambda: lc.sessionize(d(OFFSETS), d(SMALL), d(EDGE)),
-        "windows": lambda: lc.windows(d(OFFSETS), ends, window=d(EDGE), stride=d(EDGE), min_len=d(EDGE),
-                                      max_history=hist, regime=d(st.sampled_from(["sliding", "last"]))),
-        "sample_windows": lambda: lc.sample_windows(d(OFFSETS), ends, window=d(EDGE), per_seq=d(EDGE), min_len=d(EDGE),
-                                                    max_history=hist, seed=d(st.integers(0, 2**64 - 1))),
-        "session_windows": lambda: lc.session_windows(d(OFFSETS), d(OFFSETS | SMALL), ends, window=d(EDGE),
-                                                      max_history=hist),
+        "windows": lambda: lc.windows(
+            d(OFFSETS),
+            ends,
+            window=d(EDGE),
+            stride=d(EDGE),
+            min_len=d(EDGE),
+            max_history=hist,
+            regime=d(st.sampled_from(["sliding", "last"])),
+        ),
+        "sample_windows": lambda: lc.sample_windows(
+            d(OFFSETS),
+            ends,
+            window=d(EDGE),
+            per_seq=d(EDGE),
+            min_len=d(EDGE),
+            max_history=hist,
+            seed=d(st.integers(0, 2**64 - 1)),
+        ),
+        "session_windows": lambda: lc.session_windows(
+            d(OFFSETS), d(OFFSETS | SMALL), ends, window=d(EDGE), max_history=hist
+        ),
         "gather": lambda: lc.gather(d(SMALL), d(SMALL), d(SMALL), length=d(EDGE), pad=d(EDGE)),
-        "kshift_rows": lambda: lc.kshift_rows(d(SMALL), k=d(EDGE), rows=d(EDGE), seed=d(st.integers(0, 2**64 - 1)),
-                                              scheme=d(st.sampled_from(["mix", "rotate", "rotate_signed"]))),
+        "kshift_rows": lambda: lc.kshift_rows(
+            d(SMALL),
+            k=d(EDGE),
+            rows=d(EDGE),
+            seed=d(st.integers(0, 2**64 - 1)),
+            scheme=d(st.sampled_from(["mix", "rotate", "rotate_signed"])),
+        ),
         "leave_one_out_ends": lambda: lc.leave_one_out_ends(d(OFFSETS), d(EDGE), d(EDGE)),
         "temporal_ends": lambda: lc.temporal_ends(d(OFFSETS), d(SMALL), d(EDGE)),
     }

@@ -74,7 +74,10 @@ def random_log(rng: np.random.Generator, n: int, n_users: int, n_items: int, wit
     ts = rng.integers(0, 40, n) * 700  # many equal times: order ties must keep input order
     types = rng.integers(1, 4, n).astype(np.int8) if with_types else None
     return Log(
-        user=user, item=item, ts=ts, types=types,
+        user=user,
+        item=item,
+        ts=ts,
+        types=types,
         user_ids=pl.Series("id", [f"u{k:03d}" for k in range(n_users)]),  # sorted = code order
         item_ids=pl.Series("id", np.arange(n_items) * 10 + 7),
         type_names=["view", "cart", "buy"] if with_types else [],
@@ -91,12 +94,17 @@ PARAMS = [
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("params", PARAMS, ids=lambda p: "-".join(f"{k}" for k, v in vars(p).items() if v not in (False, 1, 1800, "loo", None)) or "default")
+@pytest.mark.parametrize(
+    "params",
+    PARAMS,
+    ids=lambda p: "-".join(f"{k}" for k, v in vars(p).items() if v not in (False, 1, 1800, "loo", None)) or "default",
+)
 def test_prepare_matches_reference(tmp_path, seed, params):
     rng = np.random.default_rng(seed)
     log = random_log(rng, 600, 25, 40, with_types=seed == 1)
-    ref = ref_prepare(log.user.tolist(), log.item.tolist(), log.ts.tolist(),
-                      None if log.types is None else log.types.tolist(), params)
+    ref = ref_prepare(
+        log.user.tolist(), log.item.tolist(), log.ts.tolist(), None if log.types is None else log.types.tolist(), params
+    )
     with_types = log.types is not None
     out = data.prepare(log, tmp_path / "d", params, {"format": "test"})  # consumes the log's arrays
     d = data.load_data_dir(out, verify=True)
@@ -114,8 +122,12 @@ def test_prepare_matches_reference(tmp_path, seed, params):
     assert users_t["id"].to_list() == [f"u{u:03d}" for u in ref["users"]]
     assert d.n_items == len(ref["item_order"]) and d.n_users == len(ref["users"])
     # Sessions: a start at each user start and after each gap > session_gap.
-    starts = [i for u in range(d.n_users) for i in range(ref["offsets"][u], ref["offsets"][u + 1])
-              if i == ref["offsets"][u] or ref["ts"][i] - ref["ts"][i - 1] > params.session_gap]
+    starts = [
+        i
+        for u in range(d.n_users)
+        for i in range(ref["offsets"][u], ref["offsets"][u + 1])
+        if i == ref["offsets"][u] or ref["ts"][i] - ref["ts"][i - 1] > params.session_gap
+    ]
     assert d.sessions.tolist() == starts + [len(ref["items"])]
     # Leave-one-out: test = last, valid = second last, for users with >= 3 events.
     for u in range(d.n_users):
@@ -130,8 +142,12 @@ def test_prepare_matches_reference(tmp_path, seed, params):
 
 
 def test_prepare_is_deterministic_and_drops_nothing_by_default(tmp_path):
-    a = data.prepare(random_log(np.random.default_rng(3), 300, 10, 20, False), tmp_path / "a", PrepParams(), {"format": "test"})
-    b = data.prepare(random_log(np.random.default_rng(3), 300, 10, 20, False), tmp_path / "b", PrepParams(), {"format": "test"})
+    a = data.prepare(
+        random_log(np.random.default_rng(3), 300, 10, 20, False), tmp_path / "a", PrepParams(), {"format": "test"}
+    )
+    b = data.prepare(
+        random_log(np.random.default_rng(3), 300, 10, 20, False), tmp_path / "b", PrepParams(), {"format": "test"}
+    )
     ma, mb = (json.loads((p / "manifest.json").read_text()) for p in (a, b))
     assert ma == mb and ma["counts"]["events"] == 300
     for f in ("items.npy", "ts.npy", "offsets.npy", "sessions.npy", "items.parquet", "users.parquet"):
@@ -142,8 +158,14 @@ def test_prepare_refuses_empty_results(tmp_path):
     log = random_log(np.random.default_rng(0), 50, 5, 10, with_types=False)
     with pytest.raises(ValueError, match="no events are left"):
         data.prepare(log, tmp_path / "d", PrepParams(min_user_len=1000), {})
-    empty = Log(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), None,
-                pl.Series([], dtype=pl.Int64), pl.Series([], dtype=pl.Int64))
+    empty = Log(
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int64),
+        None,
+        pl.Series([], dtype=pl.Int64),
+        pl.Series([], dtype=pl.Int64),
+    )
     with pytest.raises(ValueError, match="no events"):
         data.prepare(empty, tmp_path / "d", PrepParams(), {})
     assert list(tmp_path.iterdir()) == []  # nothing half-written
@@ -156,8 +178,14 @@ def small_log() -> Log:
     # user 0: times 10, 20, 30, 40; user 1: 35, 50; user 2: 5; user 3: 60, 70 (all after cutoffs)
     user = np.array([0, 0, 0, 0, 1, 1, 2, 3, 3])
     ts = np.array([10, 20, 30, 40, 35, 50, 5, 60, 70])
-    return Log(user=user, item=np.arange(9) % 4, ts=ts, types=None,
-               user_ids=pl.Series("id", [1, 2, 3, 4]), item_ids=pl.Series("id", [1, 2, 3, 4]))
+    return Log(
+        user=user,
+        item=np.arange(9) % 4,
+        ts=ts,
+        types=None,
+        user_ids=pl.Series("id", [1, 2, 3, 4]),
+        item_ids=pl.Series("id", [1, 2, 3, 4]),
+    )
 
 
 def test_temporal_split(tmp_path):
@@ -167,8 +195,14 @@ def test_temporal_split(tmp_path):
     assert d.offsets.tolist() == [0, 4, 6, 7, 9]
     assert d.train_end.tolist() == [2, 4, 7, 7]  # first event with ts >= 30
     assert d.valid_end.tolist() == [3, 5, 7, 7]  # first event with ts >= 40
-    assert d.manifest["split"] == {"kind": "temporal", "valid_cutoff": 30, "test_cutoff": 40,
-                                   "train_events": 2 + 0 + 1 + 0, "valid_targets": 1, "test_targets": 2}
+    assert d.manifest["split"] == {
+        "kind": "temporal",
+        "valid_cutoff": 30,
+        "test_cutoff": 40,
+        "train_events": 2 + 0 + 1 + 0,
+        "valid_targets": 1,
+        "test_targets": 2,
+    }
     users, end = d.eval_targets("valid")
     assert users.tolist() == [0] and end.tolist() == [2]  # u1's 35 has no history before it
     users, end = d.eval_targets("test")
@@ -179,7 +213,9 @@ def test_temporal_split_refusals(tmp_path):
     with pytest.raises(ValueError, match="after the test cutoff"):
         data.prepare(small_log(), tmp_path / "d", PrepParams(split="temporal", valid_cutoff="50", test_cutoff="40"), {})
     with pytest.raises(ValueError, match="no user has an event at or after the test cutoff"):
-        data.prepare(small_log(), tmp_path / "d", PrepParams(split="temporal", valid_cutoff="50", test_cutoff="1000"), {})
+        data.prepare(
+            small_log(), tmp_path / "d", PrepParams(split="temporal", valid_cutoff="50", test_cutoff="1000"), {}
+        )
     with pytest.raises(ValueError, match="needs --valid-cutoff"):
         PrepParams(split="temporal", valid_cutoff="q0.5")
     with pytest.raises(ValueError, match="only apply"):
@@ -282,7 +318,11 @@ def test_synthetic_chunks_are_the_log():
     parts = list(synthetic.chunks(cfg))
     assert len(parts) == 2
     user, item, ts = synthetic.generate(**cfg.to_dict())
-    got = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+    got = (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+    )
     by_user_time = np.lexsort((got[2], got[0]))
     ref = np.lexsort((ts, user))
     assert np.array_equal(got[1][by_user_time], item[ref]) and np.array_equal(got[2][by_user_time], ts[ref])
@@ -363,8 +403,10 @@ def test_synthetic_rewards_long_context(demo):
     users, end = d.eval_targets("test")
     users, end = users[np.diff(d.offsets)[users] > 400], end[np.diff(d.offsets)[users] > 400]
     assert len(users) > 100
-    seen = {w: np.mean([d.items[e] in d.items[max(d.offsets[u], e - w) : e] for u, e in zip(users, end)])
-            for w in (50, 200, 10**9)}
+    seen = {
+        w: np.mean([d.items[e] in d.items[max(d.offsets[u], e - w) : e] for u, e in zip(users, end)])
+        for w in (50, 200, 10**9)
+    }
     assert seen[10**9] > seen[200] + 0.1 and seen[200] > seen[50] + 0.1, seen
 
 

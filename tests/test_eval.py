@@ -55,8 +55,13 @@ class Tty(io.StringIO):
         return True
 
 
-def run_eval(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str,
-             stdin: io.StringIO | None = None, cwd: Path | None = None) -> tuple[int, str, str]:
+def run_eval(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+    stdin: io.StringIO | None = None,
+    cwd: Path | None = None,
+) -> tuple[int, str, str]:
     """Run scripts/eval.py in this process; returns (exit code, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", [str(EVAL), *args])
     monkeypatch.setattr(sys, "stdin", stdin if stdin is not None else io.StringIO(""))
@@ -96,8 +101,9 @@ def test_metrics_json_and_ranks(world, monkeypatch, capsys):
 def test_sample_users_ranks_a_seeded_subset_on_the_full_catalogue(world, monkeypatch, capsys):
     full_users, full_ranks = evaluate(load_model(world["a"]), load_data_dir(world["data"]), "test")
     out = world["tmp"] / "sampled.json"
-    code, _, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--sample-users", "20", "--bootstrap", "0",
-                            "--out", str(out))
+    code, _, err = run_eval(
+        monkeypatch, capsys, "--run", str(world["a"]), "--sample-users", "20", "--bootstrap", "0", "--out", str(out)
+    )
     assert code == 0, err
     res = json.loads(out.read_text())
     assert res["n_users"] == 20 and res["sample_users"] == 20
@@ -115,8 +121,21 @@ def test_valid_split_from_stdin_and_filter_seen(world, monkeypatch, capsys):
     plain = json.loads(Path(out.strip()).read_text())
     assert Path(out.strip()) == world["a"] / "metrics_valid.json" and plain["split"] == "valid"
     out_path = world["tmp"] / "seen.json"
-    code, out, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--split", "valid", "--filter-seen",
-                              "--out", str(out_path), "--ks", "10,1", "--bootstrap", "0")
+    code, out, err = run_eval(
+        monkeypatch,
+        capsys,
+        "--run",
+        str(world["a"]),
+        "--split",
+        "valid",
+        "--filter-seen",
+        "--out",
+        str(out_path),
+        "--ks",
+        "10,1",
+        "--bootstrap",
+        "0",
+    )
     assert code == 0, err
     seen = json.loads(out_path.read_text())
     assert seen["filter_seen"] and seen["ks"] == [1, 10] and seen["ci"] == {} and "HR@5" not in seen["metrics"]
@@ -136,8 +155,18 @@ def test_newest_run_when_stdin_is_a_terminal(world, monkeypatch, capsys):
 def test_compare(world, monkeypatch, capsys):
     for run in ("a", "b"):
         assert run_eval(monkeypatch, capsys, "--run", str(world[run]), "--bootstrap", "0")[0] == 0
-    code, out, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--compare", str(world["b"]),
-                              "--metrics", "NDCG@10,MRR", "--out", str(world["tmp"] / "ab.json"))
+    code, out, err = run_eval(
+        monkeypatch,
+        capsys,
+        "--run",
+        str(world["a"]),
+        "--compare",
+        str(world["b"]),
+        "--metrics",
+        "NDCG@10,MRR",
+        "--out",
+        str(world["tmp"] / "ab.json"),
+    )
     assert code == 0, err
     cmp = json.loads((world["tmp"] / "ab.json").read_text())["compare"]
     with np.load(world["a"] / "metrics_test.ranks.npz") as za, np.load(world["b"] / "metrics_test.ranks.npz") as zb:
@@ -148,8 +177,19 @@ def test_compare(world, monkeypatch, capsys):
         assert mrr["mean_b"] == pytest.approx(metrics_from_ranks(zb["ranks"])["MRR"])
     assert "paired" in err
     for same in ("metrics_test.ranks.npz", "metrics_test.json"):  # a run against itself, by file
-        code, _, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--compare", str(world["a"] / same),
-                                "--bootstrap", "0", "--out", str(world["tmp"] / "aa.json"), "--force")
+        code, _, err = run_eval(
+            monkeypatch,
+            capsys,
+            "--run",
+            str(world["a"]),
+            "--compare",
+            str(world["a"] / same),
+            "--bootstrap",
+            "0",
+            "--out",
+            str(world["tmp"] / "aa.json"),
+            "--force",
+        )
         assert code == 0, err
         for r in json.loads((world["tmp"] / "aa.json").read_text())["compare"]["results"]:
             assert r["diff"] == 0 and r["p_value"] == 1.0
@@ -211,14 +251,16 @@ def test_an_existing_out_is_replaced_only_with_force(world, monkeypatch, capsys,
     precious.write_text("precious")
     (tmp_path / "ranks.ranks.npz").write_text("ranks")  # the ranks file of --out ranks.json
     for out in (precious, tmp_path / "ranks.json"):
-        code, stdout, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--bootstrap", "0",
-                                     "--out", str(out))
+        code, stdout, err = run_eval(
+            monkeypatch, capsys, "--run", str(world["a"]), "--bootstrap", "0", "--out", str(out)
+        )
         assert code == 2 and stdout == "" and err.count("\n") == 1, err
         assert err.startswith("error: ") and "already exists; pass --force" in err
     assert precious.read_text() == "precious" and (tmp_path / "ranks.ranks.npz").read_text() == "ranks"
     assert not (tmp_path / "precious.ranks.npz").exists() and not (tmp_path / "ranks.json").exists()
-    code, _, err = run_eval(monkeypatch, capsys, "--run", str(world["a"]), "--bootstrap", "0", "--out", str(precious),
-                            "--force")
+    code, _, err = run_eval(
+        monkeypatch, capsys, "--run", str(world["a"]), "--bootstrap", "0", "--out", str(precious), "--force"
+    )
     assert code == 0, err
     assert json.loads(precious.read_text())["split"] == "test"
 
@@ -280,12 +322,32 @@ def test_compare_with_a_damaged_summary_leaves_the_costs_out(world, monkeypatch,
         shutil.copytree(world["a"], tmp_path / name)
         (tmp_path / name / "summary.json").write_text(json.dumps({"train_seconds": 1.0, "tokens": 10, "epochs": 1}))
         assert run_eval(monkeypatch, capsys, "--run", str(tmp_path / name), "--bootstrap", "0")[0] == 0
-    code, _, err = run_eval(monkeypatch, capsys, "--run", str(tmp_path / "a"), "--bootstrap", "0",
-                            "--compare", str(tmp_path / "b"), "--out", str(tmp_path / "ab.json"))
+    code, _, err = run_eval(
+        monkeypatch,
+        capsys,
+        "--run",
+        str(tmp_path / "a"),
+        "--bootstrap",
+        "0",
+        "--compare",
+        str(tmp_path / "b"),
+        "--out",
+        str(tmp_path / "ab.json"),
+    )
     assert code == 0 and "training seconds" in err, err
     (tmp_path / "b" / "summary.json").write_text("{")
-    code, _, err = run_eval(monkeypatch, capsys, "--run", str(tmp_path / "a"), "--bootstrap", "0",
-                            "--compare", str(tmp_path / "b"), "--out", str(tmp_path / "ab2.json"))
+    code, _, err = run_eval(
+        monkeypatch,
+        capsys,
+        "--run",
+        str(tmp_path / "a"),
+        "--bootstrap",
+        "0",
+        "--compare",
+        str(tmp_path / "b"),
+        "--out",
+        str(tmp_path / "ab2.json"),
+    )
     assert code == 0 and "paired" in err and "training seconds" not in err, err
 
 
@@ -293,28 +355,62 @@ def test_cli_subprocess_exit_code(world):
     """The real process: exit status 2, empty stdout, no traceback (success through a pipe is
     checked by the pipeline test below)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    bad = subprocess.run([sys.executable, str(EVAL), "--run", str(world["a"]), "--data", str(world["other"])],
-                         capture_output=True, text=True, env=env, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, str(EVAL), "--run", str(world["a"]), "--data", str(world["other"])],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stdout == "", bad.stderr
     assert bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
 
 
-@pytest.mark.skipif(not (ROOT / "scripts" / "train.py").exists() or not (ROOT / "scripts" / "prep.py").exists(),
-                    reason="scripts/train.py or scripts/prep.py does not exist yet")
+@pytest.mark.skipif(
+    not (ROOT / "scripts" / "train.py").exists() or not (ROOT / "scripts" / "prep.py").exists(),
+    reason="scripts/train.py or scripts/prep.py does not exist yet",
+)
 def test_pipeline_prep_train_eval(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def stage(*args: str, stdin: str = "") -> str:
-        r = subprocess.run([sys.executable, *args], input=stdin, capture_output=True, text=True, env=env,
-                           cwd=tmp_path, timeout=300)
+        r = subprocess.run(
+            [sys.executable, *args], input=stdin, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+        )
         assert r.returncode == 0, r.stderr
         assert len(r.stdout.splitlines()) == 1, r.stdout
         return r.stdout
 
-    data = stage(str(ROOT / "scripts" / "prep.py"), "--synthetic", "--users", "60", "--items", "40",
-                 "--out", str(tmp_path / "data"))
-    run = stage(str(ROOT / "scripts" / "train.py"), "--epochs", "1", "--window", "8", "--dim", "16", "--layers", "1",
-                "--ffn", "32", "--batch-size", "64", "--device", "cpu", "--out", str(tmp_path / "runs" / "r"), stdin=data)
+    data = stage(
+        str(ROOT / "scripts" / "prep.py"),
+        "--synthetic",
+        "--users",
+        "60",
+        "--items",
+        "40",
+        "--out",
+        str(tmp_path / "data"),
+    )
+    run = stage(
+        str(ROOT / "scripts" / "train.py"),
+        "--epochs",
+        "1",
+        "--window",
+        "8",
+        "--dim",
+        "16",
+        "--layers",
+        "1",
+        "--ffn",
+        "32",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "runs" / "r"),
+        stdin=data,
+    )
     metrics = stage(str(EVAL), "--bootstrap", "50", stdin=run)
     res = json.loads(Path(metrics.strip()).read_text())
     assert res["n_users"] > 0 and 0 <= res["metrics"]["HR@10"] <= 1 and res["window"] == 8

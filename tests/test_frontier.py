@@ -17,7 +17,17 @@ import pytest
 
 from longrec_core.data import prepare_synthetic
 from longrec_core.frontier import (
-    Cell, baseline_of, failure_line, load_grid, make_cell, make_cells, mean_sd, metric_name, pareto_mask, parse_axis)
+    Cell,
+    baseline_of,
+    failure_line,
+    load_grid,
+    make_cell,
+    make_cells,
+    mean_sd,
+    metric_name,
+    pareto_mask,
+    parse_axis,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FRONTIER = [sys.executable, str(ROOT / "scripts" / "frontier.py")]
@@ -26,8 +36,9 @@ TINY = ["--windows", "20", "--strides", "8", "--epochs", "1", "--dim", "16", "--
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
-    return subprocess.run([*FRONTIER, *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env,
-                          cwd=ROOT, timeout=600)
+    return subprocess.run(
+        [*FRONTIER, *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env, cwd=ROOT, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +67,9 @@ def test_pareto_matches_a_plain_reference_on_random_points() -> None:
         n = int(rng.integers(1, 12))
         c = rng.integers(0, 5, n).astype(float)  # few distinct values: many ties
         v = rng.integers(0, 5, n).astype(float)
-        ref = [not any(c[j] <= c[i] and v[j] >= v[i] and (c[j] < c[i] or v[j] > v[i]) for j in range(n))
-               for i in range(n)]
+        ref = [
+            not any(c[j] <= c[i] and v[j] >= v[i] and (c[j] < c[i] or v[j] > v[i]) for j in range(n)) for i in range(n)
+        ]
         assert pareto_mask(c, v).tolist() == ref
         # every point off the frontier is dominated by one on it
         on = pareto_mask(c, v)
@@ -102,20 +114,54 @@ def test_cells_collapse_irrelevant_axes_and_have_stable_names() -> None:
     assert "sliding-w50-s64-h20-fresh" in names
     assert len(set(names)) == len(names)
     c = next(c for c in cells if c.name == "sliding-w50-s16-h20-fresh")
-    assert c.train_args() == ["--regime", "sliding", "--window", "50", "--stride", "16", "--max-history", "20",
-                              "--targets", "fresh", "--item-emb", "full"]
+    assert c.train_args() == [
+        "--regime",
+        "sliding",
+        "--window",
+        "50",
+        "--stride",
+        "16",
+        "--max-history",
+        "20",
+        "--targets",
+        "fresh",
+        "--item-emb",
+        "full",
+    ]
     assert make_cell("last", 200, 64, None, "fresh", "kshift").train_args() == [
-        "--regime", "last", "--window", "200", "--targets", "all", "--item-emb", "kshift"]
+        "--regime",
+        "last",
+        "--window",
+        "200",
+        "--targets",
+        "all",
+        "--item-emb",
+        "kshift",
+    ]
     assert make_cell("mixed", 200, 64, None, "all", "kshift").name == "mixed-w200-s64-hall-kshift"
     assert make_cell("session", 50, 64, None, "fresh", "full").train_args() == [  # no stride, each target once
-        "--regime", "session", "--window", "50", "--targets", "all", "--item-emb", "full"]
+        "--regime",
+        "session",
+        "--window",
+        "50",
+        "--targets",
+        "all",
+        "--item-emb",
+        "full",
+    ]
     assert make_cell("sliding", 200, 64, 1000, "all", "full").label({"windows"}) == "sliding/s64/w200"
 
 
 def test_baseline_is_the_last_cell_with_the_same_window() -> None:
-    cells = [Cell("last", 200, None, 20), Cell("last", 50, None, None), Cell("last", 200, None, None),
-             Cell("last", 200, None, None, item_emb="kshift"), Cell("sliding", 200, 64, None),
-             Cell("sliding", 200, 64, None, item_emb="kshift"), Cell("sliding", 100, 64, None)]
+    cells = [
+        Cell("last", 200, None, 20),
+        Cell("last", 50, None, None),
+        Cell("last", 200, None, None),
+        Cell("last", 200, None, None, item_emb="kshift"),
+        Cell("sliding", 200, 64, None),
+        Cell("sliding", 200, 64, None, item_emb="kshift"),
+        Cell("sliding", 100, 64, None),
+    ]
     assert baseline_of(cells[4], cells).name == "last-w200"  # the whole history wins over h20
     assert baseline_of(cells[5], cells).name == "last-w200-kshift"  # same item embedding
     assert baseline_of(cells[6], cells).name == "last-w200-h20"  # no w100: the first last cell
@@ -123,10 +169,21 @@ def test_baseline_is_the_last_cell_with_the_same_window() -> None:
 
 
 def test_grid_files_toml_and_json_agree_and_bad_ones_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "g.toml").write_text('regimes = ["last", "sliding"]\nstride = [16, 64]\nmax_history = ["all", 1000]\n'
-                                     'repeats = 2\nflags = ["--epochs", "3"]\n')
-    (tmp_path / "g.json").write_text(json.dumps({"regimes": ["last", "sliding"], "strides": [16, 64],
-                                                 "max-history": [None, 1000], "repeats": 2, "flags": ["--epochs", "3"]}))
+    (tmp_path / "g.toml").write_text(
+        'regimes = ["last", "sliding"]\nstride = [16, 64]\nmax_history = ["all", 1000]\n'
+        'repeats = 2\nflags = ["--epochs", "3"]\n'
+    )
+    (tmp_path / "g.json").write_text(
+        json.dumps(
+            {
+                "regimes": ["last", "sliding"],
+                "strides": [16, 64],
+                "max-history": [None, 1000],
+                "repeats": 2,
+                "flags": ["--epochs", "3"],
+            }
+        )
+    )
     a, b = load_grid(tmp_path / "g.toml"), load_grid(tmp_path / "g.json")
     assert parse_axis("max_history", a["max_history"]) == parse_axis("max_history", b["max_history"]) == [None, 1000]
     assert a["strides"] == b["strides"] == [16, 64] and a["flags"] == b["flags"] and a["repeats"] == 2
@@ -154,10 +211,14 @@ def test_metric_names() -> None:
 
 def test_failure_line_is_the_error_or_the_exception_of_the_last_stage() -> None:
     first = "$ python train.py --lr 1\nerror: an older attempt\n"
-    assert failure_line(first + "$ python train.py\nepoch 1\nerror: --lr must be >= 0\n\n") == "error: --lr must be >= 0"
+    assert (
+        failure_line(first + "$ python train.py\nepoch 1\nerror: --lr must be >= 0\n\n") == "error: --lr must be >= 0"
+    )
     # a torch error: the message runs over several lines, the last a lone quote
-    torch_error = ('$ python train.py\nepoch 1\nTraceback (most recent call last):\n  File "train.py", line 3, in <module>\n'
-                   '    model(x)\n    ^^^^^^^^\nRuntimeError: shape mismatch in\n  "\n  x = y\n"\n')
+    torch_error = (
+        '$ python train.py\nepoch 1\nTraceback (most recent call last):\n  File "train.py", line 3, in <module>\n'
+        '    model(x)\n    ^^^^^^^^\nRuntimeError: shape mismatch in\n  "\n  x = y\n"\n'
+    )
     assert failure_line(first + torch_error) == "RuntimeError: shape mismatch in"
     assert failure_line(first + "$ python eval.py\nKilled\n") == "Killed"
     assert failure_line(first + "$ python eval.py\n") == ""
@@ -166,8 +227,10 @@ def test_failure_line_is_the_error_or_the_exception_of_the_last_stage() -> None:
 # ----------------------------------------------------------------------------- bad input
 def test_the_grid_and_train_flags_load_without_torch() -> None:
     """frontier.py checks a grid and the flags it passes to train.py before any run, and quickly."""
-    code = ("import sys, longrec_core.frontier, longrec_core.train_flags, longrec_core.choices\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys, longrec_core.frontier, longrec_core.train_flags, longrec_core.choices\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
 
@@ -181,22 +244,26 @@ def test_train_flags_parse_as_train_py_does() -> None:
     assert (args.loss, args.sampler, args.compile) == ("sampled", "popularity", True)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--regimes", "last,slide"], "unknown regime value 'slide'"),
-    (["--metric", "AUC"], "unknown metric 'AUC'"),
-    (["--strides", "0"], "positive integers"),
-    (["--repeats", "0"], "--repeats must be a positive integer"),
-    (["--grid", "GRID"], "not valid TOML"),
-    (["--baseline", "last-w99"], "not a cell of this grid"),
-    (["--seed", "3"], "--seed is set by frontier.py"),
-    (["--data", "NODATA"], "is not a data dir"),
-    (["--epohcs", "3"], "--epohcs is neither a frontier.py nor a train.py flag"),
-    (["--loss", "bogus"], "argument --loss: invalid choice: 'bogus'"),  # train.py's choices, before any run
-    (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
-    (["--repeats", "1000000000000", "--data", "NODATA"], "more than 10,000 runs"),  # checked before the data
-])
-def test_bad_input_exits_2_with_one_sentence_before_any_run(data_dir: Path, tmp_path: Path, argv: list[str],
-                                                            message: str) -> None:
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--regimes", "last,slide"], "unknown regime value 'slide'"),
+        (["--metric", "AUC"], "unknown metric 'AUC'"),
+        (["--strides", "0"], "positive integers"),
+        (["--repeats", "0"], "--repeats must be a positive integer"),
+        (["--grid", "GRID"], "not valid TOML"),
+        (["--baseline", "last-w99"], "not a cell of this grid"),
+        (["--seed", "3"], "--seed is set by frontier.py"),
+        (["--data", "NODATA"], "is not a data dir"),
+        (["--epohcs", "3"], "--epohcs is neither a frontier.py nor a train.py flag"),
+        (["--loss", "bogus"], "argument --loss: invalid choice: 'bogus'"),  # train.py's choices, before any run
+        (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+        (["--repeats", "1000000000000", "--data", "NODATA"], "more than 10,000 runs"),  # checked before the data
+    ],
+)
+def test_bad_input_exits_2_with_one_sentence_before_any_run(
+    data_dir: Path, tmp_path: Path, argv: list[str], message: str
+) -> None:
     (tmp_path / "grid.toml").write_text("regimes = [last\n")
     argv = [a.replace("GRID", str(tmp_path / "grid.toml")).replace("NODATA", str(tmp_path / "nope")) for a in argv]
     out = tmp_path / "out"
@@ -271,8 +338,9 @@ def test_grid_numbers_come_from_the_run_files(grid: tuple[Path, subprocess.Compl
     assert "<svg" in (out / "frontier.svg").read_text()
 
 
-def test_rerun_skips_finished_runs_and_refuses_other_flags(data_dir: Path,
-                                                           grid: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+def test_rerun_skips_finished_runs_and_refuses_other_flags(
+    data_dir: Path, grid: tuple[Path, subprocess.CompletedProcess[str]]
+) -> None:
     out, _ = grid
     metrics = sorted(out.glob("cells/*/seed0/run/metrics_test.json"))
     assert len(metrics) == 2

@@ -5,8 +5,14 @@ import math
 import pytest
 import torch
 
-from longrec_core.losses import (chunked_cross_entropy, full_cross_entropy, naive_cross_entropy, log_q, sample_negatives,
-                                 sampled_softmax)
+from longrec_core.losses import (
+    chunked_cross_entropy,
+    full_cross_entropy,
+    log_q,
+    naive_cross_entropy,
+    sample_negatives,
+    sampled_softmax,
+)
 
 
 def make(M: int = 13, N: int = 29, d: int = 5, dtype: torch.dtype = torch.float64, seed: int = 0):
@@ -57,6 +63,7 @@ def test_full_ce_float32_equals_naive_and_only_hidden_grad():
 def test_full_ce_blocks_of_rows_equal_one_block(M):
     # 300 items -> blocks of 873 rows by default; force small blocks to cross block edges.
     from longrec_core.losses import _FullCrossEntropy
+
     hidden, weight, targets = make(M=M, N=300, d=8)
     one = _FullCrossEntropy.apply(hidden, weight, targets, M, True)
     one_grads = grads(one, hidden, weight)
@@ -77,11 +84,14 @@ def test_full_ce_without_grad_and_retained_graph():
     assert torch.equal(first, again)
 
 
-@pytest.mark.parametrize("loss_fn", [
-    full_cross_entropy,
-    chunked_cross_entropy,
-    lambda h, w, t: sampled_softmax(h, w, t, num_negatives=4),
-])
+@pytest.mark.parametrize(
+    "loss_fn",
+    [
+        full_cross_entropy,
+        chunked_cross_entropy,
+        lambda h, w, t: sampled_softmax(h, w, t, num_negatives=4),
+    ],
+)
 @pytest.mark.parametrize("bad", [0, -1, 30])
 def test_padding_or_out_of_range_target_is_refused(loss_fn, bad):
     hidden, weight, targets = make()
@@ -113,8 +123,7 @@ def test_chunked_float32_and_repeated_targets():
 
 def test_chunked_gradcheck():
     hidden, weight, targets = make(M=4, N=6, d=3)
-    assert torch.autograd.gradcheck(lambda h, w: chunked_cross_entropy(h, w, targets, chunk_size=4),
-                                     (hidden, weight))
+    assert torch.autograd.gradcheck(lambda h, w: chunked_cross_entropy(h, w, targets, chunk_size=4), (hidden, weight))
 
 
 def test_chunked_bf16_under_autocast_computes_in_float32():
@@ -155,8 +164,15 @@ def test_sampled_log_q_on_a_hand_made_case():
     hidden = torch.tensor([[1.0, 0.0]], requires_grad=True)
     weight = torch.tensor([[9.0, 9.0], [1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])  # row 0 padding
     counts = torch.tensor([0.0, 1.0, 2.0, 1.0])  # q = 1/4, 2/4, 1/4
-    loss = sampled_softmax(hidden, weight, torch.tensor([1]), num_negatives=3, sampler="popularity",
-                           item_counts=counts, negatives=torch.tensor([2, 3, 1]))
+    loss = sampled_softmax(
+        hidden,
+        weight,
+        torch.tensor([1]),
+        num_negatives=3,
+        sampler="popularity",
+        item_counts=counts,
+        negatives=torch.tensor([2, 3, 1]),
+    )
     pos = 1.0 - math.log(1 / 4)
     negs = [0.0 - math.log(2 / 4), 2.0 - math.log(1 / 4)]  # the third negative is the target itself: masked
     expected = -pos + math.log(sum(math.exp(x) for x in [pos, *negs]))
@@ -186,8 +202,9 @@ def test_sampled_accidental_hits_are_masked():
     other = 3 - targets
     n_other = (neg[None, :] == other[:, None]).sum(1)
     rows = torch.arange(6)
-    expected = -logits[rows, targets] + torch.logaddexp(logits[rows, targets],
-                                                        logits[rows, other] + n_other.double().log())
+    expected = -logits[rows, targets] + torch.logaddexp(
+        logits[rows, targets], logits[rows, other] + n_other.double().log()
+    )
     assert abs(loss.item() - expected.mean().item()) < 1e-8
 
 
@@ -201,8 +218,9 @@ def test_sampled_shapes_and_weight_fn_of_a_model_like_owner():
             assert ids.dim() == 1 and int(ids.min()) >= 1  # only targets and negatives are looked up
             return weight[ids]
 
-    loss = sampled_softmax(hidden, Owner().item_vectors, targets, num_negatives=16,
-                           generator=torch.Generator().manual_seed(0))
+    loss = sampled_softmax(
+        hidden, Owner().item_vectors, targets, num_negatives=16, generator=torch.Generator().manual_seed(0)
+    )
     assert loss.dim() == 0 and torch.isfinite(loss)
     gh, gw = grads(loss, hidden, weight)
     assert gh.shape == hidden.shape and gw.shape == weight.shape

@@ -8,8 +8,18 @@ import pytest
 import torch
 
 import longrec_core.model as model_module
-from longrec_core.model import (KShiftEmbedding, ModelConfig, SASRec, attention, dropout, embedding_memory_bytes,
-                                gelu_dropout, kshift_collision_share, kshift_table_rows, load_model)
+from longrec_core.model import (
+    KShiftEmbedding,
+    ModelConfig,
+    SASRec,
+    attention,
+    dropout,
+    embedding_memory_bytes,
+    gelu_dropout,
+    kshift_collision_share,
+    kshift_table_rows,
+    load_model,
+)
 
 try:
     from longrec_core import kshift_rows
@@ -62,9 +72,19 @@ def test_reference_hash_known_value():
 
 # --- collision share ---------------------------------------------------------------------------
 
+
 def test_collision_share_hand_made():
-    rows = np.array([[9, 9],  # id 0 (padding): ignored even though it equals nothing
-                     [1, 2], [2, 1], [3, 4], [1, 2], [5, 5], [5, 6]])
+    rows = np.array(
+        [
+            [9, 9],  # id 0 (padding): ignored even though it equals nothing
+            [1, 2],
+            [2, 1],
+            [3, 4],
+            [1, 2],
+            [5, 5],
+            [5, 6],
+        ]
+    )
     # items 1, 2, 4 share the multiset {1, 2}; {5, 5} and {5, 6} differ
     assert kshift_collision_share(rows) == pytest.approx(3 / 6)
     assert kshift_collision_share(np.array([[0, 0], [1, 1], [1, 2]])) == 0.0
@@ -88,6 +108,7 @@ def test_rotate_collides_and_mix_does_not():
 
 
 # --- k-shift layer -----------------------------------------------------------------------------
+
 
 @needs_core
 def test_kshift_embedding_composes_rows():
@@ -129,10 +150,12 @@ def test_memory_of_ten_million_items_fits_in_a_gigabyte():
 
 # --- SASRec ------------------------------------------------------------------------------------
 
+
 def tiny(item_emb: str = "full", **kw) -> SASRec:
     torch.manual_seed(0)
-    cfg = ModelConfig(n_items=30, max_len=12, dim=16, layers=2, heads=2, ffn=32, item_emb=item_emb,
-                      kshift_compression=4, **kw)
+    cfg = ModelConfig(
+        n_items=30, max_len=12, dim=16, layers=2, heads=2, ffn=32, item_emb=item_emb, kshift_compression=4, **kw
+    )
     return SASRec(cfg).eval()
 
 
@@ -238,6 +261,7 @@ def test_load_model_round_trip(tmp_path, item_emb):
 
 # ---------------------------------------------------------------------------------------------
 # fast CPU dropout and the spelled-out attention it needs
+
 
 def test_dropout_mask_from_core():
     import longrec_core as lc
@@ -355,9 +379,13 @@ def test_gelu_dropout_kernels_reject_bad_arrays():
     import longrec_core as lc
 
     x = np.ones((3, 4), np.float32)
-    cases = [((x, x), ValueError, "overlap"), ((x, np.ones((3, 5), np.float32)), ValueError, r"shape \[3, 5\]"),
-             ((x, np.ones((3, 4))), TypeError, "dtype float32"), ((x.astype(np.float64), x), TypeError, "float32 or uint16"),
-             ((x, np.ones((4, 3), np.float32).T), ValueError, "C-contiguous")]
+    cases = [
+        ((x, x), ValueError, "overlap"),
+        ((x, np.ones((3, 5), np.float32)), ValueError, r"shape \[3, 5\]"),
+        ((x, np.ones((3, 4))), TypeError, "dtype float32"),
+        ((x.astype(np.float64), x), TypeError, "float32 or uint16"),
+        ((x, np.ones((4, 3), np.float32).T), ValueError, "C-contiguous"),
+    ]
     for args, error, message in cases:
         with pytest.raises(error, match=message):
             lc.gelu_dropout(*args, p=0.1, seed=0)

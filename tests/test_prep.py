@@ -164,18 +164,23 @@ def test_seqs_and_items(prep, tmp_path):
     out = ok(prep(g))  # detected: 1, 3, 5 are not user ids
     assert data.load_data_dir(tmp_path / out).manifest["source"]["format"] == "items"
     assert histories(tmp_path / out) == {
-        1: [(1, 0), (2, 1), (1, 2), (1, 3)], 2: [(3, 4), (4, 5), (3, 6)], 4: [(5, 7), (6, 8), (5, 9)]}
+        1: [(1, 0), (2, 1), (1, 2), (1, 3)],
+        2: [(3, 4), (4, 5), (3, 6)],
+        4: [(5, 7), (6, 8), (5, 9)],
+    }
     out = ok(prep(f, "--format", "items", "--out", "data/as-items"))  # forced: the first column is an item
     assert histories(tmp_path / out)[1] == [(1, 0), (5, 1), (6, 2), (7, 3)]
 
 
 def test_generic_csv_with_strings_dates_and_types(prep, tmp_path):
     f = tmp_path / "log.tsv"
-    f.write_text("who\twhat\twhen\tkind\n"
-                 "bob\tsku-2\t2024-01-01T10:00:00\tclick\n"
-                 "amy\tsku-1\t2024-01-01T09:00:00\tbuy\n"
-                 "bob\tsku-1\t2024-01-01T09:30:00\tclick\n"
-                 "amy\t\t2024-01-02T00:00:00\tclick\n")
+    f.write_text(
+        "who\twhat\twhen\tkind\n"
+        "bob\tsku-2\t2024-01-01T10:00:00\tclick\n"
+        "amy\tsku-1\t2024-01-01T09:00:00\tbuy\n"
+        "bob\tsku-1\t2024-01-01T09:30:00\tclick\n"
+        "amy\t\t2024-01-02T00:00:00\tclick\n"
+    )
     out = ok(prep(f, "--user-col", "who", "--item-col", "what", "--time-col", "when", "--type-col", "kind"))
     t9 = 1704099600  # 2024-01-01T09:00:00Z
     assert histories(tmp_path / out) == {
@@ -191,7 +196,9 @@ def test_generic_parquet_guessed_columns_and_time_unit(prep, tmp_path):
     out = ok(prep(f, "--time-unit", "ms"))
     assert histories(tmp_path / out) == {3: [(1, 2)], 7: [(2, 1), (1, 5)]}
     g = tmp_path / "dates.parquet"
-    pl.DataFrame({"uid": [1, 1], "sku": ["a", "b"], "when": [dt.datetime(2020, 1, 1, 0, 0, 10), dt.datetime(2020, 1, 1)]}).write_parquet(g)
+    pl.DataFrame(
+        {"uid": [1, 1], "sku": ["a", "b"], "when": [dt.datetime(2020, 1, 1, 0, 0, 10), dt.datetime(2020, 1, 1)]}
+    ).write_parquet(g)
     out = ok(prep(g, "--user-col", "uid", "--item-col", "sku", "--time-col", "when"))
     assert histories(tmp_path / out) == {1: [("b", 1577836800), ("a", 1577836810)]}
 
@@ -216,13 +223,19 @@ def test_processing_flags(prep, tmp_path):
     out = ok(prep(f, "--dedupe", "--dedupe-consecutive", "--min-item-count", 2, "--out", "data/y"))
     assert histories(tmp_path / out) == {1: [(5, 100), (6, 102)], 2: [(5, 200), (6, 201), (5, 202)]}
     m = data.load_data_dir(tmp_path / out).manifest
-    assert (m["counts"]["dropped_duplicates"], m["counts"]["dropped_consecutive"], m["counts"]["dropped_filtered"]) == (1, 3, 2)
+    assert (m["counts"]["dropped_duplicates"], m["counts"]["dropped_consecutive"], m["counts"]["dropped_filtered"]) == (
+        1,
+        3,
+        2,
+    )
 
 
 def test_temporal_split_flags(prep, tmp_path):
     f = tmp_path / "ratings.csv"
-    f.write_text("userId,movieId,rating,timestamp\n" + "".join(f"{u},{i},1,{t}\n" for u, i, t in
-                 [(1, 1, 10), (1, 2, 20), (1, 3, 30), (2, 1, 15), (2, 3, 40)]))
+    f.write_text(
+        "userId,movieId,rating,timestamp\n"
+        + "".join(f"{u},{i},1,{t}\n" for u, i, t in [(1, 1, 10), (1, 2, 20), (1, 3, 30), (2, 1, 15), (2, 3, 40)])
+    )
     out = ok(prep(f, "--split", "temporal", "--valid-cutoff", 20, "--test-cutoff", "q0.8"))
     d = data.load_data_dir(tmp_path / out)
     assert d.manifest["split"]["test_cutoff"] == 40  # q0.8: 80% of the times 10, 15, 20, 30, 40 are before it
@@ -237,8 +250,10 @@ def test_warns_when_the_split_leaves_no_targets(prep, tmp_path):
     code, out, err = prep(f)
     assert code == 0 and out.strip() == "data/short" and (tmp_path / "data/short/manifest.json").exists()
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
-    assert warnings == ["warning: the split leaves no validation and no test targets (leave-one-out holds out a "
-                        "user's last two events only when the user has 3 or more): train.py will refuse it"]
+    assert warnings == [
+        "warning: the split leaves no validation and no test targets (leave-one-out holds out a "
+        "user's last two events only when the user has 3 or more): train.py will refuse it"
+    ]
     g = tmp_path / "temporal.csv"  # user 1 has a test target but none has a validation target
     g.write_text("user_id,item_id,timestamp\n1,1,10\n1,2,30\n2,1,11\n")
     code, _, err = prep(g, "--split", "temporal", "--valid-cutoff", 20, "--test-cutoff", 20)
@@ -273,7 +288,10 @@ def test_bad_inputs(prep, tmp_path):
         ((tmp_path / "nope.csv",), "does not exist"),
         ((tmp_path,), "is not a file"),
         ((csv, "--format", "csv", "--user-col", "user"), "has no column 'user'"),
-        ((csv, "--format", "csv", "--item-col", "movieId", "--time-col", "rating", "--user-col", "ts"), "has no column 'ts'"),
+        (
+            (csv, "--format", "csv", "--item-col", "movieId", "--time-col", "rating", "--user-col", "ts"),
+            "has no column 'ts'",
+        ),
         ((csv, "--min-user-len", 5), "no events are left"),
         ((csv, "--split", "random"), "invalid choice: 'random'"),
         ((csv, "--format", "xml"), "invalid choice: 'xml'"),
@@ -328,20 +346,60 @@ def test_force(prep, tmp_path):
 
 TIMES_IDS = "user_id,item_id,timestamp\n"
 BAD_VALUES = [  # (file, its contents, extra args, the error): values Polars cannot convert after the read
-    ("huge.csv", TIMES_IDS + "1,10,1e300\n1,11,2\n", (), "the time column 'timestamp' of huge.csv has a value outside the int64 range: 1e+300"),
-    ("inf.csv", TIMES_IDS + "1,10,inf\n1,11,2\n", (), "the time column 'timestamp' of inf.csv has a value outside the int64 range: inf"),
-    ("i128.csv", TIMES_IDS + "1,10,99999999999999999999\n1,11,2\n", (), "outside the int64 range: 99999999999999999999"),
-    ("i128.csv", TIMES_IDS + "1,10,99999999999999999999\n1,11,2\n", ("--shards", 2), "outside the int64 range: 99999999999999999999"),
-    ("u64.parquet", pl.DataFrame({"user_id": [1, 1], "item_id": [1, 2], "timestamp": pl.Series([1, 2**63 + 5], dtype=pl.UInt64)}),
-     (), "the time column 'timestamp' of u64.parquet has a value outside the int64 range: 9223372036854775813"),
-    ("infid.parquet", pl.DataFrame({"user_id": [1, 1], "item_id": [1.0, float("inf")], "timestamp": [1, 2]}),
-     (), "the item column 'item_id' of infid.parquet has a value outside the int64 range: inf"),
-    ("list.parquet", pl.DataFrame({"user_id": [[1], [2]], "item_id": [1, 2], "timestamp": [1, 2]}),
-     (), "the user column 'user_id' of list.parquet has type List(Int64); ids must be integers or text"),
-    ("list.parquet", pl.DataFrame({"user_id": [[1], [2]], "item_id": [1, 2], "timestamp": [1, 2]}),
-     ("--shards", 2), "the user column 'user_id' of list.parquet has type List(Int64)"),
-    ("log.csv", TIMES_IDS + "1,10,1\n1,11,2\n", ("--item-index", "index.parquet"),
-     "--item-index index.parquet: its count column must hold non-negative integers, without nulls (it is String)"),
+    (
+        "huge.csv",
+        TIMES_IDS + "1,10,1e300\n1,11,2\n",
+        (),
+        "the time column 'timestamp' of huge.csv has a value outside the int64 range: 1e+300",
+    ),
+    (
+        "inf.csv",
+        TIMES_IDS + "1,10,inf\n1,11,2\n",
+        (),
+        "the time column 'timestamp' of inf.csv has a value outside the int64 range: inf",
+    ),
+    (
+        "i128.csv",
+        TIMES_IDS + "1,10,99999999999999999999\n1,11,2\n",
+        (),
+        "outside the int64 range: 99999999999999999999",
+    ),
+    (
+        "i128.csv",
+        TIMES_IDS + "1,10,99999999999999999999\n1,11,2\n",
+        ("--shards", 2),
+        "outside the int64 range: 99999999999999999999",
+    ),
+    (
+        "u64.parquet",
+        pl.DataFrame({"user_id": [1, 1], "item_id": [1, 2], "timestamp": pl.Series([1, 2**63 + 5], dtype=pl.UInt64)}),
+        (),
+        "the time column 'timestamp' of u64.parquet has a value outside the int64 range: 9223372036854775813",
+    ),
+    (
+        "infid.parquet",
+        pl.DataFrame({"user_id": [1, 1], "item_id": [1.0, float("inf")], "timestamp": [1, 2]}),
+        (),
+        "the item column 'item_id' of infid.parquet has a value outside the int64 range: inf",
+    ),
+    (
+        "list.parquet",
+        pl.DataFrame({"user_id": [[1], [2]], "item_id": [1, 2], "timestamp": [1, 2]}),
+        (),
+        "the user column 'user_id' of list.parquet has type List(Int64); ids must be integers or text",
+    ),
+    (
+        "list.parquet",
+        pl.DataFrame({"user_id": [[1], [2]], "item_id": [1, 2], "timestamp": [1, 2]}),
+        ("--shards", 2),
+        "the user column 'user_id' of list.parquet has type List(Int64)",
+    ),
+    (
+        "log.csv",
+        TIMES_IDS + "1,10,1\n1,11,2\n",
+        ("--item-index", "index.parquet"),
+        "--item-index index.parquet: its count column must hold non-negative integers, without nulls (it is String)",
+    ),
 ]
 
 
@@ -363,21 +421,32 @@ def test_nan_ids_count_as_missing(prep, tmp_path):
     assert m["counts"]["dropped_missing"] == 1 and m["counts"]["rows_read"] == 3
 
 
-@pytest.mark.parametrize("args, match", [
-    (("--synthetic", "--users", 5, "--seed", 2**64), "--seed must be <= 18,446,744,073,709,551,615"),
-    (("--synthetic", "--users", 5, "--seed", -1), "--seed must be >= 0, got -1"),
-    (("--synthetic", "--users", 5, "--items", 10**20), "--items must be <= 2,147,483,647"),
-    (("ratings.csv", "--session-gap", 10**20), "--session-gap must be <= 9,223,372,036,854,775,807"),
-    (("ratings.csv", "--split", "temporal", "--valid-cutoff", 10**23, "--test-cutoff", 10**24), "--valid-cutoff must be <="),
-    (("ratings.csv", "--split", "temporal", "--valid-cutoff", 1, "--test-cutoff", -10**24), "--test-cutoff must be >="),
-    (("ratings.csv", "--shards", 2, "--batch-rows", 10**20), "--batch-rows must be <="),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (("--synthetic", "--users", 5, "--seed", 2**64), "--seed must be <= 18,446,744,073,709,551,615"),
+        (("--synthetic", "--users", 5, "--seed", -1), "--seed must be >= 0, got -1"),
+        (("--synthetic", "--users", 5, "--items", 10**20), "--items must be <= 2,147,483,647"),
+        (("ratings.csv", "--session-gap", 10**20), "--session-gap must be <= 9,223,372,036,854,775,807"),
+        (
+            ("ratings.csv", "--split", "temporal", "--valid-cutoff", 10**23, "--test-cutoff", 10**24),
+            "--valid-cutoff must be <=",
+        ),
+        (
+            ("ratings.csv", "--split", "temporal", "--valid-cutoff", 1, "--test-cutoff", -(10**24)),
+            "--test-cutoff must be >=",
+        ),
+        (("ratings.csv", "--shards", 2, "--batch-rows", 10**20), "--batch-rows must be <="),
+    ],
+)
 def test_integer_flags_out_of_range(prep, tmp_path, args, match):
     (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,2,4.0,964982704\n")
     assert_refused(prep(*args), tmp_path, match)
 
 
-@pytest.mark.parametrize("args", [("--users", 10**15), ("--events", 10**18, "--shards", 16), ("--users", 10, "--items", 2**31 - 1)])
+@pytest.mark.parametrize(
+    "args", [("--users", 10**15), ("--events", 10**18, "--shards", 16), ("--users", 10, "--items", 2**31 - 1)]
+)
 def test_synthetic_too_big_for_memory(tmp_path, args):
     r = run("--synthetic", *args, cwd=tmp_path, timeout=30)  # without the check it would run for days
     assert r.returncode == 2 and r.stdout == "", r.stderr
@@ -423,7 +492,10 @@ def test_confusing_inputs(prep, tmp_path):
         (("cut.csv.gz",), "cannot read cut.csv.gz"),
         (("cut.csv.zst",), "cannot read cut.csv.zst"),
         (("plain.csv.gz",), "plain.csv.gz is named .gz but is not a .gz file"),
-        (("comma.csv", "--format", "inter"), "has no '\\t' between its column names ('user_id,item_id,timestamp'): the separator is wrong"),
+        (
+            ("comma.csv", "--format", "inter"),
+            "has no '\\t' between its column names ('user_id,item_id,timestamp'): the separator is wrong",
+        ),
         (("comma.csv", "--out", "afile/sub"), "cannot write afile/sub: "),
     ]
     for args, match in cases:
@@ -437,8 +509,15 @@ def test_confusing_inputs(prep, tmp_path):
 
 
 def run(*args: object, cwd: Path, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(PREP), *map(str, args)], cwd=cwd, text=True, capture_output=True,
-                          input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(PREP), *map(str, args)],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        timeout=timeout,
+    )
 
 
 def test_subprocess_pipe_and_errors(tmp_path):
@@ -468,8 +547,17 @@ def test_ml1m(prep, tmp_path):
 
 @pytest.mark.skipif(not (SHARED / "ml-latest-small" / "ratings.csv.gz").exists(), reason="../shared/data is absent")
 def test_ml_latest_small_temporal(prep, tmp_path):
-    out = ok(prep(SHARED / "ml-latest-small" / "ratings.csv.gz", "--split", "temporal",
-                  "--valid-cutoff", "2016-01-01", "--test-cutoff", "2017-01-01"))
+    out = ok(
+        prep(
+            SHARED / "ml-latest-small" / "ratings.csv.gz",
+            "--split",
+            "temporal",
+            "--valid-cutoff",
+            "2016-01-01",
+            "--test-cutoff",
+            "2017-01-01",
+        )
+    )
     d = data.load_data_dir(tmp_path / out)
     assert (d.n_users, d.n_items, d.n_events) == (610, 9724, 100_836)
     s = d.manifest["split"]

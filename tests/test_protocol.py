@@ -14,8 +14,26 @@ from longrec_core.data import Log, PrepParams, load_data_dir, prepare, prepare_s
 from longrec_core.schedule import default_warmup_steps, lr_factor
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--epochs", "3", "--window", "12", "--regime", "last", "--dim", "16", "--heads", "1", "--ffn", "16",
-        "--batch-size", "16", "--threads", "1", "--patience", "0"]
+TINY = [
+    "--epochs",
+    "3",
+    "--window",
+    "12",
+    "--regime",
+    "last",
+    "--dim",
+    "16",
+    "--heads",
+    "1",
+    "--ffn",
+    "16",
+    "--batch-size",
+    "16",
+    "--threads",
+    "1",
+    "--patience",
+    "0",
+]
 
 
 def prepare_without_repeats(out: Path, users: int = 50, items: int = 60, seed: int = 1) -> Path:
@@ -28,16 +46,24 @@ def prepare_without_repeats(out: Path, users: int = 50, items: int = 60, seed: i
         user += [u] * n
         item += list(rng.choice(items, n, replace=False))
     ts = np.arange(len(user), dtype=np.int64)
-    log = Log(user=np.array(user), item=np.array(item), ts=ts, types=None,
-              user_ids=pl.Series("id", np.arange(users)), item_ids=pl.Series("id", np.arange(items)))
+    log = Log(
+        user=np.array(user),
+        item=np.array(item),
+        ts=ts,
+        types=None,
+        user_ids=pl.Series("id", np.arange(users)),
+        item_ids=pl.Series("id", np.arange(items)),
+    )
     return prepare(log, out, PrepParams(), {"format": "test"})
 
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("protocol")
-    return {"unique": prepare_without_repeats(root / "unique"),
-            "repeats": prepare_synthetic(root / "repeats", users=40, items=30, seed=2)}
+    return {
+        "unique": prepare_without_repeats(root / "unique"),
+        "repeats": prepare_synthetic(root / "repeats", users=40, items=30, seed=2),
+    }
 
 
 def test_auto_filters_exactly_when_no_target_repeats_a_seen_item(dirs):
@@ -49,7 +75,7 @@ def test_auto_filters_exactly_when_no_target_repeats_a_seen_item(dirs):
     hits = total = 0
     for split in ("valid", "test"):
         for u, e in zip(*repeats.eval_targets(split)):
-            hits += repeats.items[e] in repeats.items[repeats.offsets[u]:e]
+            hits += repeats.items[e] in repeats.items[repeats.offsets[u] : e]
             total += 1
     assert 0 < share == hits / total
     assert resolve_filter_seen("auto", repeats) is False
@@ -79,8 +105,15 @@ def test_lr_factor_warms_up_linearly_then_holds_or_decays():
 
 
 def run(*argv):
-    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          cwd=ROOT, timeout=300, env=os.environ)
+    proc = subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+        timeout=300,
+        env=os.environ,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -98,8 +131,17 @@ def test_validation_ranks_as_eval_does(dirs, tmp_path, rule, filtered):
     assert summary["warmup_steps"] == default_warmup_steps(summary["steps"] // summary["epochs"])
     best = log[summary["best_epoch"]]["valid"]
     metrics = tmp_path / "valid.json"
-    run("scripts/eval.py", "--run", str(out), "--split", "valid", "--bootstrap", "0",  # the run's own rule
-        "--out", str(metrics))
+    run(
+        "scripts/eval.py",
+        "--run",
+        str(out),
+        "--split",
+        "valid",
+        "--bootstrap",
+        "0",  # the run's own rule
+        "--out",
+        str(metrics),
+    )
     got = json.loads(metrics.read_text())
     assert got["filter_seen"] is filtered and got["filter_seen_rule"] == rule
     for name in ("HR@10", "NDCG@10", "MRR"):

@@ -34,10 +34,17 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def test_retailrocket(tmp_path):
-    f = write(tmp_path, "events.csv", "timestamp,visitorid,event,itemid,transactionid\n"
-                                      "1433221332117,257597,view,355908,\n1433221955914,257597,transaction,248676,4000\n")
+    f = write(
+        tmp_path,
+        "events.csv",
+        "timestamp,visitorid,event,itemid,transactionid\n"
+        "1433221332117,257597,view,355908,\n1433221955914,257597,transaction,248676,4000\n",
+    )
     lf, info = readers.scan_log(f, "retailrocket")
-    assert lf.collect().rows() == [(257597, 355908, 1433221332117, "view"), (257597, 248676, 1433221955914, "transaction")]
+    assert lf.collect().rows() == [
+        (257597, 355908, 1433221332117, "view"),
+        (257597, 248676, 1433221955914, "transaction"),
+    ]
     assert info["time_unit"] == "ms" and info["type_order"] == readers.RETAILROCKET_TYPES
     assert info["columns"] == {"user": "visitorid", "item": "itemid", "time": "timestamp", "type": "event"}
 
@@ -50,7 +57,9 @@ def test_movielens_dat_and_csv(tmp_path):
 
 
 def test_recbole_inter(tmp_path):
-    f = write(tmp_path, "x.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n196\t242\t3\t881250949\n")
+    f = write(
+        tmp_path, "x.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n196\t242\t3\t881250949\n"
+    )
     lf, info = readers.scan_log(f, "inter")
     assert lf.collect().rows() == [(196, 242, 881250949.0)]
     assert info["columns"]["user"] == "user_id:token" and info["separator"] == "\t"
@@ -91,19 +100,22 @@ def test_parquet_guessed_columns(tmp_path):
 # ---------------------------------------------------------------- detection
 
 
-@pytest.mark.parametrize("name, text, fmt", [
-    ("events.csv", "timestamp,visitorid,event,itemid,transactionid\n1,2,view,3,\n", "retailrocket"),
-    ("ratings.csv.gz", "userId,movieId,rating,timestamp\n1,1,4.0,1\n", "ml-csv"),
-    ("ratings.dat", "1::1193::5::978300760\n", "ml-dat"),
-    ("log.txt", "user_id:token\titem_id:token\n1\t2\n", "inter"),
-    ("ml.inter", "anything\n", "inter"),
-    ("log.tsv", "who\twhat\twhen\n", "csv"),
-    ("log.csv", "a,b,c\n1,2,3\n", "csv"),
-    ("ml-1m.txt", "1 10\n1 11\n2 3\n", "pairs"),
-    ("timed.txt", "1\t10\t100\n2\t11\t50\n", "seqs"),  # users 1, 2 with two items each: pass --format pairs
-    ("Beauty.txt", "1 5 6 7\n2 6 7 8 9\n3 9\n", "seqs"),
-    ("sessions.txt", "1 2 1 1\n3 4 3\n\n5 6 5\n", "items"),
-])
+@pytest.mark.parametrize(
+    "name, text, fmt",
+    [
+        ("events.csv", "timestamp,visitorid,event,itemid,transactionid\n1,2,view,3,\n", "retailrocket"),
+        ("ratings.csv.gz", "userId,movieId,rating,timestamp\n1,1,4.0,1\n", "ml-csv"),
+        ("ratings.dat", "1::1193::5::978300760\n", "ml-dat"),
+        ("log.txt", "user_id:token\titem_id:token\n1\t2\n", "inter"),
+        ("ml.inter", "anything\n", "inter"),
+        ("log.tsv", "who\twhat\twhen\n", "csv"),
+        ("log.csv", "a,b,c\n1,2,3\n", "csv"),
+        ("ml-1m.txt", "1 10\n1 11\n2 3\n", "pairs"),
+        ("timed.txt", "1\t10\t100\n2\t11\t50\n", "seqs"),  # users 1, 2 with two items each: pass --format pairs
+        ("Beauty.txt", "1 5 6 7\n2 6 7 8 9\n3 9\n", "seqs"),
+        ("sessions.txt", "1 2 1 1\n3 4 3\n\n5 6 5\n", "items"),
+    ],
+)
 def test_detect_format(tmp_path, name, text, fmt):
     assert readers.detect_format(write(tmp_path, name, text)) == fmt
 
@@ -187,8 +199,11 @@ def test_event_batches_count_and_code(tmp_path):
 
 
 def test_read_log_codes_ids_times_and_types(tmp_path):
-    f = write(tmp_path, "log.csv", "user_id,item_id,timestamp,event\n"
-                                   "b,20,3000,buy\n,21,1000,view\na,10,2500,zoom\nb,10,1000,view\n")
+    f = write(
+        tmp_path,
+        "log.csv",
+        "user_id,item_id,timestamp,event\nb,20,3000,buy\n,21,1000,view\na,10,2500,zoom\nb,10,1000,view\n",
+    )
     lf, info = readers.scan_log(f, "csv", type_col="event", time_unit="ms")
     info["type_order"] = ["view", "buy"]  # a format's own order comes first, the rest sorted
     log, counts = readers.read_log(lf, info, f, "csv")

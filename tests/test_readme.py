@@ -42,12 +42,18 @@ def test_readme_commands_use_flags_the_scripts_define():
     def flags_of(name: str) -> str:
         if name not in helps:
             script = README.parent / "scripts" / f"{name}.py"
-            helps[name] = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
-                                         check=True, env={**os.environ, "COLUMNS": "200"}).stdout
+            helps[name] = subprocess.run(
+                [sys.executable, str(script), "--help"],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "COLUMNS": "200"},
+            ).stdout
         return helps[name]
 
     for name, flags in commands:
         for flag in flags:
             owners = [name] + (["train"] if name == "frontier" else [])
-            assert any(re.search(rf"(?<![\w-]){flag}(?![\w-])", flags_of(o)) for o in owners), \
+            assert any(re.search(rf"(?<![\w-]){flag}(?![\w-])", flags_of(o)) for o in owners), (
                 f"README: {flag} is not a flag of scripts/{name}.py"
+            )

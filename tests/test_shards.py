@@ -11,11 +11,11 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
+from test_prep import ROOT, assert_refused, histories, ok, prep  # noqa: F401  (prep is a fixture)
+from test_train import TINY, TRAIN, run
 
 from longrec_core import data
 from longrec_core.shards import load_shards, shard_count, shard_of
-from test_prep import ROOT, assert_refused, histories, ok, prep  # noqa: F401  (prep is a fixture)
-from test_train import TINY, TRAIN, run
 
 EVAL = [sys.executable, str(ROOT / "scripts" / "eval.py")]
 
@@ -44,8 +44,11 @@ def shard_histories(path):
 def split_positions(path):
     """{raw user: (train events, valid events)} of a data dir (sharded or not)."""
     d = data.load_data_dir(path)
-    users = (pl.concat([pl.read_parquet(path / n / "users.parquet") for n in d.manifest["shards"]["dirs"]])
-             if "shards" in d.manifest else pl.read_parquet(path / "users.parquet"))["id"].to_list()
+    users = (
+        pl.concat([pl.read_parquet(path / n / "users.parquet") for n in d.manifest["shards"]["dirs"]])
+        if "shards" in d.manifest
+        else pl.read_parquet(path / "users.parquet")
+    )["id"].to_list()
     a = d.offsets[:-1]
     return {raw: (int(d.train_end[u] - a[u]), int(d.valid_end[u] - a[u])) for u, raw in enumerate(users)}
 
@@ -71,11 +74,14 @@ def log_csv(tmp_path):
     return f
 
 
-@pytest.mark.parametrize("flags", [
-    [],
-    ["--dedupe", "--dedupe-consecutive", "--min-item-count", "3", "--min-user-len", "4"],
-    ["--min-user-len", "5", "--split", "temporal", "--valid-cutoff", "1433221300", "--test-cutoff", "1433221400"],
-])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        [],
+        ["--dedupe", "--dedupe-consecutive", "--min-item-count", "3", "--min-user-len", "4"],
+        ["--min-user-len", "5", "--split", "temporal", "--valid-cutoff", "1433221300", "--test-cutoff", "1433221400"],
+    ],
+)
 def test_shards_hold_exactly_the_unsharded_users(prep, tmp_path, log_csv, flags):  # noqa: F811
     one = ok(prep(log_csv, *flags, "--out", "one"))
     many = ok(prep(log_csv, *flags, "--shards", 3, "--batch-rows", 17, "--out", "many"))
@@ -143,12 +149,27 @@ def test_scale_doc_duckdb_recipe_equals_one_prep_of_the_whole_log(prep, tmp_path
     duckdb = pytest.importorskip("duckdb")
     log = raw_multi_file_log(tmp_path)  # the prep fixture runs in tmp_path: the SQL's paths are relative to it
     log.write_parquet(tmp_path / "whole.parquet")
-    one = ok(prep("whole.parquet", "--user-col", "user_key", "--item-col", "item_key", "--time-col", "event_time",
-                  "--out", "one"))
+    one = ok(
+        prep(
+            "whole.parquet",
+            "--user-col",
+            "user_key",
+            "--item-col",
+            "item_key",
+            "--time-col",
+            "event_time",
+            "--out",
+            "one",
+        )
+    )
 
     duckdb.connect().execute(sql_of_scale_doc())
     for k in range(16):  # the doc's loop
-        ok(prep(f"grouped/shard={k}/data_0.parquet", "--item-index", "items.parquet", "--out", f"data/big/part-{k:02d}"))
+        ok(
+            prep(
+                f"grouped/shard={k}/data_0.parquet", "--item-index", "items.parquet", "--out", f"data/big/part-{k:02d}"
+            )
+        )
     big = ok(prep("--assemble", "--item-index", "items.parquet", "--out", "data/big"))
 
     assert shard_count(tmp_path / big) == 16
@@ -169,28 +190,47 @@ def test_scale_doc_duckdb_recipe_equals_one_prep_of_the_whole_log(prep, tmp_path
 
 def test_item_index_and_assemble_refusals(prep, tmp_path, log_csv):  # noqa: F811
     pl.read_csv(log_csv).drop_nulls(["itemid"]).group_by("itemid").len().rename(
-        {"itemid": "id", "len": "count"}).write_parquet(tmp_path / "items.parquet")
+        {"itemid": "id", "len": "count"}
+    ).write_parquet(tmp_path / "items.parquet")
     ok(prep(log_csv, "--item-index", tmp_path / "items.parquet", "--out", "big/part0"))
     big = ok(prep("--assemble", "--item-index", tmp_path / "items.parquet", "--out", "big"))
-    assert_refused(prep("--assemble", "--item-index", tmp_path / "items.parquet", "--out", big), tmp_path,
-                   "already has a manifest.json")
-    assert_refused(prep("--assemble", "--item-index", tmp_path / "items.parquet", "--out", "nothing"), tmp_path,
-                   "holds no data dirs to assemble")
-    assert_refused(prep(log_csv, "--item-index", tmp_path / "items.parquet", "--min-item-count", 2), tmp_path,
-                   "cannot be combined with --item-index")
+    assert_refused(
+        prep("--assemble", "--item-index", tmp_path / "items.parquet", "--out", big),
+        tmp_path,
+        "already has a manifest.json",
+    )
+    assert_refused(
+        prep("--assemble", "--item-index", tmp_path / "items.parquet", "--out", "nothing"),
+        tmp_path,
+        "holds no data dirs to assemble",
+    )
+    assert_refused(
+        prep(log_csv, "--item-index", tmp_path / "items.parquet", "--min-item-count", 2),
+        tmp_path,
+        "cannot be combined with --item-index",
+    )
     pl.DataFrame({"id": [1], "count": [5]}).write_parquet(tmp_path / "few.parquet")
-    assert_refused(prep(log_csv, "--item-index", tmp_path / "few.parquet", "--out", "x"), tmp_path,
-                   "of the input is not in --item-index")
+    assert_refused(
+        prep(log_csv, "--item-index", tmp_path / "few.parquet", "--out", "x"),
+        tmp_path,
+        "of the input is not in --item-index",
+    )
     for name, counts in (("negative", [5, -1]), ("null", [5, None])):
         pl.DataFrame({"id": [1, 2], "count": counts}).write_parquet(tmp_path / f"{name}.parquet")
-        assert_refused(prep(log_csv, "--item-index", tmp_path / f"{name}.parquet", "--out", "x"), tmp_path,
-                       "its count column must hold non-negative integers, without nulls")
+        assert_refused(
+            prep(log_csv, "--item-index", tmp_path / f"{name}.parquet", "--out", "x"),
+            tmp_path,
+            "its count column must hold non-negative integers, without nulls",
+        )
 
 
 def test_sharded_refusals(prep, tmp_path, log_csv):  # noqa: F811
     assert_refused(prep(log_csv, "--shards", 2, "--kcore"), tmp_path, "--kcore cannot be used with --shards")
-    assert_refused(prep(log_csv, "--shards", 2, "--split", "temporal", "--valid-cutoff", "q0.8", "--test-cutoff", "q0.9"),
-                   tmp_path, "not a quantile")
+    assert_refused(
+        prep(log_csv, "--shards", 2, "--split", "temporal", "--valid-cutoff", "q0.8", "--test-cutoff", "q0.9"),
+        tmp_path,
+        "not a quantile",
+    )
     assert_refused(prep(log_csv, "--shards", 0), tmp_path, "--shards must be >= 1")
     assert_refused(prep(log_csv, "--shards", 500), tmp_path, "has no events: use fewer --shards")
     text = tmp_path / "text.csv"
@@ -202,8 +242,19 @@ def test_sharded_refusals(prep, tmp_path, log_csv):  # noqa: F811
 def sharded(tmp_path_factory):
     root = tmp_path_factory.mktemp("sharded")
     for shards, name in ((None, "one"), (2, "two")):
-        argv = [sys.executable, str(ROOT / "scripts" / "prep.py"), "--synthetic", "--users", "80", "--items", "90",
-                "--seed", "3", "--out", str(root / name)] + ([] if shards is None else ["--shards", str(shards)])
+        argv = [
+            sys.executable,
+            str(ROOT / "scripts" / "prep.py"),
+            "--synthetic",
+            "--users",
+            "80",
+            "--items",
+            "90",
+            "--seed",
+            "3",
+            "--out",
+            str(root / name),
+        ] + ([] if shards is None else ["--shards", str(shards)])
         run(*argv)
     return root
 
@@ -212,8 +263,17 @@ def test_eval_of_a_sharded_dir_equals_the_unsharded(sharded, tmp_path):
     out = tmp_path / "run"
     run(*TRAIN, "--data", str(sharded / "one"), "--out", str(out), *TINY)
     for name in ("one", "two"):
-        run(*EVAL, "--run", str(out), "--data", str(sharded / name), "--out", str(tmp_path / f"{name}.json"),
-            "--bootstrap", "0")
+        run(
+            *EVAL,
+            "--run",
+            str(out),
+            "--data",
+            str(sharded / name),
+            "--out",
+            str(tmp_path / f"{name}.json"),
+            "--bootstrap",
+            "0",
+        )
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert a["n_users"] == b["n_users"] > 0
     for key, value in a["metrics"].items():  # the same users, histories and model: the same metrics
@@ -222,14 +282,38 @@ def test_eval_of_a_sharded_dir_equals_the_unsharded(sharded, tmp_path):
 
 def test_train_on_shards_one_process_and_two_ranks(sharded, tmp_path):
     run(*TRAIN, "--data", str(sharded / "two"), "--out", str(tmp_path / "one"), *TINY)
-    run(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(ROOT / "scripts" / "train.py"), "--data", str(sharded / "two"), "--out", str(tmp_path / "ddp"), *TINY)
+    run(
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "scripts" / "train.py"),
+        "--data",
+        str(sharded / "two"),
+        "--out",
+        str(tmp_path / "ddp"),
+        *TINY,
+    )
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] > 0
     log = (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()
     assert all(np.isfinite(json.loads(line)["loss"]) for line in log)
     # 2 shards and 3 processes cannot split evenly: refused before any work
-    proc = run(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3",
-               str(ROOT / "scripts" / "train.py"), "--data", str(sharded / "two"), "--out", str(tmp_path / "bad"),
-               *TINY, check=False)
+    proc = run(
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "3",
+        str(ROOT / "scripts" / "train.py"),
+        "--data",
+        str(sharded / "two"),
+        "--out",
+        str(tmp_path / "bad"),
+        *TINY,
+        check=False,
+    )
     assert proc.returncode != 0 and "not a multiple of the 3 processes" in proc.stderr

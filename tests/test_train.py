@@ -19,8 +19,26 @@ from longrec_core.model import ModelConfig, SASRec
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]
-TINY = ["--epochs", "2", "--window", "20", "--stride", "8", "--dim", "16", "--heads", "2", "--ffn", "32",
-        "--batch-size", "32", "--warmup-steps", "2", "--threads", "1"]
+TINY = [
+    "--epochs",
+    "2",
+    "--window",
+    "20",
+    "--stride",
+    "8",
+    "--dim",
+    "16",
+    "--heads",
+    "2",
+    "--ffn",
+    "32",
+    "--batch-size",
+    "32",
+    "--warmup-steps",
+    "2",
+    "--threads",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -161,15 +179,15 @@ def test_trimmed_batches_give_the_same_model_outputs(data_dir):
     full_in, full_t, _ = make_batch(d.items, None, w, idx, 30, fresh_only=True, trim=False)
     cut_in, cut_t, _ = make_batch(d.items, None, w, idx, 30, fresh_only=True)
     assert cut_in.shape[1] <= 11 < full_in.shape[1]
-    np.testing.assert_array_equal(full_in[:, -cut_in.shape[1]:], cut_in)
-    np.testing.assert_array_equal(full_t[:, -cut_t.shape[1]:], cut_t)
+    np.testing.assert_array_equal(full_in[:, -cut_in.shape[1] :], cut_in)
+    np.testing.assert_array_equal(full_t[:, -cut_t.shape[1] :], cut_t)
     assert int((full_t != 0).sum()) == int((cut_t != 0).sum())  # no target lost
     torch.manual_seed(0)
     model = SASRec(ModelConfig(n_items=d.n_items, max_len=30, dim=16, layers=2, heads=2, ffn=32)).eval()
     with torch.no_grad():
         full, cut = model(full_in), model(cut_in)
     keep = cut_in != 0
-    torch.testing.assert_close(full[:, -cut_in.shape[1]:][keep], cut[keep], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(full[:, -cut_in.shape[1] :][keep], cut[keep], rtol=1e-5, atol=1e-5)
 
 
 def test_group_by_length_keeps_every_window_and_cuts_padding(data_dir):
@@ -189,8 +207,10 @@ def test_group_by_length_keeps_every_window_and_cuts_padding(data_dir):
     assert padded_columns(grouped) < padded_columns(plain) / 3
     # Under data parallelism the ranks still split each grouped global batch.
     ranks = [shuffled_order(len(w), 0, 0, 4, r, 2, lengths=lengths) for r in range(2)]
-    both = np.concatenate([np.stack([r[k * 4:(k + 1) * 4] for r in ranks]).ravel() for k in range(len(ranks[0]) // 4)])
-    np.testing.assert_array_equal(np.sort(both), np.sort(grouped[:len(both)]))
+    both = np.concatenate(
+        [np.stack([r[k * 4 : (k + 1) * 4] for r in ranks]).ravel() for k in range(len(ranks[0]) // 4)]
+    )
+    np.testing.assert_array_equal(np.sort(both), np.sort(grouped[: len(both)]))
     np.testing.assert_array_equal(np.sort(both[:8]), np.sort(grouped[:8]))
 
 
@@ -201,8 +221,10 @@ def test_data_parallel_order_splits_global_batches():
     assert len(ranks[0]) == len(ranks[1]) == 51
     steps = n_batches(n, bs, world)
     for k in range(steps):
-        both = np.concatenate([r[k * bs:(k + 1) * bs] for r in ranks])
-        assert set(both) == set(single[k * bs * world:(k + 1) * bs * world]) - ({single[-1]} if k == steps - 1 else set())
+        both = np.concatenate([r[k * bs : (k + 1) * bs] for r in ranks])
+        assert set(both) == set(single[k * bs * world : (k + 1) * bs * world]) - (
+            {single[-1]} if k == steps - 1 else set()
+        )
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -259,12 +281,28 @@ def test_bf16_on_cpu_trains_reproducibly_and_close_to_fp32(data_dir, tmp_path):
     np.testing.assert_allclose(losses(runs["bf16"]), losses(runs["fp32"]), rtol=1e-2)
 
 
-@pytest.mark.parametrize("extra", [["--regime", "mixed", "--mixed-epochs", "1", "--targets", "fresh", "--group-by-length"],
-                                   ["--regime", "random", "--per-seq", "2", "--loss", "sampled", "--negatives", "16",
-                                    "--sampler", "popularity"],
-                                   ["--regime", "last", "--loss", "chunked", "--loss-chunk", "7",
-                                    "--item-emb", "kshift", "--kshift-compression", "4", "--valid-sample", "7"],
-                                   ["--regime", "session", "--group-by-length"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--regime", "mixed", "--mixed-epochs", "1", "--targets", "fresh", "--group-by-length"],
+        ["--regime", "random", "--per-seq", "2", "--loss", "sampled", "--negatives", "16", "--sampler", "popularity"],
+        [
+            "--regime",
+            "last",
+            "--loss",
+            "chunked",
+            "--loss-chunk",
+            "7",
+            "--item-emb",
+            "kshift",
+            "--kshift-compression",
+            "4",
+            "--valid-sample",
+            "7",
+        ],
+        ["--regime", "session", "--group-by-length"],
+    ],
+)
 def test_other_regimes_losses_and_embeddings_train(data_dir, tmp_path, extra):
     out = tmp_path / "run"
     run(*TRAIN, "--data", str(data_dir), "--out", str(out), *TINY, *extra)
@@ -277,8 +315,18 @@ def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path, extra
     common = [*TINY, "--dropout", "0", "--data", str(data_dir), *extra]
     common[common.index("--batch-size") + 1] = "16"
     run(*TRAIN, *common, "--out", str(one), "--batch-size", "32")
-    run(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(ROOT / "scripts" / "train.py"), *common, "--out", str(two))
+    run(
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "scripts" / "train.py"),
+        *common,
+        "--out",
+        str(two),
+    )
     assert json.loads((two / "summary.json").read_text())["world_size"] == 2
     # The same examples per step and the same loss weights: equal up to float noise and the one
     # window per epoch that may be dropped to split evenly (compare loosely but meaningfully). The
@@ -301,7 +349,10 @@ def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path, extra
         (["--lr", "nan"], "--lr must be a finite number at least 0"),
         (["--weight-decay", "-1"], "--weight-decay must be a finite number at least 0"),
         (["--nope"], "unrecognized arguments: --nope"),
-        (["--regime", "random", "--targets", "fresh"], "--targets fresh applies to --regime last, sliding or mixed: random"),
+        (
+            ["--regime", "random", "--targets", "fresh"],
+            "--targets fresh applies to --regime last, sliding or mixed: random",
+        ),
         (["--regime", "session", "--targets", "fresh"], "session windows already take each target once"),
         (["--heads", "3"], "--dim (64) must be a multiple of --heads (3)"),
         (["--layers", str(10**8)], "--layers must be <= 1,024"),
@@ -400,8 +451,14 @@ def test_data_without_validation_targets_is_refused(data_dir, tmp_path):
 def test_sigterm_stops_with_a_checkpoint_and_resume_equals_uninterrupted(data_dir, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     long_run = [*TINY, "--epochs", "100", "--patience", "0"]
-    proc = subprocess.Popen([*TRAIN, "--data", str(data_dir), "--out", str(b), *long_run], cwd=ROOT, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*TRAIN, "--data", str(data_dir), "--out", str(b), *long_run],
+        cwd=ROOT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     for line in proc.stderr:  # signal as soon as the first epoch is done
         if line.startswith("epoch 1:"):
             proc.send_signal(signal.SIGTERM)
