@@ -1,13 +1,14 @@
 # longrec: two commands on a fresh machine.
 #   make demo   install, then prep -> train (last) -> train (sliding) -> eval both -> compare
 #   make test   install, then the Rust unit tests and the Python test suite
+#   make lint   ruff (lint, format), cargo fmt and clippy, and the stub check of the extension
 # `make install` alone sets up .venv (Python deps + the Rust extension via maturin).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint bench clean
 
 # --system-site-packages reuses a torch that is already installed system-wide (it is ~3 GB);
 # anything missing is installed into .venv by pip.
@@ -25,6 +26,13 @@ demo: install
 test: install
 	cargo test --release
 	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	cargo fmt --check
+	cargo clippy --release --all-targets -- -D warnings
+	$(BIN)/python -m mypy.stubtest longrec_core._core
 
 bench: install
 	$(BIN)/python bench/core.py
