@@ -22,6 +22,8 @@ def test_core_api_example_runs_as_documented():
     np.testing.assert_array_equal(scope["train_end"], [2, 6])
     for name, expected in (("seq", [0, 1]), ("start", [0, 4]), ("stop", [2, 6])):
         np.testing.assert_array_equal(scope[name], expected)
+    for got, expected in zip(scope["by_session"], ([0, 1], [0, 4], [2, 6], [1, 5])):
+        np.testing.assert_array_equal(got, expected)
     assert scope["batch"].shape == (2, 201)
     assert scope["rows"].shape == (5, 8)
 
