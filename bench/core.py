@@ -433,7 +433,7 @@ def common_flags(a: argparse.Namespace) -> list[str]:
 
 def run_case(name: str, a: argparse.Namespace, env: dict) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, *common_flags(a)]
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         why = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
         if p.returncode < 0:

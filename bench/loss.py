@@ -6,7 +6,8 @@
 
 Cases, all on the same random inputs hidden (M, d), item table (N+1, d), targets (M,):
   naive        logits = hidden @ table.T, F.cross_entropy (padding column included, as naive code does)
-  full         longrec_core.losses.full_cross_entropy (padding column left out; blocks of rows, gradients in the same pass)
+  full         longrec_core.losses.full_cross_entropy (padding column left out; blocks of rows,
+               gradients in the same pass)
   chunked      longrec_core.losses.chunked_cross_entropy (exact; never holds M x N logits)
   sampled-S    longrec_core.losses.sampled_softmax with S shared uniform negatives
 Each measurement runs in a fresh subprocess. Peak memory is what the case adds on top of its inputs:
@@ -160,7 +161,8 @@ def main() -> None:
 
     print(
         f"device {args.device} ({torch.get_num_threads()} threads), d = {args.dim}, M = {args.positions:,}, "
-        f"chunk {args.chunk_size or 'auto'}, naive budget {budget / GB:g} GB; peak = memory added over the inputs (MB = 1e6 bytes)"
+        f"chunk {args.chunk_size or 'auto'}, naive budget {budget / GB:g} GB; "
+        "peak = memory added over the inputs (MB = 1e6 bytes)"
     )
     for n in args.items:
         m_fit = args.positions
@@ -180,7 +182,8 @@ def main() -> None:
         need = naive_bytes(n, m)
         scaled = naive["peak_bytes"] * m / m_fit if "error" not in naive else float("nan")
         print(
-            f"  at M = {m:,}: naive and full need {need / GB:,.2f} GB from shapes (logits {m * (n + 1) * 4 / GB:,.2f} GB;"
+            f"  at M = {m:,}: naive and full need {need / GB:,.2f} GB from shapes "
+            f"(logits {m * (n + 1) * 4 / GB:,.2f} GB;"
             f" {scaled / GB:,.2f} GB scaled from M = {m_fit:,}) - over budget, not run"
         )
         for case in cases[2:]:

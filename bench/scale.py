@@ -307,7 +307,8 @@ def stage_core(a: argparse.Namespace, folder: Path, data: Path) -> dict:
         f"= {g['seconds_per_batch'] / floor:.2f}x returning new arrays ({g['seconds_per_batch'] / fresh:.2f}x NumPy "
         f"copying one batch into a new array), {g['seconds_per_batch_out'] * 1e6:,.0f} us = "
         f"{g['seconds_per_batch_out'] / floor:.2f}x into one reused buffer (out=); windows from the first tenth "
-        f"of the events only: {g['seconds_per_batch_tenth'] * 1e6:,.0f} us = {g['seconds_per_batch_tenth'] / floor:.2f}x; "
+        f"of the events only: {g['seconds_per_batch_tenth'] * 1e6:,.0f} us = "
+        f"{g['seconds_per_batch_tenth'] / floor:.2f}x; "
         f"peak RSS {gib(r['peak_rss'])}; "
         f"items in huge pages: {r['items_huge_page_share']:.0%}",
         flush=True,
@@ -422,7 +423,8 @@ def main() -> None:
     folder = Path(a.dir)
     folder.mkdir(parents=True, exist_ok=True)
     print(
-        f"scale benchmark on {os.cpu_count()} CPUs, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB",
+        f"scale benchmark on {os.cpu_count()} CPUs, "
+        f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB",
         flush=True,
     )
     results: dict = {"args": {k: v for k, v in vars(a).items() if k != "worker"}}

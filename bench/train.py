@@ -171,7 +171,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
 
     # --- windows
     if a.worker not in ("peer", "paper", "floor"):
-        (seq, start, stop), out["build_s"] = timed(lambda: lc.windows(offsets, ends, **wargs))
+        (_seq, start, _stop), out["build_s"] = timed(lambda: lc.windows(offsets, ends, **wargs))
         out["windows"] = len(start)
     elif a.worker in ("peer", "paper"):
         examples, out["build_s"] = timed(lambda: peer_windows(items, offsets, ends, **wargs))
@@ -350,8 +350,7 @@ def run_worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
     """One pipeline in a fresh subprocess; its last stdout line is its JSON result."""
     p = subprocess.run(
         [sys.executable, __file__, "--worker", name, *worker_flags(a)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
     )
     if p.returncode != 0:

@@ -44,7 +44,7 @@ def paired(a: Path, b: Path, metric: str) -> dict | None:
     ra, rb = ranks(a), ranks(b)
     if ra is None or rb is None:
         return None
-    common, ia, ib = np.intersect1d(ra[0], rb[0], assume_unique=True, return_indices=True)
+    _common, ia, ib = np.intersect1d(ra[0], rb[0], assume_unique=True, return_indices=True)
     return paired_comparison(ra[1][ia], rb[1][ib], metric, n_boot=2000, seed=0)
 
 
@@ -86,14 +86,15 @@ def grid_table(root: Path, name: str, title: str) -> list[str]:
         d = None
         if base is not None and c is not base:
             d = paired(run_dir(out, c["name"]), run_dir(out, base["name"]), "NDCG@10")
-        rel = lambda k: (
+        rel = lambda k, c=c: (
             f"{c['mean'][k] / base['mean'][k] - 1:+.1%}"
             if base is not None and c is not base and base["mean"].get(k)
             else "—"
         )
         tok_x = f"{c['mean']['tokens'] / base['mean']['tokens']:.2f}×" if base is not None and c is not base else "—"
         lines.append(
-            f"| {c['name']} | {c['seeds_ok']} | {mean_sd(c, 'NDCG@10')} | {mean_sd(c, 'HR@10')} | {mean_sd(c, 'MRR')} | "
+            f"| {c['name']} | {c['seeds_ok']} | {mean_sd(c, 'NDCG@10')} | {mean_sd(c, 'HR@10')} | "
+            f"{mean_sd(c, 'MRR')} | "
             f"{c['mean']['train_seconds']:.0f} | {c['mean']['tokens'] / 1e6:.1f} | {mean_sd(c, 'epochs', '.1f')} | "
             f"{fmt_diff(d)} | {rel('MRR')} | {rel('HR@10')} | {tok_x} |"
         )
@@ -352,7 +353,7 @@ def converged_table(root: Path, name: str, title: str, published: dict[str, floa
         sums = [summary(r) for r in runs]
         per_seed = ", ".join(f"{test_metrics(r)['metrics']['NDCG@10']:.4f}" for r in runs)
         filtered = {test_metrics(r).get("filter_seen") for r in runs}
-        cell_txt = lambda m: f"{stats[m][0]:.4f} [{stats[m][1]:.4f}, {stats[m][2]:.4f}]"
+        cell_txt = lambda m, stats=stats: f"{stats[m][0]:.4f} [{stats[m][1]:.4f}, {stats[m][2]:.4f}]"
         lines.append(
             f"| {cell} | {len(runs)} | {cell_txt('NDCG@10')} | {cell_txt('HR@10')} | {cell_txt('MRR')} | {per_seed} | "
             f"{delta} | {np.mean([s['best_epoch'] + 1 for s in sums]):.1f} | "
@@ -365,8 +366,8 @@ def converged_table(root: Path, name: str, title: str, published: dict[str, floa
             lines.append(
                 "| published SASRec+ | | "
                 + " | ".join(
-                    f"{published[m]:.4f} ({'inside' if inside[m] else 'above' if published[m] > stats[m][2] else 'below'} "
-                    "the CI)"
+                    f"{published[m]:.4f} "
+                    f"({'inside' if inside[m] else 'above' if published[m] > stats[m][2] else 'below'} the CI)"
                     for m in ("NDCG@10", "HR@10")
                 )
                 + " | | | | | | | | yes |"
@@ -392,9 +393,7 @@ def main() -> None:
         lines += grid_table(root, name, title)
         lines += curves_table(root, name, plots)
     ks = lambda folder_prefix, cell: (
-        [
-            (f"k-shift c{c}", f"{folder_prefix}-kshift-c{c}", cell + "-kshift") for c in (4, 16, 64)
-        ]
+        [(f"k-shift c{c}", f"{folder_prefix}-kshift-c{c}", cell + "-kshift") for c in (4, 16, 64)]
         + [("k-shift c16, signed shift (paper code)", f"{folder_prefix}-kshift-c16-signed", cell + "-kshift")]
     )
     lines += versus_table(

@@ -9,8 +9,8 @@ describes training examples as pointers into it::
     batch = lc.gather(items[perm], start[:256], stop[:256], length=200)   # (256, 201)
 
 Shared Python pieces live in submodules imported on demand (they need torch):
-``longrec_core.data`` (data dirs), ``.readers`` (input formats), ``.shards`` (sharded data dirs), ``.model`` (SASRec, k-shift), ``.losses``,
-``.metrics`` (full-catalogue ranking), ``.cli`` (stage helpers).
+``longrec_core.data`` (data dirs), ``.readers`` (input formats), ``.shards`` (sharded data dirs),
+``.model`` (SASRec, k-shift), ``.losses``, ``.metrics`` (full-catalogue ranking), ``.cli`` (stage helpers).
 """
 
 from longrec_core._core import (

@@ -17,7 +17,7 @@ sign-flip permutation p-value).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 import longrec_core
 from longrec_core.choices import KS
 
-ItemVectors = Union[Callable[[Tensor], Tensor], Tensor]  # ids [n] -> [n, d], or a table [N+1, d]
+ItemVectors = Callable[[Tensor], Tensor] | Tensor  # ids [n] -> [n, d], or a table [N+1, d]
 
 
 # ---------------------------------------------------------------------------------

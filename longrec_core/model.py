@@ -394,7 +394,7 @@ class SASRec(nn.Module):
         Padding positions get finite but meaningless outputs (each attends only to itself); callers
         must keep only the positions where items != 0.
         """
-        B, T = items.shape
+        _B, T = items.shape
         if T > self.cfg.max_len:
             raise ValueError(f"input length {T} exceeds the model's max_len {self.cfg.max_len}")
         real = items != 0  # (B, T)

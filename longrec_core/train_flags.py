@@ -127,7 +127,8 @@ def _loss_flags(g: argparse._ArgumentGroup) -> None:
         "--loss",
         choices=LOSSES,
         default="ce",
-        help="ce: full softmax; sampled: sampled softmax with log-Q; chunked: exact full softmax without B x T x N logits",
+        help="ce: full softmax; sampled: sampled softmax with log-Q; "
+        "chunked: exact full softmax without B x T x N logits",
     )
     g.add_argument("--negatives", type=int, default=256, help="sampled: negatives per batch (shared)")
     g.add_argument("--sampler", choices=SAMPLERS, default="uniform", help="sampled: negative distribution")

@@ -12,8 +12,9 @@ the model's max_len; every item 1..N is a candidate (no sampled negatives, paddi
 ranked); rank = 1 + number of other items scoring >= the target, so ties count against the
 model; with seen items filtered, the items of the user's whole history before the target are
 dropped from the competitors by the rule the run validated with (train.py --filter-seen; auto,
-the default, filters exactly when no validation or test target repeats a seen item). Metrics: HR@K, NDCG@K, MRR@K for each K and the untruncated MRR, each with a
-95% percentile-bootstrap interval over users.
+the default, filters exactly when no validation or test target repeats a seen item). Metrics: HR@K,
+NDCG@K, MRR@K for each K and the untruncated MRR, each with a 95% percentile-bootstrap interval
+over users.
 
 Writes (atomically) the metrics JSON and, beside it, the per-user ranks
 (`metrics_test.ranks.npz`: users, ranks and what they were computed on) so that another run
@@ -321,7 +322,7 @@ def rank_targets(
                 device=device,
                 filter_seen=filter_seen,
                 item_chunk=args.item_chunk,
-                on_batch=lambda done, total: bar.update(task, completed=target_base + done),
+                on_batch=lambda done, total, base=target_base: bar.update(task, completed=base + done),
                 sample=sample,
                 sample_seed=args.seed,
             )

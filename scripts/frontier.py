@@ -23,9 +23,10 @@ OUT/cells/CELL/seedk/stderr.log and their status to cell.json beside it. A run i
 its run/metrics_test.json holds its metrics; a run that was stopped (Ctrl-C, a killed
 job) continues from its checkpoint (train.py --resume) when frontier.py is run again. Two or more
 frontier.py processes with the same --out share its runs, each claiming one run at a time, so
-`frontier.py ARGS --threads 1 & frontier.py ARGS --threads 1; wait` trains in two lanes. A grid holds at most 10,000 runs (the product of the
-axes x repeats). Passed-through flags are parsed with train.py's own declaration
-(longrec_core/train_flags.py) before any run, so an unknown flag or a bad choice exits 2 at once.
+`frontier.py ARGS --threads 1 & frontier.py ARGS --threads 1; wait` trains in two lanes. A grid
+holds at most 10,000 runs (the product of the axes x repeats). Passed-through flags are parsed with
+train.py's own declaration (longrec_core/train_flags.py) before any run, so an unknown flag or a bad
+choice exits 2 at once.
 A run that fails does not stop the grid, except when train.py refuses a value of a passed-through
 flag (naming it; a range, such as --lr -1), which would fail every run: then frontier.py stops with
 that sentence (exit 2). Runtime comes from train.py's summary.json (training wall

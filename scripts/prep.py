@@ -73,7 +73,8 @@ g = p.add_argument_group("input")
 g.add_argument(
     "input",
     nargs="?",
-    help="log file (.gz/.zst read transparently); its path is read from stdin when piped (not the log itself); omit with --synthetic",
+    help="log file (.gz/.zst read transparently); its path is read from stdin when piped (not the log itself); "
+    "omit with --synthetic",
 )
 g.add_argument(
     "--format", choices=readers.FORMATS, default=None, help="input format (default: detect from name and first lines)"

@@ -163,7 +163,8 @@ log(
 )
 log(
     f"model: {n_params:,} parameters; item embedding {mem['params_bytes'] / 2**20:,.1f} MiB "
-    f"(+{mem['adam_bytes'] / 2**20:,.1f} MiB AdamW state; a full table would be {mem['full_table_bytes'] / 2**20:,.1f} MiB)"
+    f"(+{mem['adam_bytes'] / 2**20:,.1f} MiB AdamW state; "
+    f"a full table would be {mem['full_table_bytes'] / 2**20:,.1f} MiB)"
 )
 if model_cfg.item_emb == "kshift":
     log(
@@ -470,14 +471,16 @@ with progress:
             with open(run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             log(
-                f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid NDCG@10 {ndcg:.4f} HR@10 {valid.get('HR@10', float('nan')):.4f}"
-                f"{' (best)' if improved else ''}, {record['tokens_per_second'] / 1e3:,.1f}k tok/s, {ep['seconds']:.1f} s, "
+                f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid NDCG@10 {ndcg:.4f} "
+                f"HR@10 {valid.get('HR@10', float('nan')):.4f}{' (best)' if improved else ''}, "
+                f"{record['tokens_per_second'] / 1e3:,.1f}k tok/s, {ep['seconds']:.1f} s, "
                 f"loader wait {record['loader_wait_share']:.1%}"
             )
         if stopped_early:  # validated what the budget allowed; the epoch itself resumes later
             save_checkpoint()
             log(
-                f"stopped in epoch {epoch + 1} after batch {state['batch']} ({stop_reason}); continue with --resume {run_dir}"
+                f"stopped in epoch {epoch + 1} after batch {state['batch']} ({stop_reason}); "
+                f"continue with --resume {run_dir}"
             )
             break
         state["epoch"] += 1
@@ -490,7 +493,8 @@ with progress:
         if args.patience and state["bad_epochs"] >= args.patience:
             stop_reason = "early_stopping"
             log(
-                f"no better validation NDCG@10 for {args.patience} epochs: stopping (best epoch {state['best_epoch'] + 1})"
+                f"no better validation NDCG@10 for {args.patience} epochs: "
+                f"stopping (best epoch {state['best_epoch'] + 1})"
             )
             break
 

@@ -39,7 +39,7 @@ def test_atomic_dir_marker_protects_other_folders(tmp_path):
     other = tmp_path / "thesis"
     other.mkdir()
     (other / "chapter1.tex").write_text("...")
-    with pytest.raises(FileExistsError, match="has no manifest.json"):
+    with pytest.raises(FileExistsError, match=r"has no manifest\.json"):
         with cli.atomic_dir(other, force=True, marker="manifest.json"):
             pass
     (tmp_path / "file").write_text("x")

@@ -1,5 +1,7 @@
 """The data core against plain NumPy references on random inputs, plus every kind of bad input."""
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -125,7 +127,7 @@ def test_windows_match_reference(seed, n_users, window, stride, min_len, max_his
 def ref_session_windows(offsets, sessions, ends, window, max_history):
     out = []
     for u, a, b in spans(offsets, ends, max_history):
-        for s, e in zip(sessions[:-1], sessions[1:]):
+        for s, e in pairwise(sessions):
             if not offsets[u] <= s < b:
                 continue
             t0, e = max(s, a + 1), min(e, b)

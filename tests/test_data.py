@@ -298,7 +298,7 @@ def test_loader_refuses_other_version_and_missing_parts(ddir, tmp_path):
     with pytest.raises(DataDirError, match="cannot read ts"):
         data.load_data_dir(ddir)
     (ddir / "manifest.json").unlink()
-    with pytest.raises(DataDirError, match="no manifest.json"):
+    with pytest.raises(DataDirError, match=r"no manifest\.json"):
         data.load_data_dir(ddir)
 
 
@@ -379,7 +379,7 @@ def bigram_hr10(d: data.DataDir, keep: np.ndarray) -> float:
     pairs = pl.DataFrame({"a": items[pos - 1], "b": items[pos]}).group_by("a", "b").len()
     top = pairs.sort(["a", "len", "b"], descending=[False, True, False]).group_by("a").head(10)
     table = set(zip(top["a"].to_list(), top["b"].to_list()))
-    users, end = d.eval_targets("test")
+    _users, end = d.eval_targets("test")
     return float(np.mean([(a, b) in table for a, b in zip(items[end - 1].tolist(), items[end].tolist())]))
 
 

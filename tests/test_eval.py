@@ -155,7 +155,7 @@ def test_newest_run_when_stdin_is_a_terminal(world, monkeypatch, capsys):
 def test_compare(world, monkeypatch, capsys):
     for run in ("a", "b"):
         assert run_eval(monkeypatch, capsys, "--run", str(world[run]), "--bootstrap", "0")[0] == 0
-    code, out, err = run_eval(
+    code, _out, err = run_eval(
         monkeypatch,
         capsys,
         "--run",

@@ -139,9 +139,9 @@ def test_padding_never_ranked():
     q, table, targets = int_case(3)
     table[0] = 100  # padding row would beat everything if it were scored
     np.testing.assert_array_equal(ranks_t(q, table, targets), ref_ranks(q, table, targets))
-    with pytest.raises(ValueError, match="1..40"):
+    with pytest.raises(ValueError, match=r"1\.\.40"):
         ranks_t(q, table, np.where(np.arange(len(targets)) == 0, 0, targets))
-    with pytest.raises(ValueError, match="1..40"):
+    with pytest.raises(ValueError, match=r"1\.\.40"):
         ranks_t(q, table, np.full(len(targets), 41))
 
 

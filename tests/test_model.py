@@ -255,7 +255,7 @@ def test_load_model_round_trip(tmp_path, item_emb):
     assert not loaded.training
     t = (x != 0).long()
     assert torch.equal(loaded(x, t), model(x, t))
-    with pytest.raises(FileNotFoundError, match="no model.pt"):
+    with pytest.raises(FileNotFoundError, match=r"no model\.pt"):
         load_model(tmp_path / "missing")
 
 

@@ -130,7 +130,10 @@ def test_movielens_csv_zst(prep, tmp_path):
 
 def test_recbole_inter(prep, tmp_path):
     f = tmp_path / "ml-100k.inter.gz"
-    text = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n196\t242\t3\t881250949\n186\t302\t3\t891717742\n196\t302\t1\t881250948.0\n"
+    text = (
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+        "196\t242\t3\t881250949\n186\t302\t3\t891717742\n196\t302\t1\t881250948.0\n"
+    )
     f.write_bytes(gzip.compress(text.encode()))
     out = ok(prep(f))
     assert out == Path("data/ml-100k")

@@ -219,16 +219,18 @@ def test_read_log_refusals(tmp_path):
     with pytest.raises(ValueError, match="has no rows with a user, an item and a time"):
         readers.read_log(*readers.scan_log(header, "csv"), header, "csv")
     back = write(tmp_path, "back.txt", "1 10 100\n2 10 50\n1 11 90\n")
-    with pytest.raises(ValueError, match="time goes backwards for user 1 at line 3 of .*back.txt; in the pairs format"):
+    with pytest.raises(
+        ValueError, match=r"time goes backwards for user 1 at line 3 of .*back\.txt; in the pairs format"
+    ):
         readers.read_log(*readers.scan_log(back, "pairs"), back, "pairs")
     text = "user_id,item_id,timestamp\n" + "".join(f"{u},{u + 1},{u}\n" for u in range(20_000))
     whole = gzip.compress(text.encode(), mtime=0)
     cut = tmp_path / "cut.csv.gz"
     cut.write_bytes(whole[: len(whole) // 2])  # the header reads fine; the body does not
-    with pytest.raises(ValueError, match="cannot read .*cut.csv.gz as csv"):
+    with pytest.raises(ValueError, match=r"cannot read .*cut\.csv\.gz as csv"):
         readers.read_log(*readers.scan_log(cut, "csv"), cut, "csv")
     words = write(tmp_path, "words.csv", "user_id,item_id,timestamp\n1,1,yesterday\n")
-    with pytest.raises(ValueError, match="the time column 'timestamp' of .*words.csv is neither numbers nor dates"):
+    with pytest.raises(ValueError, match=r"the time column 'timestamp' of .*words\.csv is neither numbers nor dates"):
         readers.read_log(*readers.scan_log(words, "csv"), words, "csv")
 
 
@@ -271,7 +273,7 @@ def test_binary_and_misnamed_and_truncated_files(tmp_path):
     readers.check_compression(write(tmp_path, "real.csv.gz", "a\n"))  # a real .gz passes
     cut = tmp_path / "cut.csv.gz"
     cut.write_bytes(gzip.compress(b"user_id,item_id,timestamp\n1,2,3\n" * 100, mtime=0)[:20])
-    with pytest.raises(ValueError, match="cannot read .*cut.csv.gz"):
+    with pytest.raises(ValueError, match=r"cannot read .*cut\.csv\.gz"):
         readers.detect_format(cut)
 
 

@@ -110,7 +110,7 @@ def test_synthetic_shards_and_readers(prep, tmp_path):  # noqa: F811
     np.testing.assert_array_equal(two.offsets, np.concatenate([s1.offsets, s3.offsets[1:] + s1.n_events]))
     np.testing.assert_array_equal(two.train_end, np.concatenate([s1.train_end, s3.train_end + s1.n_events]))
     np.testing.assert_array_equal(two.sessions[-1], two.n_events)
-    users, ends = two.eval_targets("test")
+    users, _ends = two.eval_targets("test")
     assert len(users) == len(s1.eval_targets("test")[0]) + len(s3.eval_targets("test")[0])
     with pytest.raises(data.DataDirError, match="cannot read shard"):
         load_shards(many, [4])

@@ -116,7 +116,7 @@ def test_fresh_targets_count_every_training_event_once(data_dir, stride):
     window = 20
     w = epoch_windows(d.offsets, d.train_end, regime="sliding", window=window, stride=stride)
     _, targets_all, _ = make_batch(d.items, None, w, np.arange(len(w)), window, fresh_only=False, trim=False)
-    inputs, targets, _ = make_batch(d.items, None, w, np.arange(len(w)), window, fresh_only=True, trim=False)
+    _inputs, targets, _ = make_batch(d.items, None, w, np.arange(len(w)), window, fresh_only=True, trim=False)
     # Rebuild which event each counted target is, per user.
     event = w.stop[:, None] + np.arange(-window, 0)[None, :]
     counted = event[targets.numpy() != 0]
