@@ -241,33 +241,6 @@ def versus_table(
     return lines + [""]
 
 
-def reproduction(root: Path) -> list[str]:
-    run = run_dir(root / "ml1m-w200", "last-w200")
-    m = test_metrics(run)
-    if not m:
-        return ["(ml-1m last-w200 not finished)", ""]
-    ci = m.get("ci", {})
-    s = summary(run)
-    out = [
-        "### ml-1m: SASRec, full CE, window 200 (`last`) against the published SASRec+",
-        "",
-        "| | NDCG@10 | HR@10 |",
-        "|---|---|---|",
-        "| published SASRec+ (Klenitskiy & Vasilev 2023) | 0.1821 | 0.3152 |",
-    ]
-    cell = lambda k: f"{m['metrics'][k]:.4f}" + (f" [{ci[k][0]:.4f}, {ci[k][1]:.4f}]" if k in ci else "")
-    out.append(
-        f"| longrec, {s.get('epochs', '?')} epochs in {s.get('train_seconds', 0):.0f} s (stop: "
-        f"{s.get('stop_reason', '?')}) | {cell('NDCG@10')} | {cell('HR@10')} |"
-    )
-    logf = run / "log.jsonl"
-    if logf.is_file():
-        curve = [json.loads(line) for line in logf.read_text().splitlines()]
-        pts = ", ".join(f"{r['epoch'] + 1}: {r['valid'].get('NDCG@10', float('nan')):.4f}" for r in curve)
-        out += ["", f"Validation NDCG@10 by epoch: {pts}."]
-    return out + [""]
-
-
 def seed_runs(out: Path, cell: str) -> list[Path]:
     """The finished runs (with test ranks) of every seed of a cell, in seed order."""
     dirs = sorted((out / "cells" / cell).glob("seed*"), key=lambda d: int(d.name[4:]))
@@ -375,6 +348,56 @@ def converged_table(root: Path, name: str, title: str, published: dict[str, floa
     return lines + [""]
 
 
+def run_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def cpu_hours(out: Path) -> float:
+    """One-thread hours the grid's runs spent training and validating so far (from log.jsonl)."""
+    logs = [run_log(f.parent) for f in (out / "cells").glob("*/seed*/run/log.jsonl")]
+    return sum(r["train_seconds"] + r["eval_seconds"] for log in logs for r in log) / 3600
+
+
+def converged_curves(root: Path, name: str, plot_dir: Path | None) -> list[str]:
+    """Validation NDCG@10 after each epoch against training minutes, every seed of every cell
+    (finished or still running): which regime is ahead at a given budget."""
+    out = root / name
+    runs = sorted(out.glob("cells/*/seed*/run/log.jsonl"))
+    if plot_dir is None or not runs:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colors: dict[str, str] = {}
+    for f in runs:
+        cell = f.parents[2].name
+        log = run_log(f.parent)
+        minutes = np.cumsum([r["train_seconds"] for r in log]) / 60
+        color = colors.setdefault(cell, f"C{len(colors)}")
+        label = cell if f.parents[1].name == "seed0" else None
+        ax.plot(minutes, [r["valid"]["NDCG@10"] for r in log], color=color, lw=1, label=label)
+    for level in (0.15, 0.17):
+        ax.axhline(level, color="grey", lw=0.5, ls=":")
+    ax.set_xlabel("training minutes (one thread, validation excluded)")
+    ax.set_ylabel("validation NDCG@10")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{name}: validation NDCG@10 per epoch, every seed")
+    fig.tight_layout()
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot_dir / f"{name}-curves.png", dpi=110)
+    plt.close(fig)
+    return [
+        f"![{name} validation curves](results/{name}-curves.png)",
+        "",
+        f"CPU time of the runs so far (training and validation, one thread each): {cpu_hours(out):.1f} h.",
+        "",
+    ]
+
+
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/results")
     plots = Path(sys.argv[2]) if len(sys.argv) > 2 else None  # where the learning-curve PNGs go
@@ -382,7 +405,7 @@ def main() -> None:
     lines += converged_table(
         root, "ml1m-sasrec", "ml-1m, window 200, SASRec+ configuration, to convergence", published=PUBLISHED
     )
-    lines += reproduction(root)
+    lines += converged_curves(root, "ml1m-sasrec", plots)
     for name, title in (
         ("ml1m-w200", "ml-1m, window 200: last vs sliding vs mixed (8 min of training each)"),
         ("ml1m-w50", "ml-1m, window 50: 3 seeds (3 min of training each)"),
