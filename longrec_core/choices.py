@@ -13,8 +13,10 @@ REGIMES = ("last", "sliding", "mixed", "random", "session")
 TARGETS = ("all", "fresh")  # fresh: only targets no later window of the same user covers
 
 # model: the item embedding (longrec_core.model)
-ITEM_EMBS = ("full", "kshift")  # full N x d table, or the k-shift shared table
+# full N x d table, the k-shift shared table, or an N x (d / compression) table and a projection to d
+ITEM_EMBS = ("full", "kshift", "lowrank")
 KSHIFT_SCHEMES = ("mix", "rotate", "rotate_signed")  # rotate_signed = the paper code's bug
+KSHIFT_ROW_SOURCES = ("stored", "computed")  # [N+1, k] int32 buffer, or hashed per batch by the core
 
 # loss (longrec_core.losses)
 LOSSES = ("ce", "sampled", "chunked")

@@ -1,4 +1,4 @@
-"""SASRec-style causal transformer with a full or a k-shift item embedding.
+"""SASRec-style causal transformer with a full, a k-shift or a low-rank item embedding.
 
 Conventions (shared with every stage):
 - item ids are 1..N, 0 is padding and never a real item; item tables have N+1 rows, row 0 = padding;
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from longrec_core.choices import ITEM_EMBS, KSHIFT_SCHEMES
+from longrec_core.choices import ITEM_EMBS, KSHIFT_ROW_SOURCES, KSHIFT_SCHEMES
 
 
 @dataclass
@@ -39,12 +40,18 @@ class ModelConfig:
     heads: int = 2  # attention heads; must divide dim
     ffn: int = 256  # hidden width of each block's feed-forward
     dropout: float = 0.2  # on embeddings, attention weights and residual branches
-    item_emb: str = "full"  # "full" (N+1 x d table) | "kshift" (shared P x d table, P = ceil(N / compression))
+    # "full" (N+1 x d table) | "kshift" (shared P x d table, P = ceil(N / compression))
+    # | "lowrank" (N+1 x r table times an r x d projection, r = dim // compression)
+    item_emb: str = "full"
     kshift_k: int = 8  # rows summed per item
-    kshift_compression: int = 16  # N / P
+    kshift_compression: int = 16  # N / P (kshift); dim / r (lowrank)
     kshift_scheme: str = "mix"  # "mix" | "rotate" | "rotate_signed" (the paper code's bug, for comparison only)
     kshift_seed: int = 0  # seed of the item hash
     n_types: int = 0  # event types 1..n_types get an embedding; 0 = no type embedding
+    # The fields below came later; their defaults are the behaviour before them, so old configs load.
+    kshift_head: int = 0  # items 1..H (the most frequent, as prep.py numbers them) get exact rows of their own
+    kshift_weights: bool = False  # learned per-item weights of the k rows instead of 1/sqrt(k)
+    kshift_rows: str = "stored"  # "stored" ([N+1, k] int32 buffer) | "computed" (hashed per batch)
 
     def __post_init__(self) -> None:
         problems = [
@@ -64,6 +71,24 @@ class ModelConfig:
                 f"kshift_scheme must be one of {KSHIFT_SCHEMES}, got {self.kshift_scheme!r}",
             ),
             (not 0 <= self.n_types < 128, f"n_types must be in 0..127, got {self.n_types}"),
+            (
+                self.item_emb == "lowrank" and self.kshift_compression > self.dim,
+                f"lowrank needs kshift_compression ({self.kshift_compression}) at most dim ({self.dim}): "
+                f"its width dim // compression would be 0",
+            ),
+            (
+                not 0 <= self.kshift_head < self.n_items,
+                f"kshift_head must be in 0..n_items-1 ({self.n_items - 1}), got {self.kshift_head}",
+            ),
+            (
+                self.kshift_rows not in KSHIFT_ROW_SOURCES,
+                f"kshift_rows must be one of {KSHIFT_ROW_SOURCES}, got {self.kshift_rows!r}",
+            ),
+            (
+                self.item_emb != "kshift"
+                and (self.kshift_head > 0 or self.kshift_weights or self.kshift_rows != "stored"),
+                "kshift_head, kshift_weights and kshift_rows apply to item_emb 'kshift' only",
+            ),
         ]
         for bad, msg in problems:
             if bad:
@@ -89,22 +114,40 @@ def kshift_table_rows(n_items: int, compression: float) -> int:
     return max(1, math.ceil(n_items / compression))
 
 
-def _kshift_rows_int32(n_items: int, k: int, rows: int, seed: int, scheme: str) -> np.ndarray:
-    """[N+1, k] int32 row indices of ids 0..N, computed in chunks so 10^7 items never hold an int64 copy."""
+# The importance weights' row of an item comes from a second hash, independent of its k table rows:
+# the core's `kshift_rows(ids, k=1, rows=P, seed=kshift_seed ^ WEIGHT_SEED_SALT, scheme="mix")`.
+WEIGHT_SEED_SALT = 0x5EED_0F1E_A4D5_1A27
+ROW_CHUNK = 1 << 20  # ids hashed at once when all N+1 are: 64 MB of int64 rows at k = 8
+
+
+def _kshift_row_chunks(n_items: int, k: int, rows: int, seed: int, scheme: str) -> Iterator[np.ndarray]:
+    """The [N+1, k] row indices of ids 0..N as int32 chunks of ROW_CHUNK ids, in id order, so that
+    no caller needs an int64 copy of all of them (or, for a fingerprint, any whole copy)."""
     from longrec_core import kshift_rows  # the Rust core; imported here so the model imports without it
 
+    for lo in range(0, n_items + 1, ROW_CHUNK):
+        ids = np.arange(lo, min(n_items + 1, lo + ROW_CHUNK), dtype=np.int64)
+        yield kshift_rows(ids, k=k, rows=rows, seed=seed, scheme=scheme).astype(np.int32)
+
+
+def _kshift_rows_int32(n_items: int, k: int, rows: int, seed: int, scheme: str) -> np.ndarray:
+    """[N+1, k] int32 row indices of ids 0..N (4k bytes per item), filled chunk by chunk."""
     out = np.empty((n_items + 1, k), dtype=np.int32)
-    step = 1 << 20
-    for lo in range(0, n_items + 1, step):
-        hi = min(n_items + 1, lo + step)
-        out[lo:hi] = kshift_rows(np.arange(lo, hi, dtype=np.int64), k=k, rows=rows, seed=seed, scheme=scheme)
+    lo = 0
+    for chunk in _kshift_row_chunks(n_items, k, rows, seed, scheme):
+        out[lo : lo + len(chunk)] = chunk
+        lo += len(chunk)
     return out
 
 
-def _fingerprint(rows: np.ndarray) -> int:
-    """64-bit digest of the row table, kept in checkpoints so a changed hash cannot load silently."""
-    digest = hashlib.blake2b(memoryview(np.ascontiguousarray(rows)), digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
+def _fingerprint(chunks: Iterable[np.ndarray]) -> int:
+    """64-bit digest of the [N+1, k] int32 row table, kept in checkpoints so a changed hash cannot load
+    silently. blake2b is fed the table's bytes chunk by chunk (consecutive id ranges, C order), which
+    gives the digest of the whole buffer: stored and computed rows have the same fingerprint."""
+    digest = hashlib.blake2b(digest_size=8)
+    for chunk in chunks:
+        digest.update(memoryview(np.ascontiguousarray(chunk, dtype=np.int32)))
+    return int.from_bytes(digest.digest(), "little", signed=True)
 
 
 class KShiftEmbedding(nn.Module):
@@ -115,35 +158,104 @@ class KShiftEmbedding(nn.Module):
     table row's scale when rows are independent, and keeps its norm free to carry popularity, as a
     full table's does. Id 0 (padding) maps to the zero vector.
 
-    Memory: the table (P x d float32), its gradient and AdamW state, plus the [N+1, k] int32 row
-    buffer — for N = 10^7, d = 64, compression 16, k = 8: 160 + 160 + 320 + 320 MB. The buffer is not
-    saved in checkpoints (it is recomputed from the seed); a 64-bit fingerprint of it is, and loading a
-    checkpoint whose fingerprint differs raises ValueError.
+    Opt-in variants (the defaults are the plain k-shift):
+    - `head` H: items 1..H take exact rows of their own (an H x d table) instead of hashed ones; prep.py
+      numbers items by descending training frequency, so these are the most frequent. P is unchanged.
+    - `weights`: the k rows are summed with k learned weights instead of 1/sqrt(k) (hash embeddings,
+      Svenstrup et al. 2017). The weights are a P x k table, initialized to 1/sqrt(k); an item's weight
+      row is picked by a second hash of its id (`kshift_rows` with k=1, seed `seed ^ WEIGHT_SEED_SALT`).
+    - `rows="computed"`: no row buffer; each call hashes its ids with the core (on the CPU).
+
+    Memory (float32; parameters count 4 times with gradient and AdamW's two moments): the table P x d,
+    the head H x d, the weights P x k; buffers: the [N+1, k] int32 rows and, with weights, the [N+1]
+    int32 weight rows, both absent when computed — for N = 10^7, d = 64, compression 16, k = 8: table
+    160 + 160 + 320 MB, rows 320 MB. Buffers are not saved in checkpoints (they are recomputed from the
+    seed); a 64-bit fingerprint of the rows is, and loading a checkpoint whose fingerprint differs
+    raises ValueError.
     """
 
     def __init__(
-        self, n_items: int, dim: int, k: int = 8, compression: float = 16, scheme: str = "mix", seed: int = 0
+        self,
+        n_items: int,
+        dim: int,
+        k: int = 8,
+        compression: float = 16,
+        scheme: str = "mix",
+        seed: int = 0,
+        *,
+        head: int = 0,
+        weights: bool = False,
+        rows: str = "stored",
     ) -> None:
         super().__init__()
-        self.n_items, self.k = n_items, k
+        if not 0 <= head < n_items:
+            raise ValueError(f"the k-shift head must be in 0..{n_items - 1} (below the {n_items:,} items), got {head}")
+        if rows not in KSHIFT_ROW_SOURCES:
+            raise ValueError(f"rows must be one of {KSHIFT_ROW_SOURCES}, got {rows!r}")
+        self.n_items, self.k, self.scheme, self.seed, self.n_head = n_items, k, scheme, seed, head
+        self.computed = rows == "computed"
         self.n_rows = kshift_table_rows(n_items, compression)  # P
         self.table = nn.Parameter(torch.empty(self.n_rows, dim))
         nn.init.normal_(self.table, std=0.02)
-        rows = _kshift_rows_int32(n_items, k, self.n_rows, seed, scheme)
-        self.register_buffer("rows", torch.from_numpy(rows), persistent=False)  # (N+1, k) int32
-        self.register_buffer("rows_fingerprint", torch.tensor(_fingerprint(rows)), persistent=True)
+        self.head = nn.Parameter(torch.empty(head, dim).normal_(std=0.02)) if head else None  # a row's scale
+        self.weights = nn.Parameter(torch.full((self.n_rows, k), 1 / math.sqrt(k))) if weights else None
+        if self.computed:
+            fingerprint = _fingerprint(_kshift_row_chunks(n_items, k, self.n_rows, seed, scheme))
+        else:
+            table_rows = _kshift_rows_int32(n_items, k, self.n_rows, seed, scheme)
+            self.register_buffer("rows", torch.from_numpy(table_rows), persistent=False)  # (N+1, k) int32
+            if weights:
+                weight_rows = _kshift_rows_int32(n_items, 1, self.n_rows, seed ^ WEIGHT_SEED_SALT, "mix")
+                self.register_buffer("weight_rows", torch.from_numpy(weight_rows[:, 0]), persistent=False)  # (N+1,)
+            fingerprint = _fingerprint([table_rows])
+        self.register_buffer("rows_fingerprint", torch.tensor(fingerprint), persistent=True)
+
+    def rows_of(self, flat: torch.Tensor) -> torch.Tensor:
+        """ids (n,) -> (n, k) int64 table rows, on the ids' device: from the buffer or hashed now."""
+        if self.computed:
+            return self._hash(flat, self.k, self.seed, self.scheme)
+        return self.rows[flat].long()
+
+    def weight_rows_of(self, flat: torch.Tensor) -> torch.Tensor:
+        """ids (n,) -> (n,) int64 rows of the weight table (the second hash), on the ids' device."""
+        if self.computed:
+            return self._hash(flat, 1, self.seed ^ WEIGHT_SEED_SALT, "mix")[:, 0]
+        return self.weight_rows[flat].long()
+
+    def _hash(self, flat: torch.Tensor, k: int, seed: int, scheme: str) -> torch.Tensor:
+        """The core's `kshift_rows` of `flat`, (n, k) int64 on flat's device. The hash runs on the CPU:
+        on CUDA, `.cpu()` waits for all queued GPU work (a device sync on every forward, which stalls
+        the pipeline by the time the queued kernels take) and the rows go back over PCIe, 8k bytes an
+        id (1.6 MB for a 128 x 200 batch at k = 8). The hash itself costs a few ns an id and row."""
+        from longrec_core import kshift_rows  # the Rust core; imported here so the model imports without it
+
+        ids = flat.detach().to("cpu", torch.int64).contiguous().numpy()
+        return torch.from_numpy(kshift_rows(ids, k=k, rows=self.n_rows, seed=seed, scheme=scheme)).to(flat.device)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids of any shape (...) -> composed vectors (..., d); zeros where ids == 0."""
         flat = ids.reshape(-1)
-        bags = self.rows[flat].long()  # (n, k)
-        out = F.embedding_bag(bags, self.table, mode="sum")  # (n, d) without an (n, k, d) intermediate
-        scale = (flat != 0).to(out.dtype) / math.sqrt(self.k)
-        return (out * scale.unsqueeze(1)).view(*ids.shape, -1)
+        bags = self.rows_of(flat)  # (n, k)
+        real = (flat != 0).unsqueeze(1)  # (n, 1)
+        if self.weights is None:  # (n, d) without an (n, k, d) intermediate
+            out = F.embedding_bag(bags, self.table, mode="sum")
+            scale = real.to(out.dtype) / math.sqrt(self.k)
+        else:
+            w = self.weights[self.weight_rows_of(flat)]  # (n, k) learned, one row of P per item
+            out = F.embedding_bag(bags, self.table, mode="sum", per_sample_weights=w)
+            scale = real.to(out.dtype)
+        out = out * scale
+        if self.head is not None:  # the head's exact rows replace (and take the gradient of) the hashed ones
+            exact = F.embedding((flat - 1).clamp(0, self.n_head - 1), self.head)  # (n, d)
+            out = torch.where(real & (flat <= self.n_head).unsqueeze(1), exact.to(out.dtype), out)
+        return out.view(*ids.shape, -1)
 
     def collision_share(self) -> float:
-        """Share of items 1..N whose row multiset equals another item's (identical vectors)."""
-        return kshift_collision_share(self.rows.cpu().numpy())
+        """Share of the hashed items H+1..N whose row multiset equals another's (identical vectors).
+        Needs the stored rows: with computed rows it would materialize the whole [N+1, k] buffer."""
+        if self.computed:
+            raise ValueError("collision_share needs the stored rows (rows='stored')")
+        return kshift_collision_share(self.rows[self.n_head :].cpu().numpy())  # row H stands in for padding
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         saved = state_dict.get(prefix + "rows_fingerprint")
@@ -153,6 +265,36 @@ class KShiftEmbedding(nn.Module):
                 "(a different seed or scheme, or a core whose hash changed)"
             )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class LowRankEmbedding(nn.Module):
+    """Item i's vector is row i of an (N+1) x r table times a learned r x d projection (no bias): the
+    same-memory baseline of k-shift. With r = d // compression the table holds about N x d /
+    compression floats, as the k-shift table at that compression does, but every item keeps a row of
+    its own. Row 0 (padding) is zero and gets no gradient, so with no bias id 0 maps to exact zeros.
+
+    Memory: ((N+1) x r + r x d) float32 values (4r bytes per item), 4 times that with gradient and
+    AdamW's moments; no buffer. Plain parameters rather than nn.Embedding / nn.Linear, whose generic
+    std-0.02 init in SASRec would make the composed vectors 0.02 * 0.02 * sqrt(r) small.
+    """
+
+    def __init__(self, n_items: int, dim: int, width: int) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.empty(n_items + 1, width))
+        self.proj = nn.Parameter(torch.empty(width, dim))
+        nn.init.normal_(self.table, std=0.02)
+        nn.init.normal_(self.proj, std=1 / math.sqrt(width))  # composed vectors get a full table's std 0.02
+        with torch.no_grad():
+            self.table[0].zero_()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids of any shape (...) -> (..., d); zeros where ids == 0."""
+        return F.embedding(ids, self.table, padding_idx=0) @ self.proj
+
+
+def lowrank_width(dim: int, compression: int) -> int:
+    """r = d // compression: the low-rank table's width (ModelConfig refuses compression > d, r = 0)."""
+    return dim // compression
 
 
 def kshift_collision_share(rows: np.ndarray) -> float:
@@ -182,25 +324,43 @@ def kshift_collision_share(rows: np.ndarray) -> float:
     return float((counts[inverse.reshape(-1)] > 1).sum()) / n
 
 
-def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, int]:
-    """Bytes the item embedding needs to train (float32, AdamW), and what a full table would need.
+def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, float]:
+    """Bytes the item embedding needs to train (float32 parameters, AdamW), part by part, and what a
+    full table would need. All ints except bytes_per_item.
 
-    Keys: params_bytes, grad_bytes, adam_bytes (two moments), rows_bytes (k-shift row buffer),
-    total_bytes (their sum), full_table_bytes ((N+1) x d params) and full_total_bytes (params, grad
-    and AdamW state of a full table).
+    Parameters: table_bytes (the full (N+1) x d table, the k-shift P x d shared table, or the low-rank
+    (N+1) x r table), head_bytes (k-shift head, H x d), weights_bytes (k-shift importance weights,
+    P x k), proj_bytes (low-rank projection, r x d); params_bytes is their sum, grad_bytes equals it
+    and adam_bytes is twice it (two moments). Buffers, never trained: rows_bytes (the k-shift [N+1, k]
+    int32 rows) and weight_rows_bytes (the [N+1] int32 weight row of each item), both 0 when the rows
+    are computed per batch. total_bytes sums parameters, gradient, AdamW state and buffers;
+    bytes_per_item = total_bytes / N; full_table_bytes ((N+1) x d params) and full_total_bytes
+    (params, grad and AdamW state of a full table) for comparison.
     """
-    full = (cfg.n_items + 1) * cfg.dim * 4
+    n, d = cfg.n_items, cfg.dim
+    full = (n + 1) * d * 4
+    parts = {"table_bytes": full, "head_bytes": 0, "weights_bytes": 0, "proj_bytes": 0}
+    buffers = {"rows_bytes": 0, "weight_rows_bytes": 0}
     if cfg.item_emb == "kshift":
-        params = kshift_table_rows(cfg.n_items, cfg.kshift_compression) * cfg.dim * 4
-        rows = (cfg.n_items + 1) * cfg.kshift_k * 4
-    else:
-        params, rows = full, 0
+        p = kshift_table_rows(n, cfg.kshift_compression)
+        parts.update(table_bytes=p * d * 4, head_bytes=cfg.kshift_head * d * 4)
+        parts["weights_bytes"] = p * cfg.kshift_k * 4 if cfg.kshift_weights else 0
+        if cfg.kshift_rows == "stored":
+            buffers["rows_bytes"] = (n + 1) * cfg.kshift_k * 4
+            buffers["weight_rows_bytes"] = (n + 1) * 4 if cfg.kshift_weights else 0
+    elif cfg.item_emb == "lowrank":
+        r = lowrank_width(d, cfg.kshift_compression)
+        parts.update(table_bytes=(n + 1) * r * 4, proj_bytes=r * d * 4)
+    params = sum(parts.values())
+    total = 4 * params + sum(buffers.values())
     return {
+        **parts,
         "params_bytes": params,
         "grad_bytes": params,
         "adam_bytes": 2 * params,
-        "rows_bytes": rows,
-        "total_bytes": 4 * params + rows,
+        **buffers,
+        "total_bytes": total,
+        "bytes_per_item": total / n,
         "full_table_bytes": full,
         "full_total_bytes": 4 * full,
     }
@@ -353,8 +513,18 @@ class SASRec(nn.Module):
         self.cfg = cfg
         if cfg.item_emb == "kshift":
             self.item_emb: nn.Module = KShiftEmbedding(
-                cfg.n_items, cfg.dim, cfg.kshift_k, cfg.kshift_compression, cfg.kshift_scheme, cfg.kshift_seed
+                cfg.n_items,
+                cfg.dim,
+                cfg.kshift_k,
+                cfg.kshift_compression,
+                cfg.kshift_scheme,
+                cfg.kshift_seed,
+                head=cfg.kshift_head,
+                weights=cfg.kshift_weights,
+                rows=cfg.kshift_rows,
             )
+        elif cfg.item_emb == "lowrank":
+            self.item_emb = LowRankEmbedding(cfg.n_items, cfg.dim, lowrank_width(cfg.dim, cfg.kshift_compression))
         else:
             self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)  # row 0 zero, never trained
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
@@ -362,7 +532,7 @@ class SASRec(nn.Module):
         self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(cfg.dim)
-        for m in self.modules():  # small init as in GPT-2; the k-shift table initializes itself
+        for m in self.modules():  # small init as in GPT-2; the k-shift and low-rank tables initialize themselves
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, std=0.02)
             if isinstance(m, nn.Linear):

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -9,7 +10,9 @@ import torch
 
 import longrec_core.model as model_module
 from longrec_core.model import (
+    WEIGHT_SEED_SALT,
     KShiftEmbedding,
+    LowRankEmbedding,
     ModelConfig,
     SASRec,
     attention,
@@ -148,6 +151,166 @@ def test_memory_of_ten_million_items_fits_in_a_gigabyte():
     assert embedding_memory_bytes(ModelConfig(n_items=10, max_len=5))["total_bytes"] == 4 * 11 * 64 * 4
 
 
+# --- k-shift variants and the low-rank baseline --------------------------------------------------
+
+# ModelConfig settings of each opt-in variant (tiny(): 30 items, dim 16, compression 4)
+VARIANTS = {
+    "head": {"item_emb": "kshift", "kshift_head": 5},
+    "weights": {"item_emb": "kshift", "kshift_weights": True},
+    "computed": {"item_emb": "kshift", "kshift_rows": "computed"},
+    "all": {"item_emb": "kshift", "kshift_head": 5, "kshift_weights": True, "kshift_rows": "computed"},
+    "lowrank": {"item_emb": "lowrank"},
+}
+needs_core_unless_lowrank = [pytest.param(v, marks=needs_core if v != "lowrank" else ()) for v in VARIANTS]
+
+
+@needs_core
+@pytest.mark.parametrize("weights", [False, True])
+@pytest.mark.parametrize("head", [0, 7])
+def test_computed_rows_equal_the_core_and_the_stored_buffer_bitwise(weights, head):
+    kw = {"k": 4, "compression": 8, "seed": 5, "head": head, "weights": weights}
+    stored = KShiftEmbedding(100, 6, **kw)
+    computed = KShiftEmbedding(100, 6, **kw, rows="computed")
+    assert not hasattr(computed, "rows") and not hasattr(computed, "weight_rows")  # no buffers
+    if weights:  # trained-looking weights, so a wrong weight row shows
+        with torch.no_grad():
+            stored.weights.uniform_(-1, 1)
+    computed.load_state_dict(stored.state_dict())  # same fingerprint, same parameters
+    ids = torch.tensor([[0, 5, 99], [100, 1, 7]])
+    flat = ids.reshape(-1)
+    want = kshift_rows(flat.numpy(), k=4, rows=13, seed=5)
+    np.testing.assert_array_equal(computed.rows_of(flat).numpy(), want)
+    np.testing.assert_array_equal(stored.rows_of(flat).numpy(), want)
+    if weights:
+        want_w = kshift_rows(flat.numpy(), k=1, rows=13, seed=5 ^ WEIGHT_SEED_SALT)[:, 0]
+        np.testing.assert_array_equal(computed.weight_rows_of(flat).numpy(), want_w)
+        np.testing.assert_array_equal(stored.weight_rows_of(flat).numpy(), want_w)
+    assert torch.equal(computed(ids), stored(ids))  # bitwise
+    all_ids = torch.arange(101)
+    assert torch.equal(computed(all_ids), stored(all_ids))
+
+
+@needs_core
+def test_fingerprint_in_chunks_is_the_whole_buffers(monkeypatch):
+    import hashlib
+
+    emb = KShiftEmbedding(50, 4, k=3, compression=5, seed=2)
+    # the digest old checkpoints hold: blake2b of the whole [N+1, k] int32 buffer at once
+    whole = hashlib.blake2b(emb.rows.numpy().tobytes(), digest_size=8).digest()
+    assert int(emb.rows_fingerprint) == int.from_bytes(whole, "little", signed=True)
+    monkeypatch.setattr(model_module, "ROW_CHUNK", 7)  # 51 ids in 8 chunks, the last one short
+    computed = KShiftEmbedding(50, 4, k=3, compression=5, seed=2, rows="computed")
+    assert int(computed.rows_fingerprint) == int(emb.rows_fingerprint)
+    assert np.array_equal(model_module._kshift_rows_int32(50, 3, 10, 2, "mix"), emb.rows.numpy())
+    with pytest.raises(ValueError, match="k-shift rows differ"):
+        KShiftEmbedding(50, 4, k=3, compression=5, seed=3, rows="computed").load_state_dict(emb.state_dict())
+
+
+@pytest.mark.parametrize("variant", needs_core_unless_lowrank)
+def test_variant_vectors_have_width_d_and_padding_stays_zero(variant):
+    model = tiny(**VARIANTS[variant]).train()
+    ids = torch.tensor([[0, 3, 30], [6, 0, 1]])
+    v = model.item_vectors(ids)
+    assert v.shape == (2, 3, 16) and torch.equal(v[ids == 0], torch.zeros(2, 16))
+    assert torch.isfinite(v).all() and v[ids != 0].abs().sum(1).min() > 0
+    assert model.item_table().shape == (31, 16) and torch.equal(model.item_table()[ids], v)
+    # a step of AdamW with weight decay leaves padding at exactly zero
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.1)
+    x = seqs()
+    model(x)[x != 0].sum().backward()
+    opt.step()
+    assert torch.equal(model.item_vectors(torch.tensor([0])), torch.zeros(1, 16))
+
+
+@needs_core
+def test_head_items_use_their_own_rows():
+    emb = KShiftEmbedding(50, 4, k=3, compression=5, head=10)
+    head, tail = torch.arange(1, 11), torch.arange(11, 51)
+    assert emb.head.shape == (10, 4) and torch.equal(emb(head), emb.head)
+    plain = KShiftEmbedding(50, 4, k=3, compression=5)  # same rows; tail items compose as before
+    with torch.no_grad():
+        plain.table.copy_(emb.table)
+    assert torch.equal(emb(tail), plain(tail))
+    before_head, before_tail = emb(head).detach().clone(), emb(tail).detach().clone()
+    with torch.no_grad():
+        emb.table.add_(1.0)  # every hashed row
+    assert torch.equal(emb(head), before_head) and not torch.equal(emb(tail), before_tail)
+    before_tail = emb(tail).detach().clone()
+    with torch.no_grad():
+        emb.head.add_(1.0)
+    assert not torch.equal(emb(head), before_head) and torch.equal(emb(tail), before_tail)
+    emb(head).sum().backward()  # a head item's gradient goes to its own row only
+    assert torch.equal(emb.table.grad, torch.zeros_like(emb.table))
+    assert emb.collision_share() == kshift_collision_share(emb.rows[10:].numpy())
+
+
+@needs_core
+def test_learned_weights_combine_the_rows():
+    emb = KShiftEmbedding(60, 5, k=4, compression=6, weights=True)
+    plain = KShiftEmbedding(60, 5, k=4, compression=6)
+    with torch.no_grad():
+        plain.table.copy_(emb.table)
+    ids = torch.arange(61)
+    assert emb.weights.shape == (10, 4)
+    torch.testing.assert_close(emb(ids), plain(ids))  # initialized to 1/sqrt(k)
+    with torch.no_grad():
+        emb.weights.uniform_(-1, 1)
+    w = emb.weights[emb.weight_rows[ids].long()]  # (61, k)
+    want = (emb.table[emb.rows[ids].long()] * w.unsqueeze(-1)).sum(1)
+    want[0] = 0
+    torch.testing.assert_close(emb(ids), want)
+    emb(ids[1:]).sum().backward()
+    assert emb.weights.grad.abs().sum() > 0
+
+
+def test_lowrank_is_a_narrow_table_times_a_projection():
+    emb = LowRankEmbedding(40, 12, width=3)
+    ids = torch.tensor([0, 1, 40])
+    torch.testing.assert_close(emb(ids), emb.table[ids] @ emb.proj)
+    assert torch.equal(emb(ids)[0], torch.zeros(12))
+    assert tiny("lowrank").item_emb.table.shape == (31, 16 // 4)  # r = dim // compression
+    assert emb(torch.arange(1, 41)).std().item() == pytest.approx(0.02, rel=0.3)  # a full table's scale
+
+
+def test_memory_of_each_variant():
+    n, d, p = 10**7, 64, 625_000
+
+    def mem(**kw):
+        return embedding_memory_bytes(ModelConfig(n_items=n, max_len=200, **kw))
+
+    plain = mem(item_emb="kshift")
+    assert plain["table_bytes"] == p * d * 4 and plain["rows_bytes"] == (n + 1) * 8 * 4
+    assert plain["total_bytes"] == 4 * p * d * 4 + (n + 1) * 32 and plain["bytes_per_item"] == pytest.approx(96, 1e-3)
+    assert mem(item_emb="kshift", kshift_rows="computed")["rows_bytes"] == 0
+    both = mem(item_emb="kshift", kshift_head=1000, kshift_weights=True)
+    assert both["head_bytes"] == 1000 * d * 4 and both["weights_bytes"] == p * 8 * 4
+    assert both["params_bytes"] == (p * d + 1000 * d + p * 8) * 4 and both["weight_rows_bytes"] == (n + 1) * 4
+    computed = mem(item_emb="kshift", kshift_weights=True, kshift_rows="computed")
+    assert computed["rows_bytes"] == computed["weight_rows_bytes"] == 0
+    low = mem(item_emb="lowrank")  # r = 64 // 16 = 4: the same bytes per item as the k-shift table
+    assert low["table_bytes"] == (n + 1) * 4 * 4 and low["proj_bytes"] == 4 * d * 4 and low["rows_bytes"] == 0
+    assert low["params_bytes"] == pytest.approx(plain["params_bytes"], rel=1e-3)
+    full = mem()
+    assert full["total_bytes"] == full["full_total_bytes"] and full["bytes_per_item"] == pytest.approx(1024, 1e-3)
+
+
+def test_old_configs_load_and_bad_variant_configs_are_refused():
+    old = {"n_items": 30, "max_len": 12, "item_emb": "kshift", "kshift_k": 8, "kshift_compression": 16}
+    old |= {"kshift_scheme": "mix", "kshift_seed": 0, "n_types": 0, "dim": 16, "layers": 1, "heads": 2}
+    cfg = ModelConfig.from_dict(old)  # a config saved before the variants existed
+    assert (cfg.kshift_head, cfg.kshift_weights, cfg.kshift_rows) == (0, False, "stored")
+    bad = [
+        ({"kshift_head": 3}, "apply to item_emb 'kshift' only"),
+        ({"item_emb": "lowrank", "kshift_rows": "computed"}, "apply to item_emb 'kshift' only"),
+        ({"item_emb": "kshift", "kshift_head": 30}, "kshift_head must be in 0..n_items-1"),
+        ({"item_emb": "kshift", "kshift_rows": "lazy"}, "kshift_rows must be one of"),
+        ({"item_emb": "lowrank", "kshift_compression": 17}, "width dim // compression would be 0"),
+    ]
+    for kw, message in bad:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            ModelConfig(n_items=30, max_len=12, dim=16, **kw)
+
+
 # --- SASRec ------------------------------------------------------------------------------------
 
 
@@ -166,7 +329,7 @@ def seqs(B: int = 4, T: int = 8, seed: int = 0) -> torch.Tensor:
     return x
 
 
-EMBS = ["full", pytest.param("kshift", marks=needs_core)]
+EMBS = ["full", pytest.param("kshift", marks=needs_core), "lowrank"]
 
 
 @pytest.mark.parametrize("item_emb", EMBS)
