@@ -623,35 +623,18 @@ def prepare(
     (the sharded root holds the one item table).
     """
     say = status or (lambda _msg: None)
-    source = dict(source)
     n_in = len(log.item)
     if n_in == 0:
         raise ValueError("the input has no events")
 
     say(f"grouping {n_in:,} events by user and time")
     offsets, present, item, ts, types = group_log(log)
-    keep, dropped = keep_mask(
-        offsets,
-        item,
-        ts,
-        types,
-        len(log.item_ids),
-        params,
-        say,
-        allowed=None if item_index is None else item_index.index_of > 0,
-    )
-
+    allowed = None if item_index is None else item_index.index_of > 0
+    keep, dropped = keep_mask(offsets, item, ts, types, len(log.item_ids), params, say, allowed=allowed)
     offsets, user_codes, item, ts, types = _kept_events(offsets, keep, item, ts, types)
     del keep
-
-    if item_index is None:
-        item_index = index_items(np.bincount(item, minlength=len(log.item_ids)), log.item_ids)
-        item_table: pl.DataFrame | None = item_index.table
-    else:
-        item_table = None
-    items = item_index.index_of[item]
+    items, item_index, item_table = _index_kept_items(item, log.item_ids, item_index)
     del item
-
     # Raw user ids for the codes still present (group's users are the present codes in order).
     raw_users = log.user_ids.gather(present[user_codes])
 
@@ -659,28 +642,8 @@ def prepare(
     sessions = core.sessionize(offsets, ts, params.session_gap)
     train_end, valid_end, split_info = split_ends(offsets, ts, params)
     lens = np.diff(offsets)
-
-    user_table = pl.DataFrame(
-        {"index": np.arange(user_codes.size, dtype=np.int64), "id": raw_users, "events": lens.astype(np.int64)}
-    )
-    counts_info = {
-        "events": int(items.size),
-        "users": int(user_codes.size),
-        "items": item_index.n_items,
-        "sessions": int(len(sessions) - 1),
-        "types": len(log.type_names) if types is not None else 0,
-        "rows_read": int(source.pop("rows_read", n_in)),
-        "dropped_missing": int(source.pop("dropped_missing", 0)),
-        **{f"dropped_{k}": v for k, v in dropped.items()},
-        "history_len": history_len_summary(lens),
-    }
-    manifest = {
-        "source": source,
-        "params": dataclasses.asdict(params),
-        "counts": counts_info,
-        "split": split_info,
-        "types": list(log.type_names) if types is not None else [],
-    }
+    type_names = list(log.type_names) if types is not None else []
+    manifest = _manifest(source, n_in, params, dropped, lens, item_index.n_items, sessions, split_info, type_names)
     say(f"writing {out}")
     return write_data_dir(
         out,
@@ -692,10 +655,67 @@ def prepare(
         valid_end=valid_end,
         types=types,
         item_table=item_table,
-        user_table=user_table,
+        user_table=_user_table(raw_users, lens),
         manifest=manifest,
         force=force,
     )
+
+
+def _index_kept_items(
+    item: np.ndarray, item_ids: pl.Series, item_index: ItemIndex | None
+) -> tuple[np.ndarray, ItemIndex, pl.DataFrame | None]:
+    """The kept events' item indices 1..N, the ItemIndex that gave them, and the item table the
+    dir gets: without `item_index`, items are indexed by their kept counts and the dir gets
+    their table; a given (sharded) `item_index` is used as is and the dir gets none."""
+    if item_index is None:
+        item_index = index_items(np.bincount(item, minlength=len(item_ids)), item_ids)
+        item_table: pl.DataFrame | None = item_index.table
+    else:
+        item_table = None
+    return item_index.index_of[item], item_index, item_table
+
+
+def _user_table(raw_users: pl.Series, lens: np.ndarray) -> pl.DataFrame:
+    """users.parquet: each user's index 0..U-1, raw id and number of events."""
+    return pl.DataFrame(
+        {"index": np.arange(lens.size, dtype=np.int64), "id": raw_users, "events": lens.astype(np.int64)}
+    )
+
+
+def _manifest(
+    source: dict[str, Any],
+    n_in: int,
+    params: PrepParams,
+    dropped: dict[str, int],
+    lens: np.ndarray,
+    n_items: int,
+    sessions: np.ndarray,
+    split_info: dict[str, Any],
+    type_names: list[str],
+) -> dict[str, Any]:
+    """The manifest prepare writes (write_data_dir adds the arrays' specs): the input's `source`,
+    params, counts, split and event type names. The counts `source` holds (rows_read, else the
+    `n_in` events read; dropped_missing) move from it into the counts, next to the events each
+    dedupe and filter step `dropped`; `lens` are the users' event counts."""
+    source = dict(source)
+    counts_info = {
+        "events": int(lens.sum()),
+        "users": int(lens.size),
+        "items": n_items,
+        "sessions": int(len(sessions) - 1),
+        "types": len(type_names),
+        "rows_read": int(source.pop("rows_read", n_in)),
+        "dropped_missing": int(source.pop("dropped_missing", 0)),
+        **{f"dropped_{k}": v for k, v in dropped.items()},
+        "history_len": history_len_summary(lens),
+    }
+    return {
+        "source": source,
+        "params": dataclasses.asdict(params),
+        "counts": counts_info,
+        "split": split_info,
+        "types": type_names,
+    }
 
 
 def _kept_events(
@@ -741,36 +761,54 @@ def keep_mask(
 
     `allowed` (N,) bool, when given, replaces the item filter: the whole log's item counts
     decided it (sharded prep), so it is applied once, before the user filter."""
-    n_users_in = len(offsets) - 1
     keep = np.ones(len(item), dtype=bool)
     dropped: dict[str, int] = {}
-
     if params.dedupe:
         say("dropping exact repeats")
-        user_of = np.repeat(np.arange(n_users_in, dtype=np.int64), np.diff(offsets))
-        cols = {"u": user_of, "t": ts, "i": item}
-        if types is not None:
-            cols["y"] = types
-        keep &= pl.DataFrame(cols).select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy()
+        keep &= _first_distinct(offsets, item, ts, types)
         dropped["duplicates"] = int(len(item) - keep.sum())
-        del cols, user_of
     if params.dedupe_consecutive:
         say("dropping consecutive repeats")
-        # Compare each kept event with the previous *kept* event of the same user.
-        idx = np.flatnonzero(keep)
-        same = np.zeros(idx.size, dtype=bool)
-        same[1:] = (item[idx[1:]] == item[idx[:-1]]) & _same_user(offsets, idx[1:], idx[:-1])
-        keep[idx[same]] = False
-        dropped["consecutive"] = int(same.sum())
-        del idx, same
+        dropped["consecutive"] = _drop_consecutive_repeats(offsets, item, keep)
 
     # Filters on items and users; k-core repeats both to a fixed point.
     n_before = int(keep.sum())
     if allowed is not None:
         keep &= allowed[item]
+    _filter(offsets, item, n_items, params, keep, item_filter=allowed is None)
+    dropped["filtered"] = n_before - int(keep.sum())
+    return keep, dropped
+
+
+def _first_distinct(offsets: np.ndarray, item: np.ndarray, ts: np.ndarray, types: np.ndarray | None) -> np.ndarray:
+    """(E,) bool: whether each grouped event is the first of its exact repeats (same user, time,
+    item and type)."""
+    user_of = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+    cols = {"u": user_of, "t": ts, "i": item}
+    if types is not None:
+        cols["y"] = types
+    return pl.DataFrame(cols).select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy()
+
+
+def _drop_consecutive_repeats(offsets: np.ndarray, item: np.ndarray, keep: np.ndarray) -> int:
+    """Clear in `keep` each event whose item equals its user's previous kept event's; how many."""
+    # Compare each kept event with the previous *kept* event of the same user.
+    idx = np.flatnonzero(keep)
+    same = np.zeros(idx.size, dtype=bool)
+    same[1:] = (item[idx[1:]] == item[idx[:-1]]) & _same_user(offsets, idx[1:], idx[:-1])
+    keep[idx[same]] = False
+    return int(same.sum())
+
+
+def _filter(
+    offsets: np.ndarray, item: np.ndarray, n_items: int, params: PrepParams, keep: np.ndarray, *, item_filter: bool
+) -> None:
+    """Clear in `keep` the events of items with fewer than min_item_count kept events (when
+    `item_filter`), then those of users with fewer than min_user_len; with k-core, repeat
+    both until neither drops anything (dropping users can push items under the bar)."""
     while True:
         changed = False
-        if params.min_item_count > 1 and allowed is None:
+        if params.min_item_count > 1 and item_filter:
             counts = np.bincount(item[keep], minlength=n_items)
             bad = counts < params.min_item_count
             hit = keep & bad[item]
@@ -786,8 +824,6 @@ def keep_mask(
                 changed = True
         if not params.kcore or not changed:
             break
-    dropped["filtered"] = n_before - int(keep.sum())
-    return keep, dropped
 
 
 def split_ends(

@@ -184,38 +184,103 @@ def _block(cfg: SyntheticConfig, cat: _Catalogue, block: int) -> tuple[np.ndarra
     """Users [block*BLOCK, ...) of the log: (user, item, ts) int64 raw ids, in time order.
 
     Events are laid out user-major (user j's history is [base[j], base[j+1])) while they are
-    made; every per-event quantity is a vector over the block's E events.
+    made; every per-event quantity is a vector over the block's E events. Every step draws
+    from the block's one generator, so their order is part of what a seed means.
     """
     rng = np.random.default_rng([cfg.seed, 1, block])
     u0 = block * BLOCK
     nu = min(BLOCK, cfg.users - u0)
+    lens, base = _history_lengths(cfg, rng, nu)
+    user = np.repeat(np.arange(nu), lens)  # (E,) block-local user
+    starts = np.zeros(int(base[-1]), dtype=bool)
+    starts[base[:-1]] = True
+    tastes, taste_cdf = _tastes(cat, rng, lens)
+    slot = _taste_slots(cfg, rng, user, starts, taste_cdf)
+    items = _items(cfg, cat, rng, u0, user, slot, tastes)
+    ts = _times(cfg, rng, lens, base, user, starts)
+    by_time = np.argsort(ts, kind="stable")
+    return (u0 + user + 1)[by_time], items[by_time] + 1, ts[by_time]
+
+
+def _history_lengths(cfg: SyntheticConfig, rng: np.random.Generator, nu: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each of `nu` users' history length (log-normal, rounded and clipped) and the user-major
+    layout's bounds base (nu+1,): user j's events are [base[j], base[j+1])."""
     lens = np.exp(math.log(cfg.median_len) + cfg.len_sigma * rng.standard_normal(nu))
     lens = np.clip(np.rint(lens), cfg.min_len, cfg.max_len).astype(np.int64)
     base = np.zeros(nu + 1, dtype=np.int64)
     np.cumsum(lens, out=base[1:])
-    e = int(base[-1])
-    user = np.repeat(np.arange(nu), lens)  # (E,) block-local user
-    starts = np.zeros(e, dtype=bool)
-    starts[base[:-1]] = True
+    return lens, base
 
-    # Tastes: (nu, MAX_TASTES) clusters and weights; only the first n_tastes have weight.
+
+def _tastes(cat: _Catalogue, rng: np.random.Generator, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's tastes: (nu, MAX_TASTES) clusters and cumulative weights (last column 1).
+
+    A user has 2 to MAX_TASTES tastes, more for longer histories, with Dirichlet(1) weights;
+    only the first n_tastes slots have weight, so the others are never drawn."""
+    nu = lens.size
     n_tastes = np.clip(2 + rng.poisson(np.log1p(lens / 50.0)), 2, MAX_TASTES)
     tastes = cat.draw_clusters(rng, (nu, MAX_TASTES))
     weights = rng.gamma(1.0, size=(nu, MAX_TASTES)) * (np.arange(MAX_TASTES) < n_tastes[:, None])
     taste_cdf = np.cumsum(weights, axis=1)
     taste_cdf /= taste_cdf[:, -1:]
+    return tastes, taste_cdf
 
-    # Current taste (slot) of every event: a draw at each user's start and at each switch,
-    # carried forward until the next one.
+
+def _taste_slots(
+    cfg: SyntheticConfig, rng: np.random.Generator, user: np.ndarray, starts: np.ndarray, taste_cdf: np.ndarray
+) -> np.ndarray:
+    """Current taste (slot) of every event (E,): a draw by weight at each user's start and at
+    each switch (p_switch per event), carried forward until the next one."""
+    e = user.size
     draw = starts | (rng.random(e) < cfg.p_switch)
     at = np.flatnonzero(draw)
     slot_drawn = (rng.random(at.size)[:, None] > taste_cdf[user[at]]).sum(axis=1)
     slot_val = np.zeros(e, dtype=np.int64)
     slot_val[at] = np.minimum(slot_drawn, MAX_TASTES - 1)
-    slot = slot_val[_ffill_index(draw)]
-    del draw, at, slot_drawn, slot_val
+    return slot_val[_ffill_index(draw)]
 
-    # Follow each (user, taste) "thread" in time order: sort events by thread, stably.
+
+def _items(
+    cfg: SyntheticConfig,
+    cat: _Catalogue,
+    rng: np.random.Generator,
+    u0: int,
+    user: np.ndarray,
+    slot: np.ndarray,
+    tastes: np.ndarray,
+) -> np.ndarray:
+    """The item code (0-based) of every event (E,), user-major.
+
+    Items are made in thread order (events grouped by (user, taste), in time order), where a
+    thread's chain of items is a run of positions, then put back in user-major order."""
+    order, th, new_thread, drift_t, cluster = _threads(cfg, cat, rng, user, slot, tastes)
+    noise, real, restart = _chain_restarts(cfg, rng, order, th, new_thread, drift_t)
+    del th, new_thread, drift_t
+    item_t = np.empty(user.size, dtype=np.int64)  # items in thread order
+    at = real[restart]
+    item_t[at] = _restart_items(cfg, cat, rng, u0, user[order[at]], cluster[at])
+    del at, cluster
+    _follow_chains(cat, rng, item_t, real, restart)
+    item_t[noise] = cat.draw_items(rng, int(noise.sum()))
+    items = np.empty(user.size, dtype=np.int64)
+    items[order] = item_t
+    return items
+
+
+def _threads(
+    cfg: SyntheticConfig,
+    cat: _Catalogue,
+    rng: np.random.Generator,
+    user: np.ndarray,
+    slot: np.ndarray,
+    tastes: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Follow each (user, taste) "thread" in time order, with its cluster drifting.
+
+    Returns order (E,): event ids grouped by thread, in time order (a stable sort); and, in
+    that thread order, th (thread id), new_thread (a thread's first event), drift (a drift
+    happened at the event) and cluster (the thread's cluster at the event)."""
+    e = user.size
     thread = user * MAX_TASTES + slot
     order = np.argsort(thread, kind="stable")  # (E,) event ids, grouped by thread, in time order
     th = thread[order]
@@ -229,14 +294,25 @@ def _block(cfg: SyntheticConfig, cat: _Catalogue, block: int) -> tuple[np.ndarra
     moved -= moved[head] - delta[head]  # per-thread running sum
     del head
     cluster = (tastes.reshape(-1)[th] + moved) % cat.n_clusters  # (E,) in thread order
-    del delta, moved
+    return order, th, new_thread, drift[order], cluster
 
-    # Noise events take any item and leave the thread alone. The others form chains: an
-    # event continues its thread's chain (a successor of the previous non-noise item)
-    # unless it is the thread's first, a drift happened since the previous one, or it jumps.
-    noise = (rng.random(e) < cfg.p_noise)[order]
+
+def _chain_restarts(
+    cfg: SyntheticConfig,
+    rng: np.random.Generator,
+    order: np.ndarray,
+    th: np.ndarray,
+    new_thread: np.ndarray,
+    drift_t: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which events (thread order) are noise, and where the chains of the others restart:
+    (noise (E,) bool, real = positions of the chain events, restart (per chain event) bool).
+
+    Noise events take any item and leave the thread alone. The others form chains: an
+    event continues its thread's chain (a successor of the previous non-noise item)
+    unless it is the thread's first, a drift happened since the previous one, or it jumps."""
+    noise = (rng.random(order.size) < cfg.p_noise)[order]
     real = np.flatnonzero(~noise)  # positions (thread order) of chain events
-    drift_t = drift[order]
     drift_since = np.cumsum(drift_t)  # drifts up to each position
     prev_real = np.concatenate([[0], real[:-1]])
     restart = (
@@ -247,31 +323,58 @@ def _block(cfg: SyntheticConfig, cat: _Catalogue, block: int) -> tuple[np.ndarra
     )
     if restart.size:
         restart[0] = True
-    # Depth along the chain: 0 at a restart, then 1, 2, ... Items are filled depth by depth,
-    # each from the item one step before it (a geometric tail: ~log(E) rounds).
-    depth = np.arange(real.size) - _ffill_index(restart)
-    item_t = np.empty(e, dtype=np.int64)  # items in thread order
-    # A restart draws a popular item of the cluster, or one of the user's own favourites
-    # there: fixed per (user, cluster), so they recur across the whole history.
-    at = real[restart]
-    item_t[at] = cat.draw_member(rng, cluster[at])
-    fav = rng.random(at.size) < cfg.p_favorite
-    uid = (u0 + user[order[at[fav]]]).astype(np.uint64)
+    return noise, real, restart
+
+
+def _restart_items(
+    cfg: SyntheticConfig,
+    cat: _Catalogue,
+    rng: np.random.Generator,
+    u0: int,
+    users: np.ndarray,
+    clusters: np.ndarray,
+) -> np.ndarray:
+    """The first item of each chain, from its block-local user and its cluster.
+
+    A restart draws a popular item of the cluster, or one of the user's own favourites
+    there: fixed per (user, cluster), so they recur across the whole history."""
+    items = cat.draw_member(rng, clusters)
+    fav = rng.random(clusters.size) < cfg.p_favorite
+    uid = (u0 + users[fav]).astype(np.uint64)
     pick = rng.integers(0, cfg.favorites, int(fav.sum())).astype(np.uint64)
-    item_t[at[fav]] = cat.favorite(cfg.seed, uid, cluster[at[fav]], pick)
-    del at, fav, uid, pick
+    items[fav] = cat.favorite(cfg.seed, uid, clusters[fav], pick)
+    return items
+
+
+def _follow_chains(
+    cat: _Catalogue, rng: np.random.Generator, item_t: np.ndarray, real: np.ndarray, restart: np.ndarray
+) -> None:
+    """Fill in place the chain events after each restart, each with a successor of the item one
+    step before it (the restarts' items must be set).
+
+    Depth along the chain: 0 at a restart, then 1, 2, ... Items are filled depth by depth,
+    each from the item one step before it (a geometric tail: ~log(E) rounds)."""
+    depth = np.arange(real.size) - _ffill_index(restart)
     by_depth = np.argsort(depth, kind="stable")
     bounds = np.searchsorted(depth[by_depth], np.arange(1, int(depth.max(initial=0)) + 2))
     for d in range(1, bounds.size):
         k = by_depth[bounds[d - 1] : bounds[d]]  # chain positions at depth d
         item_t[real[k]] = cat.draw_next(rng, item_t[real[k - 1]])
-    item_t[noise] = cat.draw_items(rng, int(noise.sum()))
-    items = np.empty(e, dtype=np.int64)
-    items[order] = item_t
-    del order, th, new_thread, cluster, noise, real, drift_t, drift_since, prev_real, restart, depth, item_t, by_depth
 
-    # Times: sessions of ~session_len events a few minutes apart, days apart otherwise;
-    # each user active over a random part of the span, starting at a random time.
+
+def _times(
+    cfg: SyntheticConfig,
+    rng: np.random.Generator,
+    lens: np.ndarray,
+    base: np.ndarray,
+    user: np.ndarray,
+    starts: np.ndarray,
+) -> np.ndarray:
+    """Event times (E,) int64 seconds, user-major; a user's times strictly increase.
+
+    Sessions of ~session_len events a few minutes apart, days apart otherwise; each user
+    active over a random part of the span, starting at a random time."""
+    nu, e = lens.size, user.size
     span = cfg.span_days * 86_400
     active_s = span * rng.uniform(0.05, 1.0, nu)
     between = (active_s / np.maximum(lens / cfg.session_len, 1.0))[user]  # mean gap between sessions
@@ -281,10 +384,7 @@ def _block(cfg: SyntheticConfig, cat: _Catalogue, block: int) -> tuple[np.ndarra
     cum = np.cumsum(gaps)
     cum -= cum[base[:-1]][user]  # per-user running time, 0 at the first event
     begin = START + rng.uniform(0.0, 1.0, nu) * np.maximum(span - cum[base[1:] - 1], 0.0)
-    ts = (begin[user] + cum).astype(np.int64)  # gaps >= 1 s: a user's times strictly increase
-
-    by_time = np.argsort(ts, kind="stable")
-    return (u0 + user + 1)[by_time], items[by_time] + 1, ts[by_time]
+    return (begin[user] + cum).astype(np.int64)  # gaps >= 1 s: a user's times strictly increase
 
 
 def chunks(cfg: SyntheticConfig) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -401,6 +401,23 @@ def print_comparison(run: Path, compare: str, comparison: dict[str, Any]) -> Non
     console.print(table)
 
 
+def write_ranks(path: Path, users: np.ndarray, ranks: np.ndarray, mine: dict[str, object], window: int) -> None:
+    """The ranks file: each target's user and rank, with what a later --compare checks against
+    (`mine`: split, filter_seen, n_items, data; see load_other) and the model's window."""
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, users=users, ranks=ranks, **mine, window=window)
+
+
+def metrics_title(run: Path, split: str, n_users: int, n_items: int, filter_seen: bool, with_ci: bool) -> str:
+    """The metrics table's title: which run and split, how many users and items, what was ranked."""
+    title = f"{run.name}: {split}, {n_users:,} users, {n_items:,} items"
+    return (
+        title
+        + (", seen items filtered" if filter_seen else ", seen items ranked")
+        + (", ± 95% bootstrap CI" if with_ci else "")
+    )
+
+
 def main() -> None:
     args = p.parse_args()
     keep_freed_memory()
@@ -430,17 +447,7 @@ def main() -> None:
     comparison = paired(args, run, users, ranks, other, compare_metrics) if other is not None else None
 
     # -- write ranks and metrics ---------------------------------------------------------
-    with atomic_write(ranks_path(out)) as tmp, open(tmp, "wb") as f:
-        np.savez(
-            f,
-            users=users,
-            ranks=ranks,
-            split=args.split,
-            filter_seen=filter_seen,
-            n_items=data.n_items,
-            data=data_abs,
-            window=model.cfg.max_len,
-        )
+    write_ranks(ranks_path(out), users, ranks, mine, model.cfg.max_len)
     result = {
         "run": str(run.resolve()),
         "data": data_abs,
@@ -465,11 +472,7 @@ def main() -> None:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
 
     # -- report (stderr) -----------------------------------------------------------------
-    title = f"{run.name}: {args.split}, {len(users):,} users, {data.n_items:,} items"
-    title += (", seen items filtered" if filter_seen else ", seen items ranked") + (
-        ", ± 95% bootstrap CI" if ci else ""
-    )
-    print_metrics(title, ks, metrics, ci)
+    print_metrics(metrics_title(run, args.split, len(users), data.n_items, filter_seen, bool(ci)), ks, metrics, ci)
     if comparison is not None:
         print_comparison(run, args.compare, comparison)
     print(out)

@@ -696,88 +696,115 @@ STYLE = {
 }
 
 
+COST_AXES = (
+    ("train_seconds", "training time (s, validation excluded)"),
+    ("tokens", "tokens processed (non-padding inputs)"),
+)
+
+
 def draw(done: list[dict[str, Any]], metrics: list[str], baselines: list[dict[str, Any]], title: str) -> Any:
     """One panel per (metric, cost) over the finished cells `done`: a marker per cell (error bars =
     sample std over seeds), its label, the Pareto frontier (steps: the best metric reachable at each
     cost) and a reference line per baseline."""
     fig, axs = plt.subplots(len(metrics), 2, figsize=(12, 3.8 * len(metrics)), squeeze=False, constrained_layout=True)
     for i, m in enumerate(metrics):
-        for j, (cost, xlabel) in enumerate(
-            (
-                ("train_seconds", "training time (s, validation excluded)"),
-                ("tokens", "tokens processed (non-padding inputs)"),
-            )
-        ):
+        for j, (cost, xlabel) in enumerate(COST_AXES):
             ax = axs[i][j]
-            x = np.array([r["mean"][cost] for r in done])
-            y = np.array([r["mean"][m] for r in done])
-            xerr = np.nan_to_num([r["sd"][cost] for r in done]) if cost == "train_seconds" else None
-            yerr = np.nan_to_num([r["sd"][m] for r in done])
-            for regime, (marker, color) in STYLE.items():
-                k = np.array([r["regime"] == regime for r in done])
-                if k.any():
-                    ax.errorbar(
-                        x[k],
-                        y[k],
-                        yerr=yerr[k],
-                        xerr=None if xerr is None else xerr[k],
-                        fmt=marker,
-                        color=color,
-                        ms=6,
-                        capsize=2,
-                        lw=1,
-                        label=regime,
-                        zorder=3,
-                    )
-            for r, xi, yi in zip(done, x, y):  # the costliest point's label goes left, inside the panel
-                right = xi == x.max() and len(x) > 1
-                ax.annotate(
-                    r["label"],
-                    (xi, yi),
-                    textcoords="offset points",
-                    xytext=(-5 if right else 5, 4),
-                    ha="right" if right else "left",
-                    fontsize=8,
-                )
-            front = pareto_mask(x, y)
-            order = np.argsort(x[front])
-            ax.plot(
-                x[front][order],
-                y[front][order],
-                drawstyle="steps-post",
-                ls="--",
-                color="tab:red",
-                lw=1,
-                label="Pareto frontier",
-                zorder=2,
-            )
-            for b in baselines:
-                ax.axhline(b["mean"][m], color="gray", ls=":", lw=1, zorder=1)
-                ax.annotate(
-                    f"{b['name']} (baseline)",
-                    (0.99, b["mean"][m]),
-                    xycoords=("axes fraction", "data"),
-                    textcoords="offset points",
-                    xytext=(0, -3),
-                    ha="right",
-                    va="top",
-                    fontsize=7,
-                    color="gray",
-                )
-            if x.min() > 0 and x.max() / x.min() > 10:  # costs spanning decades: log axis, ticks at 1-2-5
-                ax.set_xscale("log")
-                ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-                ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.xaxis.set_major_formatter(
-                EngFormatter(sep="") if cost == "tokens" else FuncFormatter(lambda v, _: f"{v:g}")
-            )
-            ax.margins(x=0.12, y=0.15)
+            draw_panel(ax, done, m, cost, baselines)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"test {m}")
             ax.grid(alpha=0.3)
     axs[0][0].legend(fontsize=8, loc="best")
     fig.suptitle(title)
     return fig
+
+
+def draw_panel(ax: Any, done: list[dict[str, Any]], m: str, cost: str, baselines: list[dict[str, Any]]) -> None:
+    """One panel: metric `m` against `cost` for every cell, with the frontier and the baselines."""
+    x = np.array([r["mean"][cost] for r in done])
+    y = np.array([r["mean"][m] for r in done])
+    xerr = np.nan_to_num([r["sd"][cost] for r in done]) if cost == "train_seconds" else None
+    yerr = np.nan_to_num([r["sd"][m] for r in done])
+    draw_cells(ax, done, x, y, xerr, yerr)
+    draw_frontier(ax, x, y)
+    for b in baselines:
+        draw_baseline(ax, b["name"], b["mean"][m])
+    format_cost_axis(ax, x, cost)
+
+
+def draw_cells(
+    ax: Any, done: list[dict[str, Any]], x: np.ndarray, y: np.ndarray, xerr: np.ndarray | None, yerr: np.ndarray
+) -> None:
+    """A marker per cell in its regime's style (error bars = sample std over seeds), and its label."""
+    for regime, (marker, color) in STYLE.items():
+        k = np.array([r["regime"] == regime for r in done])
+        if k.any():
+            ax.errorbar(
+                x[k],
+                y[k],
+                yerr=yerr[k],
+                xerr=None if xerr is None else xerr[k],
+                fmt=marker,
+                color=color,
+                ms=6,
+                capsize=2,
+                lw=1,
+                label=regime,
+                zorder=3,
+            )
+    for r, xi, yi in zip(done, x, y):  # the costliest point's label goes left, inside the panel
+        right = xi == x.max() and len(x) > 1
+        ax.annotate(
+            r["label"],
+            (xi, yi),
+            textcoords="offset points",
+            xytext=(-5 if right else 5, 4),
+            ha="right" if right else "left",
+            fontsize=8,
+        )
+
+
+def draw_frontier(ax: Any, x: np.ndarray, y: np.ndarray) -> None:
+    """The Pareto frontier as steps: the best metric reachable at each cost."""
+    front = pareto_mask(x, y)
+    order = np.argsort(x[front])
+    ax.plot(
+        x[front][order],
+        y[front][order],
+        drawstyle="steps-post",
+        ls="--",
+        color="tab:red",
+        lw=1,
+        label="Pareto frontier",
+        zorder=2,
+    )
+
+
+def draw_baseline(ax: Any, name: str, value: float) -> None:
+    """A baseline's metric as a gray horizontal line, named at the panel's right edge."""
+    ax.axhline(value, color="gray", ls=":", lw=1, zorder=1)
+    ax.annotate(
+        f"{name} (baseline)",
+        (0.99, value),
+        xycoords=("axes fraction", "data"),
+        textcoords="offset points",
+        xytext=(0, -3),
+        ha="right",
+        va="top",
+        fontsize=7,
+        color="gray",
+    )
+
+
+def format_cost_axis(ax: Any, x: np.ndarray, cost: str) -> None:
+    """The cost axis: log scale when the costs `x` span decades, tokens in engineering notation,
+    and room at both ends for the labels."""
+    if x.min() > 0 and x.max() / x.min() > 10:  # costs spanning decades: log axis, ticks at 1-2-5
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(EngFormatter(sep="") if cost == "tokens" else FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.margins(x=0.12, y=0.15)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
+from conftest import torchrun_train
 from test_prep import ROOT, assert_refused, histories, ok, prep  # noqa: F401  (prep is a fixture)
 from test_train import TINY, TRAIN, run
 
@@ -283,13 +284,7 @@ def test_eval_of_a_sharded_dir_equals_the_unsharded(sharded, tmp_path):
 def test_train_on_shards_one_process_and_two_ranks(sharded, tmp_path):
     run(*TRAIN, "--data", str(sharded / "two"), "--out", str(tmp_path / "one"), *TINY)
     run(
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(ROOT / "scripts" / "train.py"),
+        *torchrun_train(),
         "--data",
         str(sharded / "two"),
         "--out",
@@ -302,13 +297,7 @@ def test_train_on_shards_one_process_and_two_ranks(sharded, tmp_path):
     assert all(np.isfinite(json.loads(line)["loss"]) for line in log)
     # 2 shards and 3 processes cannot split evenly: refused before any work
     proc = run(
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "3",
-        str(ROOT / "scripts" / "train.py"),
+        *torchrun_train(3),
         "--data",
         str(sharded / "two"),
         "--out",

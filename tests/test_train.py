@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import torchrun_train
 
 import longrec_core as lc
 from longrec_core.data import _array_sha256, load_data_dir, prepare_synthetic
@@ -316,13 +317,7 @@ def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path, extra
     common[common.index("--batch-size") + 1] = "16"
     run(*TRAIN, *common, "--out", str(one), "--batch-size", "32")
     run(
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(ROOT / "scripts" / "train.py"),
+        *torchrun_train(),
         *common,
         "--out",
         str(two),
