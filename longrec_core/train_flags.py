@@ -16,6 +16,7 @@ from longrec_core.choices import (
     DEVICES,
     FILTER_SEEN_CHOICES,
     ITEM_EMBS,
+    KSHIFT_ROW_SOURCES,
     KSHIFT_SCHEMES,
     LOSSES,
     PRECISIONS,
@@ -75,10 +76,19 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--ffn", type=int, default=256, help="feed-forward width of each block")
     g.add_argument("--dropout", type=float, default=0.2, help="dropout on embeddings, attention and residuals")
     g.add_argument(
-        "--item-emb", choices=ITEM_EMBS, default="full", help="full N x d table, or the k-shift shared table"
+        "--item-emb",
+        choices=ITEM_EMBS,
+        default="full",
+        help="full N x d table, the k-shift shared table, or lowrank: an N x r table (r = dim // "
+        "--kshift-compression) times a learned r x d projection, k-shift's memory with a row per item",
     )
     g.add_argument("--kshift-k", type=int, default=8, help="k-shift: rows summed per item")
-    g.add_argument("--kshift-compression", type=int, default=16, help="k-shift: table rows P = ceil(N / compression)")
+    g.add_argument(
+        "--kshift-compression",
+        type=int,
+        default=16,
+        help="k-shift: table rows P = ceil(N / compression); lowrank: width r = dim // compression",
+    )
     g.add_argument(
         "--kshift-scheme",
         choices=KSHIFT_SCHEMES,
@@ -86,6 +96,26 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
         help="k-shift row scheme (rotate_signed = the paper code's bug)",
     )
     g.add_argument("--kshift-seed", type=int, default=0, help="k-shift: seed of the item hash")
+    g.add_argument(
+        "--kshift-head",
+        type=int,
+        default=0,
+        help="k-shift: items 1..H (the most frequent: prep.py numbers items by training frequency) get exact "
+        "rows of their own, H x d more parameters; the others keep their hashed rows",
+    )
+    g.add_argument(
+        "--kshift-weights",
+        action="store_true",
+        help="k-shift: sum each item's k rows with k learned weights (a P x k table, an item's row picked by "
+        "a second hash of its id; hash embeddings) instead of dividing by sqrt(k)",
+    )
+    g.add_argument(
+        "--kshift-rows",
+        choices=KSHIFT_ROW_SOURCES,
+        default="stored",
+        help="k-shift: stored = an [N+1, k] int32 row buffer (4k bytes per item); computed = hash each "
+        "batch's ids with the core on the CPU (no buffer; on CUDA a device sync per forward)",
+    )
 
 
 def _windows_flags(g: argparse._ArgumentGroup) -> None:
@@ -211,6 +241,7 @@ INT_RANGES = {
     "kshift_k": (1, 1024),
     "kshift_compression": (1, BIG),
     "kshift_seed": (0, 2**64 - 1),
+    "kshift_head": (0, BIG),
     "negatives": (1, 2**24),
     "loss_chunk": (1, 2**30),
     "batch_size": (1, 2**20),
@@ -238,8 +269,27 @@ def check_settings(args: argparse.Namespace) -> None:
         cli.fail(f"--dropout must be below 1, got {args.dropout}")
     if args.dim % args.heads:
         cli.fail(f"--dim ({args.dim}) must be a multiple of --heads ({args.heads})")
+    _check_item_emb(args)
     if args.targets == "fresh" and args.regime in ("random", "session"):
         cli.fail(
             f"--targets fresh applies to --regime last, sliding or mixed: {args.regime} windows "
             + ("have no order" if args.regime == "random" else "already take each target once")
+        )
+
+
+def _check_item_emb(args: argparse.Namespace) -> None:
+    """Refuse the k-shift options without k-shift, and a low-rank width of 0; the head's bound needs
+    the catalogue, so train.py checks it once the data is loaded."""
+    kshift_only = {
+        "--kshift-head": args.kshift_head > 0,
+        "--kshift-weights": args.kshift_weights,
+        "--kshift-rows computed": args.kshift_rows == "computed",
+    }
+    for flag, given in kshift_only.items():
+        if given and args.item_emb != "kshift":
+            cli.fail(f"{flag} applies to --item-emb kshift only, not --item-emb {args.item_emb}")
+    if args.item_emb == "lowrank" and args.kshift_compression > args.dim:
+        cli.fail(
+            f"--item-emb lowrank needs --kshift-compression ({args.kshift_compression}) at most --dim "
+            f"({args.dim}): its width dim // compression would be 0"
         )

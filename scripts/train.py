@@ -47,6 +47,8 @@ from longrec_core.schedule import default_warmup_steps, lr_factor
 from longrec_core.train_flags import add_train_flags, check_settings
 
 DEMO_DATA = Path("data/demo")
+# the parts of embedding_memory_bytes that train.py logs, each in MiB
+MEMORY_PARTS = ("table_bytes", "head_bytes", "weights_bytes", "proj_bytes", "rows_bytes", "weight_rows_bytes")
 cli.report_uncaught_errors()
 
 # ----------------------------------------------------------------------------- settings
@@ -118,6 +120,8 @@ if main_process and len(data.eval_targets("valid")[0]) == 0:
         f"{data_path} has no validation targets, and training keeps the weights of the best validation "
         f"epoch; prep it with a validation split"
     )
+if args.item_emb == "kshift" and args.kshift_head >= data.n_items:
+    cli.fail(f"--kshift-head ({args.kshift_head:,}) must be below the {data.n_items:,} items of {data_path}")
 filter_seen = resolve_filter_seen(args.filter_seen, data)
 if ckpt is not None and ckpt["model_config"]["n_items"] != data.n_items:
     cli.fail(
@@ -144,6 +148,9 @@ model_cfg = ModelConfig(
     kshift_scheme=args.kshift_scheme,
     kshift_seed=args.kshift_seed,
     n_types=data.n_types,
+    kshift_head=args.kshift_head,
+    kshift_weights=args.kshift_weights,
+    kshift_rows=args.kshift_rows,
 )
 model = SASRec(model_cfg).to(device)
 raw_model = model
@@ -166,11 +173,25 @@ log(
     f"(+{mem['adam_bytes'] / 2**20:,.1f} MiB AdamW state; "
     f"a full table would be {mem['full_table_bytes'] / 2**20:,.1f} MiB)"
 )
+log(
+    f"item embedding memory: {mem['bytes_per_item']:,.1f} bytes per item to train "
+    f"({mem['total_bytes'] / 2**20:,.1f} MiB; a full table {mem['full_total_bytes'] / 2**20:,.1f} MiB): "
+    + ", ".join(f"{k.removesuffix('_bytes')} {v / 2**20:,.2f} MiB" for k, v in mem.items() if k in MEMORY_PARTS and v)
+)
 if model_cfg.item_emb == "kshift":
+    emb = raw_model.item_emb
     log(
-        f"k-shift: k={model_cfg.kshift_k}, {raw_model.item_emb.n_rows:,} rows, scheme {model_cfg.kshift_scheme}; "
-        f"{raw_model.item_emb.collision_share():.2%} of items share their whole row set with another item"
+        f"k-shift: k={model_cfg.kshift_k}, {emb.n_rows:,} rows, scheme {model_cfg.kshift_scheme}, "
+        f"head {model_cfg.kshift_head:,}, {'learned' if model_cfg.kshift_weights else '1/sqrt(k)'} weights, "
+        f"rows {model_cfg.kshift_rows}; "
+        + (
+            f"{emb.collision_share():.2%} of hashed items share their whole row set with another item"
+            if model_cfg.kshift_rows == "stored"
+            else "collision share not measured (it needs the whole row table)"
+        )
     )
+elif model_cfg.item_emb == "lowrank":
+    log(f"low-rank: width {raw_model.item_emb.table.shape[1]} projected to {model_cfg.dim}")
 item_counts = (
     torch.from_numpy(data.training_item_counts())  # (N+1,) training events only: no target leaks
     if args.loss == "sampled" and args.sampler == "popularity"

@@ -272,6 +272,38 @@ def test_same_seed_same_losses_and_resume_equals_uninterrupted(data_dir, tmp_pat
     assert losses(d) != losses(a)
 
 
+# The opt-in item embeddings (model.py) on the tiny run's 80 items at dim 16, and a parameter each adds.
+EMB_VARIANTS = {
+    "lowrank": (["--item-emb", "lowrank", "--kshift-compression", "4"], "item_emb.proj"),
+    "kshift-head": (["--item-emb", "kshift", "--kshift-compression", "4", "--kshift-head", "10"], "item_emb.head"),
+    "kshift-weights": (["--item-emb", "kshift", "--kshift-compression", "4", "--kshift-weights"], "item_emb.weights"),
+    "kshift-rows-computed": (
+        ["--item-emb", "kshift", "--kshift-compression", "4", "--kshift-rows", "computed", "--kshift-weights"],
+        "item_emb.weights",
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", list(EMB_VARIANTS))
+def test_item_embedding_variants_resume_equals_uninterrupted(data_dir, tmp_path, variant):
+    extra, key = EMB_VARIANTS[variant]
+    a, c = tmp_path / "a", tmp_path / "c"
+    run(*TRAIN, "--data", str(data_dir), "--out", str(a), *TINY, *extra)
+    # Stop inside the second epoch (32 steps each), after the first one's checkpoint, then resume.
+    run(*TRAIN, "--data", str(data_dir), "--out", str(c), *TINY, *extra, "--max-steps", "40")
+    assert len(losses(c)) == 1
+    run(*TRAIN, "--resume", str(c), "--threads", "1")  # thread count is per invocation; it changes rounding
+    assert len(losses(a)) == 2 and all(np.isfinite(losses(a))) and losses(c) == losses(a)
+    # the final weights (model.pt holds the best epoch's, which may be c's validated partial epoch)
+    wa, wc = (torch.load(r / "ckpt.pt", weights_only=False) for r in (a, c))
+    assert wa["model_config"] == wc["model_config"] and key in wa["model"]
+    for k in wa["model"]:
+        assert torch.equal(wa["model"][k], wc["model"][k]), k
+    mem = json.loads((a / "summary.json").read_text())["embedding_memory"]
+    assert mem["bytes_per_item"] < mem["full_total_bytes"] / 80  # smaller than a full table
+    assert (mem["rows_bytes"] == 0) == (variant in ("lowrank", "kshift-rows-computed"))
+
+
 def test_bf16_on_cpu_trains_reproducibly_and_close_to_fp32(data_dir, tmp_path):
     runs = {name: tmp_path / name for name in ("fp32", "bf16", "bf16-again")}
     for name, out in runs.items():
@@ -356,6 +388,15 @@ def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path, extra
         (["--resume", "/nonexistent/run"], "cannot resume"),
         (["--resume", "/nonexistent/run", "--data", "/some/data"], "drop --data and --out"),
         (["--regime", "diagonal"], "invalid choice"),
+        (["--kshift-head", "5"], "--kshift-head applies to --item-emb kshift only, not --item-emb full"),
+        (["--item-emb", "lowrank", "--kshift-weights"], "--kshift-weights applies to --item-emb kshift only"),
+        (["--kshift-rows", "computed"], "--kshift-rows computed applies to --item-emb kshift only"),
+        (["--item-emb", "kshift", "--kshift-head", "-1"], "--kshift-head must be >= 0, got -1"),
+        (["--item-emb", "kshift", "--kshift-head", "80"], "--kshift-head (80) must be below the 80 items"),
+        (
+            ["--item-emb", "lowrank", "--kshift-compression", "65"],
+            "--item-emb lowrank needs --kshift-compression (65) at most --dim (64): its width dim // compression",
+        ),
     ],
 )
 def test_bad_flags_exit_2_with_one_sentence(data_dir, tmp_path, argv, message):
