@@ -226,7 +226,7 @@ class KShiftEmbedding(nn.Module):
         """The core's `kshift_rows` of `flat`, (n, k) int64 on flat's device. The hash runs on the CPU:
         on CUDA, `.cpu()` waits for all queued GPU work (a device sync on every forward, which stalls
         the pipeline by the time the queued kernels take) and the rows go back over PCIe, 8k bytes an
-        id (1.6 MB for a 128 x 200 batch at k = 8). The hash itself costs a few ns an id and row."""
+        id (1.6 MB for a 128 x 200 batch at k = 8)."""
         from longrec_core import kshift_rows  # the Rust core; imported here so the model imports without it
 
         ids = flat.detach().to("cpu", torch.int64).contiguous().numpy()
