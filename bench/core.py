@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from memory import cpu_and_cores, peak_rss_bytes, status_bytes
+from memory import cpu_and_cores, peak_rss_bytes, run_fresh_worker, status_bytes
 
 import longrec_core as lc
 
@@ -431,17 +431,6 @@ def common_flags(a: argparse.Namespace) -> list[str]:
     return ["--cache", str(a.cache), "--repeats", str(a.repeats), "--budget-s", str(a.budget_s)]
 
 
-def run_case(name: str, a: argparse.Namespace, env: dict) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, *common_flags(a)]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if p.returncode != 0:
-        why = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
-        if p.returncode < 0:
-            why = f"killed by signal {-p.returncode} (out of memory?)"
-        return {"case": name, "error": why}
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
 def merge(old: dict | None, new: dict) -> dict:
     """Combine two rounds of one case: the best time (and its CPU/wall), every run, the
     highest peak and load."""
@@ -725,7 +714,7 @@ def main() -> None:
                 continue  # slow cases get one round
             t0 = time.perf_counter()
             load_before = os.getloadavg()[0]
-            r = run_case(name, a, env)
+            r = run_fresh_worker(__file__, name, common_flags(a), "case", env)
             spent[name] += time.perf_counter() - t0
             r["load"] = max(load_before, os.getloadavg()[0])
             res[name] = merge(res.get(name), r)

@@ -7,11 +7,14 @@ high-water mark. Off Linux there is no /proc, and ru_maxrss is the fallback.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def status_bytes(field: str) -> int | None:
@@ -78,3 +81,15 @@ def cpu_and_cores() -> tuple[str, int]:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return cpu, cores
+
+
+def run_fresh_worker(script: str, name: str, flags: list[str], key: str, env: dict | None = None) -> dict[str, Any]:
+    """Run `script --worker name *flags` in a fresh Python process (so one case's peak RSS is its
+    own) and return the JSON of its last stdout line, or {key: name, "error": why} when it failed."""
+    p = subprocess.run([sys.executable, script, "--worker", name, *flags], capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        why = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
+        if p.returncode < 0:
+            why = f"killed by signal {-p.returncode} (out of memory?)"
+        return {key: name, "error": why}
+    return json.loads(p.stdout.strip().splitlines()[-1])

@@ -53,7 +53,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from memory import cpu_and_cores, peak_rss_bytes, rss_bytes
+from memory import cpu_and_cores, peak_rss_bytes, rss_bytes, run_fresh_worker
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ML1M = REPO.parent / "shared" / "data" / "ml-1m" / "ml-1m.txt.gz"
@@ -346,21 +346,6 @@ def worker_flags(a: argparse.Namespace) -> list[str]:
     return flags
 
 
-def run_worker(name: str, a: argparse.Namespace) -> dict[str, Any]:
-    """One pipeline in a fresh subprocess; its last stdout line is its JSON result."""
-    p = subprocess.run(
-        [sys.executable, __file__, "--worker", name, *worker_flags(a)],
-        capture_output=True,
-        text=True,
-    )
-    if p.returncode != 0:
-        why = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
-        if p.returncode < 0:
-            why = f"killed by signal {-p.returncode} (out of memory?)"
-        return {"pipeline": name, "error": why}
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
 def best_of(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     """Across rounds: the round with the most tokens/s (its loader share and load with it), the
     fastest window build, the highest peak RSS; every round's figures stay under "rounds"."""
@@ -594,7 +579,7 @@ def main() -> None:
         for name in names:  # pipelines alternate, so a burst of outside load hits each alike
             load_before = os.getloadavg()[0]
             t0 = time.perf_counter()
-            r = run_worker(name, a)
+            r = run_fresh_worker(__file__, name, worker_flags(a), "pipeline")
             r["load"] = max(load_before, os.getloadavg()[0])  # other processes slow every figure
             say(
                 f"round {rnd + 1}/{a.rounds} {name:<8} "

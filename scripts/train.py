@@ -10,7 +10,7 @@
     python -m torch.distributed.run --nproc_per_node 2 scripts/train.py --stride 64   # data-parallel (torchrun)
 
 Training examples are pointers (seq, start, stop) into the one event array, made per epoch by
-the Rust core (`longrec_core.windows` / `sample_windows`) and materialized batch by batch by
+the Rust core (`longrec_core.windows`, `sample_windows`, `session_windows`) and materialized batch by batch by
 `longrec_core.gather` in a background thread. Every window ends at or before the user's training
 end, so no validation or test event is ever an input or a target. Each epoch ends with a
 full-catalogue validation (the same code as eval.py); the best weights by validation NDCG@10 are
