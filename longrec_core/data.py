@@ -109,9 +109,7 @@ class DataDir:
     def training_item_counts(self) -> np.ndarray:
         """float64 (N+1,) how often each item occurs before the users' training ends (index 0 =
         padding, 0): the popularity sampler must not see validation or test targets."""
-        lengths = self.train_end - self.offsets[:-1]  # (U,)
-        first = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # where each user's run starts in the flat list
-        idx = np.arange(int(lengths.sum())) + np.repeat(self.offsets[:-1] - first, lengths)
+        _, idx = history_events(self.offsets, np.arange(self.n_users), self.train_end)
         return np.bincount(self.items[idx], minlength=self.n_items + 1).astype(np.float64)
 
     def repeat_target_share(self, max_users: int = 100_000, seed: int = 0) -> float:
@@ -130,17 +128,21 @@ class DataDir:
                 pick = np.sort(rng.choice(len(users), max_users, replace=False))
                 users, end = users[pick], end[pick]
             for lo in range(0, len(users), 4096):
-                u, e = users[lo : lo + 4096], end[lo : lo + 4096]
-                begin = self.offsets[u]
-                lens = e - begin  # (B,) history lengths
-                first = np.repeat(begin - (np.cumsum(lens) - lens), lens)  # event index = position + first
-                history = self.items[first + np.arange(int(lens.sum()))]
-                seen = history == np.repeat(self.items[e], lens)  # (sum lens,) target already consumed
-                hits += int(
-                    np.count_nonzero(np.bincount(np.repeat(np.arange(len(u)), lens), weights=seen, minlength=len(u)))
-                )
-                total += len(u)
+                e = end[lo : lo + 4096]
+                rows, idx = history_events(self.offsets, users[lo : lo + 4096], e)
+                seen = self.items[idx] == self.items[e][rows]  # (P,) the target already consumed
+                hits += int(np.count_nonzero(np.bincount(rows, weights=seen, minlength=len(e))))
+                total += len(e)
         return hits / total if total else 0.0
+
+
+def history_events(offsets: np.ndarray, users: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, index), each int64 (P,): the events [offsets[u], end[i]) of every users[i] = u, flattened
+    in order; rows[j] = i says whose history event index[j] is (a position in the event array)."""
+    begin = np.asarray(offsets)[users]
+    lens = np.asarray(end) - begin  # (B,) history lengths
+    rows = np.repeat(np.arange(len(lens)), lens)
+    return rows, np.arange(len(rows)) + (begin - (np.cumsum(lens) - lens))[rows]
 
 
 def resolve_filter_seen(choice: str, data: DataDir) -> bool:

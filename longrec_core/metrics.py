@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 import longrec_core
 from longrec_core.choices import KS
+from longrec_core.data import history_events
 
 ItemVectors = Callable[[Tensor], Tensor] | Tensor  # ids [n] -> [n, d], or a table [N+1, d]
 
@@ -250,12 +251,8 @@ def _item_table(model: RankModel, n_items: int, chunk: int, device: torch.device
 def _history_pairs(data: Any, users: np.ndarray, end: np.ndarray) -> tuple[Tensor, Tensor]:
     """(rows [P], items [P]): every event of each user before its target (the whole
     history, not just the window), for --filter-seen."""
-    begin = data.offsets[users]
-    lens = end - begin  # (B,)
-    rows = np.repeat(np.arange(len(users)), lens)
-    first = np.repeat(begin - (np.cumsum(lens) - lens), lens)  # event index = position + first
-    items = np.asarray(data.items[first + np.arange(int(lens.sum()))], dtype=np.int64)
-    return torch.from_numpy(rows), torch.from_numpy(items)
+    rows, idx = history_events(data.offsets, users, end)
+    return torch.from_numpy(rows), torch.from_numpy(np.asarray(data.items[idx], dtype=np.int64))
 
 
 @torch.inference_mode()
