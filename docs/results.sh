@@ -31,6 +31,21 @@ lane)
   # they share each grid's runs, and a stopped lane resumes its run from the checkpoint.
   # 1. ml-1m, window 200: SASRec+ (`last`) and the same model on every window of the history
   converged --data data/ml-1m --out $OUT/ml1m-sasrec --regimes last,sliding --windows 200 --strides 200 --repeats 3
+  # 2. Item embeddings on amazon-beauty (12,101 items), the same model on each user's last 50 events
+  #    (median history 6, so batches are grouped by length): the full table, k-shift at c = 16 plain
+  #    and with learned row weights, the same-memory low-rank table, and c = 16's memory split into
+  #    exact rows for the 378 most frequent items and a c = 32 hashed table for the rest
+  B="--data data/beauty --regimes last --windows 50 --group-by-length"
+  converged $B --out $OUT/beauty-emb-full
+  converged $B --out $OUT/beauty-emb-kshift-c16 --item-emb kshift --kshift-compression 16
+  converged $B --out $OUT/beauty-emb-lowrank-c16 --item-emb lowrank --kshift-compression 16
+  converged $B --out $OUT/beauty-emb-kshift-c16-weights --item-emb kshift --kshift-compression 16 --kshift-weights
+  converged $B --out $OUT/beauty-emb-kshift-c32-head378-weights --item-emb kshift --kshift-compression 32 \
+      --kshift-head 378 --kshift-weights
+  # 3. The same on ml-1m beside §1's full table (last, window 200): k-shift and low-rank at c = 16
+  M="--data data/ml-1m --regimes last --windows 200"
+  converged $M --out $OUT/ml1m-emb-kshift-c16 --item-emb kshift --kshift-compression 16
+  converged $M --out $OUT/ml1m-emb-lowrank-c16 --item-emb lowrank --kshift-compression 16
   ;;
 prep)
   [ -d data/ml-1m ] || python scripts/prep.py "$S/ml-1m/ml-1m.txt.gz" --out data/ml-1m
