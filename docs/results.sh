@@ -4,6 +4,7 @@
 #     bash docs/results.sh prep          # data dirs from ../shared/data (skips those that exist)
 #     bash docs/results.sh lane & bash docs/results.sh lane; wait     # converged runs (§1)
 #     bash docs/results.sh a & bash docs/results.sh b; wait           # fixed-budget runs (§2-4)
+#     bash docs/results.sh fast          # the 20-minute two-core recipe (§1), on an idle machine
 #     bash docs/results.sh report        # the tables of docs/RESULTS.md, from the finished runs
 #
 # Each lane trains with one torch thread, so two lanes share the machine evenly. frontier.py skips
@@ -46,6 +47,13 @@ lane)
   M="--data data/ml-1m --regimes last --windows 200"
   converged $M --out $OUT/ml1m-emb-kshift-c16 --item-emb kshift --kshift-compression 16
   converged $M --out $OUT/ml1m-emb-lowrank-c16 --item-emb lowrank --kshift-compression 16
+  ;;
+fast)
+  # The fast recipe on ml-1m (§1): sliding windows, batches grouped by length, bf16 matmuls, both
+  # cores, 20 minutes of training; time it on an otherwise idle machine
+  python scripts/train.py --data data/ml-1m --out $OUT/ml1m-fast/run --regime sliding --window 200 --stride 200 \
+      --group-by-length --precision bf16 $SASREC --threads 2 --max-train-seconds 1200
+  python scripts/eval.py --run $OUT/ml1m-fast/run
   ;;
 prep)
   [ -d data/ml-1m ] || python scripts/prep.py "$S/ml-1m/ml-1m.txt.gz" --out data/ml-1m
@@ -101,7 +109,7 @@ report)
   python docs/results_report.py "$OUT" docs/results
   ;;
 *)
-  echo "usage: bash docs/results.sh prep|lane|a|b|report" >&2
+  echo "usage: bash docs/results.sh prep|lane|fast|a|b|report" >&2
   exit 2
   ;;
 esac
