@@ -12,6 +12,7 @@ memory). Missing runs are reported as missing, never filled in.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -476,39 +477,15 @@ def cpu_hours(out: Path) -> float:
 
 
 def converged_curves(root: Path, name: str, plot_dir: Path | None) -> list[str]:
-    """Validation NDCG@10 after each epoch against training minutes, every seed of every cell
-    (finished or still running): which regime is ahead at a given budget."""
+    """frontier.py's curves.png of a grid (best validation NDCG@10 so far against training time, a
+    line per seed of every cell), copied beside RESULTS.md, and the grid's CPU time so far."""
     out = root / name
-    runs = sorted(out.glob("cells/*/seed*/run/log.jsonl"))
-    if plot_dir is None or not runs:
+    if plot_dir is None or not (out / "curves.png").is_file():
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    colors: dict[str, str] = {}
-    for f in runs:
-        cell = f.parents[2].name
-        log = run_log(f.parent)
-        minutes = np.cumsum([r["train_seconds"] for r in log]) / 60
-        color = colors.setdefault(cell, f"C{len(colors)}")
-        label = cell if f.parents[1].name == "seed0" else None
-        ax.plot(minutes, [r["valid"]["NDCG@10"] for r in log], color=color, lw=1, label=label)
-    for level in (0.15, 0.17):
-        ax.axhline(level, color="grey", lw=0.5, ls=":")
-    ax.set_xlabel("training minutes (one thread, validation excluded)")
-    ax.set_ylabel("validation NDCG@10")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"{name}: validation NDCG@10 per epoch, every seed")
-    fig.tight_layout()
     plot_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(plot_dir / f"{name}-curves.png", dpi=110)
-    plt.close(fig)
+    shutil.copyfile(out / "curves.png", plot_dir / f"{name}-curves.png")
     return [
-        f"![{name} validation curves](results/{name}-curves.png)",
+        f"![{name}: best validation NDCG@10 so far against training time](results/{name}-curves.png)",
         "",
         f"CPU time of the runs so far (training and validation, one thread each): {cpu_hours(out):.1f} h.",
         "",

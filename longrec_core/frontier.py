@@ -278,3 +278,25 @@ def failure_line(log: str) -> str:
     if tracebacks:  # the frames below it are indented; the exception line is the first that is not
         return next((ln for ln in lines[tracebacks[-1] + 1 :] if not ln[0].isspace()), lines[-1])
     return lines[-1] if lines else ""
+
+
+def validation_curve(run: Path, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(cumulative training seconds, best validation `metric` so far) after each epoch of a run,
+    finished or not, from its log.jsonl; None when it has no validated epoch yet."""
+    try:
+        lines = (run / "log.jsonl").read_text().splitlines()
+    except OSError:
+        return None
+    points, seconds = [], 0.0
+    for line in lines:
+        try:  # a line being written by a run still training is skipped
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        seconds += rec.get("train_seconds", 0.0)  # partial epochs (a stop mid-epoch) took time too
+        if isinstance(rec.get("valid"), dict) and metric in rec["valid"]:
+            points.append((seconds, rec["valid"][metric]))
+    if not points:
+        return None
+    at, values = np.array(points).T
+    return at, np.maximum.accumulate(values)

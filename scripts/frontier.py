@@ -34,7 +34,8 @@ seconds without validation, non-padding input tokens, peak memory), accuracy fro
 full-catalogue test metrics. Writes OUT/frontier.csv, frontier.json, frontier.png and
 frontier.svg: means over seeds ± the sample standard deviation, each cell's gain and cost
 relative to its `last` baseline (the `last` cell with the same window), and the Pareto frontier
-(highest metric at lowest cost). stdout: OUT.
+(highest metric at lowest cost); and OUT/curves.png and curves.svg: each run's best validation
+metric so far against its training time (which regime leads at a given budget). stdout: OUT.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ from longrec_core.frontier import (
     metric_name,
     pareto_mask,
     parse_axis,
+    validation_curve,
 )
 from longrec_core.train_flags import add_train_flags, flag_names
 
@@ -259,7 +261,10 @@ class Where:
     out: Path
 
     def seed_dir(self, cell: Cell, seed: int) -> Path:
-        return self.out / "cells" / cell.name / f"seed{seed}"
+        return self.seed_dir_of(cell.name, seed)
+
+    def seed_dir_of(self, cell_name: str, seed: int) -> Path:
+        return self.out / "cells" / cell_name / f"seed{seed}"
 
 
 def read_grid(args: argparse.Namespace, shared: list[str]) -> Grid:
@@ -648,6 +653,32 @@ def write_plots(grid: Grid, where: Where, done: list[dict[str, Any]], baseline_n
     plt.close(fig)
 
 
+def write_curves(grid: Grid, where: Where, rows: list[dict[str, Any]]) -> None:
+    """OUT/curves.png and .svg: the best validation metric so far against training time, a line per
+    seed of every cell (finished or still training), to pick the regime for a given budget."""
+    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    drawn = 0
+    for k, row in enumerate(rows):
+        color = STYLE.get(row["regime"], ("x", "gray"))[1]
+        curves = [
+            validation_curve(where.seed_dir_of(row["name"], seed) / "run", grid.metric) for seed in range(grid.repeats)
+        ]
+        for i, curve in enumerate(c for c in curves if c is not None):
+            label = row["label"] if i == 0 else None  # one legend entry per cell
+            ax.plot(curve[0] / 60, curve[1], color=color, ls=LINES[k % len(LINES)], lw=1, label=label)
+            drawn += 1
+    if drawn:
+        ax.set_xlabel("training minutes (validation excluded)")
+        ax.set_ylabel(f"best validation {grid.metric} so far")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title(f"{Path(where.data_path).name}: best validation {grid.metric} against training time")
+        for fmt in ("png", "svg"):
+            with cli.atomic_write(where.out / f"curves.{fmt}") as tmp:
+                fig.savefig(tmp, format=fmt, dpi=130)
+    plt.close(fig)
+
+
 def main() -> None:
     args, shared = p.parse_known_args()
     grid = read_grid(args, shared)
@@ -673,6 +704,7 @@ def main() -> None:
     done = [r for r in rows if r["status"] == "ok"]
     if done:
         write_plots(grid, where, done, baseline_names)
+    write_curves(grid, where, rows)
     failed = [r["name"] for r in rows if r["status"] != "ok"]
     if failed and not done:
         cli.console.print(
@@ -695,6 +727,8 @@ STYLE = {
     "random": ("D", "tab:orange"),
 }
 
+
+LINES = ("-", "--", "-.", ":")  # cells of one regime (one color) apart in curves.png
 
 COST_AXES = (
     ("train_seconds", "training time (s, validation excluded)"),

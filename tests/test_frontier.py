@@ -27,6 +27,7 @@ from longrec_core.frontier import (
     metric_name,
     pareto_mask,
     parse_axis,
+    validation_curve,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,22 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # ----------------------------------------------------------------------------- Pareto
+def test_validation_curve_is_the_best_so_far_against_cumulative_training_seconds(tmp_path: Path) -> None:
+    log = [
+        {"epoch": 0, "train_seconds": 10.0, "valid": {"NDCG@10": 0.10}},
+        {"epoch": 1, "train_seconds": 12.0, "valid": {"NDCG@10": 0.15}},
+        {"epoch": 2, "train_seconds": 11.0, "valid": {"NDCG@10": 0.12}},
+        {"epoch": 3, "partial": True, "train_seconds": 5.0},  # stopped mid-epoch: no validation
+        {"epoch": 3, "train_seconds": 9.0, "valid": {"NDCG@10": 0.16}},  # resumed
+    ]
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log) + '\n{"epoch": 4, "tr')
+    seconds, best = validation_curve(tmp_path, "NDCG@10")
+    assert seconds.tolist() == [10.0, 22.0, 33.0, 47.0]
+    assert best.tolist() == [0.10, 0.15, 0.15, 0.16]
+    assert validation_curve(tmp_path, "MRR") is None
+    assert validation_curve(tmp_path / "missing", "NDCG@10") is None
+
+
 def test_pareto_on_a_hand_made_set() -> None:
     cost = [1.0, 2.0, 3.0, 4.0, 2.0, 5.0, 3.0, 0.5]
     value = [0.1, 0.3, 0.2, 0.5, 0.3, 0.5, np.nan, np.nan]
@@ -336,6 +353,7 @@ def test_grid_numbers_come_from_the_run_files(grid: tuple[Path, subprocess.Compl
     assert rows[0]["status"] == "failed" and rows[0]["NDCG@10"] == ""
     assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in (out / "frontier.svg").read_text()
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_rerun_skips_finished_runs_and_refuses_other_flags(
