@@ -47,6 +47,16 @@ lane)
   M="--data data/ml-1m --regimes last --windows 200"
   converged $M --out $OUT/ml1m-emb-kshift-c16 --item-emb kshift --kshift-compression 16
   converged $M --out $OUT/ml1m-emb-lowrank-c16 --item-emb lowrank --kshift-compression 16
+  # 4. The frontier at convergence (§2): every regime to early stopping, 3 seeds, batches grouped by
+  #    length and bf16 matmuls (the fast recipe's settings that apply to every regime)
+  F="--repeats 3 --group-by-length --precision bf16"
+  converged --data data/ml-1m --out $OUT/ml1m-w50-conv --regimes last,sliding,mixed,random --windows 50 \
+      --strides 50,25 --mixed-epochs 3 $F
+  converged --data data/beauty --out $OUT/beauty-w20-conv --regimes last,sliding,mixed --windows 20 --strides 10 \
+      --mixed-epochs 3 $F
+  converged --data data/retailrocket --out $OUT/retailrocket-w10-conv --regimes last,sliding,mixed --windows 10 \
+      --strides 5 --mixed-epochs 3 $F
+  converged --data data/ml-100k --out $OUT/ml100k-w50-conv --regimes last,sliding,session --windows 50 --strides 25 $F
   ;;
 fast)
   # The fast recipe on ml-1m (§1): sliding windows, batches grouped by length, bf16 matmuls, both
@@ -60,6 +70,7 @@ prep)
   [ -d data/beauty ] || python scripts/prep.py "$S/amazon-beauty/Beauty.txt.gz" --out data/beauty
   [ -d data/retailrocket ] || python scripts/prep.py "$S/retailrocket-sessions/train_sessions.txt.gz" \
       --format items --out data/retailrocket
+  [ -d data/ml-100k ] || python scripts/prep.py "$S/ml-100k/ml-100k.inter.gz" --out data/ml-100k
   [ -d data/ml-latest-small ] || python scripts/prep.py "$S/ml-latest-small/ratings.csv.gz" \
       --split temporal --valid-cutoff q0.8 --test-cutoff q0.9 --out data/ml-latest-small
   ;;
