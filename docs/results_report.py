@@ -242,6 +242,14 @@ def versus_table(
     return lines + [""]
 
 
+EMB_VARIANTS = {  # results.sh's item-embedding runs: out-dir suffix (its first word is --item-emb) -> label
+    "kshift-c16": "k-shift c16",
+    "kshift-c16-weights": "k-shift c16, learned row weights",
+    "kshift-c32-head378-weights": "exact rows for the 378 most frequent items + k-shift c32 with row weights",
+    "lowrank-c16": "low-rank c16 (r = 4)",
+}
+
+
 def embedding_table(root: Path, ref: tuple[str, str], rows: list[tuple[str, str, str]], title: str) -> list[str]:
     """Item embeddings trained to early stopping (seed 0 each) against the full table's run of the
     same model: test metrics, paired differences, epochs, time and the embedding's training memory
@@ -531,31 +539,12 @@ def main() -> None:
         "k-shift on amazon-beauty (sliding, window 20, 2 min each; reference = full table, seed 0)",
         extra="kshift",
     )
-    b, m = ("last-w50", "beauty-emb"), ("last-w200", "ml1m-emb")
-    lines += embedding_table(
-        root,
-        ("beauty-emb-full", b[0]),
-        [
-            ("k-shift c16", f"{b[1]}-kshift-c16", b[0] + "-kshift"),
-            ("k-shift c16, learned row weights", f"{b[1]}-kshift-c16-weights", b[0] + "-kshift"),
-            (
-                "exact rows for the 378 most frequent items + k-shift c32, weights",
-                f"{b[1]}-kshift-c32-head378-weights",
-                b[0] + "-kshift",
-            ),
-            ("low-rank c16 (r = 4)", f"{b[1]}-lowrank-c16", b[0] + "-lowrank"),
-        ],
-        "amazon-beauty: item embeddings at convergence (last, window 50, seed 0, filtered)",
-    )
-    lines += embedding_table(
-        root,
-        ("ml1m-sasrec", m[0]),
-        [
-            ("k-shift c16", f"{m[1]}-kshift-c16", m[0] + "-kshift"),
-            ("low-rank c16 (r = 4)", f"{m[1]}-lowrank-c16", m[0] + "-lowrank"),
-        ],
-        "ml-1m: item embeddings at convergence (SASRec+, last, window 200, seed 0, filtered)",
-    )
+    for data, ref, variants, title in (
+        ("beauty", ("beauty-emb-full", "last-w50"), EMB_VARIANTS, "amazon-beauty (last, window 50"),
+        ("ml1m", ("ml1m-sasrec", "last-w200"), ("kshift-c16", "lowrank-c16"), "ml-1m (SASRec+, last, window 200"),
+    ):
+        rows = [(EMB_VARIANTS[v], f"{data}-emb-{v}", f"{ref[1]}-{v.split('-')[0]}") for v in variants]
+        lines += embedding_table(root, ref, rows, f"{title}, seed 0, filtered): item embeddings at convergence")
     loss_rows = [("chunked CE", "ml1m-loss-chunked", "sliding-w50-s50-hall")] + [
         (f"sampled softmax, {n} negatives", f"ml1m-loss-sampled{n}", "sliding-w50-s50-hall") for n in (64, 256, 1024)
     ]
