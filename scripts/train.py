@@ -552,8 +552,10 @@ if main_process:
     }
     with cli.atomic_write(run_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
+if world > 1:  # ranks leave together: one that exits while gloo still talks to it can abort its peer
+    dist.barrier()
+    dist.destroy_process_group()
+if main_process:
     if stop_reason == "interrupted":  # not finished: nothing for the next stage of a pipe
         raise SystemExit(130)
     print(run_dir, flush=True)
-if world > 1:
-    dist.destroy_process_group()
