@@ -172,6 +172,18 @@ def run_metrics(run: Path) -> dict[str, float] | None:
     return metrics if ok else None
 
 
+def claim_holder(seed_dir: Path) -> int | None:
+    """The live process that holds a run's claim; None when nobody does (or its holder is gone)."""
+    try:
+        holder = int((seed_dir / CLAIM).read_text() or "0")
+        if holder <= 0:  # empty or damaged (a pid of 0 would name this process group)
+            return None
+        os.kill(holder, 0)  # raises when no such process
+    except (ValueError, OSError):
+        return None
+    return holder
+
+
 def claim(seed_dir: Path) -> bool:
     """Take a run for this process, so that two frontier.py lanes on one grid never train the same run:
     False while another live process holds it; a claim left by a process that is gone is taken over."""
@@ -180,10 +192,8 @@ def claim(seed_dir: Path) -> bool:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                holder = int(path.read_text() or "0")
-                os.kill(holder, 0)  # raises when no such process
-            except (ValueError, OSError):  # unreadable, or its process is gone: a stale claim
+            holder = claim_holder(seed_dir)
+            if holder is None:  # unreadable, or its process is gone: a stale claim
                 path.unlink(missing_ok=True)
                 continue
             return holder == os.getpid()
@@ -446,7 +456,8 @@ def run_all(grid: Grid, where: Where, todo: list[tuple[Cell, int]]) -> None:
 
 
 def seed_runs(grid: Grid, where: Where, cell: Cell) -> list[dict[str, Any]]:
-    """Each seed of a cell from its files: costs and metrics when it finished, else its error."""
+    """Each seed of a cell from its files: costs and metrics when it finished, "elsewhere" while
+    another frontier.py on the same --out trains it, else its error."""
     runs = []
     for seed in range(grid.repeats):
         d = where.seed_dir(cell, seed)
@@ -465,10 +476,18 @@ def seed_runs(grid: Grid, where: Where, cell: Cell) -> list[dict[str, Any]]:
                     "metrics": m,
                 }
             )
+        elif claim_holder(d) not in (None, os.getpid()):
+            runs.append({"seed": seed, "status": "elsewhere", "error": "another frontier.py is training it"})
         else:
             rec = read_json(d / "cell.json") or {}
             runs.append({"seed": seed, "status": "failed", "error": rec.get("error", "not run")})
     return runs
+
+
+def cell_status(runs: list[dict[str, Any]]) -> str:
+    """An unfinished cell: "failed" when a run failed or was not run, else "elsewhere" (its
+    unfinished runs are being trained by another frontier.py)."""
+    return "failed" if any(r["status"] == "failed" for r in runs) else "elsewhere"
 
 
 def collect(grid: Grid, where: Where) -> list[dict[str, Any]]:
@@ -487,7 +506,7 @@ def collect(grid: Grid, where: Where) -> list[dict[str, Any]]:
             "targets": cell.targets,
             "item_emb": cell.item_emb,
             "label": cell.label(varying),
-            "status": "ok" if len(ok) == grid.repeats else "failed",
+            "status": "ok" if len(ok) == grid.repeats else cell_status(runs),
             "seeds_ok": len(ok),
             "error": next((r["error"] for r in runs if r["status"] != "ok"), None),
             "mean": {},
@@ -616,7 +635,7 @@ def print_table(grid: Grid, out: Path, rows: list[dict[str, Any]], baseline_name
         front = ", ".join(k for k, c in (("time", "pareto_train_seconds"), ("tokens", "pareto_tokens")) if r[c])
         table.add_row(
             r["name"] + (" (baseline)" if r["name"] in baseline_names else ""),
-            f"{r['seeds_ok']}/{repeats}" + ("" if r["status"] == "ok" else " failed"),
+            f"{r['seeds_ok']}/{repeats}" + ("" if r["status"] == "ok" else f" {r['status']}"),
             *[pm(r, m, ".4f") for m in metrics],
             pm(r, "train_seconds", ".1f"),
             si(r["mean"]["tokens"]) if r["status"] == "ok" else "-",
@@ -638,7 +657,8 @@ def print_table(grid: Grid, out: Path, rows: list[dict[str, Any]], baseline_name
                 soft_wrap=True,
             )
         elif r["status"] != "ok":
-            cli.console.print(f"{r['name']}: failed: {r['error']}", highlight=False, markup=False, soft_wrap=True)
+            line = f"{r['name']}: {r['status']}: {r['error']}"
+            cli.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def write_plots(grid: Grid, where: Where, done: list[dict[str, Any]], baseline_names: set[str]) -> None:
@@ -705,7 +725,15 @@ def main() -> None:
     if done:
         write_plots(grid, where, done, baseline_names)
     write_curves(grid, where, rows)
-    failed = [r["name"] for r in rows if r["status"] != "ok"]
+    failed = [r["name"] for r in rows if r["status"] == "failed"]
+    elsewhere = [r["name"] for r in rows if r["status"] == "elsewhere"]
+    if elsewhere:  # two lanes on one grid: the other one finishes these; not a failure
+        cli.console.print(
+            f"{len(elsewhere)} of {len(rows)} cells are being trained by another frontier.py on this --out: "
+            f"{', '.join(elsewhere)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if failed and not done:
         cli.console.print(
             f"every cell failed; see {where.out}/cells/*/seed*/stderr.log", highlight=False, soft_wrap=True

@@ -404,3 +404,21 @@ def test_damaged_cell_files_count_as_unfinished_or_unrecorded(data_dir: Path, tm
     (seed0 / "cell.json").write_text("[]")
     proc = run(*argv)
     assert proc.returncode == 0 and "skipped 1 finished runs, 0 to run" in proc.stderr, proc.stderr
+
+
+def test_a_run_another_lane_holds_is_not_a_failure(data_dir: Path, tmp_path: Path) -> None:
+    """Two lanes on one grid: a run claimed by another live frontier.py is skipped, reported as being
+    trained elsewhere, and does not fail the grid (a lane script with `set -e` goes on to its next grid)."""
+    out = tmp_path / "out"
+    seed0 = out / "cells" / "last-w20" / "seed0"
+    seed0.mkdir(parents=True)
+    (seed0 / "lane.pid").write_text(str(os.getpid()))  # this live process stands for the other lane
+    proc = run("--data", str(data_dir), "--out", str(out), "--regimes", "last", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "another frontier.py is running it" in proc.stderr
+    assert "1 of 1 cells are being trained by another frontier.py" in proc.stderr
+    assert not (seed0 / "run").exists()  # nothing trained here
+    assert [r["status"] for r in csv.DictReader((out / "frontier.csv").open())] == ["elsewhere"]
+    (seed0 / "lane.pid").write_text("0")  # a claim whose holder is gone is taken over
+    assert run("--data", str(data_dir), "--out", str(out), "--regimes", "last", *TINY).returncode == 0
+    assert (seed0 / "run" / "metrics_test.json").is_file()
