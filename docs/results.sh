@@ -88,7 +88,7 @@ a)
   done
   frontier --data data/beauty --out $OUT/beauty-kshift-c16-signed --regimes sliding --windows 20 --strides 10 \
       --item-emb kshift --kshift-compression 16 --kshift-scheme rotate_signed --max-train-seconds 120
-  # 2. retailrocket sessions (leave-one-out; median session 4): window 10
+  # 2. retailrocket sessions (leave-one-out; median session length 4): window 10
   frontier --data data/retailrocket --out $OUT/retailrocket-w10 --regimes last,sliding --windows 10 --strides 5 \
       --repeats 3 --max-train-seconds 120
   ;;

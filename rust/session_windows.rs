@@ -63,9 +63,9 @@ pub fn session_windows(
             j += 1;
             let t0 = s.max(a.saturating_add(1));
             if e <= t0 {
-                continue; // no target in this session (before a, or only a's first event)
+                continue; // no target in the session span [s, e) (it ends before a, or holds only a's first event)
             }
-            let n = (e - t0 - 1) / window + 1; // windows of this session (no overflow for any window)
+            let n = (e - t0 - 1) / window + 1; // windows of the span [s, e) (no overflow for any window)
             out.reserve(n as usize)?;
             for i in (0..n).rev() {
                 let stop = e - i * window;
