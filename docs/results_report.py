@@ -271,8 +271,7 @@ def embedding_table(root: Path, ref: tuple[str, str], rows: list[tuple[str, str,
             lines.append(f"| {label} | (not finished: {run}) |" + " |" * 7)
             continue
         m, ci = t["metrics"], t["ci"]["NDCG@10"]
-        mem = s["embedding_memory"]
-        n_items = json.loads((run / "config.json").read_text())["model"]["n_items"]
+        mem, n_items = s["embedding_memory"], t["n_items"]
         first = ref_run == run
         lines.append(
             f"| {label} | {m['NDCG@10']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}] | {m['HR@10']:.4f} | "
