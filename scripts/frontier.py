@@ -328,11 +328,12 @@ def train_args(where: Where, grid: Grid, cell: Cell, seed: int) -> list[str]:
 
 
 def plan_runs(grid: Grid, where: Where) -> list[tuple[Cell, int]]:
-    """The runs to do: every (cell, seed) without test metrics. Finished runs are skipped; one
-    trained with other flags is refused, since it would silently mix two experiments."""
+    """The runs to do: every (cell, seed) without test metrics, seed-major (every cell's seed 0
+    first), so a grid stopped part-way has one comparable seed of each cell. Finished runs are
+    skipped; one trained with other flags is refused, since it would silently mix two experiments."""
     todo: list[tuple[Cell, int]] = []
-    for cell in grid.cells:
-        for seed in range(grid.repeats):
+    for seed in range(grid.repeats):
+        for cell in grid.cells:
             d = where.seed_dir(cell, seed)
             if run_metrics(d / "run") is None:
                 todo.append((cell, seed))
