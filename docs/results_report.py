@@ -386,37 +386,54 @@ def claim_table(root: Path, names: list[tuple[str, str]]) -> list[str]:
 PUBLISHED = {"NDCG@10": 0.1821, "HR@10": 0.3152}  # SASRec+ on ml-1m (Klenitskiy & Vasilev, RecSys 2023)
 
 
-def converged_table(root: Path, name: str, title: str, published: dict[str, float] | None = None) -> list[str]:
+def tokens_to_best(run: Path) -> int:
+    """Training tokens (targets) processed up to and including the best validation epoch."""
+    best = summary(run)["best_epoch"]
+    return sum(r["tokens"] for r in run_log(run) if r["epoch"] <= best)
+
+
+def converged_table(
+    root: Path,
+    name: str,
+    title: str,
+    published: dict[str, float] | None = None,
+    levels: tuple[float, ...] = (),
+) -> list[str]:
     """Cells trained to early stopping: test metrics as the mean over seeds with a 95% bootstrap CI
     over users (of each user's metric averaged over the seeds), each cell against the `last` cell
-    on the same users (paired), epochs, and training time to validation NDCG@10 levels."""
+    on the same users (paired), epochs, training time to validation NDCG@10 `levels` and to the
+    best epoch, training time in all as a multiple of `last`'s, and tokens to the best epoch."""
     out = root / name
     cells = sorted(p.name for p in (out / "cells").glob("*")) if (out / "cells").is_dir() else []
     cells.sort(key=lambda c: (not c.startswith("last"), c))
+    to = " / ".join([f"{lv:g}" for lv in levels] + ["best"])
     lines = [
         f"### {title}",
         "",
         f"`{out}`; test metrics: mean over seeds [95% bootstrap CI over users]; "
-        "Δ vs last: paired on the same users, per-user metrics averaged over seeds.",
+        "Δ vs last: paired on the same users, per-user metrics averaged over seeds; "
+        "time × last: training time in all (to early stopping) over `last`'s.",
         "",
         "| cell | seeds | NDCG@10 | HR@10 | MRR | NDCG@10 per seed | Δ NDCG@10 vs last | best epoch | "
-        "epochs run | train min to valid 0.15 / 0.17 / best | train min in all | filtered |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"epochs run | train min to valid {to} | train min in all | time × last | tokens to best (M) | filtered |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    base = None
+    base, base_seconds = None, None
     for cell in cells:
         runs = seed_runs(out, cell)
         if not runs:
-            lines.append(f"| {cell} | 0 | (no finished seed yet) |" + " |" * 9)
+            lines.append(f"| {cell} | 0 | (no finished seed yet) |" + " |" * 11)
             continue
         stats = {m: mean_ci(seed_mean_per_user(runs, m)[1]) for m in METRICS}
-        if base is None and cell.startswith("last"):
-            base = runs
-        delta = "—"
-        if base is not None and runs is not base:
-            m, lo, hi, ref = seed_paired_delta(runs, base, "NDCG@10")
-            delta = f"{m:+.4f} ({m / ref:+.1%}) [{lo:+.4f}, {hi:+.4f}]"
         sums = [summary(r) for r in runs]
+        seconds = float(np.mean([s["train_seconds"] for s in sums]))
+        if base is None and cell.startswith("last"):
+            base, base_seconds = runs, seconds
+        delta, ratio = "—", "—"
+        if base is not None and runs is not base:
+            m, lo, hi, ref = seed_paired_delta(runs, base[: len(runs)], "NDCG@10")
+            delta = f"{m:+.4f} ({m / ref:+.1%}) [{lo:+.4f}, {hi:+.4f}]"
+            ratio = f"{seconds / base_seconds:.2f}×"
         per_seed = ", ".join(f"{test_metrics(r)['metrics']['NDCG@10']:.4f}" for r in runs)
         filtered = {test_metrics(r).get("filter_seen") for r in runs}
         cell_txt = lambda m, stats=stats: f"{stats[m][0]:.4f} [{stats[m][1]:.4f}, {stats[m][2]:.4f}]"
@@ -424,8 +441,9 @@ def converged_table(root: Path, name: str, title: str, published: dict[str, floa
             f"| {cell} | {len(runs)} | {cell_txt('NDCG@10')} | {cell_txt('HR@10')} | {cell_txt('MRR')} | {per_seed} | "
             f"{delta} | {np.mean([s['best_epoch'] + 1 for s in sums]):.1f} | "
             f"{np.mean([s['epochs'] for s in sums]):.1f} | "
-            f"{' / '.join(minutes([time_to(r, lv) for r in runs]) for lv in (0.15, 0.17, None))} | "
-            f"{np.mean([s['train_seconds'] for s in sums]) / 60:.1f} | {'yes' if filtered == {True} else 'no'} |"
+            f"{' / '.join(minutes([time_to(r, lv) for r in runs]) for lv in (*levels, None))} | "
+            f"{seconds / 60:.1f} | {ratio} | {np.mean([tokens_to_best(r) for r in runs]) / 1e6:.1f} | "
+            f"{'yes' if filtered == {True} else 'no'} |"
         )
         if published and cell.startswith("last"):
             inside = {m: stats[m][1] <= v <= stats[m][2] for m, v in published.items()}
@@ -436,7 +454,7 @@ def converged_table(root: Path, name: str, title: str, published: dict[str, floa
                     f"({'inside' if inside[m] else 'above' if published[m] > stats[m][2] else 'below'} the CI)"
                     for m in ("NDCG@10", "HR@10")
                 )
-                + " | | | | | | | | yes |"
+                + " |" * 10 + " yes |"
             )
     return lines + [""]
 
@@ -491,9 +509,11 @@ def converged_curves(root: Path, name: str, plot_dir: Path | None) -> list[str]:
         return []
     plot_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out / "curves.png", plot_dir / f"{name}-curves.png")
-    return [
-        f"![{name}: best validation NDCG@10 so far against training time](results/{name}-curves.png)",
-        "",
+    lines = [f"![{name}: best validation NDCG@10 so far against training time](results/{name}-curves.png)", ""]
+    if (out / "frontier.png").is_file():  # written when the grid's last run finishes
+        shutil.copyfile(out / "frontier.png", plot_dir / f"{name}-frontier.png")
+        lines += [f"![{name}: converged accuracy against training time](results/{name}-frontier.png)", ""]
+    return lines + [
         f"CPU time of the runs so far (training and validation, one thread each): {cpu_hours(out):.1f} h.",
         "",
     ]
@@ -504,11 +524,24 @@ def main() -> None:
     plots = Path(sys.argv[2]) if len(sys.argv) > 2 else None  # where the learning-curve PNGs go
     lines = ["# Tables generated by docs/results_report.py from " + str(root), ""]
     lines += converged_table(
-        root, "ml1m-sasrec", "ml-1m, window 200, SASRec+ configuration, to convergence", published=PUBLISHED
+        root,
+        "ml1m-sasrec",
+        "ml-1m, window 200, SASRec+ configuration, to convergence",
+        published=PUBLISHED,
+        levels=(0.15, 0.17),
     )
     lines += converged_curves(root, "ml1m-sasrec", plots)
+    converged_grids = [
+        ("ml100k-w50-conv", "ml-100k w50", "ml-100k (sessions cut at 30-minute gaps), window 50, to convergence"),
+        ("beauty-w20-conv", "amazon-beauty w20", "amazon-beauty, window 20, to convergence"),
+        ("retailrocket-w10-conv", "retailrocket w10", "retailrocket sessions, window 10, to convergence"),
+        ("ml1m-w50-conv", "ml-1m w50", "ml-1m, window 50, to convergence"),
+    ]
+    for name, _, title in converged_grids:
+        lines += converged_table(root, name, title)
+        lines += converged_curves(root, name, plots)
     lines += ["### The paper's claim, at convergence", ""]
-    lines += claim_table(root, [("ml1m-sasrec", "ml-1m w200")])
+    lines += claim_table(root, [("ml1m-sasrec", "ml-1m w200")] + [(name, label) for name, label, _ in converged_grids])
     lines += ["### ml-1m: the 20-minute recipe (two threads, idle machine)", ""]
     lines += recipe_table(root, [("sliding-w200-s200, bf16, grouped by length", "ml1m-fast/run")], (0.15, 0.17, 0.1821))
     for name, title in (
