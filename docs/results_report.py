@@ -454,7 +454,8 @@ def converged_table(
                     f"({'inside' if inside[m] else 'above' if published[m] > stats[m][2] else 'below'} the CI)"
                     for m in ("NDCG@10", "HR@10")
                 )
-                + " |" * 10 + " yes |"
+                + " |" * 10
+                + " yes |"
             )
     return lines + [""]
 
