@@ -680,7 +680,7 @@ def write_curves(grid: Grid, where: Where, rows: list[dict[str, Any]]) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
     drawn = 0
     for k, row in enumerate(rows):
-        color = STYLE.get(row["regime"], ("x", "gray"))[1]
+        color = STYLE[row["regime"]][1]
         curves = [
             validation_curve(where.seed_dir_of(row["name"], seed) / "run", grid.metric) for seed in range(grid.repeats)
         ]
@@ -754,7 +754,9 @@ STYLE = {
     "sliding": ("o", "tab:blue"),
     "mixed": ("^", "tab:green"),
     "random": ("D", "tab:orange"),
+    "session": ("v", "tab:purple"),
 }
+assert set(STYLE) == set(REGIMES), "every regime needs a marker and color in the plots"
 
 
 LINES = ("-", "--", "-.", ":")  # cells of one regime (one color) apart in curves.png
