@@ -433,9 +433,13 @@ def run_all(grid: Grid, where: Where, todo: list[tuple[Cell, int]]) -> None:
             progress.update(bar, description=f"run {i}/{len(todo)}: {cell.name} seed{seed}")
             d = where.seed_dir(cell, seed)
             d.mkdir(parents=True, exist_ok=True)
-            if not claim(d):
+            taken = not claim(d)
+            if not taken and run_metrics(d / "run") is not None:  # another lane finished it since the plan
+                (d / CLAIM).unlink(missing_ok=True)
+            if taken or run_metrics(d / "run") is not None:
                 cli.console.print(
-                    f"run {i}/{len(todo)} {cell.name} seed{seed}: another frontier.py is running it",
+                    f"run {i}/{len(todo)} {cell.name} seed{seed}: "
+                    + ("another frontier.py is running it" if taken else "another frontier.py finished it"),
                     highlight=False,
                     markup=False,
                     soft_wrap=True,
