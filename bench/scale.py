@@ -53,6 +53,15 @@ p.add_argument(
 p.add_argument("--train-events", type=num, default=10**8, help="train stage: events of its log (default: 1e8)")
 p.add_argument("--train-steps", type=int, default=200, help="train stage: optimizer steps (default: 200)")
 p.add_argument(
+    "--train-shards", type=int, default=None, help="train stage: prep --shards of its log (default: unsharded)"
+)
+p.add_argument(
+    "--kshift-rows",
+    choices=("stored", "computed"),
+    default="stored",
+    help="train stage: train.py --kshift-rows (computed: no [N+1, k] row table; default: stored)",
+)
+p.add_argument(
     "--eval-users", type=int, default=2000, help="train stage: test targets ranked on all items (default: 2000)"
 )
 p.add_argument("--threads", type=int, default=None, help="torch threads in train/eval (default: torch's choice)")
@@ -319,7 +328,9 @@ def stage_core(a: argparse.Namespace, folder: Path, data: Path) -> dict:
 def stage_train(a: argparse.Namespace, folder: Path) -> dict:
     from longrec_core.model import ModelConfig, embedding_memory_bytes
 
-    data = folder / f"data-items{a.items}-e{a.train_events}"
+    data = folder / (
+        f"data-items{a.items}-e{a.train_events}" + ("" if a.train_shards is None else f"-x{a.train_shards}")
+    )
     run = folder / f"run-items{a.items}"
     threads = [] if a.threads is None else ["--threads", str(a.threads)]
     res: dict = {}
@@ -333,6 +344,7 @@ def stage_train(a: argparse.Namespace, folder: Path) -> dict:
                 str(a.items),
                 "--events",
                 str(a.train_events),
+                *([] if a.train_shards is None else ["--shards", str(a.train_shards)]),
                 "--out",
                 str(data),
                 "--force",
@@ -353,6 +365,8 @@ def stage_train(a: argparse.Namespace, folder: Path) -> dict:
         "kshift",
         "--kshift-compression",
         "16",
+        "--kshift-rows",
+        a.kshift_rows,
         "--loss",
         "sampled",
         "--negatives",

@@ -9,7 +9,8 @@ How one user's history is made (the story; the code computes it for all users at
 - Items fall into `clusters` ("genres"). Cluster popularity is Zipf-like over a random
   order of clusters, and so is item popularity inside a cluster, so overall popularity
   is long-tailed. Each item has `successors` items of its own cluster that tend to follow
-  it, with Dirichlet weights: an item-to-item graph a model has to learn from examples.
+  it, with Dirichlet(1) weights: an item-to-item graph a model has to learn from examples
+  (computed from a hash of the seed and the item wherever it is needed, never stored).
 - A user has a few tastes (2 to 12 clusters, more for longer histories) with Dirichlet(1)
   weights. Before each event, with p_switch they move to a taste drawn by weight.
 - Inside the current taste, with p_chain the next item is a successor of the user's last
@@ -59,8 +60,7 @@ class SyntheticConfig:
     max_len: int = 20_000
     p_switch: float = 0.08  # per event: move to a taste drawn by weight (maybe the same)
     p_chain: float = 0.7  # inside a taste: a successor of the user's last item there (else a popular one)
-    successors: int = 8  # successors per item (inside its cluster) ...
-    succ_alpha: float = 1.0  # ... with Dirichlet(succ_alpha) weights
+    successors: int = 8  # successors per item (inside its cluster), with Dirichlet(1) weights
     favorites: int = 4  # per user and cluster: personal favourite items ...
     p_favorite: float = 0.5  # ... that a popular-item draw returns instead, with this probability
     p_noise: float = 0.15  # per event: an item from anywhere, by global popularity
@@ -78,7 +78,7 @@ class SyntheticConfig:
             (0 <= self.clusters <= self.items, f"clusters must be in 0..items, got {self.clusters}"),
             (1 <= self.min_len <= self.max_len, f"need 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}"),
             (self.median_len > 0 and self.len_sigma >= 0, "median_len must be > 0 and len_sigma >= 0"),
-            (self.successors >= 1 and self.succ_alpha > 0, "successors must be >= 1 and succ_alpha > 0"),
+            (1 <= self.successors <= 256, f"successors must be in 1..256, got {self.successors}"),
             (self.zipf >= 0, f"zipf must be >= 0, got {self.zipf}"),
             (
                 self.span_days >= 1 and self.session_len >= 1 and self.in_session_gap_s >= 0,
@@ -120,51 +120,72 @@ def _zipf_cdf(n: int, s: float) -> np.ndarray:
 
 
 class _Catalogue:
-    """The item side, shared by all users: clusters, the successor graph, popularity."""
+    """The item side, shared by all users: clusters, the successor graph, popularity.
+
+    About 20 bytes per item (int32 codes below 2^31 items): the successor graph is not stored
+    but computed from a hash of (seed, item, j) wherever it is asked, so 10^8-item catalogues fit
+    in memory."""
 
     def __init__(self, cfg: SyntheticConfig) -> None:
         rng = np.random.default_rng([cfg.seed, 0])
-        c, n, k = cfg.n_clusters, cfg.items, cfg.successors
+        c, n = cfg.n_clusters, cfg.items
+        code = np.int32 if n < 2**31 else np.int64
         # Cluster j holds members[first[j]:first[j+1]], most popular first; sizes vary.
         sizes = 1 + rng.multinomial(n - c, rng.dirichlet(np.full(c, 2.0)))
-        self.n_clusters = c
+        self.n_clusters, self.k = c, cfg.successors
         self.size = sizes.astype(np.int64)
         self.first = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.members = rng.permutation(n).astype(np.int64)  # item codes 0..N-1
+        self.members = rng.permutation(n).astype(code)  # item codes 0..N-1
         self.cluster_cdf = _zipf_cdf(c, cfg.zipf)
         self.cluster_rank = rng.permutation(c)  # popularity rank -> cluster
         # One Zipf table over member position for all clusters, long enough for the
         # largest; a draw is folded into its cluster by modulo.
         self.pos_cdf = _zipf_cdf(int(sizes.max()), cfg.zipf)
-        cluster_of = np.empty(n, dtype=np.int64)
-        cluster_of[self.members] = np.repeat(np.arange(c), sizes)
-        self.succ = self.draw_member(rng, np.repeat(cluster_of, k)).reshape(n, k)  # (N, k)
-        w = rng.gamma(cfg.succ_alpha, size=(n, k))
-        self.succ_cdf = np.cumsum(w, axis=1) / w.sum(axis=1, keepdims=True)  # (N, k)
+        self.cluster_of = np.empty(n, dtype=code)
+        self.cluster_of[self.members] = np.repeat(np.arange(c, dtype=code), sizes)
         self.item_cdf = _zipf_cdf(n, cfg.zipf)  # global popularity, for noise
-        self.item_rank = rng.permutation(n)
+        self.item_rank = rng.permutation(n).astype(code)
+        salt = splitmix64(np.array([cfg.seed, 1, 2], dtype=np.uint64))
+        self.seed, self.succ_salt, self.weight_salt = salt[0], salt[1], salt[2]
 
     def draw_clusters(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         return self.cluster_rank[np.searchsorted(self.cluster_cdf, rng.random(shape))]
 
     def draw_member(self, rng: np.random.Generator, clusters: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self.pos_cdf, rng.random(len(clusters))) % self.size[clusters]
-        return self.members[self.first[clusters] + pos]
+        return self.member_at(clusters, rng.random(len(clusters)))
+
+    def member_at(self, clusters: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """The member of each cluster at popularity quantile u (Zipf over member position)."""
+        pos = np.searchsorted(self.pos_cdf, u) % self.size[clusters]
+        return self.members[self.first[clusters] + pos].astype(np.int64)
+
+    def successor(self, items: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """The j-th successor of each item: a popularity-weighted member of the item's own
+        cluster, picked by a hash of (seed, item, j)."""
+        key = (items.astype(np.uint64) << np.uint64(8)) + j.astype(np.uint64)
+        return self.member_at(self.cluster_of[items].astype(np.int64), unit(key ^ self.succ_salt))
 
     def draw_next(self, rng: np.random.Generator, prev: np.ndarray) -> np.ndarray:
-        pick = (rng.random(len(prev))[:, None] > self.succ_cdf[prev]).sum(axis=1)
-        return self.succ[prev, np.minimum(pick, self.succ.shape[1] - 1)]
+        """A successor of each item, by its Dirichlet(1) weights over its k successors (i.i.d.
+        exponential weights, normalized; hashed like the successors themselves)."""
+        keys = (prev.astype(np.uint64) << np.uint64(8))[:, None] + np.arange(self.k, dtype=np.uint64)
+        cdf = np.cumsum(-np.log1p(-unit(keys ^ self.weight_salt)), axis=1)  # (m, k)
+        pick = ((rng.random(len(prev)) * cdf[:, -1])[:, None] > cdf).sum(axis=1)
+        return self.successor(prev, np.minimum(pick, self.k - 1))
 
-    def favorite(self, seed: int, users: np.ndarray, clusters: np.ndarray, k: np.ndarray) -> np.ndarray:
+    def favorite(self, users: np.ndarray, clusters: np.ndarray, k: np.ndarray) -> np.ndarray:
         """The k-th personal favourite of each user in each cluster: a popularity-weighted
         member picked by a hash of (seed, user, cluster, k), the same wherever it is asked."""
         key = ((users * np.uint64(self.n_clusters) + clusters.astype(np.uint64)) << np.uint64(8)) + k
-        u = (splitmix64(key ^ splitmix64(np.full(1, seed, dtype=np.uint64))) >> np.uint64(11)) * 2.0**-53
-        pos = np.searchsorted(self.pos_cdf, u) % self.size[clusters]
-        return self.members[self.first[clusters] + pos]
+        return self.member_at(clusters, unit(key ^ self.seed))
 
     def draw_items(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return self.item_rank[np.searchsorted(self.item_cdf, rng.random(n))]
+        return self.item_rank[np.searchsorted(self.item_cdf, rng.random(n))].astype(np.int64)
+
+
+def unit(keys: np.ndarray) -> np.ndarray:
+    """A uniform float64 in [0, 1) from each uint64 key (the top 53 bits of its splitmix64 hash)."""
+    return (splitmix64(keys) >> np.uint64(11)) * 2.0**-53
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -342,7 +363,7 @@ def _restart_items(
     fav = rng.random(clusters.size) < cfg.p_favorite
     uid = (u0 + users[fav]).astype(np.uint64)
     pick = rng.integers(0, cfg.favorites, int(fav.sum())).astype(np.uint64)
-    items[fav] = cat.favorite(cfg.seed, uid, clusters[fav], pick)
+    items[fav] = cat.favorite(uid, clusters[fav], pick)
     return items
 
 

@@ -61,10 +61,10 @@ DATA_DIR_FILES = {
     "items.parquet",
     "users.parquet",
 }
-# Peak memory of a synthetic prep, measured with /usr/bin/time at 8e6 to 3e7 events and 4e6 to
-# 8e6 items: about 60 bytes per event of the data dir (of one shard with --shards) plus 280
-# bytes per catalogue item.
-SYNTH_EVENT_BYTES, SYNTH_ITEM_BYTES = 60, 280
+# Peak memory of a synthetic prep, measured with /usr/bin/time: about 60 bytes per event of the
+# data dir (of one shard with --shards; at 8e6 to 3e7 events) plus 20 bytes per catalogue item
+# (19 between 10^6 and 8*10^6 items at 2*10^6 events).
+SYNTH_EVENT_BYTES, SYNTH_ITEM_BYTES = 60, 20
 
 # ---------------------------------------------------------------------------------------------
 # settings
