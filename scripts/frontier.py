@@ -433,13 +433,14 @@ def run_all(grid: Grid, where: Where, todo: list[tuple[Cell, int]]) -> None:
             progress.update(bar, description=f"run {i}/{len(todo)}: {cell.name} seed{seed}")
             d = where.seed_dir(cell, seed)
             d.mkdir(parents=True, exist_ok=True)
-            taken = not claim(d)
-            if not taken and run_metrics(d / "run") is not None:  # another lane finished it since the plan
+            held = not claim(d)
+            done = not held and run_metrics(d / "run") is not None  # another lane finished it after the plan
+            if done:
                 (d / CLAIM).unlink(missing_ok=True)
-            if taken or run_metrics(d / "run") is not None:
+            if held or done:
                 cli.console.print(
-                    f"run {i}/{len(todo)} {cell.name} seed{seed}: "
-                    + ("another frontier.py is running it" if taken else "another frontier.py finished it"),
+                    f"run {i}/{len(todo)} {cell.name} seed{seed}: another frontier.py "
+                    + ("is running it" if held else "finished it"),
                     highlight=False,
                     markup=False,
                     soft_wrap=True,

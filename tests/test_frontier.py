@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -422,3 +423,19 @@ def test_a_run_another_lane_holds_is_not_a_failure(data_dir: Path, tmp_path: Pat
     (seed0 / "lane.pid").write_text("0")  # a claim whose holder is gone is taken over
     assert run("--data", str(data_dir), "--out", str(out), "--regimes", "last", *TINY).returncode == 0
     assert (seed0 / "run" / "metrics_test.json").is_file()
+
+
+def test_runs_go_seed_major(data_dir: Path, tmp_path: Path) -> None:
+    """Every cell's seed 0 comes before any seed 1, so a grid stopped part-way compares every cell
+    (here another live lane holds every run, so the order is all that happens)."""
+    out = tmp_path / "out"
+    cells = ["last-w20", "sliding-w20-s8-hall"]
+    for cell in cells:
+        for seed in (0, 1):
+            d = out / "cells" / cell / f"seed{seed}"
+            d.mkdir(parents=True)
+            (d / "lane.pid").write_text(str(os.getpid()))
+    proc = run("--data", str(data_dir), "--out", str(out), "--regimes", "last,sliding", "--repeats", "2", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    order = re.findall(r"run \d/4 (\S+) (seed\d): another frontier.py is running it", proc.stderr)
+    assert order == [(c, s) for s in ("seed0", "seed1") for c in cells], proc.stderr
