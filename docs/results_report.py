@@ -375,7 +375,7 @@ def claim_table(root: Path, names: list[tuple[str, str]]) -> list[str]:
                 m, lo, hi, ref = seed_paired_delta(runs[:n], base[:n], metric)
                 rel.append(f"{m / ref:+.1%} [{lo / ref:+.1%}, {hi / ref:+.1%}]")
                 verdicts.append(verdict(lo / ref, hi / ref, PAPER_CLAIM[metric]))
-            secs = [np.mean([summary(r)["train_seconds"] for r in rs[:n]]) for rs in (runs, base)]
+            secs = [train_seconds(rs[:n]) for rs in (runs, base)]
             toks = [np.mean([summary(r)["tokens"] for r in rs[:n]]) for rs in (runs, base)]
             lines.append(
                 f"| {label}, {cell} | {n} | {rel[0]} | {rel[1]} | {secs[0] / secs[1]:.2f}× | "
@@ -385,6 +385,11 @@ def claim_table(root: Path, names: list[tuple[str, str]]) -> list[str]:
 
 
 PUBLISHED = {"NDCG@10": 0.1821, "HR@10": 0.3152}  # SASRec+ on ml-1m (Klenitskiy & Vasilev, RecSys 2023)
+
+
+def train_seconds(runs: list[Path]) -> float:
+    """Mean training seconds to early stopping over the runs' seeds."""
+    return float(np.mean([summary(r)["train_seconds"] for r in runs]))
 
 
 def tokens_to_best(run: Path) -> int:
@@ -419,7 +424,7 @@ def converged_table(
         f"epochs run | train min to valid {to} | train min in all | time × last | tokens to best (M) | filtered |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    base, base_seconds = None, None
+    base = None
     for cell in cells:
         runs = seed_runs(out, cell)
         if not runs:
@@ -429,12 +434,13 @@ def converged_table(
         sums = [summary(r) for r in runs]
         seconds = float(np.mean([s["train_seconds"] for s in sums]))
         if base is None and cell.startswith("last"):
-            base, base_seconds = runs, seconds
+            base = runs
         delta, ratio = "—", "—"
         if base is not None and runs is not base:
-            m, lo, hi, ref = seed_paired_delta(runs, base[: len(runs)], "NDCG@10")
+            n = min(len(runs), len(base))  # the same seeds on both sides, as in claim_table
+            m, lo, hi, ref = seed_paired_delta(runs[:n], base[:n], "NDCG@10")
             delta = f"{m:+.4f} ({m / ref:+.1%}) [{lo:+.4f}, {hi:+.4f}]"
-            ratio = f"{seconds / base_seconds:.2f}×"
+            ratio = f"{train_seconds(runs[:n]) / train_seconds(base[:n]):.2f}×"
         per_seed = ", ".join(f"{test_metrics(r)['metrics']['NDCG@10']:.4f}" for r in runs)
         filtered = {test_metrics(r).get("filter_seen") for r in runs}
         cell_txt = lambda m, stats=stats: f"{stats[m][0]:.4f} [{stats[m][1]:.4f}, {stats[m][2]:.4f}]"
@@ -512,7 +518,7 @@ def converged_curves(root: Path, name: str, plot_dir: Path | None) -> list[str]:
     plot_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out / "curves.png", plot_dir / f"{name}-curves.png")
     lines = [f"![{name}: best validation NDCG@10 so far against training time](results/{name}-curves.png)", ""]
-    if (out / "frontier.png").is_file():  # written when the grid's last run finishes
+    if (out / "frontier.png").is_file():  # frontier.py draws it over the cells finished when it exits
         shutil.copyfile(out / "frontier.png", plot_dir / f"{name}-frontier.png")
         lines += [f"![{name}: converged accuracy against training time](results/{name}-frontier.png)", ""]
     return lines + [

@@ -146,7 +146,7 @@ class _Catalogue:
         self.item_cdf = _zipf_cdf(n, cfg.zipf)  # global popularity, for noise
         self.item_rank = rng.permutation(n).astype(code)
         salt = splitmix64(np.array([cfg.seed, 1, 2], dtype=np.uint64))
-        self.seed, self.succ_salt, self.weight_salt = salt[0], salt[1], salt[2]
+        self.favorite_salt, self.succ_salt, self.weight_salt = salt[0], salt[1], salt[2]
 
     def draw_clusters(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         return self.cluster_rank[np.searchsorted(self.cluster_cdf, rng.random(shape))]
@@ -177,7 +177,7 @@ class _Catalogue:
         """The k-th personal favourite of each user in each cluster: a popularity-weighted
         member picked by a hash of (seed, user, cluster, k), the same wherever it is asked."""
         key = ((users * np.uint64(self.n_clusters) + clusters.astype(np.uint64)) << np.uint64(8)) + k
-        return self.member_at(clusters, unit(key ^ self.seed))
+        return self.member_at(clusters, unit(key ^ self.favorite_salt))
 
     def draw_items(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return self.item_rank[np.searchsorted(self.item_cdf, rng.random(n))].astype(np.int64)
