@@ -36,6 +36,7 @@ from memory import huge_page_bytes, peak_rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
+EVAL_BATCH = 256  # users ranked at once in the train stage's validation and eval
 CLEAN_ENV = dict(os.environ)  # before Polars sets its allocator options in this process
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,6 +61,12 @@ p.add_argument(
     choices=("stored", "computed"),
     default="stored",
     help="train stage: train.py --kshift-rows (computed: no [N+1, k] row table; default: stored)",
+)
+p.add_argument(
+    "--kshift-optimizer",
+    choices=("adamw", "rowwise"),
+    default="adamw",
+    help="train stage: train.py --kshift-optimizer (rowwise: sparse gradient, 8 bytes of state a row; default: adamw)",
 )
 p.add_argument(
     "--eval-users", type=int, default=2000, help="train stage: test targets ranked on all items (default: 2000)"
@@ -367,6 +374,8 @@ def stage_train(a: argparse.Namespace, folder: Path) -> dict:
         "16",
         "--kshift-rows",
         a.kshift_rows,
+        "--kshift-optimizer",
+        a.kshift_optimizer,
         "--loss",
         "sampled",
         "--negatives",
@@ -379,8 +388,10 @@ def stage_train(a: argparse.Namespace, folder: Path) -> dict:
         "1",
         "--max-steps",
         str(a.train_steps),
+        # one user batch per validation: a catalogue whose vectors do not fit as one table composes
+        # them again for every batch (longrec_core.metrics)
         "--eval-batch-size",
-        "64",
+        str(EVAL_BATCH),
         "--valid-sample",
         "200",
         *threads,
@@ -404,7 +415,7 @@ def stage_train(a: argparse.Namespace, folder: Path) -> dict:
                 "--bootstrap",
                 "0",
                 "--batch-size",
-                "64",
+                str(EVAL_BATCH),
             ],
         }
     )

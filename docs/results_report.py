@@ -245,6 +245,7 @@ def versus_table(
 EMB_VARIANTS = {  # results.sh's item-embedding runs: out-dir suffix (its first word is --item-emb) -> label
     "kshift-c16": "k-shift c16",
     "kshift-c16-weights": "k-shift c16, learned row weights",
+    "kshift-c16-rowwise": "k-shift c16, row-wise optimizer for the table",
     "kshift-c32-head378-weights": "exact rows for the 378 most frequent items + k-shift c32 with row weights",
     "lowrank-c16": "low-rank c16 (r = 4)",
 }

@@ -17,6 +17,9 @@ TARGETS = ("all", "fresh")  # fresh: only targets no later window of the same us
 ITEM_EMBS = ("full", "kshift", "lowrank")
 KSHIFT_SCHEMES = ("mix", "rotate", "rotate_signed")  # rotate_signed = the paper code's bug
 KSHIFT_ROW_SOURCES = ("stored", "computed")  # [N+1, k] int32 buffer, or hashed per batch by the core
+# the shared table's optimizer: AdamW (dense gradient, two moments per value) or longrec_core.optim's
+# row-wise rule (sparse gradient, 8 bytes of state per row)
+KSHIFT_OPTIMIZERS = ("adamw", "rowwise")
 
 # loss (longrec_core.losses)
 LOSSES = ("ce", "sampled", "chunked")

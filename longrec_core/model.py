@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from longrec_core.choices import ITEM_EMBS, KSHIFT_ROW_SOURCES, KSHIFT_SCHEMES
+from longrec_core.choices import ITEM_EMBS, KSHIFT_OPTIMIZERS, KSHIFT_ROW_SOURCES, KSHIFT_SCHEMES
 
 
 @dataclass
@@ -52,6 +52,8 @@ class ModelConfig:
     kshift_head: int = 0  # items 1..H (the most frequent, as prep.py numbers them) get exact rows of their own
     kshift_weights: bool = False  # learned per-item weights of the k rows instead of 1/sqrt(k)
     kshift_rows: str = "stored"  # "stored" ([N+1, k] int32 buffer) | "computed" (hashed per batch)
+    # "adamw" | "rowwise": the shared table's optimizer (longrec_core.optim); rowwise = sparse gradient
+    kshift_optimizer: str = "adamw"
 
     def __post_init__(self) -> None:
         problems = [
@@ -85,9 +87,18 @@ class ModelConfig:
                 f"kshift_rows must be one of {KSHIFT_ROW_SOURCES}, got {self.kshift_rows!r}",
             ),
             (
+                self.kshift_optimizer not in KSHIFT_OPTIMIZERS,
+                f"kshift_optimizer must be one of {KSHIFT_OPTIMIZERS}, got {self.kshift_optimizer!r}",
+            ),
+            (
                 self.item_emb != "kshift"
-                and (self.kshift_head > 0 or self.kshift_weights or self.kshift_rows != "stored"),
-                "kshift_head, kshift_weights and kshift_rows apply to item_emb 'kshift' only",
+                and (
+                    self.kshift_head > 0
+                    or self.kshift_weights
+                    or self.kshift_rows != "stored"
+                    or self.kshift_optimizer != "adamw"
+                ),
+                "kshift_head, kshift_weights, kshift_rows and kshift_optimizer apply to item_emb 'kshift' only",
             ),
         ]
         for bad, msg in problems:
@@ -165,6 +176,8 @@ class KShiftEmbedding(nn.Module):
       Svenstrup et al. 2017). The weights are a P x k table, initialized to 1/sqrt(k); an item's weight
       row is picked by a second hash of its id (`kshift_rows` with k=1, seed `seed ^ WEIGHT_SEED_SALT`).
     - `rows="computed"`: no row buffer; each call hashes its ids with the core (on the CPU).
+    - `sparse`: the table's gradient is sparse (the rows a step touched), for the row-wise optimizer
+      of `longrec_core.optim`; the head and the weights keep dense gradients.
 
     Memory (float32; parameters count 4 times with gradient and AdamW's two moments): the table P x d,
     the head H x d, the weights P x k; buffers: the [N+1, k] int32 rows and, with weights, the [N+1]
@@ -186,6 +199,7 @@ class KShiftEmbedding(nn.Module):
         head: int = 0,
         weights: bool = False,
         rows: str = "stored",
+        sparse: bool = False,
     ) -> None:
         super().__init__()
         if not 0 <= head < n_items:
@@ -193,7 +207,7 @@ class KShiftEmbedding(nn.Module):
         if rows not in KSHIFT_ROW_SOURCES:
             raise ValueError(f"rows must be one of {KSHIFT_ROW_SOURCES}, got {rows!r}")
         self.n_items, self.k, self.scheme, self.seed, self.n_head = n_items, k, scheme, seed, head
-        self.computed = rows == "computed"
+        self.computed, self.sparse = rows == "computed", sparse
         self.n_rows = kshift_table_rows(n_items, compression)  # P
         self.table = nn.Parameter(torch.empty(self.n_rows, dim))
         nn.init.normal_(self.table, std=0.02)
@@ -238,11 +252,11 @@ class KShiftEmbedding(nn.Module):
         bags = self.rows_of(flat)  # (n, k)
         real = (flat != 0).unsqueeze(1)  # (n, 1)
         if self.weights is None:  # (n, d) without an (n, k, d) intermediate
-            out = F.embedding_bag(bags, self.table, mode="sum")
+            out = F.embedding_bag(bags, self.table, mode="sum", sparse=self.sparse)
             scale = real.to(out.dtype) / math.sqrt(self.k)
         else:
             w = self.weights[self.weight_rows_of(flat)]  # (n, k) learned, one row of P per item
-            out = F.embedding_bag(bags, self.table, mode="sum", per_sample_weights=w)
+            out = F.embedding_bag(bags, self.table, mode="sum", per_sample_weights=w, sparse=self.sparse)
             scale = real.to(out.dtype)
         out = out * scale
         if self.head is not None:  # the head's exact rows replace (and take the gradient of) the hashed ones
@@ -333,7 +347,10 @@ def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, float]:
     P x k), proj_bytes (low-rank projection, r x d); params_bytes is their sum, grad_bytes equals it
     and adam_bytes is twice it (two moments). Buffers, never trained: rows_bytes (the k-shift [N+1, k]
     int32 rows) and weight_rows_bytes (the [N+1] int32 weight row of each item), both 0 when the rows
-    are computed per batch. total_bytes sums parameters, gradient, AdamW state and buffers;
+    are computed per batch. With kshift_optimizer "rowwise" the table's share of grad_bytes is 0 (its
+    gradient holds only the rows a step touches) and its share of adam_bytes (the optimizer state) is
+    8 bytes per table row instead of two moments. total_bytes sums parameters, gradient, optimizer
+    state and buffers;
     bytes_per_item = total_bytes / N; full_table_bytes ((N+1) x d params) and full_total_bytes
     (params, grad and AdamW state of a full table) for comparison.
     """
@@ -352,12 +369,18 @@ def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, float]:
         r = lowrank_width(d, cfg.kshift_compression)
         parts.update(table_bytes=(n + 1) * r * 4, proj_bytes=r * d * 4)
     params = sum(parts.values())
-    total = 4 * params + sum(buffers.values())
+    dense = params  # parameters with a dense gradient and AdamW's two moments
+    rowwise_state = 0
+    if cfg.item_emb == "kshift" and cfg.kshift_optimizer == "rowwise":
+        dense -= parts["table_bytes"]
+        rowwise_state = 8 * kshift_table_rows(n, cfg.kshift_compression)
+    adam = 2 * dense + rowwise_state
+    total = params + dense + adam + sum(buffers.values())
     return {
         **parts,
         "params_bytes": params,
-        "grad_bytes": params,
-        "adam_bytes": 2 * params,
+        "grad_bytes": dense,
+        "adam_bytes": adam,
         **buffers,
         "total_bytes": total,
         "bytes_per_item": total / n,
@@ -522,6 +545,7 @@ class SASRec(nn.Module):
                 head=cfg.kshift_head,
                 weights=cfg.kshift_weights,
                 rows=cfg.kshift_rows,
+                sparse=cfg.kshift_optimizer == "rowwise",
             )
         elif cfg.item_emb == "lowrank":
             self.item_emb = LowRankEmbedding(cfg.n_items, cfg.dim, lowrank_width(cfg.dim, cfg.kshift_compression))

@@ -16,6 +16,7 @@ from longrec_core.choices import (
     DEVICES,
     FILTER_SEEN_CHOICES,
     ITEM_EMBS,
+    KSHIFT_OPTIMIZERS,
     KSHIFT_ROW_SOURCES,
     KSHIFT_SCHEMES,
     LOSSES,
@@ -115,6 +116,14 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
         default="stored",
         help="k-shift: stored = an [N+1, k] int32 row buffer (4k bytes per item); computed = hash each "
         "batch's ids with the core on the CPU (no buffer; on CUDA a device sync per forward)",
+    )
+    g.add_argument(
+        "--kshift-optimizer",
+        choices=KSHIFT_OPTIMIZERS,
+        default="adamw",
+        help="k-shift: the shared table's optimizer. adamw = dense gradient and two moments (16 bytes per "
+        "value with the value); rowwise = sparse gradient and one second moment and step count per row "
+        "(8 bytes a row), no momentum: for catalogues whose AdamW state would not fit (longrec_core.optim)",
     )
 
 
@@ -284,6 +293,7 @@ def _check_item_emb(args: argparse.Namespace) -> None:
         "--kshift-head": args.kshift_head > 0,
         "--kshift-weights": args.kshift_weights,
         "--kshift-rows computed": args.kshift_rows == "computed",
+        "--kshift-optimizer rowwise": args.kshift_optimizer == "rowwise",
     }
     for flag, given in kshift_only.items():
         if given and args.item_emb != "kshift":

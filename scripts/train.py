@@ -43,6 +43,7 @@ from longrec_core.examples import EpochWindows, epoch_windows, iter_batches, n_b
 from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
 from longrec_core.metrics import evaluate, metrics_from_ranks
 from longrec_core.model import ModelConfig, SASRec, embedding_memory_bytes
+from longrec_core.optim import optimizer_for
 from longrec_core.schedule import default_warmup_steps, lr_factor
 from longrec_core.train_flags import add_train_flags, check_settings
 
@@ -62,6 +63,8 @@ world = int(os.environ.get("WORLD_SIZE", "1"))
 rank = int(os.environ.get("RANK", "0"))
 main_process = rank == 0
 device = cli.torch_device(args.device)
+if world > 1 and args.kshift_optimizer == "rowwise":
+    cli.fail("--kshift-optimizer rowwise trains in one process; run it without torchrun")
 if world > 1:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -151,10 +154,11 @@ model_cfg = ModelConfig(
     kshift_head=args.kshift_head,
     kshift_weights=args.kshift_weights,
     kshift_rows=args.kshift_rows,
+    kshift_optimizer=args.kshift_optimizer,
 )
 model = SASRec(model_cfg).to(device)
 raw_model = model
-optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+optimizer = optimizer_for(raw_model, lr=args.lr, weight_decay=args.weight_decay)
 if world > 1:
     model = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None
@@ -170,7 +174,7 @@ log(
 )
 log(
     f"model: {n_params:,} parameters; item embedding {mem['params_bytes'] / 2**20:,.1f} MiB "
-    f"(+{mem['adam_bytes'] / 2**20:,.1f} MiB AdamW state; "
+    f"(+{mem['adam_bytes'] / 2**20:,.1f} MiB optimizer state; "
     f"a full table would be {mem['full_table_bytes'] / 2**20:,.1f} MiB)"
 )
 log(

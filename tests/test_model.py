@@ -23,6 +23,7 @@ from longrec_core.model import (
     kshift_table_rows,
     load_model,
 )
+from longrec_core.optim import optimizer_for
 
 try:
     from longrec_core import kshift_rows
@@ -159,6 +160,7 @@ VARIANTS = {
     "weights": {"item_emb": "kshift", "kshift_weights": True},
     "computed": {"item_emb": "kshift", "kshift_rows": "computed"},
     "all": {"item_emb": "kshift", "kshift_head": 5, "kshift_weights": True, "kshift_rows": "computed"},
+    "rowwise": {"item_emb": "kshift", "kshift_optimizer": "rowwise", "kshift_weights": True},
     "lowrank": {"item_emb": "lowrank"},
 }
 needs_core_unless_lowrank = [pytest.param(v, marks=needs_core if v != "lowrank" else ()) for v in VARIANTS]
@@ -214,8 +216,8 @@ def test_variant_vectors_have_width_d_and_padding_stays_zero(variant):
     assert v.shape == (2, 3, 16) and torch.equal(v[ids == 0], torch.zeros(2, 16))
     assert torch.isfinite(v).all() and v[ids != 0].abs().sum(1).min() > 0
     assert model.item_table().shape == (31, 16) and torch.equal(model.item_table()[ids], v)
-    # a step of AdamW with weight decay leaves padding at exactly zero
-    opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.1)
+    # a step of train.py's optimizer (AdamW) with weight decay leaves padding at exactly zero
+    opt = optimizer_for(model, lr=0.1, weight_decay=0.1)
     x = seqs()
     model(x)[x != 0].sum().backward()
     opt.step()
@@ -290,6 +292,9 @@ def test_memory_of_each_variant():
     low = mem(item_emb="lowrank")  # r = 64 // 16 = 4: the same bytes per item as the k-shift table
     assert low["table_bytes"] == (n + 1) * 4 * 4 and low["proj_bytes"] == 4 * d * 4 and low["rows_bytes"] == 0
     assert low["params_bytes"] == pytest.approx(plain["params_bytes"], rel=1e-3)
+    rowwise = mem(item_emb="kshift", kshift_optimizer="rowwise", kshift_rows="computed")
+    assert rowwise["grad_bytes"] == 0 and rowwise["adam_bytes"] == 8 * p  # sparse gradient, 8 bytes a row
+    assert rowwise["total_bytes"] == p * d * 4 + 8 * p
     full = mem()
     assert full["total_bytes"] == full["full_total_bytes"] and full["bytes_per_item"] == pytest.approx(1024, 1e-3)
 
@@ -304,6 +309,8 @@ def test_old_configs_load_and_bad_variant_configs_are_refused():
         ({"item_emb": "lowrank", "kshift_rows": "computed"}, "apply to item_emb 'kshift' only"),
         ({"item_emb": "kshift", "kshift_head": 30}, "kshift_head must be in 0..n_items-1"),
         ({"item_emb": "kshift", "kshift_rows": "lazy"}, "kshift_rows must be one of"),
+        ({"item_emb": "kshift", "kshift_optimizer": "sgd"}, "kshift_optimizer must be one of"),
+        ({"kshift_optimizer": "rowwise"}, "apply to item_emb 'kshift' only"),
         ({"item_emb": "lowrank", "kshift_compression": 17}, "width dim // compression would be 0"),
     ]
     for kw, message in bad:

@@ -281,6 +281,10 @@ EMB_VARIANTS = {
         ["--item-emb", "kshift", "--kshift-compression", "4", "--kshift-rows", "computed", "--kshift-weights"],
         "item_emb.weights",
     ),
+    "kshift-rowwise": (
+        ["--item-emb", "kshift", "--kshift-compression", "4", "--kshift-optimizer", "rowwise"],
+        "item_emb.table",
+    ),
 }
 
 
@@ -391,6 +395,7 @@ def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path, extra
         (["--kshift-head", "5"], "--kshift-head applies to --item-emb kshift only, not --item-emb full"),
         (["--item-emb", "lowrank", "--kshift-weights"], "--kshift-weights applies to --item-emb kshift only"),
         (["--kshift-rows", "computed"], "--kshift-rows computed applies to --item-emb kshift only"),
+        (["--kshift-optimizer", "rowwise"], "--kshift-optimizer rowwise applies to --item-emb kshift only"),
         (["--item-emb", "kshift", "--kshift-head", "-1"], "--kshift-head must be >= 0, got -1"),
         (["--item-emb", "kshift", "--kshift-head", "80"], "--kshift-head (80) must be below the 80 items"),
         (
