@@ -321,35 +321,49 @@ def load_shards(path: str | Path, which: Sequence[int] | None = None, verify: bo
         raise DataDirError(f"{path} has shards 0..{n - 1}; cannot read shard(s) {bad or which}")
     if not (path / "items.parquet").is_file():
         raise DataDirError(f"{path} is damaged: items.parquet is missing")
-    parts = [load_data_dir(path / info["dirs"][k], verify=verify) for k in which]
     n_items = int(manifest["counts"]["items"])
-    for k, part in zip(which, parts):
+    dirs = [path / info["dirs"][k] for k in which]
+
+    def checked(k: int, d: Path) -> DataDir:
+        part = load_data_dir(d, verify=verify)
         if part.n_items != n_items:
             raise DataDirError(f"{path} is damaged: shard {k} has {part.n_items:,} items, the root {n_items:,}")
-    if len(parts) == 1:
-        return dataclasses.replace(parts[0], path=path, manifest=manifest)
-    base = np.cumsum([0] + [p.n_events for p in parts])
+        return part
 
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([getattr(p, name) for p in parts])
-
-    def shifted(name: str, drop_last: bool) -> np.ndarray:
-        return np.concatenate(
-            [(getattr(p, name)[:-1] if drop_last else getattr(p, name)) + b for p, b in zip(parts, base)]
-            + ([np.array([base[-1]])] if drop_last else [])
+    if len(which) == 1:
+        return dataclasses.replace(checked(which[0], dirs[0]), path=path, manifest=manifest)
+    # Several shards are copied one at a time into arrays of the total size, so that beside them
+    # at most one shard's memory maps are resident (concatenating all the maps at once holds every
+    # shard's pages as well: twice the events at the peak).
+    specs = [_read_manifest(d)["arrays"] for d in dirs]
+    names = [n for n in (*_CONCATENATED, *_OFFSETS, *_SPLIT_ENDS) if n in specs[0]]  # types if the log has them
+    out = {
+        n: np.empty(
+            sum(s[n]["shape"][0] - (n in _OFFSETS) for s in specs) + (n in _OFFSETS), dtype=specs[0][n]["dtype"]
         )
+        for n in names
+    }
+    filled = dict.fromkeys(names, 0)
+    base = 0  # events of the shards copied so far
+    for k, d in zip(which, dirs):
+        part = checked(k, d)
+        for n in names:
+            a = getattr(part, n)
+            a = a[:-1] + base if n in _OFFSETS else a + base if n in _SPLIT_ENDS else a
+            out[n][filled[n] : filled[n] + len(a)] = a
+            filled[n] += len(a)
+        base += part.n_events
+        del part, a  # unmaps the shard
+    for n in _OFFSETS:
+        out[n][-1] = base
+    return DataDir(path=path, types=out.get("types"), manifest=manifest, **{n: out[n] for n in names if n != "types"})
 
-    return DataDir(
-        path=path,
-        items=cat("items"),
-        ts=cat("ts"),
-        offsets=shifted("offsets", True),
-        types=cat("types") if parts[0].types is not None else None,
-        sessions=shifted("sessions", True),
-        train_end=shifted("train_end", False),
-        valid_end=shifted("valid_end", False),
-        manifest=manifest,
-    )
+
+# How load_shards joins shards: event arrays end to end, offset arrays (one more entry than their
+# rows) and split ends shifted by the events before the shard.
+_CONCATENATED = ("items", "ts", "types")
+_OFFSETS = ("offsets", "sessions")
+_SPLIT_ENDS = ("train_end", "valid_end")
 
 
 # ---------------------------------------------------------------------------------------------
