@@ -4,6 +4,8 @@ all of it, and a 10^7-item catalogue trained and evaluated end to end, on one CP
     python bench/scale.py                                # every stage at full size: 10^9 events, 10^7 items (hours)
     python bench/scale.py --events 1e8 --shards 4        # a smaller log
     python bench/scale.py --only train --items 1e7       # one stage
+    python bench/scale.py --only train --items 4e8 --train-events 6e8 --train-shards 8 --kshift-rows computed --kshift-optimizer rowwise --eval-users 256
+                                                         # a 1.16e8-item catalogue (600M events)
     python bench/scale.py --only prep,core --json bench/out/scale.json
 
 Stages (each figure is measured in a fresh subprocess, so each peak RSS is that stage's own;
@@ -49,7 +51,7 @@ p.add_argument(
     "--items",
     type=num,
     default=3 * 10**7,
-    help="train stage: the generator's catalogue; about a third of it occurs in 10^8 events (default: 3e7)",
+    help="train stage: the generator's catalogue; half of 3e7 occurs in 1e8 events, 29%% of 4e8 in 6e8 (default: 3e7)",
 )
 p.add_argument("--train-events", type=num, default=10**8, help="train stage: events of its log (default: 1e8)")
 p.add_argument("--train-steps", type=int, default=200, help="train stage: optimizer steps (default: 200)")
