@@ -1,11 +1,11 @@
-"""Scale benchmark: a 10^9-event log through sharded prep, the core's windows and gather over
+r"""Scale benchmark: a 10^9-event log through sharded prep, the core's windows and gather over
 all of it, and a 10^7-item catalogue trained and evaluated end to end, on one CPU machine.
 
     python bench/scale.py                                # every stage at full size: 10^9 events, 10^7 items (hours)
     python bench/scale.py --events 1e8 --shards 4        # a smaller log
     python bench/scale.py --only train --items 1e7       # one stage
-    python bench/scale.py --only train --items 4e8 --train-events 6e8 --train-shards 8 --kshift-rows computed --kshift-optimizer rowwise --eval-users 256
-                                                         # a 1.16e8-item catalogue (600M events)
+    python bench/scale.py --only train --items 4e8 --train-events 6e8 --train-shards 8 --kshift-rows computed \
+        --kshift-optimizer rowwise --eval-users 256      # a 1.16e8-item catalogue (600M events)
     python bench/scale.py --only prep,core --json bench/out/scale.json
 
 Stages (each figure is measured in a fresh subprocess, so each peak RSS is that stage's own;
