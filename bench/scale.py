@@ -429,7 +429,8 @@ def stage_train(a: argparse.Namespace, folder: Path) -> dict:
     print(
         f"{metrics['n_items']:,} items: prep {res['prep']['seconds']:,.0f} s (peak {gib(res['prep']['peak_rss'])}); "
         f"train {res['train']['steps']} steps at {res['train']['tokens_per_second']:,.0f} tokens/s "
-        f"(peak {gib(res['train']['peak_rss'])}; k-shift embedding + grad + AdamW + rows {gib(em['total_bytes'])}, "
+        f"(peak {gib(res['train']['peak_rss'])}; k-shift embedding + grad + optimizer state + rows "
+        f"{gib(em['total_bytes'])}, "
         f"a full table + grad + AdamW {gib(res['full_table_with_adam_bytes'])}); eval of {res['eval']['n_users']:,} "
         f"targets on all {res['eval']['n_items']:,} items in {res['eval']['seconds']:,.0f} s "
         f"(peak {gib(res['eval']['peak_rss'])})",
