@@ -433,7 +433,6 @@ def converged_table(
             continue
         stats = {m: mean_ci(seed_mean_per_user(runs, m)[1]) for m in METRICS}
         sums = [summary(r) for r in runs]
-        seconds = float(np.mean([s["train_seconds"] for s in sums]))
         if base is None and cell.startswith("last"):
             base = runs
         delta, ratio = "—", "—"
@@ -450,7 +449,7 @@ def converged_table(
             f"{delta} | {np.mean([s['best_epoch'] + 1 for s in sums]):.1f} | "
             f"{np.mean([s['epochs'] for s in sums]):.1f} | "
             f"{' / '.join(minutes([time_to(r, lv) for r in runs]) for lv in (*levels, None))} | "
-            f"{seconds / 60:.1f} | {ratio} | {np.mean([tokens_to_best(r) for r in runs]) / 1e6:.1f} | "
+            f"{train_seconds(runs) / 60:.1f} | {ratio} | {np.mean([tokens_to_best(r) for r in runs]) / 1e6:.1f} | "
             f"{'yes' if filtered == {True} else 'no'} |"
         )
         if published and cell.startswith("last"):

@@ -301,6 +301,13 @@ def shard_count(path: str | Path) -> int:
     return int(shards["count"]) if isinstance(shards, dict) else 0
 
 
+# How load_shards joins shards: event arrays end to end, offset arrays (one more entry than their
+# rows) and split ends shifted by the events before the shard.
+_CONCATENATED = ("items", "ts", "types")
+_OFFSETS = ("offsets", "sessions")
+_SPLIT_ENDS = ("train_end", "valid_end")
+
+
 def load_shards(path: str | Path, which: Sequence[int] | None = None, verify: bool = False) -> DataDir:
     """The shards `which` (default all) of a sharded data dir as one DataDir over their users.
 
@@ -357,13 +364,6 @@ def load_shards(path: str | Path, which: Sequence[int] | None = None, verify: bo
     for n in _OFFSETS:
         out[n][-1] = base
     return DataDir(path=path, types=out.get("types"), manifest=manifest, **{n: out[n] for n in names if n != "types"})
-
-
-# How load_shards joins shards: event arrays end to end, offset arrays (one more entry than their
-# rows) and split ends shifted by the events before the shard.
-_CONCATENATED = ("items", "ts", "types")
-_OFFSETS = ("offsets", "sessions")
-_SPLIT_ENDS = ("train_end", "valid_end")
 
 
 # ---------------------------------------------------------------------------------------------

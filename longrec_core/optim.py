@@ -54,8 +54,13 @@ class RowwiseAdamW(torch.optim.AdamW):
                 loss = closure()
         # AdamW skips parameters without a gradient (and refuses sparse ones): hold the row-wise
         # gradients aside while it steps the rest.
-        held = [(group, p, p.grad) for group in self.param_groups if group.get("rowwise") for p in group["params"]]
-        held = [(group, p, grad) for group, p, grad in held if grad is not None]
+        held = [
+            (group, p, p.grad)
+            for group in self.param_groups
+            if group.get("rowwise")
+            for p in group["params"]
+            if p.grad is not None
+        ]
         for _, p, _ in held:
             p.grad = None
         super().step()
