@@ -67,6 +67,13 @@ lane)
   # 6. ml-1m, window 50 (most histories are longer than the window): every regime, 3 seeds
   converged --data data/ml-1m --out $OUT/ml1m-w50-conv --regimes last,sliding,mixed,random --windows 50 \
       --strides 50,25 --mixed-epochs 3 $F
+  # 7. Item embeddings at compressions 4 and 64 beside section 2's and section 4's c = 16 runs
+  for c in 4 64; do
+    converged $B --out $OUT/beauty-emb-kshift-c$c --item-emb kshift --kshift-compression $c
+    converged $B --out $OUT/beauty-emb-lowrank-c$c --item-emb lowrank --kshift-compression $c
+  done
+  converged $M --out $OUT/ml1m-emb-kshift-c4 --item-emb kshift --kshift-compression 4
+  converged $M --out $OUT/ml1m-emb-lowrank-c4 --item-emb lowrank --kshift-compression 4
   ;;
 fast)
   # The fast recipe on ml-1m (§1): sliding windows, batches grouped by length, bf16 matmuls, both

@@ -243,11 +243,15 @@ def versus_table(
 
 
 EMB_VARIANTS = {  # results.sh's item-embedding runs: out-dir suffix (its first word is --item-emb) -> label
+    "kshift-c4": "k-shift c4",
+    "lowrank-c4": "low-rank c4 (r = 16)",
     "kshift-c16": "k-shift c16",
     "kshift-c16-weights": "k-shift c16, learned row weights",
     "kshift-c16-rowwise": "k-shift c16, row-wise optimizer for the table",
     "kshift-c32-head378-weights": "exact rows for the 378 most frequent items + k-shift c32 with row weights",
     "lowrank-c16": "low-rank c16 (r = 4)",
+    "kshift-c64": "k-shift c64",
+    "lowrank-c64": "low-rank c64 (r = 1)",
 }
 
 
@@ -267,6 +271,8 @@ def embedding_table(root: Path, ref: tuple[str, str], rows: list[tuple[str, str,
     ]
     for label, folder, cell in [("full table", *ref), *rows]:
         run = run_dir(root / folder, cell)
+        if not run.is_dir():  # queued in results.sh, not started
+            continue
         t, s = test_metrics(run), summary(run)
         if not t or not s:
             lines.append(f"| {label} | (not finished: {run}) |" + " |" * 7)
@@ -581,7 +587,12 @@ def main() -> None:
     )
     for data, ref, variants, title in (
         ("beauty", ("beauty-emb-full", "last-w50"), EMB_VARIANTS, "amazon-beauty (last, window 50"),
-        ("ml1m", ("ml1m-sasrec", "last-w200"), ("kshift-c16", "lowrank-c16"), "ml-1m (SASRec+, last, window 200"),
+        (
+            "ml1m",
+            ("ml1m-sasrec", "last-w200"),
+            ("kshift-c4", "lowrank-c4", "kshift-c16", "lowrank-c16"),
+            "ml-1m (SASRec+, last, window 200",
+        ),
     ):
         rows = [(EMB_VARIANTS[v], f"{data}-emb-{v}", f"{ref[1]}-{v.split('-')[0]}") for v in variants]
         lines += embedding_table(root, ref, rows, f"{title}, seed 0, filtered): item embeddings at convergence")
