@@ -74,6 +74,9 @@ lane)
   done
   converged $M --out $OUT/ml1m-emb-kshift-c4 --item-emb kshift --kshift-compression 4
   converged $M --out $OUT/ml1m-emb-lowrank-c4 --item-emb lowrank --kshift-compression 4
+  #    and amazon-beauty's best c = 16 variant on ml-1m: exact rows for the 106 most frequent items
+  converged $M --out $OUT/ml1m-emb-kshift-c32-head106-weights --item-emb kshift --kshift-compression 32 \
+      --kshift-head 106 --kshift-weights
   ;;
 fast)
   # The fast recipe on ml-1m (§1): sliding windows, batches grouped by length, bf16 matmuls, both
