@@ -61,7 +61,7 @@ lane)
   converged $M --out $OUT/ml1m-emb-kshift-c16 --item-emb kshift --kshift-compression 16
   converged $M --out $OUT/ml1m-emb-lowrank-c16 --item-emb lowrank --kshift-compression 16
   # 5. Toward test NDCG@10 0.19 on ml-1m: section 1's best cell (sliding, window 200) with 4 blocks and
-  #    2 heads instead of 2 and 1 (the depth that lifted HSTU on ml-1m), 3 seeds
+  #    2 heads instead of 2 and 1, 3 seeds
   python scripts/frontier.py --data data/ml-1m --out $OUT/ml1m-sliding-l4h2 --regimes sliding --windows 200 \
       --strides 200 --repeats 3 --group-by-length --precision bf16 $SASREC --layers 4 --heads 2
   # 6. ml-1m, window 50 (most histories are longer than the window): every regime, 3 seeds

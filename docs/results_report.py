@@ -315,6 +315,11 @@ def mean_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[floa
     return float(values.mean()), float(lo), float(hi)
 
 
+def with_ci(stat: tuple[float, float, float]) -> str:
+    """A mean_ci result as "mean [low, high]"."""
+    return f"{stat[0]:.4f} [{stat[1]:.4f}, {stat[2]:.4f}]"
+
+
 def time_to(run: Path, level: float | None) -> float | None:
     """Training seconds (validation excluded) until validation NDCG@10 first reached `level`
     (None: the best epoch), from log.jsonl; None if it never did."""
@@ -450,9 +455,8 @@ def converged_table(
             ratio = f"{train_seconds(runs[:n]) / train_seconds(base[:n]):.2f}×"
         per_seed = ", ".join(f"{test_metrics(r)['metrics']['NDCG@10']:.4f}" for r in runs)
         filtered = {test_metrics(r).get("filter_seen") for r in runs}
-        cell_txt = lambda m, stats=stats: f"{stats[m][0]:.4f} [{stats[m][1]:.4f}, {stats[m][2]:.4f}]"
         lines.append(
-            f"| {cell} | {len(runs)} | {cell_txt('NDCG@10')} | {cell_txt('HR@10')} | {cell_txt('MRR')} | {per_seed} | "
+            f"| {cell} | {len(runs)} | {' | '.join(with_ci(stats[m]) for m in METRICS)} | {per_seed} | "
             f"{delta} | {np.mean([s['best_epoch'] + 1 for s in sums]):.1f} | "
             f"{np.mean([s['epochs'] for s in sums]):.1f} | "
             f"{' / '.join(minutes([time_to(r, lv) for r in runs]) for lv in (*levels, None))} | "
@@ -533,9 +537,8 @@ def changes_table(root: Path, rows: list[tuple[str, str, str, str | None]]) -> l
         config = json.loads((runs[0] / "config.json").read_text())
         matmuls = "bf16" if config["precision"] == "bf16" else "fp32"  # auto is fp32 on a CPU
         speed = f"{matmuls}, {'grouped by length' if config['group_by_length'] else 'in order'}"
-        ci = lambda m, stats=stats: f"{stats[m][0]:.4f} [{stats[m][1]:.4f}, {stats[m][2]:.4f}]"
         lines.append(
-            f"| {label} | {len(runs)} | {ci('NDCG@10')} | {ci('HR@10')} | {cols[0]} | {cols[1]} | {cols[2]} | "
+            f"| {label} | {len(runs)} | {' | '.join(with_ci(v) for v in stats.values())} | {' | '.join(cols[:3])} | "
             f"{np.mean([s['best_epoch'] + 1 for s in sums]):.1f} | {train_seconds(runs) / 60:.1f} | {cols[3]} | "
             f"{speed} |"
         )
@@ -660,7 +663,17 @@ def main() -> None:
         (
             "beauty",
             ("beauty-emb-full", "last-w50"),
-            [v for v in EMB_VARIANTS if v != "kshift-c32-head106-weights"],  # the rest ran on amazon-beauty
+            (
+                "kshift-c4",
+                "lowrank-c4",
+                "kshift-c16",
+                "kshift-c16-weights",
+                "kshift-c16-rowwise",
+                "kshift-c32-head378-weights",
+                "lowrank-c16",
+                "kshift-c64",
+                "lowrank-c64",
+            ),
             "amazon-beauty (last, window 50",
         ),
         (
