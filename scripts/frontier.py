@@ -8,6 +8,8 @@ dir, and draw what each costs in training time and tokens against what it buys i
     python scripts/frontier.py --data data/ml-1m --grid grid.toml        # again: finished cells are skipped,
                                                                          # failed ones are retried
     python scripts/frontier.py --data data/ml-1m --out runs/frontier-ml-1m --metric MRR --baseline last-w200
+    python scripts/frontier.py --data data/ml-1m --grid grid.toml --report-only  # tables and plots of the runs
+                                                                         # finished so far (while lanes train)
 
 Grid axes (comma-separated; every combination is a cell): --regimes, --windows, --strides,
 --max-history, --targets, --item-emb. Axes that do not matter for a regime collapse (stride for
@@ -146,6 +148,12 @@ g.add_argument(
 )
 g.add_argument(
     "--baseline", default=None, help="cell every cell is compared with (default: the `last` cell with the same window)"
+)
+g.add_argument(
+    "--report-only",
+    action="store_true",
+    help="train nothing: write the tables and plots from the runs finished so far (a grid that other "
+    "frontier.py processes are training; with --repeats 1, seed 0 of every cell)",
 )
 
 
@@ -711,15 +719,22 @@ def main() -> None:
     where = open_out(args)
     todo = plan_runs(grid, where)
     skipped = len(grid.cells) * grid.repeats - len(todo)
+    if args.report_only and not skipped:
+        cli.fail(f"{where.out} holds no finished run of this grid: nothing to report")
     data = where.data
     cli.console.print(
         f"frontier {where.out}: {len(grid.cells)} cells x {grid.repeats} seeds on {where.data_path} "
         f"({data.n_users:,} users, {data.n_items:,} items, {data.n_events:,} events); "
-        f"skipped {skipped} finished runs, {len(todo)} to run",
+        + (
+            f"{skipped} finished runs, reporting them"
+            if args.report_only
+            else f"skipped {skipped} finished runs, {len(todo)} to run"
+        ),
         highlight=False,
         soft_wrap=True,
     )
-    run_all(grid, where, todo)
+    if not args.report_only:
+        run_all(grid, where, todo)
 
     rows = collect(grid, where)
     compare_with_baselines(grid, rows)
@@ -740,12 +755,18 @@ def main() -> None:
             highlight=False,
             soft_wrap=True,
         )
-    if failed and not done:
+    if failed and args.report_only:
+        cli.console.print(
+            f"{len(failed)} of {len(rows)} cells have a run that failed or has not run: {', '.join(failed)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif failed and not done:
         cli.console.print(
             f"every cell failed; see {where.out}/cells/*/seed*/stderr.log", highlight=False, soft_wrap=True
         )
         raise SystemExit(1)
-    if failed:
+    elif failed:
         cli.console.print(
             f"{len(failed)} of {len(rows)} cells failed (a rerun retries them): {', '.join(failed)}",
             highlight=False,

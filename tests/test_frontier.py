@@ -375,6 +375,32 @@ def test_rerun_skips_finished_runs_and_refuses_other_flags(
     assert [m.stat().st_mtime_ns for m in metrics] == before
 
 
+def test_report_only_trains_nothing_and_reports_the_finished_runs(
+    data_dir: Path, grid: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """--report-only writes the tables and plots of a grid that is still training: with a second
+    seed nobody has run, every cell is unfinished and nothing trains; with --repeats 1 the finished
+    seed 0 of each cell is the report. A dir without a finished run has nothing to report (exit 2)."""
+    out, _ = grid
+    argv = ["--data", str(data_dir), "--out", str(out), "--regimes", "sliding,last", *TINY, "--report-only"]
+    runs = sorted(out.glob("cells/*/seed*/run/summary.json"))
+    before = [r.stat().st_mtime_ns for r in runs]
+    proc = run(*argv, "--repeats", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 finished runs, reporting them" in proc.stderr
+    assert "2 of 2 cells have a run that failed or has not run" in proc.stderr
+    assert not list(out.glob("cells/*/seed1"))  # nothing claimed, nothing trained
+    assert [r["status"] for r in csv.DictReader((out / "frontier.csv").open())] == ["failed", "failed"]
+    proc = run(*argv, "--repeats", "1")
+    assert proc.returncode == 0 and proc.stdout == f"{out}\n", proc.stderr
+    assert [r["status"] for r in csv.DictReader((out / "frontier.csv").open())] == ["ok", "ok"]
+    assert [r.stat().st_mtime_ns for r in sorted(out.glob("cells/*/seed*/run/summary.json"))] == before
+    empty = tmp_path / "empty"
+    proc = run("--data", str(data_dir), "--out", str(empty), "--regimes", "last", *TINY, "--report-only")
+    assert proc.returncode == 2 and "holds no finished run of this grid" in proc.stderr, proc.stderr
+    assert not empty.exists()
+
+
 def test_a_bad_passed_through_flag_stops_the_grid_at_the_first_cell(data_dir: Path, tmp_path: Path) -> None:
     """train.py refuses --lr -1 naming it, so every cell would fail: the grid stops with that sentence."""
     out = tmp_path / "out"
