@@ -471,7 +471,8 @@ def run_all(grid: Grid, where: Where, todo: list[tuple[Cell, int]]) -> None:
 
 def seed_runs(grid: Grid, where: Where, cell: Cell) -> list[dict[str, Any]]:
     """Each seed of a cell from its files: costs and metrics when it finished, "elsewhere" while
-    another frontier.py on the same --out trains it, else its error."""
+    another frontier.py on the same --out trains it, its error when it failed, else "unfinished"
+    (not run yet: a grid that is still training, seen with --report-only)."""
     runs = []
     for seed in range(grid.repeats):
         d = where.seed_dir(cell, seed)
@@ -494,14 +495,20 @@ def seed_runs(grid: Grid, where: Where, cell: Cell) -> list[dict[str, Any]]:
             runs.append({"seed": seed, "status": "elsewhere", "error": "another frontier.py is training it"})
         else:
             rec = read_json(d / "cell.json") or {}
-            runs.append({"seed": seed, "status": "failed", "error": rec.get("error", "not run")})
+            if rec.get("status") == "failed":
+                runs.append({"seed": seed, "status": "failed", "error": rec.get("error", "failed")})
+            else:
+                runs.append({"seed": seed, "status": "unfinished", "error": "not run yet"})
     return runs
 
 
 def cell_status(runs: list[dict[str, Any]]) -> str:
-    """An unfinished cell: "failed" when a run failed or was not run, else "elsewhere" (its
-    unfinished runs are being trained by another frontier.py)."""
-    return "failed" if any(r["status"] == "failed" for r in runs) else "elsewhere"
+    """A cell without every seed: "failed" when a run failed, "unfinished" when one has not run,
+    else "elsewhere" (its unfinished runs are being trained by another frontier.py)."""
+    for status in ("failed", "unfinished"):
+        if any(r["status"] == status for r in runs):
+            return status
+    return "elsewhere"
 
 
 def collect(grid: Grid, where: Where) -> list[dict[str, Any]]:
@@ -755,18 +762,19 @@ def main() -> None:
             highlight=False,
             soft_wrap=True,
         )
-    if failed and args.report_only:
+    unfinished = [r["name"] for r in rows if r["status"] == "unfinished"]
+    if unfinished:
         cli.console.print(
-            f"{len(failed)} of {len(rows)} cells have a run that failed or has not run: {', '.join(failed)}",
+            f"{len(unfinished)} of {len(rows)} cells have runs not trained yet: {', '.join(unfinished)}",
             highlight=False,
             soft_wrap=True,
         )
-    elif failed and not done:
+    if failed and not done:
         cli.console.print(
             f"every cell failed; see {where.out}/cells/*/seed*/stderr.log", highlight=False, soft_wrap=True
         )
         raise SystemExit(1)
-    elif failed:
+    if failed:
         cli.console.print(
             f"{len(failed)} of {len(rows)} cells failed (a rerun retries them): {', '.join(failed)}",
             highlight=False,

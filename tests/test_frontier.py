@@ -388,9 +388,9 @@ def test_report_only_trains_nothing_and_reports_the_finished_runs(
     proc = run(*argv, "--repeats", "2")
     assert proc.returncode == 0, proc.stderr
     assert "2 finished runs, reporting them" in proc.stderr
-    assert "2 of 2 cells have a run that failed or has not run" in proc.stderr
+    assert "2 of 2 cells have runs not trained yet" in proc.stderr
     assert not list(out.glob("cells/*/seed1"))  # nothing claimed, nothing trained
-    assert [r["status"] for r in csv.DictReader((out / "frontier.csv").open())] == ["failed", "failed"]
+    assert [r["status"] for r in csv.DictReader((out / "frontier.csv").open())] == ["unfinished", "unfinished"]
     proc = run(*argv, "--repeats", "1")
     assert proc.returncode == 0 and proc.stdout == f"{out}\n", proc.stderr
     assert [r["status"] for r in csv.DictReader((out / "frontier.csv").open())] == ["ok", "ok"]
