@@ -401,6 +401,15 @@ def test_report_only_trains_nothing_and_reports_the_finished_runs(
     assert not empty.exists()
 
 
+def test_a_grid_whose_every_cell_failed_exits_1(data_dir: Path, tmp_path: Path) -> None:
+    """A history of 1 event leaves no training window in any cell: each fails on its own, and a grid
+    with nothing but failures exits 1 pointing at the logs."""
+    out = tmp_path / "out"
+    proc = run("--data", str(data_dir), "--out", str(out), "--regimes", "last,sliding", "--max-history", "1", *TINY)
+    assert proc.returncode == 1, proc.stderr
+    assert "every cell failed; see" in proc.stderr and proc.stdout == ""
+
+
 def test_a_bad_passed_through_flag_stops_the_grid_at_the_first_cell(data_dir: Path, tmp_path: Path) -> None:
     """train.py refuses --lr -1 naming it, so every cell would fail: the grid stops with that sentence."""
     out = tmp_path / "out"
