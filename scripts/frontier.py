@@ -769,7 +769,7 @@ def main() -> None:
             highlight=False,
             soft_wrap=True,
         )
-    if failed and len(failed) == len(rows):
+    if len(failed) == len(rows):
         cli.console.print(
             f"every cell failed; see {where.out}/cells/*/seed*/stderr.log", highlight=False, soft_wrap=True
         )
