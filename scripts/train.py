@@ -556,10 +556,17 @@ if main_process:
     }
     with cli.atomic_write(run_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
-if world > 1:  # ranks leave together: one that exits while gloo still talks to it can abort its peer
+exit_status = 130 if main_process and stop_reason == "interrupted" else 0  # unfinished: nothing to pipe on
+if main_process and exit_status == 0:
+    print(run_dir, flush=True)
+if world > 1:
+    # Ranks leave together, with DDP's reducer (it holds the process group and the last step's
+    # gradient work) freed first, and skip the interpreter's teardown: gloo threads still alive
+    # there can abort a finished run ("terminate called without an active exception").
+    del model
     dist.barrier()
     dist.destroy_process_group()
-if main_process:
-    if stop_reason == "interrupted":  # not finished: nothing for the next stage of a pipe
-        raise SystemExit(130)
-    print(run_dir, flush=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_status)
+raise SystemExit(exit_status)
