@@ -35,17 +35,17 @@ lane)
   # 2. Item embeddings on amazon-beauty (12,101 items), the same model on each user's last 50 events
   #    (median history 6, so batches are grouped by length): the full table, k-shift at c = 16 plain
   #    and with learned row weights, the same-memory low-rank table, and c = 16's memory split into
-  #    exact rows for the 378 most frequent items and a c = 32 hashed table for the rest,
-  B="--data data/beauty --regimes last --windows 50 --group-by-length"
+  #    exact rows for the 378 most frequent items and a c = 32 hashed table for the rest, 3 seeds,
+  B="--data data/beauty --regimes last --windows 50 --group-by-length --repeats 3"
   converged $B --out $OUT/beauty-emb-full
   converged $B --out $OUT/beauty-emb-kshift-c16 --item-emb kshift --kshift-compression 16
   converged $B --out $OUT/beauty-emb-lowrank-c16 --item-emb lowrank --kshift-compression 16
   converged $B --out $OUT/beauty-emb-kshift-c16-weights --item-emb kshift --kshift-compression 16 --kshift-weights
   converged $B --out $OUT/beauty-emb-kshift-c32-head378-weights --item-emb kshift --kshift-compression 32 \
       --kshift-head 378 --kshift-weights
-  #    and plain k-shift with the row-wise optimizer that large catalogues need (sparse gradient)
+  #    and plain k-shift with the row-wise optimizer that large catalogues need (sparse gradient), 1 seed
   converged $B --out $OUT/beauty-emb-kshift-c16-rowwise --item-emb kshift --kshift-compression 16 \
-      --kshift-optimizer rowwise
+      --kshift-optimizer rowwise --repeats 1
   # 3. The frontier at convergence (§2): every regime to early stopping, 3 seeds, batches grouped by
   #    length and bf16 matmuls (the fast recipe's settings that apply to every regime); the cheap
   #    grids first. Retailrocket validates on a fixed sample of 20,000 of its 126,168 sessions
