@@ -56,12 +56,24 @@ cli.report_uncaught_errors()
 p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 add_train_flags(p)  # every flag, its default and meaning: longrec_core/train_flags.py, or --help
 args = p.parse_args()
-check_settings(args)  # ranges and combinations, before any work: a bad flag costs nothing
-
-# ----------------------------------------------------------------------------- distributed setup
 world = int(os.environ.get("WORLD_SIZE", "1"))
 rank = int(os.environ.get("RANK", "0"))
 main_process = rank == 0
+
+
+def log(msg: str) -> None:
+    if main_process:
+        cli.console.print(msg, highlight=False, soft_wrap=True)  # greppable lines, never wrapped
+
+
+# Ranges and combinations, before any work: a bad flag costs nothing. A resumed run's flags are
+# checked once its saved settings are in (runs.resume; the policy of what --resume takes from the
+# checkpoint and which existing dirs are refused is in longrec_core/runs.py).
+resumed = runs.resume(args, sys.argv[1:], log) if args.resume else None
+if resumed is None:
+    check_settings(args)
+
+# ----------------------------------------------------------------------------- distributed setup
 device = cli.torch_device(args.device)
 if world > 1 and args.kshift_optimizer == "rowwise":
     cli.fail("--kshift-optimizer rowwise trains in one process; run it without torchrun")
@@ -86,15 +98,9 @@ if bf16 and device.type == "cpu" and main_process:
 cli.keep_freed_memory()  # on CPU, reusing freed activations instead of page-faulting them in saves ~40% a step
 
 
-def log(msg: str) -> None:
-    if main_process:
-        cli.console.print(msg, highlight=False, soft_wrap=True)  # greppable lines, never wrapped
-
-
 # ----------------------------------------------------------------------------- resume or start
-# the policy (what --resume takes from the checkpoint, which existing dirs are refused): longrec_core/runs.py
-if args.resume:  # args take the run's saved settings
-    start = runs.resume(args, sys.argv[1:], log)
+if resumed is not None:
+    start = resumed
 else:
     start = runs.start(
         args, DEMO_DATA, main_process=main_process, log=log, barrier=dist.barrier if world > 1 else lambda: None

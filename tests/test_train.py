@@ -259,6 +259,8 @@ def test_same_seed_same_losses_and_resume_equals_uninterrupted(data_dir, tmp_pat
     stopped = json.loads((c / "summary.json").read_text())
     assert stopped["stop_reason"] == "max_steps" and stopped["steps"] == 3 and stopped["tokens"] > 0
     assert losses(c) == [] and (c / "model.pt").is_file()  # the partial epoch was validated and kept
+    bad = run(*TRAIN, "--resume", str(c), "--threads", "0", check=False)  # checked after the saved settings
+    assert bad.returncode == 2 and "--threads must be >= 1, got 0" in bad.stderr and "Traceback" not in bad.stderr
     run(*TRAIN, "--resume", str(c), "--threads", "1")  # thread count is per invocation; it changes rounding
     # Same examples, steps, dropout masks, optimizer state and reduction order: bitwise equal.
     assert losses(c) == losses(a)
@@ -296,7 +298,9 @@ def test_item_embedding_variants_resume_equals_uninterrupted(data_dir, tmp_path,
     # Stop inside the second epoch (32 steps each), after the first one's checkpoint, then resume.
     run(*TRAIN, "--data", str(data_dir), "--out", str(c), *TINY, *extra, "--max-steps", "40")
     assert len(losses(c)) == 1
-    run(*TRAIN, "--resume", str(c), "--threads", "1")  # thread count is per invocation; it changes rounding
+    # As frontier.py resumes a cell: the variant's flags again but not --item-emb (the saved settings
+    # win); the thread count is per invocation, and it changes rounding.
+    run(*TRAIN, "--resume", str(c), "--threads", "1", *extra[2:])
     assert len(losses(a)) == 2 and all(np.isfinite(losses(a))) and losses(c) == losses(a)
     # the final weights (model.pt holds the best epoch's, which may be c's validated partial epoch)
     wa, wc = (torch.load(r / "ckpt.pt", weights_only=False) for r in (a, c))
