@@ -257,35 +257,39 @@ EMB_VARIANTS = {  # results.sh's item-embedding runs: out-dir suffix (its first 
 
 
 def embedding_table(root: Path, ref: tuple[str, str], rows: list[tuple[str, str, str]], title: str) -> list[str]:
-    """Item embeddings trained to early stopping (seed 0 each) against the full table's run of the
-    same model: test metrics, paired differences, epochs, time and the embedding's training memory
-    per item (table, gradient, AdamW moments and the k-shift row buffer)."""
-    ref_run = run_dir(root / ref[0], ref[1])
+    """Item embeddings trained to early stopping against the full table's runs of the same model,
+    every finished seed of each: test metrics averaged over seeds, differences paired on the same
+    test users (each side's per-user metric averaged over its seeds), epochs, time and the
+    embedding's training memory per item (table, gradient, AdamW moments, k-shift row buffer)."""
+    ref_runs = seed_runs(root / ref[0], ref[1])
     lines = [
         f"### {title}",
         "",
-        f"Reference (full table): `{ref_run}`. Δ: paired on the same test users [95% bootstrap CI], p (sign flip).",
+        f"Reference (full table): `{root / ref[0] / 'cells' / ref[1]}`, {len(ref_runs)} seed(s). Metrics are means "
+        "over seeds; Δ: paired on the same test users, each side averaged over its seeds [95% bootstrap CI].",
         "",
-        "| embedding | NDCG@10 [CI] | HR@10 | Δ NDCG@10 vs full | Δ HR@10 vs full | best epoch / run | "
-        "train min | bytes per item to train | × full table |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| embedding | seeds | NDCG@10 [CI] | HR@10 | Δ NDCG@10 vs full [CI] | Δ HR@10 vs full [CI] | "
+        "best epoch of each seed | train min (mean) | bytes per item to train | × full table |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, folder, cell in [("full table", *ref), *rows]:
-        run = run_dir(root / folder, cell)
-        if not run.is_dir():  # queued in results.sh, not started
+        runs = seed_runs(root / folder, cell)
+        if not runs:
+            if (root / folder / "cells" / cell).is_dir():  # started, no seed finished yet
+                lines.append(f"| {label} | 0 | (not finished: {root / folder / 'cells' / cell}) |" + " |" * 7)
             continue
-        t, s = test_metrics(run), summary(run)
-        if not t or not s:
-            lines.append(f"| {label} | (not finished: {run}) |" + " |" * 7)
-            continue
-        m, ci = t["metrics"], t["ci"]["NDCG@10"]
-        mem, n_items = s["embedding_memory"], t["n_items"]
-        first = ref_run == run
+        sums, first = [summary(r) for r in runs], runs == ref_runs
+        mem, n_items = sums[0]["embedding_memory"], test_metrics(runs[0])["n_items"]
+        deltas = ["—", "—"]
+        if not first:
+            for i, metric in enumerate(("NDCG@10", "HR@10")):
+                d, lo, hi, base = seed_paired_delta(runs, ref_runs, metric)
+                deltas[i] = f"{d:+.4f} ({d / base:+.1%}) [{lo:+.4f}, {hi:+.4f}]"
         lines.append(
-            f"| {label} | {m['NDCG@10']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}] | {m['HR@10']:.4f} | "
-            f"{'—' if first else fmt_diff(paired(run, ref_run, 'NDCG@10'))} | "
-            f"{'—' if first else fmt_diff(paired(run, ref_run, 'HR@10'))} | "
-            f"{s['best_epoch'] + 1} / {s['epochs']} | {s['train_seconds'] / 60:.1f} | "
+            f"| {label} | {len(runs)} | {with_ci(mean_ci(seed_mean_per_user(runs, 'NDCG@10')[1]))} | "
+            f"{seed_mean_per_user(runs, 'HR@10')[1].mean():.4f} | {deltas[0]} | {deltas[1]} | "
+            f"{', '.join(str(s['best_epoch'] + 1) for s in sums)} | "
+            f"{np.mean([s['train_seconds'] for s in sums]) / 60:.1f} | "
             f"{mem['total_bytes'] / n_items:,.0f} | {mem['total_bytes'] / mem['full_total_bytes']:.3f} |"
         )
     return lines + [""]
@@ -687,7 +691,7 @@ def main() -> None:
         ),
     ):
         rows = [(EMB_VARIANTS[v], f"{data}-emb-{v}", f"{ref[1]}-{v.split('-')[0]}") for v in variants]
-        lines += embedding_table(root, ref, rows, f"{title}, seed 0, filtered): item embeddings at convergence")
+        lines += embedding_table(root, ref, rows, f"{title}, filtered): item embeddings at convergence")
     loss_rows = [("chunked CE", "ml1m-loss-chunked", "sliding-w50-s50-hall")] + [
         (f"sampled softmax, {n} negatives", f"ml1m-loss-sampled{n}", "sliding-w50-s50-hall") for n in (64, 256, 1024)
     ]
