@@ -56,8 +56,9 @@ lane)
       --mixed-epochs 3 $F
   converged --data data/retailrocket --out $OUT/retailrocket-w10-conv --regimes last,sliding,mixed --windows 10 \
       --strides 5 --mixed-epochs 3 --valid-sample 20000 $F
-  # 4. Item embeddings on ml-1m beside §1's full table (last, window 200): k-shift and low-rank at c = 16
-  M="--data data/ml-1m --regimes last --windows 200"
+  # 4. Item embeddings on ml-1m beside §1's full table (last, window 200): k-shift and low-rank at c = 16,
+  #    3 seeds
+  M="--data data/ml-1m --regimes last --windows 200 --repeats 3"
   converged $M --out $OUT/ml1m-emb-kshift-c16 --item-emb kshift --kshift-compression 16
   converged $M --out $OUT/ml1m-emb-lowrank-c16 --item-emb lowrank --kshift-compression 16
   # 5. Toward test NDCG@10 0.19 on ml-1m: section 1's best cell (sliding, window 200) with 4 blocks and
