@@ -11,6 +11,7 @@ memory). Missing runs are reported as missing, never filled in.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -32,6 +33,7 @@ def run_dir(out: Path, cell: str, seed: int = 0) -> Path:
     return out / "cells" / cell / f"seed{seed}" / "run"
 
 
+@functools.cache  # one read per run: seed-averaged tables pair each run against several others
 def ranks(run: Path) -> tuple[np.ndarray, np.ndarray] | None:
     f = run / "metrics_test.ranks.npz"
     if not f.is_file():
