@@ -227,7 +227,8 @@ mod tests {
 
     #[test]
     fn portable_loops_match_dispatched_ones() {
-        // The AVX2 builds are what runs here; the portable ones run on other CPUs.
+        // On an AVX2 CPU the dispatched calls run the AVX2 builds; the portable ones, which other
+        // CPUs run, must give the same results.
         let (offsets, ts) = long_log(400_000);
         let mut dropped = ts.clone();
         dropped[5000] = -3;

@@ -336,7 +336,7 @@ READ_ONLY_OUT.flags.writeable = False
         (lambda: lc.gather([1, 2, 3], [0], [1, 2], length=2), r"stop: has length 2"),
         (lambda: lc.gather([1, 2, 3], [0], [1], length=0), r"length"),
         (lambda: lc.gather([1, 2, 3], [0, 1], [1, 2], length=2**62), r"length: .* would not fit in memory"),
-        # no rows, but a row stride in bytes that overflows (this used to crash NumPy)
+        # no rows, but a row stride in bytes that overflows (NumPy would crash on such an array)
         (
             lambda: lc.gather([1, 2, 3], np.zeros(0, np.int64), np.zeros(0, np.int64), length=2**62),
             r"length: .* would not fit",
