@@ -3,7 +3,7 @@
 #
 #     bash docs/results.sh prep          # data dirs from ../shared/data (skips those that exist)
 #     bash docs/results.sh lane & bash docs/results.sh lane; wait     # converged runs (§1, §2, §4)
-#     bash docs/results.sh a & bash docs/results.sh b; wait           # fixed-budget runs (§3-5)
+#     bash docs/results.sh a & bash docs/results.sh b; wait           # fixed-budget runs (§3, ablations.md)
 #     bash docs/results.sh fast          # the 20-minute two-core recipe (§1), on an idle machine
 #     bash docs/results.sh report        # the tables of docs/RESULTS.md, from the finished runs
 #
@@ -14,8 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 S=${SHARED_DATA:-../shared/data}
 OUT=${RESULTS_OUT:-runs/results}
-# Fixed-budget runs (§3-5): SASRec as in the SASRec+ reference but dropout 0.2, a 100-step warm-up
-# and seen items ranked (unfiltered), each stopped by --max-train-seconds
+# Fixed-budget runs (§3, docs/ablations.md): SASRec as in the SASRec+ reference but dropout 0.2,
+# a 100-step warm-up and seen items ranked (unfiltered), each stopped by --max-train-seconds
 MODEL="--dim 64 --layers 2 --heads 1 --ffn 64 --dropout 0.2 --batch-size 128 --lr 1e-3 --warmup-steps 100"
 RUN="--epochs 200 --patience 10 --threads 1 --filter-seen no"
 frontier() { python scripts/frontier.py "$@" $MODEL $RUN; }
