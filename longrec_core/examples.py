@@ -131,6 +131,18 @@ def make_batch(
     return seqs[:, :-1], targets, types_in
 
 
+def window_prefix(
+    items: np.ndarray, offsets: np.ndarray, seq: np.ndarray, start: np.ndarray, events: int
+) -> torch.Tensor:
+    """(B, events) the `events` events before each window's first event, left-padded with 0: the
+    input of the model's history summary. They are pointers into the same event array as the
+    windows: events [max(first event of the user, start - events), start), so a summary reads
+    only events before its window, never one at or after it (and so never a target the window
+    may not see)."""
+    lo = np.maximum(np.asarray(offsets)[seq], start - events)
+    return torch.from_numpy(lc.gather(items, lo, start, length=events - 1))  # (B, events)
+
+
 def shuffled_order(
     n: int, seed: int, epoch: int, batch_size: int, rank: int = 0, world: int = 1, lengths: np.ndarray | None = None
 ) -> np.ndarray:
@@ -187,9 +199,15 @@ def iter_batches(
     fresh_only: bool = False,
     skip: int = 0,
     prefetch: int = 8,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """Batches of `order` (window indices) from batch `skip` on, built in a background thread
-    (gather releases the GIL) so the training loop never waits on Python per-example work."""
+    offsets: np.ndarray | None = None,
+    summary_events: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+    """Batches (inputs, targets, types, prefix) of `order` (window indices) from batch `skip` on,
+    built in a background thread (gather releases the GIL) so the training loop never waits on
+    Python per-example work. With `summary_events` (and the data dir's `offsets`), prefix is each
+    window's `window_prefix`; otherwise None."""
+    if summary_events and offsets is None:
+        raise ValueError("summary_events needs the offsets of the event array")
     total = math.ceil(len(order) / batch_size)
     q: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
@@ -199,7 +217,11 @@ def iter_batches(
             for b in range(skip, total):
                 if stop.is_set():
                     return
-                q.put(make_batch(items, types, w, order[b * batch_size : (b + 1) * batch_size], window, fresh_only))
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                prefix = None
+                if summary_events:
+                    prefix = window_prefix(items, offsets, w.seq[idx], w.start[idx], summary_events)
+                q.put((*make_batch(items, types, w, idx, window, fresh_only), prefix))
         except BaseException as e:  # hand the failure to the consumer
             q.put(e)
         q.put(None)

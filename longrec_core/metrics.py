@@ -26,6 +26,7 @@ from torch import Tensor, nn
 import longrec_core
 from longrec_core.choices import KS
 from longrec_core.data import history_events
+from longrec_core.examples import window_prefix
 
 ItemVectors = Callable[[Tensor], Tensor] | Tensor  # ids [n] -> [n, d], or a table [N+1, d]
 
@@ -222,7 +223,9 @@ class RankModel(Protocol):
     n_items: int
     training: bool
 
-    def __call__(self, items: Tensor, types: Tensor | None = None) -> Tensor: ...  # [B, T] -> [B, T, d]
+    def __call__(
+        self, items: Tensor, types: Tensor | None = None, prefix: Tensor | None = None
+    ) -> Tensor: ...  # [B, T] -> [B, T, d]
 
     def item_vectors(self, ids: Tensor) -> Tensor: ...  # [n] -> [n, d], zeros for id 0
 
@@ -266,17 +269,20 @@ def _targets(data: Any, split: str, sample: int | None, seed: int) -> tuple[np.n
 
 
 def _histories(
-    data: Any, u: np.ndarray, e: np.ndarray, window: int, use_types: bool, dev: torch.device
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """(history (B, window) left-padded, target (B,), event types of the history (B, window) or None)
-    on `dev`, for users `u` with targets at event index `e`."""
+    data: Any, u: np.ndarray, e: np.ndarray, window: int, use_types: bool, summary_events: int, dev: torch.device
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """(history (B, window) left-padded, target (B,), event types of the history (B, window) or None,
+    the `summary_events` events before the history (B, summary_events) or None) on `dev`, for users
+    `u` with targets at event index `e`."""
     start = np.maximum(data.offsets[u], e - window)
     seq = torch.from_numpy(longrec_core.gather(data.items, start, e + 1, length=window))  # (B, window+1)
     hist, target = seq[:, :-1].to(dev), seq[:, -1].to(dev)  # (B, window), (B,)
-    types = None
+    types = prefix = None
     if use_types:
         types = torch.from_numpy(longrec_core.gather(data.types, start, e + 1, length=window))[:, :-1].to(dev)
-    return hist, target, types
+    if summary_events:
+        prefix = window_prefix(data.items, data.offsets, u, start, summary_events).to(dev)
+    return hist, target, types, prefix
 
 
 def evaluate(
@@ -292,6 +298,7 @@ def evaluate(
     on_batch: Callable[[int, int], None] | None = None,
     sample: int | None = None,
     sample_seed: int = 0,
+    summary: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rank every `split` ("valid" | "test") target of `data` (a DataDir) on the full catalogue.
 
@@ -303,6 +310,8 @@ def evaluate(
     after each user batch (for progress bars). The model is left in the mode it came in.
     `sample` ranks only a seeded random sample of that many targets (for catalogues so large
     that ranking every target costs hours; each sampled target is still ranked on all items).
+    A model with a history summary (cfg.summary_tokens > 0) also reads the `summary_events` events
+    before the history, unless `summary` is False (prediction from the window alone).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -313,6 +322,7 @@ def evaluate(
     if data.n_items != n_items:
         raise ValueError(f"the data dir has {data.n_items:,} items but the model was trained on {n_items:,}")
     use_types = data.types is not None and getattr(cfg, "n_types", 0) > 0
+    summary_events = int(getattr(cfg, "summary_events", 0)) if summary else 0
     users, end = _targets(data, split, sample, sample_seed)
     ranks = np.empty(len(users), dtype=np.int64)
 
@@ -322,9 +332,9 @@ def evaluate(
         table = _item_table(model, n_items, item_chunk, dev)
         for lo in range(0, len(users), batch_size):
             u, e = users[lo : lo + batch_size], end[lo : lo + batch_size]
-            hist, target, types = _histories(data, u, e, window, use_types, dev)
+            hist, target, types, prefix = _histories(data, u, e, window, use_types, summary_events, dev)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                hidden = model(hist, types)  # (B, window, d)
+                hidden = model(hist, types) if prefix is None else model(hist, types, prefix)  # (B, window, d)
             query = hidden[:, -1].float()  # (B, d) state after the last history event
             seen = None
             if filter_seen:

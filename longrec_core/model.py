@@ -54,6 +54,11 @@ class ModelConfig:
     kshift_rows: str = "stored"  # "stored" ([N+1, k] int32 buffer) | "computed" (hashed per batch)
     # "adamw" | "rowwise": the shared table's optimizer (longrec_core.optim); rowwise = sparse gradient
     kshift_optimizer: str = "adamw"
+    # History before the window: the `summary_events` events before a window's first input are
+    # mean-pooled, in `summary_tokens` equal runs (the most recent run last), into that many extra
+    # input tokens that every position of the window attends to. 0 and 0 = no summary.
+    summary_tokens: int = 0
+    summary_events: int = 0
 
     def __post_init__(self) -> None:
         problems = [
@@ -99,6 +104,14 @@ class ModelConfig:
                     or self.kshift_optimizer != "adamw"
                 ),
                 "kshift_head, kshift_weights, kshift_rows and kshift_optimizer apply to item_emb 'kshift' only",
+            ),
+            (
+                self.summary_tokens < 0
+                or self.summary_events < 0
+                or (self.summary_tokens == 0) != (self.summary_events == 0)
+                or (self.summary_tokens > 0 and self.summary_events % self.summary_tokens != 0),
+                f"summary_events ({self.summary_events}) must be a positive multiple of summary_tokens "
+                f"({self.summary_tokens}), or both 0",
             ),
         ]
         for bad, msg in problems:
@@ -552,6 +565,7 @@ class SASRec(nn.Module):
         else:
             self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)  # row 0 zero, never trained
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
+        self.summary_pos = nn.Embedding(cfg.summary_tokens, cfg.dim) if cfg.summary_tokens > 0 else None
         self.type_emb = nn.Embedding(cfg.n_types + 1, cfg.dim, padding_idx=0) if cfg.n_types > 0 else None
         self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
@@ -582,8 +596,27 @@ class SASRec(nn.Module):
         step = 1 << 20  # composes in chunks: the (n, k) row indices of 10^7 items at once would take 640 MB
         return torch.cat([self.item_emb(ids[lo : lo + step]) for lo in range(0, len(ids), step)])
 
-    def forward(self, items: torch.Tensor, types: torch.Tensor | None = None) -> torch.Tensor:
-        """items (B, T) long, left-padded with 0; types (B, T) ints, 0 = padding -> hidden (B, T, d).
+    def summary(self, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """prefix (B, H) long, the H = summary_events events before each window, left-padded with 0
+        -> (tokens (B, S, d), real (B, S)): the mean item vector of each of S equal runs of the
+        prefix (oldest run first) plus the run's own position vector; a run with no event is not
+        real (never attended to)."""
+        B, H = prefix.shape
+        S = self.cfg.summary_tokens
+        if H != self.cfg.summary_events:
+            raise ValueError(f"prefix must hold {self.cfg.summary_events} events per row, got {H}")
+        present = (prefix != 0).view(B, S, H // S, 1)  # (B, S, H/S, 1)
+        vecs = self.item_emb(prefix).view(B, S, H // S, -1) * present  # (B, S, H/S, d)
+        count = present.sum(2)  # (B, S, 1)
+        mean = vecs.sum(2) / count.clamp(min=1)  # (B, S, d)
+        x = mean * math.sqrt(self.cfg.dim) + self.summary_pos.weight  # (B, S, d)
+        return x, count.squeeze(-1) > 0
+
+    def forward(
+        self, items: torch.Tensor, types: torch.Tensor | None = None, prefix: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """items (B, T) long, left-padded with 0; types (B, T) ints, 0 = padding; prefix (B, H) the
+        events before the window (`summary`), or None to predict from the window alone -> hidden (B, T, d).
 
         Padding positions get finite but meaningless outputs (each attends only to itself); callers
         must keep only the positions where items != 0.
@@ -591,6 +624,8 @@ class SASRec(nn.Module):
         _B, T = items.shape
         if T > self.cfg.max_len:
             raise ValueError(f"input length {T} exceeds the model's max_len {self.cfg.max_len}")
+        if prefix is not None and self.summary_pos is None:
+            raise ValueError("this model has no history summary (summary_tokens 0); pass prefix=None")
         real = items != 0  # (B, T)
         x = self.item_emb(items) * math.sqrt(self.cfg.dim)  # (B, T, d), SASRec's embedding scale
         x = x + self.pos_emb.weight[self.cfg.max_len - T :]  # right-aligned positions
@@ -598,14 +633,20 @@ class SASRec(nn.Module):
             if types is None:
                 raise ValueError("this model was trained with event types; pass types alongside items")
             x = x + self.type_emb(types.long())
+        S = 0
+        if prefix is not None:  # the summary tokens go first: every window position may attend to them
+            tokens, tokens_real = self.summary(prefix)
+            S = tokens.shape[1]
+            x, real = torch.cat([tokens.to(x.dtype), x], 1), torch.cat([tokens_real, real], 1)  # (B, S+T, ...)
         x = self.drop(x) * real.unsqueeze(-1)
         # query t attends keys s <= t that are real; the diagonal is always allowed so a padding query
         # has one key and softmax never sees an all-masked row (NaN in some attention kernels)
-        eye = torch.eye(T, dtype=torch.bool, device=items.device)
-        mask = torch.ones(T, T, dtype=torch.bool, device=items.device).tril() & (real[:, None, None, :] | eye)
+        L = S + T
+        eye = torch.eye(L, dtype=torch.bool, device=items.device)
+        mask = torch.ones(L, L, dtype=torch.bool, device=items.device).tril() & (real[:, None, None, :] | eye)
         for block in self.blocks:
             x = block(x, mask)
-        return self.ln_f(x)
+        return self.ln_f(x[:, S:])
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> SASRec:

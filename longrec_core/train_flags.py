@@ -141,6 +141,20 @@ def _windows_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--max-history", type=int, default=None, help="sliding: only the last H training events of a user make windows"
     )
+    g.add_argument(
+        "--summary-events",
+        type=int,
+        default=0,
+        help="history before the window: the model also reads this many events before each window's first "
+        "input, in training and in prediction, mean-pooled into --summary-tokens extra inputs (0 = off)",
+    )
+    g.add_argument(
+        "--summary-tokens",
+        type=int,
+        default=0,
+        help="history summary: tokens the --summary-events are pooled into, one per equal run of them "
+        "(must divide --summary-events)",
+    )
     g.add_argument("--mixed-epochs", type=int, default=1, help="mixed: epochs of `last` before switching to sliding")
     g.add_argument("--per-seq", type=int, default=1, help="random: windows drawn per user per epoch")
     g.add_argument("--min-len", type=int, default=2, help="shortest window in events (one input and one target)")
@@ -247,6 +261,8 @@ INT_RANGES = {
     "mixed_epochs": (0, BIG),
     "per_seq": (1, 2**20),
     "min_len": (2, BIG),
+    "summary_events": (0, 2**20),
+    "summary_tokens": (0, 1024),
     "kshift_k": (1, 1024),
     "kshift_compression": (1, BIG),
     "kshift_seed": (0, 2**64 - 1),
@@ -279,6 +295,13 @@ def check_settings(args: argparse.Namespace) -> None:
     if args.dim % args.heads:
         cli.fail(f"--dim ({args.dim}) must be a multiple of --heads ({args.heads})")
     _check_item_emb(args)
+    if (args.summary_events == 0) != (args.summary_tokens == 0) or (
+        args.summary_tokens and args.summary_events % args.summary_tokens
+    ):
+        cli.fail(
+            f"--summary-events ({args.summary_events}) must be a multiple of --summary-tokens "
+            f"({args.summary_tokens}), both set or both 0"
+        )
     if args.targets == "fresh" and args.regime in ("random", "session"):
         cli.fail(
             f"--targets fresh applies to --regime last, sliding or mixed: {args.regime} windows "

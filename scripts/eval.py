@@ -105,6 +105,13 @@ p.add_argument(
     help="rank only a seeded random sample of this many targets (per shard: this / shards), each on the "
     "full catalogue; for catalogues of 10^7 items on a CPU (default: every target)",
 )
+p.add_argument(
+    "--history-summary",
+    choices=("yes", "no"),
+    default="yes",
+    help="a run trained with a history summary (train.py --summary-events) reads the events before the window "
+    "too; `no` predicts from the window alone (default: %(default)s)",
+)
 p.add_argument("--batch-size", type=int, default=256, help="users scored at once (default: %(default)s)")
 p.add_argument(
     "--item-chunk",
@@ -325,6 +332,7 @@ def rank_targets(
                 on_batch=lambda done, total, base=target_base: bar.update(task, completed=base + done),
                 sample=sample,
                 sample_seed=args.seed,
+                summary=args.history_summary == "yes",
             )
             parts.append((shard_users + user_base, shard_ranks))
             user_base, target_base = user_base + data.n_users, target_base + len(shard_users)
@@ -455,6 +463,7 @@ def main() -> None:
         "filter_seen": filter_seen,
         "filter_seen_rule": rule,
         "window": model.cfg.max_len,
+        "summary_events": model.cfg.summary_events if args.history_summary == "yes" else 0,
         "n_items": data.n_items,
         "sample_users": args.sample_users,
         "n_users": len(users),

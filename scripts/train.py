@@ -161,6 +161,8 @@ model_cfg = ModelConfig(
     kshift_weights=args.kshift_weights,
     kshift_rows=args.kshift_rows,
     kshift_optimizer=args.kshift_optimizer,
+    summary_tokens=args.summary_tokens,
+    summary_events=args.summary_events,
 )
 model = SASRec(model_cfg).to(device)
 raw_model = model
@@ -389,7 +391,7 @@ with progress:
             order = shuffled_order(len(w), seed, epoch, args.batch_size, rank, world, lengths=window_lengths)
         stopped_early = False
         t0 = tw = time.perf_counter()
-        for inputs, targets, types_in in iter_batches(
+        for inputs, targets, types_in, prefix in iter_batches(
             data.items,
             data.types,
             w,
@@ -398,12 +400,15 @@ with progress:
             window=args.window,
             fresh_only=args.targets == "fresh",
             skip=state["batch"],
+            offsets=data.offsets,
+            summary_events=args.summary_events,
         ):
             ep["wait"] += time.perf_counter() - tw
             inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             types_in = types_in.to(device) if types_in is not None else None
+            prefix = prefix.to(device, non_blocking=True) if prefix is not None else None
             with autocast:
-                hidden = model(inputs, types_in)  # (B, T, d)
+                hidden = model(inputs, types_in, prefix)  # (B, T, d)
                 loss, loss_value = loss_fn(hidden, targets, neg_gen, targets_per_step)
             if not math.isfinite(loss_value):
                 last_good = (
