@@ -317,7 +317,7 @@ class KShiftEmbedding(nn.Module):
         Needs the stored rows: with computed rows it would materialize the whole [N+1, k] buffer."""
         if self.computed:
             raise ValueError("collision_share needs the stored rows (rows='stored' or 'codes')")
-        rows = _decode_codes(self.codes) if self.from_codes else self.rows
+        rows = _decode_codes(self.codes) + self.shift_base if self.from_codes else self.rows
         return kshift_collision_share(rows[self.n_head :].cpu().numpy())  # row H stands in for padding
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -429,8 +429,9 @@ class CodesEmbedding(nn.Module):
         return out.view(*ids.shape, self.dim)
 
     def collision_share(self) -> float:
-        """Share of items whose whole code equals another item's (identical vectors)."""
-        return kshift_collision_share(_decode_codes(self.codes).cpu().numpy())
+        """Share of items whose whole code equals another item's (identical vectors). The rows, not the
+        codes, are compared: kshift_collision_share compares multisets, and codes (1, 2) and (2, 1) differ."""
+        return kshift_collision_share((_decode_codes(self.codes) + self.sub_base).cpu().numpy())
 
 
 def kshift_collision_share(rows: np.ndarray) -> float:

@@ -304,7 +304,14 @@ def test_kshift_rows_from_codes():
     want = emb.table[rows].sum(1) / math.sqrt(3)
     want[0] = 0
     torch.testing.assert_close(emb(ids), want)
-    assert emb.collision_share() == kshift_collision_share(codes)
+    assert emb.collision_share() == kshift_collision_share(rows.numpy())
+    swapped = np.zeros((4, 2), dtype=np.uint8)
+    swapped[1:] = [[1, 2], [2, 1], [1, 2]]  # items 1 and 3 share their code; item 2 only its multiset
+    for share in (
+        KShiftEmbedding(3, 4, k=2, rows="codes", codes=swapped, centroids=3).collision_share(),
+        CodesEmbedding(3, 4, subspaces=2, centroids=3, codes=swapped).collision_share(),
+    ):
+        assert share == pytest.approx(2 / 3)
     other = KShiftEmbedding(50, 4, k=3, compression=2, rows="codes", centroids=6)  # hashed codes until loaded
     other.load_state_dict(emb.state_dict())
     assert torch.equal(other.codes, emb.codes) and torch.equal(other(ids), emb(ids))
