@@ -7,6 +7,7 @@ all of it, and a 10^7-item catalogue trained and evaluated end to end, on one CP
     python bench/scale.py --only train --items 4e8 --train-events 6e8 --train-shards 8 --kshift-rows computed \
         --kshift-optimizer rowwise --eval-users 256      # a 1.16e8-item catalogue (600M events)
     python bench/scale.py --only prep,core --json bench/out/scale.json
+    python bench/scale.py --only codes --items 4e8 --train-events 6e8 --code-oversample 4   # codes of 1.16e8 items
 
 Stages (each figure is measured in a fresh subprocess, so each peak RSS is that stage's own;
 peak RSS is VmHWM from /proc, see bench/memory.py):
@@ -21,6 +22,11 @@ peak RSS is VmHWM from /proc, see bench/memory.py):
          the sampled softmax for --train-steps steps, then evaluated by eval.py with the full
          chunked ranking on --eval-users sampled targets: peak RSS per stage, and the memory a
          full item table with AdamW would need.
+- codes  the item codes of --item-emb codes (longrec_core/codes.py: a streamed randomized SVD of the
+         training events, then balanced buckets) for the train stage's data dir (prepared when
+         absent): assignment seconds, peak RSS (the memory-mapped events it reads included), the
+         share of items without a training event, and the bytes per item of each part of the code
+         embedding (embedding_memory_bytes at d = 64) beside a full table's.
 Nothing here asserts on time; it prints what it measured.
 """
 
@@ -72,6 +78,14 @@ p.add_argument(
 )
 p.add_argument(
     "--eval-users", type=int, default=2000, help="train stage: test targets ranked on all items (default: 2000)"
+)
+p.add_argument("--code-subspaces", type=int, default=8, help="codes stage: codes per item m (default: 8)")
+p.add_argument("--code-centroids", type=int, default=256, help="codes stage: values per code (default: 256)")
+p.add_argument(
+    "--code-oversample",
+    type=int,
+    default=8,
+    help="codes stage: extra SVD columns; memory is 2 x (N+1) x (m + oversample) float32 (default: 8)",
 )
 p.add_argument("--threads", type=int, default=None, help="torch threads in train/eval (default: torch's choice)")
 p.add_argument(
@@ -230,9 +244,38 @@ def worker_core(spec: dict) -> dict:
     return out
 
 
+def worker_codes(spec: dict) -> dict:
+    """The item codes of a data dir, timed from its loaded (memory-mapped) arrays."""
+    from longrec_core.codes import item_codes
+    from longrec_core.data import load_data_dir
+
+    data = load_data_dir(spec["data"])
+    t = time.perf_counter()
+    out = item_codes(
+        data.items,
+        data.offsets,
+        data.train_end,
+        data.n_items,
+        subspaces=spec["subspaces"],
+        centroids=spec["centroids"],
+        seed=0,
+        oversample=spec["oversample"],
+    )
+    return {
+        "seconds": time.perf_counter() - t,
+        "peak_rss": peak_rss_bytes(),
+        "unseen_share": out.unseen_share,
+        "n_items": data.n_items,
+        "n_users": data.n_users,
+        "n_events": data.n_events,
+    }
+
+
 def worker(spec: dict) -> dict:
     if spec["case"] == "core":
         return worker_core(spec)
+    if spec["case"] == "codes":
+        return worker_codes(spec)
     seconds = run_script(spec["argv"])
     return {"seconds": seconds, "peak_rss": peak_rss_bytes()}
 
@@ -334,16 +377,16 @@ def stage_core(a: argparse.Namespace, folder: Path, data: Path) -> dict:
     return r
 
 
-def stage_train(a: argparse.Namespace, folder: Path) -> dict:
-    from longrec_core.model import ModelConfig, embedding_memory_bytes
-
-    data = folder / (
+def train_data(a: argparse.Namespace, folder: Path) -> Path:
+    """The data dir of the train and codes stages."""
+    return folder / (
         f"data-items{a.items}-e{a.train_events}" + ("" if a.train_shards is None else f"-x{a.train_shards}")
     )
-    run = folder / f"run-items{a.items}"
-    threads = [] if a.threads is None else ["--threads", str(a.threads)]
-    res: dict = {}
-    res["prep"] = measure(
+
+
+def prep_train_data(a: argparse.Namespace, data: Path) -> dict:
+    """prep.py's synthetic log of --items and --train-events into `data`, measured."""
+    return measure(
         {
             "case": "prep",
             "argv": [
@@ -360,6 +403,53 @@ def stage_train(a: argparse.Namespace, folder: Path) -> dict:
             ],
         }
     )
+
+
+def stage_codes(a: argparse.Namespace, folder: Path) -> dict:
+    from longrec_core.model import ModelConfig, embedding_memory_bytes
+
+    data = train_data(a, folder)
+    res: dict = {}
+    if not (data / "manifest.json").exists():
+        res["prep"] = prep_train_data(a, data)
+    res["codes"] = r = measure(
+        {
+            "case": "codes",
+            "data": str(data),
+            "subspaces": a.code_subspaces,
+            "centroids": a.code_centroids,
+            "oversample": a.code_oversample,
+        }
+    )
+    cfg = ModelConfig(
+        n_items=r["n_items"],
+        max_len=50,
+        item_emb="codes",
+        code_subspaces=a.code_subspaces,
+        code_centroids=a.code_centroids,
+    )
+    res["embedding_memory"] = mem = embedding_memory_bytes(cfg)
+    n = r["n_items"]
+    print(
+        f"codes of {n:,} items ({r['n_users']:,} users, {r['n_events']:,} events), {a.code_subspaces} sub-spaces x "
+        f"{a.code_centroids:,} centroids, oversample {a.code_oversample}: assigned in {r['seconds']:,.0f} s, "
+        f"peak RSS {gib(r['peak_rss'])}, {r['unseen_share']:.1%} of items hashed (no training event); "
+        f"bytes per item to train at d = 64: codes {mem['codes_bytes'] / n:.2f}, sub-tables with gradient and AdamW "
+        f"{4 * mem['table_bytes'] / n:.4f}, total {mem['bytes_per_item']:.2f} "
+        f"(a full table {mem['full_total_bytes'] / n:,.0f})",
+        flush=True,
+    )
+    return res
+
+
+def stage_train(a: argparse.Namespace, folder: Path) -> dict:
+    from longrec_core.model import ModelConfig, embedding_memory_bytes
+
+    data = train_data(a, folder)
+    run = folder / f"run-items{a.items}"
+    threads = [] if a.threads is None else ["--threads", str(a.threads)]
+    res: dict = {}
+    res["prep"] = prep_train_data(a, data)
     if run.exists():
         import shutil
 
@@ -445,9 +535,9 @@ def main() -> None:
         print(json.dumps(worker(json.loads(a.worker))))
         return
     stages = [s.strip() for s in a.only.split(",") if s.strip()]
-    unknown = set(stages) - {"prep", "core", "train"}
+    unknown = set(stages) - {"prep", "core", "train", "codes"}
     if unknown:
-        sys.exit(f"--only: unknown stage(s) {', '.join(sorted(unknown))}; choose from prep, core, train")
+        sys.exit(f"--only: unknown stage(s) {', '.join(sorted(unknown))}; choose from prep, core, train, codes")
     folder = Path(a.dir)
     folder.mkdir(parents=True, exist_ok=True)
     print(
@@ -469,6 +559,8 @@ def main() -> None:
             results["core"] = stage_core(a, folder, data)
     if "train" in stages:
         results["train"] = stage_train(a, folder)
+    if "codes" in stages:
+        results["codes"] = stage_codes(a, folder)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2) + "\n")
 

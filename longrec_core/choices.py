@@ -13,10 +13,12 @@ REGIMES = ("last", "sliding", "mixed", "random", "session")
 TARGETS = ("all", "fresh")  # fresh: only targets no later window of the same user covers
 
 # model: the item embedding (longrec_core.model)
-# full N x d table, the k-shift shared table, or an N x (d / compression) table and a projection to d
-ITEM_EMBS = ("full", "kshift", "lowrank")
+# full N x d table, the k-shift shared table, an N x (d / compression) table and a projection to d, or
+# codes: m data-driven codes per item (longrec_core.codes), each picking a d/m-wide row of its sub-table
+ITEM_EMBS = ("full", "kshift", "lowrank", "codes")
 KSHIFT_SCHEMES = ("mix", "rotate", "rotate_signed")  # rotate_signed = the paper code's bug
-KSHIFT_ROW_SOURCES = ("stored", "computed")  # [N+1, k] int32 buffer, or hashed per batch by the core
+# [N+1, k] int32 buffer, hashed per batch by the core, or chosen by the item's data-driven code
+KSHIFT_ROW_SOURCES = ("stored", "computed", "codes")
 # the shared table's optimizer: AdamW (dense gradient, two moments per value) or longrec_core.optim's
 # row-wise rule (sparse gradient, 8 bytes of state per row)
 KSHIFT_OPTIMIZERS = ("adamw", "rowwise")

@@ -1,4 +1,4 @@
-"""SASRec-style causal transformer with a full, a k-shift or a low-rank item embedding.
+"""SASRec-style causal transformer with a full, a k-shift, a low-rank or a code (RecJPQ) item embedding.
 
 Conventions (shared with every stage):
 - item ids are 1..N, 0 is padding and never a real item; item tables have N+1 rows, row 0 = padding;
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from longrec_core.choices import ITEM_EMBS, KSHIFT_OPTIMIZERS, KSHIFT_ROW_SOURCES, KSHIFT_SCHEMES
+from longrec_core.codes import MAX_CENTROIDS, code_dtype, hashed_codes
 
 
 @dataclass
@@ -42,16 +43,19 @@ class ModelConfig:
     dropout: float = 0.2  # on embeddings, attention weights and residual branches
     # "full" (N+1 x d table) | "kshift" (shared P x d table, P = ceil(N / compression))
     # | "lowrank" (N+1 x r table times an r x d projection, r = dim // compression)
+    # | "codes" (m sub-tables of centroids x d/m rows; an item concatenates the rows its code picks)
     item_emb: str = "full"
     kshift_k: int = 8  # rows summed per item
     kshift_compression: int = 16  # N / P (kshift); dim / r (lowrank)
     kshift_scheme: str = "mix"  # "mix" | "rotate" | "rotate_signed" (the paper code's bug, for comparison only)
-    kshift_seed: int = 0  # seed of the item hash
+    kshift_seed: int = 0  # seed of the item hash, and of the code assignment (codes)
     n_types: int = 0  # event types 1..n_types get an embedding; 0 = no type embedding
     # Each field below defaults to the model without its feature, so a config that lacks it loads as saved.
     kshift_head: int = 0  # items 1..H (the most frequent, as prep.py numbers them) get exact rows of their own
     kshift_weights: bool = False  # learned per-item weights of the k rows instead of 1/sqrt(k)
-    kshift_rows: str = "stored"  # "stored" ([N+1, k] int32 buffer) | "computed" (hashed per batch)
+    # "stored" ([N+1, k] int32 buffer) | "computed" (hashed per batch) | "codes" (shift c takes row
+    # c * code_centroids + code[item, c] of a table of k * code_centroids rows; code_subspaces = k)
+    kshift_rows: str = "stored"
     # "adamw" | "rowwise": the shared table's optimizer (longrec_core.optim); rowwise = sparse gradient
     kshift_optimizer: str = "adamw"
     # History before the window: the `summary_events` events before a window's first input are
@@ -59,6 +63,14 @@ class ModelConfig:
     # input tokens that every position of the window attends to. 0 and 0 = no summary.
     summary_tokens: int = 0
     summary_events: int = 0
+    # data-driven codes (longrec_core.codes), for item_emb "codes" and kshift_rows "codes"
+    code_subspaces: int = 8  # m: codes per item (the SVD's components); must divide dim (codes), = kshift_k
+    code_centroids: int = 256  # values of each code, 1..65536: rows of each sub-table
+
+    @property
+    def uses_codes(self) -> bool:
+        """Whether the item embedding reads data-driven codes (a [N+1, m] buffer saved with the weights)."""
+        return self.item_emb == "codes" or (self.item_emb == "kshift" and self.kshift_rows == "codes")
 
     def __post_init__(self) -> None:
         problems = [
@@ -112,6 +124,25 @@ class ModelConfig:
                 or (self.summary_tokens > 0 and self.summary_events % self.summary_tokens != 0),
                 f"summary_events ({self.summary_events}) must be a positive multiple of summary_tokens "
                 f"({self.summary_tokens}), or both 0",
+            ),
+            (
+                not self.uses_codes and (self.code_subspaces != 8 or self.code_centroids != 256),
+                "code_subspaces and code_centroids apply to item_emb 'codes' or kshift_rows 'codes' only",
+            ),
+            (
+                not 1 <= self.code_centroids <= MAX_CENTROIDS,
+                f"code_centroids must be in 1..{MAX_CENTROIDS}, got {self.code_centroids}",
+            ),
+            (
+                self.item_emb == "codes"
+                and not (1 <= self.code_subspaces <= self.dim and self.dim % self.code_subspaces == 0),
+                f"code_subspaces ({self.code_subspaces}) must divide dim ({self.dim}): an item's vector "
+                f"concatenates its sub-embeddings",
+            ),
+            (
+                self.item_emb == "kshift" and self.kshift_rows == "codes" and self.code_subspaces != self.kshift_k,
+                f"kshift_rows 'codes' reads one code per shift: code_subspaces ({self.code_subspaces}) must "
+                f"equal kshift_k ({self.kshift_k})",
             ),
         ]
         for bad, msg in problems:
@@ -189,6 +220,12 @@ class KShiftEmbedding(nn.Module):
       Svenstrup et al. 2017). The weights are a P x k table, initialized to 1/sqrt(k); an item's weight
       row is picked by a second hash of its id (`kshift_rows` with k=1, seed `seed ^ WEIGHT_SEED_SALT`).
     - `rows="computed"`: no row buffer; each call hashes its ids with the core (on the CPU).
+    - `rows="codes"`: the rows come from the item's data-driven code (`longrec_core.codes`, k codes
+      per item, each in 0..centroids-1) instead of the hash: shift c takes row c * centroids + code[i, c]
+      of a table of P = k * centroids rows (compression is ignored), so each shift has its own block of
+      rows, and items that the training users consume together share rows. The [N+1, k] codes (uint8,
+      or uint16 bits in int16 above 256 centroids) are a buffer saved with the weights; `codes=None`
+      builds hashed codes for every item (`longrec_core.codes.hashed_codes`), which loading replaces.
     - `sparse`: the table's gradient is sparse (the rows a step touched), for the row-wise optimizer
       of `longrec_core.optim`; the head and the weights keep dense gradients.
 
@@ -213,6 +250,8 @@ class KShiftEmbedding(nn.Module):
         weights: bool = False,
         rows: str = "stored",
         sparse: bool = False,
+        codes: np.ndarray | None = None,
+        centroids: int = 256,
     ) -> None:
         super().__init__()
         if not 0 <= head < n_items:
@@ -220,12 +259,19 @@ class KShiftEmbedding(nn.Module):
         if rows not in KSHIFT_ROW_SOURCES:
             raise ValueError(f"rows must be one of {KSHIFT_ROW_SOURCES}, got {rows!r}")
         self.n_items, self.k, self.scheme, self.seed, self.n_head = n_items, k, scheme, seed, head
-        self.computed, self.sparse = rows == "computed", sparse
-        self.n_rows = kshift_table_rows(n_items, compression)  # P
+        self.computed, self.from_codes, self.sparse = rows == "computed", rows == "codes", sparse
+        self.n_rows = k * centroids if self.from_codes else kshift_table_rows(n_items, compression)  # P
         self.table = nn.Parameter(torch.empty(self.n_rows, dim))
         nn.init.normal_(self.table, std=0.02)
         self.head = nn.Parameter(torch.empty(head, dim).normal_(std=0.02)) if head else None  # a row's scale
         self.weights = nn.Parameter(torch.full((self.n_rows, k), 1 / math.sqrt(k))) if weights else None
+        if self.from_codes:  # the codes themselves are saved: no fingerprint to check
+            self.register_buffer("codes", _codes_buffer(codes, n_items, k, centroids, seed), persistent=True)
+            self.register_buffer("shift_base", torch.arange(k) * centroids, persistent=False)  # (k,)
+            if weights:
+                weight_rows = _kshift_rows_int32(n_items, 1, self.n_rows, seed ^ WEIGHT_SEED_SALT, "mix")
+                self.register_buffer("weight_rows", torch.from_numpy(weight_rows[:, 0]), persistent=False)  # (N+1,)
+            return
         if self.computed:
             fingerprint = _fingerprint(_kshift_row_chunks(n_items, k, self.n_rows, seed, scheme))
         else:
@@ -241,6 +287,8 @@ class KShiftEmbedding(nn.Module):
         """ids (n,) -> (n, k) int64 table rows, on the ids' device: from the buffer or hashed now."""
         if self.computed:
             return self._hash(flat, self.k, self.seed, self.scheme)
+        if self.from_codes:
+            return _decode_codes(self.codes[flat]) + self.shift_base
         return self.rows[flat].long()
 
     def weight_rows_of(self, flat: torch.Tensor) -> torch.Tensor:
@@ -281,12 +329,13 @@ class KShiftEmbedding(nn.Module):
         """Share of the hashed items H+1..N whose row multiset equals another's (identical vectors).
         Needs the stored rows: with computed rows it would materialize the whole [N+1, k] buffer."""
         if self.computed:
-            raise ValueError("collision_share needs the stored rows (rows='stored')")
-        return kshift_collision_share(self.rows[self.n_head :].cpu().numpy())  # row H stands in for padding
+            raise ValueError("collision_share needs the stored rows (rows='stored' or 'codes')")
+        rows = _decode_codes(self.codes) + self.shift_base if self.from_codes else self.rows
+        return kshift_collision_share(rows[self.n_head :].cpu().numpy())  # row H stands in for padding
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         saved = state_dict.get(prefix + "rows_fingerprint")
-        if saved is not None and int(saved) != int(self.rows_fingerprint):
+        if saved is not None and not self.from_codes and int(saved) != int(self.rows_fingerprint):
             raise ValueError(
                 "the checkpoint's k-shift rows differ from the rows computed here "
                 "(a different seed or scheme, or a core whose hash changed)"
@@ -324,6 +373,80 @@ def lowrank_width(dim: int, compression: int) -> int:
     return dim // compression
 
 
+# ---------------------------------------------------------------------------------------------
+# data-driven item codes (longrec_core.codes): RecJPQ's concatenated sub-embeddings
+
+
+def _codes_buffer(codes: np.ndarray | None, n_items: int, subspaces: int, centroids: int, seed: int) -> torch.Tensor:
+    """The [N+1, m] code buffer: uint8 for up to 256 centroids, else int16 holding the uint16 bits (torch
+    indexes int16 on every device, uint16 not on all); `_decode_codes` reads either. None = hashed
+    codes for every item (`hashed_codes`: what an item unseen in training gets)."""
+    dtype = code_dtype(centroids)
+    if codes is None:
+        codes = hashed_codes(n_items, subspaces, centroids, seed)
+    codes = np.asarray(codes)
+    if codes.shape != (n_items + 1, subspaces):
+        raise ValueError(f"codes must have shape ({n_items + 1}, {subspaces}) [N+1, m], got {codes.shape}")
+    if codes.size and (codes.min() < 0 or codes.max() >= centroids):
+        raise ValueError(f"codes must be in 0..{centroids - 1}, got {codes.min()}..{codes.max()}")
+    codes = np.ascontiguousarray(codes, dtype=dtype)
+    return torch.from_numpy(codes.view(np.int16) if dtype == np.uint16 else codes)
+
+
+def _decode_codes(codes: torch.Tensor) -> torch.Tensor:
+    """A code buffer's entries (any shape) as int64 codes 0..centroids-1."""
+    out = codes.long()
+    return out & 0xFFFF if codes.dtype == torch.int16 else out
+
+
+def saved_codes(state: dict[str, Any]) -> np.ndarray:
+    """The [N+1, m] codes (uint8 or uint16) in a SASRec state dict (a checkpoint's "model")."""
+    t = state["item_emb.codes"]
+    return t.numpy().view(np.uint16) if t.dtype == torch.int16 else t.numpy()
+
+
+class CodesEmbedding(nn.Module):
+    """RecJPQ's item embedding: item i's vector concatenates m sub-embeddings, the j-th being row
+    code[i, j] of sub-table j (centroids x d/m). The codes are assigned before training from the
+    training events (`longrec_core.codes.item_codes`: SVD components, balanced buckets; hashed for
+    items unseen in training) and never change; the sub-tables are learned.
+
+    Parameters: `table` (m * centroids, d/m) float32, the m sub-tables stacked (sub-table j is rows
+    j * centroids ..), std 0.02 as a full table. Buffer, saved with the weights (so load_model and
+    --resume restore the codes without recomputing them): `codes` (N+1, m), uint8 up to 256 centroids,
+    else int16 holding the uint16 bits; `codes=None` builds hashed codes for every item, which loading
+    replaces. Id 0 (padding) maps to exact zeros and passes no gradient (its output is multiplied by 0).
+    Memory: centroids x d floats in all (4 times with gradient and AdamW), plus m or 2m bytes per item.
+    """
+
+    def __init__(
+        self, n_items: int, dim: int, subspaces: int, centroids: int, codes: np.ndarray | None = None, seed: int = 0
+    ) -> None:
+        super().__init__()
+        if dim % subspaces:
+            raise ValueError(f"subspaces ({subspaces}) must divide dim ({dim})")
+        self.n_items, self.dim, self.subspaces, self.centroids = n_items, dim, subspaces, centroids
+        self.table = nn.Parameter(torch.empty(subspaces * centroids, dim // subspaces).normal_(std=0.02))
+        self.register_buffer("codes", _codes_buffer(codes, n_items, subspaces, centroids, seed), persistent=True)
+        self.register_buffer("sub_base", torch.arange(subspaces) * centroids, persistent=False)  # (m,)
+
+    def rows_of(self, flat: torch.Tensor) -> torch.Tensor:
+        """ids (n,) -> (n, m) int64 rows of the stacked sub-tables."""
+        return _decode_codes(self.codes[flat]) + self.sub_base
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids of any shape (...) -> (..., d), the m rows (..., m, d/m) concatenated; zeros where ids == 0."""
+        flat = ids.reshape(-1)
+        out = F.embedding(self.rows_of(flat), self.table).reshape(len(flat), self.dim)  # (n, d)
+        out = out * (flat != 0).unsqueeze(1).to(out.dtype)
+        return out.view(*ids.shape, self.dim)
+
+    def collision_share(self) -> float:
+        """Share of items whose whole code equals another item's (identical vectors). The rows, not the
+        codes, are compared: kshift_collision_share compares multisets, and codes (1, 2) and (2, 1) differ."""
+        return kshift_collision_share((_decode_codes(self.codes) + self.sub_base).cpu().numpy())
+
+
 def kshift_collision_share(rows: np.ndarray) -> float:
     """Share of items whose row multiset equals another item's, so their composed vectors are identical.
 
@@ -355,12 +478,15 @@ def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, float]:
     """Bytes the item embedding needs to train (float32 parameters, AdamW), part by part, and what a
     full table would need. All ints except bytes_per_item.
 
-    Parameters: table_bytes (the full (N+1) x d table, the k-shift P x d shared table, or the low-rank
-    (N+1) x r table), head_bytes (k-shift head, H x d), weights_bytes (k-shift importance weights,
-    P x k), proj_bytes (low-rank projection, r x d); params_bytes is their sum, grad_bytes equals it
-    and adam_bytes is twice it (two moments). Buffers, never trained: rows_bytes (the k-shift [N+1, k]
-    int32 rows) and weight_rows_bytes (the [N+1] int32 weight row of each item), both 0 when the rows
-    are computed per batch. With kshift_optimizer "rowwise" the table's share of grad_bytes is 0 (its
+    Parameters: table_bytes (the full (N+1) x d table, the k-shift P x d shared table, the low-rank
+    (N+1) x r table, or the code embedding's m sub-tables, centroids x d floats in all), head_bytes
+    (k-shift head, H x d), weights_bytes (k-shift importance weights, P x k), proj_bytes (low-rank
+    projection, r x d); params_bytes is their sum, grad_bytes equals it and adam_bytes is twice it
+    (two moments). Buffers, never trained: rows_bytes (the k-shift [N+1, k] int32 rows) and
+    weight_rows_bytes (the [N+1] int32 weight row of each item), both 0 when the rows are computed
+    per batch; codes_bytes (the [N+1, m] codes of item_emb "codes" or kshift_rows "codes", 1 byte
+    each up to 256 centroids, else 2; a k-shift table read by codes has P = k x centroids rows and no
+    rows_bytes). With kshift_optimizer "rowwise" the table's share of grad_bytes is 0 (its
     gradient holds only the rows a step touches) and its share of adam_bytes (the optimizer state) is
     8 bytes per table row instead of two moments. total_bytes sums parameters, gradient, optimizer
     state and buffers;
@@ -370,23 +496,27 @@ def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, float]:
     n, d = cfg.n_items, cfg.dim
     full = (n + 1) * d * 4
     parts = {"table_bytes": full, "head_bytes": 0, "weights_bytes": 0, "proj_bytes": 0}
-    buffers = {"rows_bytes": 0, "weight_rows_bytes": 0}
+    buffers = {"rows_bytes": 0, "weight_rows_bytes": 0, "codes_bytes": 0}
+    if cfg.uses_codes:
+        buffers["codes_bytes"] = (n + 1) * cfg.code_subspaces * code_dtype(cfg.code_centroids).itemsize
+    p = cfg.kshift_k * cfg.code_centroids if cfg.uses_codes else kshift_table_rows(n, cfg.kshift_compression)
     if cfg.item_emb == "kshift":
-        p = kshift_table_rows(n, cfg.kshift_compression)
         parts.update(table_bytes=p * d * 4, head_bytes=cfg.kshift_head * d * 4)
         parts["weights_bytes"] = p * cfg.kshift_k * 4 if cfg.kshift_weights else 0
-        if cfg.kshift_rows == "stored":
-            buffers["rows_bytes"] = (n + 1) * cfg.kshift_k * 4
+        if cfg.kshift_rows in ("stored", "codes"):
+            buffers["rows_bytes"] = (n + 1) * cfg.kshift_k * 4 if cfg.kshift_rows == "stored" else 0
             buffers["weight_rows_bytes"] = (n + 1) * 4 if cfg.kshift_weights else 0
     elif cfg.item_emb == "lowrank":
         r = lowrank_width(d, cfg.kshift_compression)
         parts.update(table_bytes=(n + 1) * r * 4, proj_bytes=r * d * 4)
+    elif cfg.item_emb == "codes":  # m sub-tables of centroids x d/m
+        parts["table_bytes"] = cfg.code_centroids * (d // cfg.code_subspaces) * cfg.code_subspaces * 4
     params = sum(parts.values())
     dense = params  # parameters with a dense gradient and AdamW's two moments
     rowwise_state = 0
     if cfg.item_emb == "kshift" and cfg.kshift_optimizer == "rowwise":
         dense -= parts["table_bytes"]
-        rowwise_state = 8 * kshift_table_rows(n, cfg.kshift_compression)
+        rowwise_state = 8 * p
     adam = 2 * dense + rowwise_state
     total = params + dense + adam + sum(buffers.values())
     return {
@@ -542,11 +672,17 @@ class SASRec(nn.Module):
 
     Positions are counted from the right end (column T-1 gets the last position embedding), so a
     sequence's outputs do not depend on how much left padding its batch has.
+
+    `codes` ([N+1, m] ints from `longrec_core.codes.item_codes`) are the item codes of a config whose
+    embedding uses them (`cfg.uses_codes`); None builds hashed codes, which `load_state_dict` (load_model,
+    --resume) replaces with the saved ones.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, codes: np.ndarray | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        if codes is not None and not cfg.uses_codes:
+            raise ValueError(f"codes were given but item_emb {cfg.item_emb!r} (rows {cfg.kshift_rows!r}) reads none")
         if cfg.item_emb == "kshift":
             self.item_emb: nn.Module = KShiftEmbedding(
                 cfg.n_items,
@@ -559,6 +695,12 @@ class SASRec(nn.Module):
                 weights=cfg.kshift_weights,
                 rows=cfg.kshift_rows,
                 sparse=cfg.kshift_optimizer == "rowwise",
+                codes=codes,
+                centroids=cfg.code_centroids,
+            )
+        elif cfg.item_emb == "codes":
+            self.item_emb = CodesEmbedding(
+                cfg.n_items, cfg.dim, cfg.code_subspaces, cfg.code_centroids, codes=codes, seed=cfg.kshift_seed
             )
         elif cfg.item_emb == "lowrank":
             self.item_emb = LowRankEmbedding(cfg.n_items, cfg.dim, lowrank_width(cfg.dim, cfg.kshift_compression))

@@ -80,8 +80,11 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
         "--item-emb",
         choices=ITEM_EMBS,
         default="full",
-        help="full N x d table, the k-shift shared table, or lowrank: an N x r table (r = dim // "
-        "--kshift-compression) times a learned r x d projection, k-shift's memory with a row per item",
+        help="full N x d table, the k-shift shared table, lowrank: an N x r table (r = dim // "
+        "--kshift-compression) times a learned r x d projection, k-shift's memory with a row per item, or "
+        "codes (RecJPQ): each item has --code-subspaces codes assigned from the training events before "
+        "training (an SVD of the user x item matrix, longrec_core/codes.py) and its vector concatenates the "
+        "d/m-wide row each code picks in its sub-table of --code-centroids rows",
     )
     g.add_argument("--kshift-k", type=int, default=8, help="k-shift: rows summed per item")
     g.add_argument(
@@ -96,7 +99,13 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
         default="mix",
         help="k-shift row scheme (rotate_signed = the paper code's bug)",
     )
-    g.add_argument("--kshift-seed", type=int, default=0, help="k-shift: seed of the item hash")
+    g.add_argument(
+        "--kshift-seed",
+        type=int,
+        default=0,
+        help="k-shift: seed of the item hash; codes: seed of the code assignment and of the hashed codes of "
+        "items without a training event",
+    )
     g.add_argument(
         "--kshift-head",
         type=int,
@@ -115,7 +124,9 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
         choices=KSHIFT_ROW_SOURCES,
         default="stored",
         help="k-shift: stored = an [N+1, k] int32 row buffer (4k bytes per item); computed = hash each "
-        "batch's ids with the core on the CPU (no buffer; on CUDA a device sync per forward)",
+        "batch's ids with the core on the CPU (no buffer; on CUDA a device sync per forward); codes = shift c "
+        "takes row c * C + code[item, c] of a table of k * C rows (C = --code-centroids; --kshift-compression "
+        "is not used), the codes assigned from the training events as for --item-emb codes (k bytes per item)",
     )
     g.add_argument(
         "--kshift-optimizer",
@@ -124,6 +135,21 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
         help="k-shift: the shared table's optimizer. adamw = dense gradient and two moments (16 bytes per "
         "value with the value); rowwise = sparse gradient and one second moment and step count per row "
         "(8 bytes a row), no momentum: for catalogues whose AdamW state would not fit (longrec_core.optim)",
+    )
+    g.add_argument(
+        "--code-subspaces",
+        type=int,
+        default=None,
+        help="codes: codes per item m (SVD components; must divide --dim: sub-embeddings d/m wide); "
+        "None = 8, and --kshift-k with --kshift-rows codes (one code per shift)",
+    )
+    g.add_argument(
+        "--code-centroids",
+        type=int,
+        default=256,
+        help="codes and --kshift-rows codes: values of each code (1..65536; 1 byte per code up to 256, else 2): "
+        "each sub-table has this many rows, so the tables hold centroids x d floats (codes) or k x centroids x d "
+        "(k-shift) whatever the catalogue",
     )
 
 
@@ -267,6 +293,8 @@ INT_RANGES = {
     "kshift_compression": (1, BIG),
     "kshift_seed": (0, 2**64 - 1),
     "kshift_head": (0, BIG),
+    "code_subspaces": (1, 2**16),
+    "code_centroids": (1, 2**16),
     "negatives": (1, 2**24),
     "loss_chunk": (1, 2**30),
     "batch_size": (1, 2**20),
@@ -309,18 +337,48 @@ def check_settings(args: argparse.Namespace) -> None:
         )
 
 
+def uses_codes(args: argparse.Namespace) -> bool:
+    """Whether the settings' item embedding reads data-driven codes (ModelConfig.uses_codes)."""
+    return args.item_emb == "codes" or (args.item_emb == "kshift" and args.kshift_rows == "codes")
+
+
+def code_subspaces(args: argparse.Namespace) -> int:
+    """m, the codes per item: --code-subspaces, else --kshift-k for k-shift and 8 for codes."""
+    if args.code_subspaces is not None:
+        return args.code_subspaces
+    return args.kshift_k if args.item_emb == "kshift" else 8
+
+
 def _check_item_emb(args: argparse.Namespace) -> None:
-    """Refuse the k-shift options without k-shift, and a low-rank width of 0; the head's bound needs
-    the catalogue, so train.py checks it once the data is loaded."""
+    """Refuse the k-shift options without k-shift, the code options without codes, and shapes that do
+    not compose (a low-rank width of 0, m not dividing d); the head's bound needs the catalogue, so
+    train.py checks it once the data is loaded."""
     kshift_only = {
         "--kshift-head": args.kshift_head > 0,
         "--kshift-weights": args.kshift_weights,
-        "--kshift-rows computed": args.kshift_rows == "computed",
+        f"--kshift-rows {args.kshift_rows}": args.kshift_rows != "stored",
         "--kshift-optimizer rowwise": args.kshift_optimizer == "rowwise",
     }
     for flag, given in kshift_only.items():
         if given and args.item_emb != "kshift":
             cli.fail(f"{flag} applies to --item-emb kshift only, not --item-emb {args.item_emb}")
+    code_only = {
+        f"--code-subspaces {args.code_subspaces}": args.code_subspaces is not None,
+        f"--code-centroids {args.code_centroids}": args.code_centroids != 256,
+    }
+    for flag, given in code_only.items():
+        if given and not uses_codes(args):
+            cli.fail(f"{flag} applies to --item-emb codes or --kshift-rows codes only, not --item-emb {args.item_emb}")
+    m = code_subspaces(args)
+    if args.item_emb == "codes" and args.dim % m:
+        cli.fail(
+            f"--code-subspaces ({m}) must divide --dim ({args.dim}): an item's vector concatenates its sub-embeddings"
+        )
+    if args.item_emb == "kshift" and args.kshift_rows == "codes" and m != args.kshift_k:
+        cli.fail(
+            f"--kshift-rows codes reads one code per shift: --code-subspaces ({m}) must equal "
+            f"--kshift-k ({args.kshift_k})"
+        )
     if args.item_emb == "lowrank" and args.kshift_compression > args.dim:
         cli.fail(
             f"--item-emb lowrank needs --kshift-compression ({args.kshift_compression}) at most --dim "

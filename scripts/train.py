@@ -5,6 +5,7 @@
     python scripts/train.py --data data/ml-1m --regime sliding --stride 32 --max-history 1000
     python scripts/train.py --data data/ml-1m --regime mixed --mixed-epochs 5 --stride 64
     python scripts/train.py --data data/big --item-emb kshift --kshift-compression 16 --loss sampled
+    python scripts/train.py --data data/ml-1m --item-emb codes --code-subspaces 8 --code-centroids 128
     python scripts/prep.py ml-1m.txt.gz | python scripts/train.py --stride 64 | python scripts/eval.py
     python scripts/train.py --resume runs/20261122-101500-sliding-s64-seed0   # continue a stopped run
     python -m torch.distributed.run --nproc_per_node 2 scripts/train.py --stride 64   # data-parallel (torchrun)
@@ -38,18 +39,27 @@ import torch
 import torch.distributed as dist
 
 from longrec_core import cli, runs
+from longrec_core.codes import item_codes
 from longrec_core.data import DataDir, load_data_dir, load_shards, resolve_filter_seen, shard_count
 from longrec_core.examples import EpochWindows, epoch_windows, iter_batches, n_batches, regime_of, shuffled_order
 from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
 from longrec_core.metrics import evaluate, metrics_from_ranks
-from longrec_core.model import ModelConfig, SASRec, embedding_memory_bytes
+from longrec_core.model import ModelConfig, SASRec, embedding_memory_bytes, saved_codes
 from longrec_core.optim import optimizer_for
 from longrec_core.schedule import default_warmup_steps, lr_factor
-from longrec_core.train_flags import add_train_flags, check_settings
+from longrec_core.train_flags import add_train_flags, check_settings, code_subspaces, uses_codes
 
 DEMO_DATA = Path("data/demo")
 # the parts of embedding_memory_bytes that train.py logs, each in MiB
-MEMORY_PARTS = ("table_bytes", "head_bytes", "weights_bytes", "proj_bytes", "rows_bytes", "weight_rows_bytes")
+MEMORY_PARTS = (
+    "table_bytes",
+    "head_bytes",
+    "weights_bytes",
+    "proj_bytes",
+    "rows_bytes",
+    "weight_rows_bytes",
+    "codes_bytes",
+)
 cli.report_uncaught_errors()
 
 # ----------------------------------------------------------------------------- settings
@@ -129,6 +139,11 @@ if main_process and len(data.eval_targets("valid")[0]) == 0:
         f"{data_path} has no validation targets, and training keeps the weights of the best validation "
         f"epoch; prep it with a validation split"
     )
+if uses_codes(args) and per_rank_data:
+    cli.fail(
+        f"--item-emb {args.item_emb} with codes reads every user's training events to assign them, but under "
+        f"torchrun each rank reads only its shards of {data_path}: train it in one process"
+    )
 if args.item_emb == "kshift" and args.kshift_head >= data.n_items:
     cli.fail(f"--kshift-head ({args.kshift_head:,}) must be below the {data.n_items:,} items of {data_path}")
 filter_seen = resolve_filter_seen(args.filter_seen, data)
@@ -163,8 +178,34 @@ model_cfg = ModelConfig(
     kshift_optimizer=args.kshift_optimizer,
     summary_tokens=args.summary_tokens,
     summary_events=args.summary_events,
+    code_subspaces=code_subspaces(args) if uses_codes(args) else 8,
+    code_centroids=args.code_centroids,
 )
-model = SASRec(model_cfg).to(device)
+# Item codes: assigned once from the training events (never a validation or test target) before the
+# model exists; they are a buffer of the model, so a resumed run takes them from its checkpoint.
+codes = None
+if model_cfg.uses_codes and ckpt is None:
+    tc = time.perf_counter()
+    assigned = item_codes(
+        data.items,
+        data.offsets,
+        data.train_end,
+        data.n_items,
+        subspaces=model_cfg.code_subspaces,
+        centroids=model_cfg.code_centroids,
+        seed=model_cfg.kshift_seed,
+    )
+    codes = assigned.codes
+    log(
+        f"codes: {model_cfg.code_subspaces} sub-spaces x {model_cfg.code_centroids:,} centroids assigned from the "
+        f"training events in {time.perf_counter() - tc:.2f} s; {assigned.unseen_share:.2%} of items have no "
+        f"training event and got hashed codes; singular values "
+        + " ".join(f"{v:,.1f}" for v in assigned.singular_values)
+    )
+elif model_cfg.uses_codes:  # resumed: the checkpoint's codes, never recomputed
+    codes = saved_codes(ckpt["model"])
+    log("codes: restored from the checkpoint")
+model = SASRec(model_cfg, codes=codes).to(device)
 raw_model = model
 optimizer = optimizer_for(raw_model, lr=args.lr, weight_decay=args.weight_decay)
 if world > 1:
@@ -197,13 +238,20 @@ if model_cfg.item_emb == "kshift":
         f"head {model_cfg.kshift_head:,}, {'learned' if model_cfg.kshift_weights else '1/sqrt(k)'} weights, "
         f"rows {model_cfg.kshift_rows}; "
         + (
-            f"{emb.collision_share():.2%} of hashed items share their whole row set with another item"
-            if model_cfg.kshift_rows == "stored"
+            f"{emb.collision_share():.2%} of {'hashed ' * (model_cfg.kshift_rows == 'stored')}items beyond the "
+            f"head share their whole row set with another item"
+            if model_cfg.kshift_rows != "computed"
             else "collision share not measured (it needs the whole row table)"
         )
     )
 elif model_cfg.item_emb == "lowrank":
     log(f"low-rank: width {raw_model.item_emb.table.shape[1]} projected to {model_cfg.dim}")
+elif model_cfg.item_emb == "codes":
+    log(
+        f"codes: {model_cfg.code_subspaces} sub-tables of {model_cfg.code_centroids:,} x "
+        f"{model_cfg.dim // model_cfg.code_subspaces}; "
+        + f"{raw_model.item_emb.collision_share():.2%} of items share their whole code with another item"
+    )
 item_counts = (
     torch.from_numpy(data.training_item_counts())  # (N+1,) training events only: no target leaks
     if args.loss == "sampled" and args.sampler == "popularity"

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 import longrec_core.model as model_module
+from longrec_core.codes import hashed_codes
 from longrec_core.model import (
     WEIGHT_SEED_SALT,
+    CodesEmbedding,
     KShiftEmbedding,
     LowRankEmbedding,
     ModelConfig,
@@ -22,6 +24,7 @@ from longrec_core.model import (
     kshift_collision_share,
     kshift_table_rows,
     load_model,
+    saved_codes,
 )
 from longrec_core.optim import optimizer_for
 
@@ -162,6 +165,25 @@ VARIANTS = {
     "all": {"item_emb": "kshift", "kshift_head": 5, "kshift_weights": True, "kshift_rows": "computed"},
     "rowwise": {"item_emb": "kshift", "kshift_optimizer": "rowwise", "kshift_weights": True},
     "lowrank": {"item_emb": "lowrank"},
+    "codes": {"item_emb": "codes", "code_subspaces": 4, "code_centroids": 8},
+    "codes-wide": {"item_emb": "codes", "code_subspaces": 2, "code_centroids": 300},  # int16-held codes
+    "kshift-codes": {
+        "item_emb": "kshift",
+        "kshift_rows": "codes",
+        "kshift_k": 4,
+        "code_subspaces": 4,
+        "code_centroids": 8,
+    },
+    "kshift-codes-all": {
+        "item_emb": "kshift",
+        "kshift_rows": "codes",
+        "kshift_k": 3,
+        "code_subspaces": 3,
+        "code_centroids": 5,
+        "kshift_head": 4,
+        "kshift_weights": True,
+        "kshift_optimizer": "rowwise",
+    },
 }
 needs_core_unless_lowrank = [pytest.param(v, marks=needs_core if v != "lowrank" else ()) for v in VARIANTS]
 
@@ -247,6 +269,71 @@ def test_head_items_use_their_own_rows():
 
 
 @needs_core
+def test_codes_embedding_concatenates_the_rows_its_codes_pick():
+    codes = np.random.default_rng(0).integers(0, 5, (41, 4)).astype(np.uint8)
+    codes[0] = 0
+    emb = CodesEmbedding(40, 12, subspaces=4, centroids=5, codes=codes)
+    assert emb.table.shape == (4 * 5, 3) and emb.codes.dtype == torch.uint8 and emb.codes.shape == (41, 4)
+    ids = torch.tensor([[0, 1, 40], [7, 7, 0]])
+    want = torch.stack([torch.cat([emb.table[c * 5 + int(codes[i, c])] for c in range(4)]) for i in ids.reshape(-1)])
+    want[ids.reshape(-1) == 0] = 0
+    assert emb(ids).shape == (2, 3, 12) and torch.equal(emb(ids), want.view(2, 3, 12))
+    emb(torch.tensor([0, 0])).sum().backward()  # padding passes no gradient, though it reads rows c * 5
+    assert torch.equal(emb.table.grad, torch.zeros_like(emb.table))
+    with pytest.raises(ValueError, match=r"codes must have shape \(41, 4\)"):
+        CodesEmbedding(40, 12, subspaces=4, centroids=5, codes=codes[:, :3])
+    with pytest.raises(ValueError, match=r"codes must be in 0\.\.3"):
+        CodesEmbedding(40, 12, subspaces=4, centroids=4, codes=codes)
+    with pytest.raises(ValueError, match="must divide dim"):
+        CodesEmbedding(40, 12, subspaces=5, centroids=5)
+    # no codes given: every item's are hashed, as for an item unseen in training
+    assert np.array_equal(
+        CodesEmbedding(40, 12, 4, 300, seed=3).codes.numpy().view(np.uint16), hashed_codes(40, 4, 300, 3)
+    )
+
+
+@needs_core
+def test_kshift_rows_from_codes():
+    codes = np.random.default_rng(1).integers(0, 6, (51, 3)).astype(np.uint8)
+    codes[0] = 0
+    emb = KShiftEmbedding(50, 4, k=3, compression=2, rows="codes", codes=codes, centroids=6)
+    assert emb.n_rows == 18 and emb.table.shape == (18, 4) and not hasattr(emb, "rows")  # P = k x centroids
+    ids = torch.arange(51)
+    rows = torch.from_numpy(codes.astype(np.int64)) + torch.tensor([0, 6, 12])
+    assert torch.equal(emb.rows_of(ids), rows)
+    want = emb.table[rows].sum(1) / math.sqrt(3)
+    want[0] = 0
+    torch.testing.assert_close(emb(ids), want)
+    assert emb.collision_share() == kshift_collision_share(rows.numpy())
+    swapped = np.zeros((4, 2), dtype=np.uint8)
+    swapped[1:] = [[1, 2], [2, 1], [1, 2]]  # items 1 and 3 share their code; item 2 only its multiset
+    for share in (
+        KShiftEmbedding(3, 4, k=2, rows="codes", codes=swapped, centroids=3).collision_share(),
+        CodesEmbedding(3, 4, subspaces=2, centroids=3, codes=swapped).collision_share(),
+    ):
+        assert share == pytest.approx(2 / 3)
+    other = KShiftEmbedding(50, 4, k=3, compression=2, rows="codes", centroids=6)  # hashed codes until loaded
+    other.load_state_dict(emb.state_dict())
+    assert torch.equal(other.codes, emb.codes) and torch.equal(other(ids), emb(ids))
+
+
+@pytest.mark.parametrize("centroids", [pytest.param(7, marks=needs_core), pytest.param(1000, marks=needs_core)])
+@pytest.mark.parametrize("kshift", [False, True])
+def test_load_model_restores_the_codes(tmp_path, centroids, kshift):
+    kw = {"item_emb": "kshift", "kshift_rows": "codes", "kshift_k": 4} if kshift else {"item_emb": "codes"}
+    cfg = ModelConfig(n_items=30, max_len=12, dim=16, code_subspaces=4, code_centroids=centroids, **kw)
+    codes = np.random.default_rng(2).integers(0, centroids, (31, 4)).astype(np.uint8 if centroids <= 256 else np.uint16)
+    codes[0] = 0
+    model, x = SASRec(cfg, codes=codes).eval(), seqs()
+    torch.save({"model": model.state_dict(), "model_config": cfg.to_dict()}, tmp_path / "model.pt")
+    loaded = load_model(tmp_path)
+    np.testing.assert_array_equal(saved_codes(loaded.state_dict()), codes)
+    assert torch.equal(loaded(x), model(x))
+    with pytest.raises(ValueError, match="codes were given but item_emb 'full'"):
+        SASRec(ModelConfig(n_items=30, max_len=12), codes=codes)
+
+
+@needs_core
 def test_learned_weights_combine_the_rows():
     emb = KShiftEmbedding(60, 5, k=4, compression=6, weights=True)
     plain = KShiftEmbedding(60, 5, k=4, compression=6)
@@ -297,6 +384,51 @@ def test_memory_of_each_variant():
     assert rowwise["total_bytes"] == p * d * 4 + 8 * p
     full = mem()
     assert full["total_bytes"] == full["full_total_bytes"] and full["bytes_per_item"] == pytest.approx(1024, 1e-3)
+    codes = mem(item_emb="codes", code_subspaces=8, code_centroids=256)  # 8 sub-tables of 256 x 8
+    assert codes["table_bytes"] == 256 * d * 4 and codes["codes_bytes"] == (n + 1) * 8 and codes["rows_bytes"] == 0
+    assert codes["total_bytes"] == 4 * 256 * d * 4 + (n + 1) * 8
+    assert mem(item_emb="codes", code_centroids=257)["codes_bytes"] == (n + 1) * 8 * 2  # uint16 codes
+    kcodes = mem(item_emb="kshift", kshift_rows="codes", kshift_k=4, code_subspaces=4, code_centroids=100)
+    assert kcodes["table_bytes"] == 4 * 100 * d * 4 and kcodes["rows_bytes"] == 0  # P = k x centroids
+    assert kcodes["codes_bytes"] == (n + 1) * 4 and kcodes["total_bytes"] == 4 * 400 * d * 4 + (n + 1) * 4
+    kw = dict(item_emb="kshift", kshift_rows="codes", kshift_k=4, code_subspaces=4, code_centroids=100)
+    rowwise = mem(**kw, kshift_optimizer="rowwise", kshift_weights=True)
+    assert rowwise["adam_bytes"] == 8 * 400 + 2 * 400 * 4 * 4 and rowwise["weight_rows_bytes"] == (n + 1) * 4
+
+
+# the sizes the code runs train at d = 64: (items, item_emb settings, at most this share of a full table)
+CODE_SIZES = [
+    (12_101, {"item_emb": "codes", "code_subspaces": 8, "code_centroids": 512}, 1 / 16),  # amazon-beauty
+    (12_101, {"item_emb": "codes", "code_subspaces": 8, "code_centroids": 256}, 1 / 32),
+    (
+        12_101,
+        {"item_emb": "kshift", "kshift_rows": "codes", "kshift_k": 8, "code_subspaces": 8, "code_centroids": 64},
+        1 / 16,
+    ),
+    (
+        12_101,
+        {"item_emb": "kshift", "kshift_rows": "codes", "kshift_k": 8, "code_subspaces": 8, "code_centroids": 32},
+        1 / 32,
+    ),
+    (3_416, {"item_emb": "codes", "code_subspaces": 8, "code_centroids": 128}, 1 / 16),  # ml-1m
+    (3_416, {"item_emb": "codes", "code_subspaces": 8, "code_centroids": 64}, 1 / 32),
+    (
+        3_416,
+        {"item_emb": "kshift", "kshift_rows": "codes", "kshift_k": 8, "code_subspaces": 8, "code_centroids": 16},
+        1 / 16,
+    ),
+    (
+        3_416,
+        {"item_emb": "kshift", "kshift_rows": "codes", "kshift_k": 4, "code_subspaces": 4, "code_centroids": 16},
+        1 / 32,
+    ),
+]
+
+
+@pytest.mark.parametrize("n, kw, share", CODE_SIZES)
+def test_code_configurations_fit_their_share_of_a_full_table(n, kw, share):
+    mem = embedding_memory_bytes(ModelConfig(n_items=n, max_len=200, dim=64, **kw))
+    assert mem["total_bytes"] <= share * mem["full_total_bytes"]
 
 
 def test_old_configs_load_and_bad_variant_configs_are_refused():
@@ -312,6 +444,14 @@ def test_old_configs_load_and_bad_variant_configs_are_refused():
         ({"item_emb": "kshift", "kshift_optimizer": "sgd"}, "kshift_optimizer must be one of"),
         ({"kshift_optimizer": "rowwise"}, "apply to item_emb 'kshift' only"),
         ({"item_emb": "lowrank", "kshift_compression": 17}, "width dim // compression would be 0"),
+        ({"code_centroids": 16}, "apply to item_emb 'codes' or kshift_rows 'codes' only"),
+        ({"item_emb": "kshift", "code_subspaces": 4}, "apply to item_emb 'codes' or kshift_rows 'codes' only"),
+        ({"item_emb": "codes", "code_subspaces": 3}, "code_subspaces (3) must divide dim (16)"),
+        ({"item_emb": "codes", "code_subspaces": 32}, "code_subspaces (32) must divide dim (16)"),
+        ({"item_emb": "codes", "code_centroids": 65537}, "code_centroids must be in 1..65536"),
+        ({"item_emb": "codes", "code_centroids": 0}, "code_centroids must be in 1..65536"),
+        ({"item_emb": "kshift", "kshift_rows": "codes", "kshift_k": 4}, "code_subspaces (8) must equal kshift_k (4)"),
+        ({"item_emb": "lowrank", "kshift_rows": "codes"}, "apply to item_emb 'kshift' only"),
     ]
     for kw, message in bad:
         with pytest.raises(ValueError, match=re.escape(message)):
@@ -336,7 +476,7 @@ def seqs(B: int = 4, T: int = 8, seed: int = 0) -> torch.Tensor:
     return x
 
 
-EMBS = ["full", pytest.param("kshift", marks=needs_core), "lowrank"]
+EMBS = ["full", pytest.param("kshift", marks=needs_core), "lowrank", pytest.param("codes", marks=needs_core)]
 
 
 @pytest.mark.parametrize("item_emb", EMBS)

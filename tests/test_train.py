@@ -14,9 +14,10 @@ import torch
 from conftest import torchrun_train
 
 import longrec_core as lc
+from longrec_core.codes import hashed_codes, item_codes
 from longrec_core.data import _array_sha256, load_data_dir, prepare_synthetic
 from longrec_core.examples import epoch_windows, iter_batches, make_batch, n_batches, regime_of, shuffled_order
-from longrec_core.model import ModelConfig, SASRec
+from longrec_core.model import ModelConfig, SASRec, load_model, saved_codes
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]
@@ -287,6 +288,11 @@ EMB_VARIANTS = {
         ["--item-emb", "kshift", "--kshift-compression", "4", "--kshift-optimizer", "rowwise"],
         "item_emb.table",
     ),
+    "codes": (["--item-emb", "codes", "--code-subspaces", "4", "--code-centroids", "8"], "item_emb.codes"),
+    "kshift-codes": (
+        ["--item-emb", "kshift", "--kshift-rows", "codes", "--kshift-k", "4", "--code-centroids", "8"],
+        "item_emb.codes",
+    ),
 }
 
 
@@ -309,7 +315,38 @@ def test_item_embedding_variants_resume_equals_uninterrupted(data_dir, tmp_path,
         assert torch.equal(wa["model"][k], wc["model"][k]), k
     mem = json.loads((a / "summary.json").read_text())["embedding_memory"]
     assert mem["bytes_per_item"] < mem["full_total_bytes"] / 80  # smaller than a full table
-    assert (mem["rows_bytes"] == 0) == (variant in ("lowrank", "kshift-rows-computed"))
+    assert (mem["rows_bytes"] == 0) == (variant in ("lowrank", "kshift-rows-computed", "codes", "kshift-codes"))
+    assert (mem["codes_bytes"] > 0) == variant.endswith("codes")
+
+
+def test_code_runs_keep_the_codes_of_the_training_events(data_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = run(
+        *TRAIN,
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        *TINY,
+        "--epochs",
+        "1",
+        "--item-emb",
+        "codes",
+        "--code-subspaces",
+        "4",
+        "--code-centroids",
+        "300",
+        "--kshift-seed",
+        "3",
+    )
+    assert "codes: 4 sub-spaces x 300 centroids assigned from the training events in" in proc.stderr
+    assert "bytes per item to train" in proc.stderr and "codes 0.00 MiB" in proc.stderr
+    data = load_data_dir(data_dir)
+    want = item_codes(data.items, data.offsets, data.train_end, data.n_items, subspaces=4, centroids=300, seed=3)
+    model = load_model(out)
+    assert model.cfg.code_subspaces == 4 and model.item_emb.codes.dtype == torch.int16
+    np.testing.assert_array_equal(saved_codes(model.state_dict()), want.codes)
+    assert not np.array_equal(want.codes, hashed_codes(data.n_items, 4, 300, 3))  # not the placeholder
 
 
 def test_bf16_on_cpu_trains_reproducibly_and_close_to_fp32(data_dir, tmp_path):
@@ -405,6 +442,19 @@ def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path, extra
         (
             ["--item-emb", "lowrank", "--kshift-compression", "65"],
             "--item-emb lowrank needs --kshift-compression (65) at most --dim (64): its width dim // compression",
+        ),
+        (["--code-centroids", "16"], "--code-centroids 16 applies to --item-emb codes or --kshift-rows codes only"),
+        (
+            ["--item-emb", "kshift", "--code-subspaces", "8"],
+            "--code-subspaces 8 applies to --item-emb codes or --kshift-rows codes only, not --item-emb kshift",
+        ),
+        (["--item-emb", "codes", "--code-subspaces", "3"], "--code-subspaces (3) must divide --dim (64)"),
+        (["--item-emb", "codes", "--code-centroids", "65537"], "--code-centroids must be <= 65,536, got 65,537"),
+        (["--item-emb", "codes", "--code-centroids", "0"], "--code-centroids must be >= 1, got 0"),
+        (["--item-emb", "codes", "--kshift-rows", "codes"], "--kshift-rows codes applies to --item-emb kshift only"),
+        (
+            ["--item-emb", "kshift", "--kshift-rows", "codes", "--code-subspaces", "4"],
+            "--kshift-rows codes reads one code per shift: --code-subspaces (4) must equal --kshift-k (8)",
         ),
     ],
 )

@@ -1,0 +1,168 @@
+"""Item codes from the training events (longrec_core.codes) against plain NumPy references."""
+
+import numpy as np
+import pytest
+
+from longrec_core.codes import balanced_codes, code_dtype, hashed_codes, item_codes, training_item_factors
+
+try:
+    from longrec_core import kshift_rows
+except ImportError:  # the Rust core is not built yet
+    kshift_rows = None
+needs_core = pytest.mark.skipif(kshift_rows is None, reason="longrec_core._core is not built (run maturin develop)")
+
+
+def planted_log(users: int = 300, items: int = 120, seed: int = 0, groups: int = 4):
+    """A log whose users prefer the items of their group (a spectral gap to find), with popular items.
+    Returns (items int32 (E,), offsets (U+1,), train_end (U,)): the last two events of each user are
+    its validation and test targets."""
+    rng = np.random.default_rng(seed)
+    user_group, item_group = rng.integers(0, groups, users), rng.integers(0, groups, items)
+    popularity = np.linspace(2.0, 0.2, items)
+    seqs = []
+    for u in range(users):
+        p = np.where(item_group == user_group[u], 5.0, 1.0) * popularity
+        seqs.append(rng.choice(np.arange(1, items + 1), size=int(rng.integers(4, 30)), p=p / p.sum()))
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
+    return np.concatenate(seqs).astype(np.int32), offsets, offsets[1:] - 2
+
+
+def dense_training_matrix(items, offsets, train_end, n_items):
+    """The binary users x (N+1) matrix of training events, the plain way."""
+    x = np.zeros((len(train_end), n_items + 1))
+    for u in range(len(train_end)):
+        x[u, items[offsets[u] : train_end[u]]] = 1.0
+    return x
+
+
+def test_factors_match_numpy_svd_up_to_sign():
+    items, offsets, train_end = planted_log()
+    _, s, vt = np.linalg.svd(dense_training_matrix(items, offsets, train_end, 120))
+    factors, sigma, seen = training_item_factors(items, offsets, train_end, 120, 4, seed=3, n_iter=30)
+    np.testing.assert_allclose(sigma, s[:4], rtol=1e-5)
+    for j in range(4):
+        want = vt[j] * np.sign(vt[j][np.argmax(np.abs(vt[j]))])  # the sign convention: largest entry > 0
+        np.testing.assert_allclose(factors[:, j], want, atol=2e-4)
+    assert factors.dtype == np.float32 and factors.shape == (121, 4)
+    np.testing.assert_array_equal(
+        seen,
+        np.bincount(
+            items[np.concatenate([np.arange(offsets[u], train_end[u]) for u in range(len(train_end))])], minlength=121
+        )
+        > 0,
+    )
+
+
+def test_streamed_chunks_give_the_same_factors():
+    items, offsets, train_end = planted_log()
+    whole, s1, _ = training_item_factors(items, offsets, train_end, 120, 4, seed=0)
+    chunked, s2, _ = training_item_factors(items, offsets, train_end, 120, 4, seed=0, chunk_events=7)
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)  # only the float sums' order differs
+    np.testing.assert_allclose(s2, s1, rtol=1e-6)
+
+
+@needs_core
+def test_codes_follow_the_svd_ranking_in_balanced_buckets():
+    items, offsets, train_end = planted_log()
+    _, _, vt = np.linalg.svd(dense_training_matrix(items, offsets, train_end, 120))
+    out = item_codes(items, offsets, train_end, 120, subspaces=3, centroids=8, seed=0, n_iter=30)
+    assert out.codes.dtype == np.uint8 and out.codes.shape == (121, 3) and not out.codes[0].any()
+    seen = np.flatnonzero(~out.unseen)[1:]  # items 1..N with a training event (all of them here)
+    assert len(seen) == 120
+    for j in range(3):
+        ref = vt[j] * np.sign(vt[j][np.argmax(np.abs(vt[j]))])
+        code = out.codes[seen, j].astype(int)
+        sizes = np.bincount(code, minlength=8)
+        assert sizes.min() == sizes.max() == 15  # 120 items in 8 equal buckets
+        # a clearly larger value on the exact SVD's component never gets a smaller code
+        a, b = np.meshgrid(seen, seen, indexing="ij")
+        clearly_larger = ref[a] > ref[b] + 1e-3
+        assert (out.codes[a[clearly_larger], j] >= out.codes[b[clearly_larger], j]).all()
+        assert clearly_larger.sum() > 0.9 * 120 * 119 / 2  # the check is not vacuous
+
+
+def test_balanced_codes_hand_made():
+    values = np.array([0.3, -1.0, 0.3, 2.0, 0.0, 0.3])
+    tiebreak = np.array([2, 0, 1, 0, 0, 0])  # ranks the three 0.3s: item 5, then item 2, then item 0
+    # ascending order: 1 (-1.0), 4 (0.0), 5, 2, 0 (0.3 by tiebreak), 3 (2.0); 6 ranks in 3 buckets of 2
+    np.testing.assert_array_equal(balanced_codes(values, 3, tiebreak), [2, 0, 1, 2, 0, 1])
+    np.testing.assert_array_equal(balanced_codes(values, 4, tiebreak), [2, 0, 2, 3, 0, 1])  # sizes 2,1,2,1
+    assert code_dtype(256) == np.uint8 and code_dtype(257) == np.uint16 and code_dtype(65536) == np.uint16
+    with pytest.raises(ValueError, match=r"centroids must be in 1\.\.65536"):
+        code_dtype(65537)
+
+
+@needs_core
+def test_codes_never_read_validation_or_test_targets():
+    items, offsets, train_end = planted_log(seed=1)
+    before = item_codes(items, offsets, train_end, 125, subspaces=4, centroids=16, seed=0)
+    # every event at or after a user's training end becomes another item, some of them new (121..125)
+    changed = items.copy()
+    rng = np.random.default_rng(9)
+    for u in range(len(train_end)):
+        changed[train_end[u] : offsets[u + 1]] = rng.integers(1, 126, offsets[u + 1] - train_end[u])
+    assert (changed != items).mean() > 0.05
+    after = item_codes(changed, offsets, train_end, 125, subspaces=4, centroids=16, seed=0)
+    np.testing.assert_array_equal(after.codes, before.codes)
+    np.testing.assert_array_equal(after.unseen, before.unseen)
+    # ... while a changed training event does change them (so the equality above is not vacuous)
+    changed = items.copy()
+    changed[offsets[0]] = 1 + changed[offsets[0]] % 120
+    changed[offsets[1]] = 1 + changed[offsets[1]] % 120
+    assert not np.array_equal(
+        item_codes(changed, offsets, train_end, 125, subspaces=4, centroids=16, seed=0).codes, before.codes
+    )
+
+
+@needs_core
+def test_deterministic_for_a_seed_and_seeds_differ():
+    items, offsets, train_end = planted_log(seed=2)
+    a = item_codes(items, offsets, train_end, 130, subspaces=4, centroids=16, seed=5)
+    b = item_codes(items, offsets, train_end, 130, subspaces=4, centroids=16, seed=5)
+    np.testing.assert_array_equal(a.codes, b.codes)
+    np.testing.assert_array_equal(a.singular_values, b.singular_values)
+    c = item_codes(items, offsets, train_end, 130, subspaces=4, centroids=16, seed=6)
+    assert not np.array_equal(a.codes, c.codes)
+
+
+@needs_core
+def test_unseen_items_get_the_kshift_hash():
+    items, offsets, train_end = planted_log(seed=4)  # items 121..140 never occur; a few others only as targets
+    n = 140
+    out = item_codes(items, offsets, train_end, n, subspaces=5, centroids=300, seed=11)
+    training = np.concatenate([items[offsets[u] : train_end[u]] for u in range(len(train_end))])
+    want_unseen = np.ones(n + 1, dtype=bool)
+    want_unseen[training] = False
+    want_unseen[0] = False
+    np.testing.assert_array_equal(out.unseen, want_unseen)
+    assert out.unseen_share == pytest.approx(want_unseen.sum() / n) and want_unseen[121:].all()
+    ids = np.flatnonzero(want_unseen)
+    assert out.codes.dtype == np.uint16
+    np.testing.assert_array_equal(out.codes[ids], kshift_rows(ids, k=5, rows=300, seed=11, scheme="mix"))
+    np.testing.assert_array_equal(hashed_codes(n, 5, 300, 11)[ids], out.codes[ids])
+    assert not hashed_codes(n, 5, 300, 11)[0].any()
+
+
+@needs_core
+def test_repeated_training_events_count_once():
+    items, offsets, train_end = planted_log(seed=5)
+    u = 7  # repeat user 7's first training event right after it
+    pos = offsets[u]
+    repeated = np.insert(items, pos + 1, items[pos])
+    offsets2, train_end2 = offsets.copy(), train_end.copy()
+    offsets2[u + 1 :] += 1
+    train_end2[u:] += 1
+    a = item_codes(items, offsets, train_end, 120, subspaces=4, centroids=8, seed=0)
+    b = item_codes(repeated, offsets2, train_end2, 120, subspaces=4, centroids=8, seed=0)
+    np.testing.assert_array_equal(a.codes, b.codes)
+
+
+@needs_core
+def test_tiny_catalogues_and_users_without_training_events():
+    # 3 items, more sub-spaces than items; user 1 has no training event at all
+    items = np.array([1, 2, 3, 1, 2, 3, 2], dtype=np.int32)
+    offsets = np.array([0, 3, 4, 7])
+    train_end = np.array([2, 3, 6])
+    out = item_codes(items, offsets, train_end, 3, subspaces=6, centroids=4, seed=0)
+    assert out.codes.shape == (4, 6) and not out.unseen.any() and out.codes.max() < 4
+    assert np.isfinite(out.singular_values).all() and (out.singular_values[3:] == 0).all()
