@@ -46,7 +46,7 @@ class ModelConfig:
     # | "codes" (m sub-tables of centroids x d/m rows; an item concatenates the rows its code picks)
     item_emb: str = "full"
     kshift_k: int = 8  # rows summed per item
-    kshift_compression: int = 16  # N / P (kshift); dim / r (lowrank)
+    kshift_compression: float = 16  # N / P (kshift; below 1 = more rows than items); dim / r (lowrank)
     kshift_scheme: str = "mix"  # "mix" | "rotate" | "rotate_signed" (the paper code's bug, for comparison only)
     kshift_seed: int = 0  # seed of the item hash, and of the code assignment (codes)
     n_types: int = 0  # event types 1..n_types get an embedding; 0 = no type embedding
@@ -368,9 +368,9 @@ class LowRankEmbedding(nn.Module):
         return F.embedding(ids, self.table, padding_idx=0) @ self.proj
 
 
-def lowrank_width(dim: int, compression: int) -> int:
+def lowrank_width(dim: int, compression: float) -> int:
     """r = d // compression: the low-rank table's width (ModelConfig refuses compression > d, r = 0)."""
-    return dim // compression
+    return int(dim // compression)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -88,10 +88,14 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
     )
     g.add_argument("--kshift-k", type=int, default=8, help="k-shift: rows summed per item")
     g.add_argument(
+        "--emb-compression",
         "--kshift-compression",
-        type=int,
+        dest="kshift_compression",
+        type=float,
         default=16,
-        help="k-shift: table rows P = ceil(N / compression); lowrank: width r = dim // compression",
+        help="item embedding memory over the full table's: k-shift table rows P = ceil(N / compression) "
+        "(below 1: more rows than items, e.g. 0.87 for the paper code's P = 1.15 N); lowrank: width "
+        "r = dim // compression",
     )
     g.add_argument(
         "--kshift-scheme",
@@ -290,7 +294,6 @@ INT_RANGES = {
     "summary_events": (0, 2**20),
     "summary_tokens": (0, 1024),
     "kshift_k": (1, 1024),
-    "kshift_compression": (1, BIG),
     "kshift_seed": (0, 2**64 - 1),
     "kshift_head": (0, BIG),
     "code_subspaces": (1, 2**16),
@@ -320,6 +323,9 @@ def check_settings(args: argparse.Namespace) -> None:
             cli.fail(f"--{name.replace('_', '-')} must be a finite number at least 0, got {value!r}")
     if args.dropout >= 1:
         cli.fail(f"--dropout must be below 1, got {args.dropout}")
+    c = args.kshift_compression
+    if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
+        cli.fail(f"--emb-compression must be a finite number above 0, got {c!r}")
     if args.dim % args.heads:
         cli.fail(f"--dim ({args.dim}) must be a multiple of --heads ({args.heads})")
     _check_item_emb(args)
@@ -381,6 +387,6 @@ def _check_item_emb(args: argparse.Namespace) -> None:
         )
     if args.item_emb == "lowrank" and args.kshift_compression > args.dim:
         cli.fail(
-            f"--item-emb lowrank needs --kshift-compression ({args.kshift_compression}) at most --dim "
+            f"--item-emb lowrank needs --emb-compression ({args.kshift_compression:g}) at most --dim "
             f"({args.dim}): its width dim // compression would be 0"
         )

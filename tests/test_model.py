@@ -703,3 +703,12 @@ def test_gelu_dropout_kernels_reject_bad_arrays():
         lc.gelu_dropout_backward(x, np.ones(12, np.float32), np.empty_like(x), p=0.1, seed=0)
     with pytest.raises(ValueError, match="p: must be in"):
         lc.gelu_dropout(x, np.empty_like(x), p=1.5, seed=0)
+
+
+def test_a_compression_below_one_gives_the_paper_codes_table_of_more_rows_than_items():
+    """RecSysSWT's KShiftEmbedding has int(1.15 N) rows: --emb-compression 1/1.15 builds that table."""
+    cfg = ModelConfig(n_items=3416, max_len=4, dim=16, heads=2, item_emb="kshift", kshift_compression=1 / 1.15)
+    model = SASRec(cfg)
+    assert model.item_emb.n_rows == math.ceil(3416 * 1.15) > 3416
+    mem = embedding_memory_bytes(cfg)
+    assert mem["bytes_per_item"] > mem["full_total_bytes"] / 3416  # no memory saved: more to train than a full table
