@@ -387,7 +387,7 @@ def report(out: Path, sharded: bool, t0: float) -> None:
     warning = empty_split_warning(manifest["split"])
     if warning:
         sys.stderr.write(f"warning: {warning}\n")  # one line (the console would wrap it), and still exit 0
-    print(out)
+    cli.print_path(out)
 
 
 def empty_split_warning(split: dict[str, Any]) -> str | None:

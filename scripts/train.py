@@ -316,7 +316,7 @@ if ckpt is not None:
     neg_gen.set_state(ckpt["rng"]["negatives"])
     if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
         torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-    log(f"resuming {run_dir} at epoch {state['epoch']}, batch {state['batch']} (step {state['step']})")
+    log(f"resuming {run_dir} in epoch {state['epoch'] + 1} after its batch {state['batch']} (step {state['step']})")
 
 if main_process:
     runs.write_config(run_dir, {**vars(args), "model": model_cfg.to_dict(), "world_size": world}, fresh=ckpt is None)
@@ -412,7 +412,7 @@ with progress:
                     else "there is no checkpoint yet; try a lower --lr"
                 )
                 cli.console.print(
-                    f"loss became {loss_value} at epoch {epoch}, step {state['step']}; stopping: {last_good}"
+                    f"loss became {loss_value} in epoch {epoch + 1}, step {state['step']}; stopping: {last_good}"
                 )
                 raise SystemExit(1)
             optimizer.zero_grad(set_to_none=True)
@@ -485,7 +485,7 @@ with progress:
             else:
                 state["bad_epochs"] += 1
             record = {
-                "epoch": epoch,
+                "epoch": epoch + 1,  # counted from 1, as on screen and in summary.json
                 "partial": stopped_early,
                 "loss": ep["loss_sum"] / max(1, ep["steps"]),
                 "train_seconds": ep["seconds"],
@@ -555,7 +555,8 @@ if main_process:
         "peak_memory_bytes": peak_memory_bytes(),
         "parameters": n_params,
         "embedding_memory": mem,
-        "best_epoch": state["best_epoch"],
+        "best_epoch": state["best_epoch"] + 1,  # 0: none validated
+        "first_epoch": 1,  # epochs here and in log.jsonl count from 1 (runs without this key: from 0)
         "best_valid_ndcg10": state["best_ndcg"],
         "filter_seen": filter_seen,
         "warmup_steps": warmup,
@@ -564,7 +565,7 @@ if main_process:
         tmp.write_text(json.dumps(summary, indent=2))
 exit_status = 130 if main_process and stop_reason == "interrupted" else 0  # unfinished: nothing to pipe on
 if main_process and exit_status == 0:
-    print(run_dir, flush=True)
+    cli.print_path(run_dir)
 if world > 1:
     # Ranks leave together, with DDP's reducer (it holds the process group and the last step's
     # gradient work) freed first, and skip the interpreter's teardown: gloo threads still alive
