@@ -208,6 +208,28 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def same_preparation(
+    path: str | os.PathLike[str], source: dict[str, Any], params: PrepParams, shards: int | None = None
+) -> bool:
+    """Whether the data dir at `path` holds `source` prepared with `params` (in `shards` shards, or
+    unsharded for None): the same input by content (its sha256, read as the same format with the same
+    columns; or the same synthetic settings) and every prep parameter the same, so preparing it again
+    would write the same dir. The input's path may differ (a moved or copied file)."""
+    try:
+        manifest = _read_manifest(Path(path))
+    except DataDirError:
+        return False
+    info = manifest.get("shards")
+    count = info.get("count") if isinstance(info, dict) else None
+    if count != shards or not isinstance(manifest.get("source"), dict):
+        return False
+
+    def content(src: dict[str, Any]) -> Any:
+        return json.loads(json.dumps({k: v for k, v in src.items() if k != "path"}))  # as the manifest holds it
+
+    return content(manifest["source"]) == content(source) and manifest.get("params") == dataclasses.asdict(params)
+
+
 def _load_arrays(path: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
     """Every array the manifest lists (event arrays memory-mapped), each of its dtype and shape."""
     try:
