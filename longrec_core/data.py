@@ -309,6 +309,24 @@ def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir
     )
 
 
+def item_ids(path: str | os.PathLike[str]) -> pl.Series:
+    """The raw id of every item index 1..N of a data dir (items.parquet; a sharded dir's root holds
+    it): element i is the raw id of index i + 1."""
+    table = pl.read_parquet(Path(path) / "items.parquet", columns=["index", "id"])
+    return table.sort("index")["id"]
+
+
+def user_ids(path: str | os.PathLike[str]) -> pl.Series:
+    """The raw id of every user index 0..U-1 of a data dir (users.parquet), numbered across the shards
+    in order for a sharded dir, as load_data_dir numbers them."""
+    path = Path(path)
+    manifest = _read_manifest(path)
+    info = manifest.get("shards")
+    dirs = [path / d for d in info["dirs"]] if isinstance(info, dict) else [path]
+    tables = [pl.read_parquet(d / "users.parquet", columns=["index", "id"]).sort("index")["id"] for d in dirs]
+    return pl.concat(tables) if len(tables) > 1 else tables[0]
+
+
 # Sharded data dirs (written by longrec_core.shards): read here, beside load_data_dir, which
 # reads a sharded dir through load_shards and each shard as a data dir.
 
