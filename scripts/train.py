@@ -7,6 +7,8 @@
     python scripts/train.py --data data/big --item-emb kshift --kshift-compression 16 --loss sampled
     python scripts/prep.py ml-1m.txt.gz | python scripts/train.py --stride 64 | python scripts/eval.py
     python scripts/train.py --resume runs/20261122-101500-sliding-s64-seed0   # continue a stopped run
+    python scripts/train.py --config sasrec.toml --epochs 50   # settings from a file (a run's config.json too)
+    python scripts/train.py --stride 64 --tensorboard runs/tb/s64   # and TensorBoard scalars per epoch
     python -m torch.distributed.run --nproc_per_node 2 scripts/train.py --stride 64   # data-parallel (torchrun)
 
 Training examples are pointers (seq, start, stop) into the one event array, made per epoch by
@@ -45,6 +47,8 @@ from longrec_core.metrics import evaluate, metrics_from_ranks
 from longrec_core.model import ModelConfig, SASRec, embedding_memory_bytes
 from longrec_core.optim import optimizer_for
 from longrec_core.schedule import default_warmup_steps, lr_factor
+from longrec_core.tracking import TensorBoard
+from longrec_core.train_config import parse_with_config
 from longrec_core.train_flags import add_train_flags, check_settings
 
 DEMO_DATA = Path("data/demo")
@@ -55,7 +59,7 @@ cli.report_uncaught_errors()
 # ----------------------------------------------------------------------------- settings
 p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 add_train_flags(p)  # every flag, its default and meaning: longrec_core/train_flags.py, or --help
-args = p.parse_args()
+args = parse_with_config(p, sys.argv[1:])  # --config FILE first, then the command line
 world = int(os.environ.get("WORLD_SIZE", "1"))
 rank = int(os.environ.get("RANK", "0"))
 main_process = rank == 0
@@ -72,6 +76,7 @@ def log(msg: str) -> None:
 resumed = runs.resume(args, sys.argv[1:], log) if args.resume else None
 if resumed is None:
     check_settings(args)
+tracker = TensorBoard(args.tensorboard) if args.tensorboard and main_process else None  # before any work
 
 # ----------------------------------------------------------------------------- distributed setup
 device = cli.torch_device(args.device)
@@ -501,6 +506,8 @@ with progress:
             }
             with open(run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if tracker is not None:
+                tracker.log(record)
             log(
                 f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid NDCG@10 {ndcg:.4f} "
                 f"HR@10 {valid.get('HR@10', float('nan')):.4f}{' (best)' if improved else ''}, "
@@ -563,6 +570,8 @@ if main_process:
     }
     with cli.atomic_write(run_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
+if tracker is not None:
+    tracker.close()
 exit_status = 130 if main_process and stop_reason == "interrupted" else 0  # unfinished: nothing to pipe on
 if main_process and exit_status == 0:
     cli.print_path(run_dir)
