@@ -85,6 +85,7 @@ class Recommender:
     item_chunk: int = 65536
     last_unknown: int = 0  # raw ids `topk` skipped in its last call (not in the catalogue)
     _table: Any = None  # the item vectors, computed once (metrics._item_table)
+    _lookup: Any = None  # raw id -> index table for index_of, built once
 
     @classmethod
     def load(
@@ -132,15 +133,22 @@ class Recommender:
     # -------------------------------------------------------------------------- raw ids
     def index_of(self, raw: Sequence[Any]) -> np.ndarray:
         """Item indices (n,) int64 of raw ids (any mix of str and int spellings of the catalogue's ids);
-        0 where an id is not in the catalogue."""
+        0 where an id is not in the catalogue. One join against the catalogue: map many histories in
+        one call (`indices_of`), not one call each."""
         if len(raw) == 0:
             return np.zeros(0, dtype=np.int64)
         asked = pl.Series("id", [str(r) for r in raw], dtype=pl.String)
         if self.ids.dtype != pl.String:
             asked = asked.cast(self.ids.dtype, strict=False)  # "12" -> 12; "x" -> null, unknown
-        table = pl.DataFrame({"id": self.ids, "index": np.arange(1, len(self.ids) + 1, dtype=np.int64)})
-        found = pl.DataFrame({"id": asked}).join(table, on="id", how="left", maintain_order="left")["index"]
+        if self._lookup is None:
+            self._lookup = pl.DataFrame({"id": self.ids, "index": np.arange(1, len(self.ids) + 1, dtype=np.int64)})
+        found = pl.DataFrame({"id": asked}).join(self._lookup, on="id", how="left", maintain_order="left")["index"]
         return found.fill_null(0).to_numpy().astype(np.int64)
+
+    def indices_of(self, histories: Sequence[Sequence[Any]]) -> list[np.ndarray]:
+        """`index_of` of every history, in one join."""
+        flat = self.index_of([r for h in histories for r in h])
+        return np.split(flat, np.cumsum([len(h) for h in histories])[:-1]) if histories else []
 
     def raw_ids(self, index: np.ndarray) -> list[Any]:
         """Raw ids of item indices 1..N (None for 0, no item)."""
@@ -206,7 +214,7 @@ class Recommender:
     ) -> list[list[tuple[Any, float]]]:
         """Top-k (raw id, score) per history of raw item ids (oldest first), best first. Raw ids not in
         the catalogue are skipped (their count: `last_unknown`); a history with no known id gets []."""
-        index = [self.index_of(list(h)) for h in histories]
+        index = self.indices_of(histories)
         self.last_unknown = int(sum(int((i == 0).sum()) for i in index))
         index = [i[i > 0] for i in index]
         out: list[list[tuple[Any, float]]] = [[] for _ in histories]

@@ -146,7 +146,7 @@ def file_histories(rec: Recommender, source: str) -> tuple[list[str], list[np.nd
             "the model was trained with event types, which histories from a file do not carry: "
             "recommend for the data dir's users instead (leave --histories out)"
         )
-    index = [rec.index_of(h) for h in raw]
+    index = rec.indices_of(raw)  # one join against the catalogue for every history
     unknown, total = sum(int((i == 0).sum()) for i in index), sum(len(i) for i in index)
     if total and unknown == total:
         cli.fail(
