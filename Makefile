@@ -18,7 +18,7 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade --ignore-installed "maturin>=1.9,<2"
-	$(BIN)/maturin develop --release --extras dev -q
+	$(BIN)/maturin develop --release --extras train,dev -q
 
 demo: install
 	bash scripts/demo.sh

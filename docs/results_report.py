@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from longrec_core.frontier import cell_dir
 from longrec_core.metrics import paired_comparison, per_user
 
 METRICS = ("NDCG@10", "HR@10", "MRR")
@@ -30,7 +31,12 @@ def load_frontier(out: Path) -> dict | None:
 
 
 def run_dir(out: Path, cell: str, seed: int = 0) -> Path:
-    return out / "cells" / cell / f"seed{seed}" / "run"
+    return cell_dir(out, cell) / f"seed{seed}" / "run"
+
+
+def best_epoch(s: dict) -> int:
+    """A run's best epoch counted from 1 (summary.json says first_epoch: 1 where it does; older runs: from 0)."""
+    return s["best_epoch"] + 1 - s.get("first_epoch", 0)
 
 
 @functools.cache  # one read per run: seed-averaged tables pair each run against several others
@@ -290,7 +296,7 @@ def embedding_table(root: Path, ref: tuple[str, str], rows: list[tuple[str, str,
         lines.append(
             f"| {label} | {len(runs)} | {with_ci(mean_ci(seed_mean_per_user(runs, 'NDCG@10')[1]))} | "
             f"{seed_mean_per_user(runs, 'HR@10')[1].mean():.4f} | {deltas[0]} | {deltas[1]} | "
-            f"{', '.join(str(s['best_epoch'] + 1) for s in sums)} | "
+            f"{', '.join(str(best_epoch(s)) for s in sums)} | "
             f"{np.mean([s['train_seconds'] for s in sums]) / 60:.1f} | "
             f"{mem['total_bytes'] / n_items:,.0f} | {mem['total_bytes'] / mem['full_total_bytes']:.3f} |"
         )
@@ -463,7 +469,7 @@ def converged_table(
         filtered = {test_metrics(r).get("filter_seen") for r in runs}
         lines.append(
             f"| {cell} | {len(runs)} | {' | '.join(with_ci(stats[m]) for m in METRICS)} | {per_seed} | "
-            f"{delta} | {np.mean([s['best_epoch'] + 1 for s in sums]):.1f} | "
+            f"{delta} | {np.mean([best_epoch(s) for s in sums]):.1f} | "
             f"{np.mean([s['epochs'] for s in sums]):.1f} | "
             f"{' / '.join(minutes([time_to(r, lv) for r in runs]) for lv in (*levels, None))} | "
             f"{train_seconds(runs) / 60:.1f} | {ratio} | {np.mean([tokens_to_best(r) for r in runs]) / 1e6:.1f} | "
@@ -546,7 +552,7 @@ def changes_table(root: Path, rows: list[tuple[str, str, str, str | None]]) -> l
         speed = f"{matmuls}, {'grouped by length' if config['group_by_length'] else 'in order'}"
         lines.append(
             f"| {label} | {len(runs)} | {' | '.join(with_ci(v) for v in stats.values())} | {' | '.join(cols[:3])} | "
-            f"{np.mean([s['best_epoch'] + 1 for s in sums]):.1f} | {train_seconds(runs) / 60:.1f} | {cols[3]} | "
+            f"{np.mean([best_epoch(s) for s in sums]):.1f} | {train_seconds(runs) / 60:.1f} | {cols[3]} | "
             f"{speed} |"
         )
     return lines + [""]
@@ -577,7 +583,7 @@ def recipe_table(root: Path, rows: list[tuple[str, str]], levels: tuple[float, .
         lines.append(
             f"| {label} | {m['NDCG@10']:.4f} [{ci['NDCG@10'][0]:.4f}, {ci['NDCG@10'][1]:.4f}] | "
             f"{m['HR@10']:.4f} [{ci['HR@10'][0]:.4f}, {ci['HR@10'][1]:.4f}] | "
-            f"{s['best_valid_ndcg10']:.4f} ({s['best_epoch'] + 1}) | "
+            f"{s['best_valid_ndcg10']:.4f} ({best_epoch(s)}) | "
             f"{' / '.join(minutes([time_to(run, lv)]) for lv in levels)} | {minutes([reached])} | "
             f"{s['train_seconds'] / 60:.1f} | {cfg['threads']} | {s['precision']} |"
         )

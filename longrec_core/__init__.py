@@ -8,10 +8,15 @@ describes training examples as pointers into it::
     seq, start, stop = lc.windows(offsets, window=200, stride=64)
     batch = lc.gather(items[perm], start[:256], stop[:256], length=200)   # (256, 201)
 
-Shared Python pieces live in submodules imported on demand (they need torch):
-``longrec_core.data`` (data dirs), ``.readers`` (input formats), ``.shards`` (sharded data dirs),
-``.model`` (SASRec, k-shift), ``.losses``, ``.metrics`` (full-catalogue ranking), ``.cli`` (stage helpers).
+This package and its core install with numpy alone (`pip install longrec`); so do the torch-free
+modules ``.choices``, ``.synthetic``, ``.schedule``, ``.train_flags``, ``.frontier`` and ``.cli``. The
+training pieces come with the `train` extra (torch, polars, rich, matplotlib) and are imported on
+demand: ``longrec_core.data`` (data dirs), ``.readers`` (input formats), ``.shards`` (sharded data
+dirs), ``.model`` (SASRec, k-shift), ``.losses``, ``.metrics`` (full-catalogue ranking),
+``.recommend`` (top-k items for a history: ``Recommender.load(run).topk(histories, k)``).
 """
+
+__version__ = "0.1.0"  # equal to pyproject.toml's [project] version (tests/test_packaging.py)
 
 from longrec_core._core import (
     dropout_mask,
@@ -29,6 +34,7 @@ from longrec_core._core import (
 )
 
 __all__ = [
+    "__version__",
     "dropout_mask",
     "gather",
     "gelu_dropout",

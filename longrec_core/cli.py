@@ -18,28 +18,37 @@ import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from longrec_core.choices import DEVICES
 
 if TYPE_CHECKING:
     import torch
+    from rich.console import Console
+    from rich.progress import Progress
 
-# never stdout: stdout is the pipe between stages. Logs and tables written to a file or pipe
-# get a wide fixed width instead of rich's 80 columns, so table cells are not cut.
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+_console: Console | None = None
+
+
+def get_console() -> Console:
+    """The rich console on stderr, made on first use (rich comes with the `train` extra; the
+    torch-free modules that import this one work without it)."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        # never stdout: stdout is the pipe between stages. Logs and tables written to a file or pipe
+        # get a wide fixed width instead of rich's 80 columns, so table cells are not cut.
+        _console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+    return _console
+
+
+def __getattr__(name: str) -> Any:
+    """`cli.console`: the stderr console (get_console), made when first asked for."""
+    if name == "console":
+        return get_console()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 EXIT_BAD_INPUT = 2
 
@@ -58,6 +67,19 @@ def fail(msg: str) -> NoReturn:
     sys.stderr.write(f"error: {msg.rstrip()}\n")
     sys.stderr.flush()
     raise SystemExit(EXIT_BAD_INPUT)
+
+
+def print_path(path: object) -> None:
+    """Print the path of what a stage wrote: its one line on stdout. When the reader of a pipe has
+    gone (the next stage failed or exited), the line is dropped and this stage still succeeds: its
+    work is done and written, and its exit status should say so, not `[Errno 32] Broken pipe`."""
+    try:
+        print(path, flush=True)
+    except BrokenPipeError:
+        # stdout now points at /dev/null, so the interpreter's flush at exit does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 INT64_MAX = 2**63 - 1  # NumPy and the core take sizes, times and seeds as (u)int64
@@ -268,6 +290,17 @@ def progress(*, eta: bool = False, enabled: bool = True) -> Progress:
 
     `eta` adds the estimated time left; `enabled=False` hides it (a process other than the main one
     under torchrun). It animates only on a terminal: logs carry the rest."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = get_console()
     columns = [
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
@@ -296,12 +329,14 @@ def torch_device(choice: str) -> torch.device:
 
 def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
     """A two-column summary table (name, value) on stderr."""
+    from rich.table import Table
+
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("", style="bold")
     table.add_column("", justify="right")
     for name, value in rows:
         table.add_row(name, value)
-    console.print(table)
+    get_console().print(table)
 
 
 def keep_freed_memory() -> None:

@@ -208,6 +208,28 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def same_preparation(
+    path: str | os.PathLike[str], source: dict[str, Any], params: PrepParams, shards: int | None = None
+) -> bool:
+    """Whether the data dir at `path` holds `source` prepared with `params` (in `shards` shards, or
+    unsharded for None): the same input by content (its sha256, read as the same format with the same
+    columns; or the same synthetic settings) and every prep parameter the same, so preparing it again
+    would write the same dir. The input's path may differ (a moved or copied file)."""
+    try:
+        manifest = _read_manifest(Path(path))
+    except DataDirError:
+        return False
+    info = manifest.get("shards")
+    count = info.get("count") if isinstance(info, dict) else None
+    if count != shards or not isinstance(manifest.get("source"), dict):
+        return False
+
+    def content(src: dict[str, Any]) -> Any:
+        return json.loads(json.dumps({k: v for k, v in src.items() if k != "path"}))  # as the manifest holds it
+
+    return content(manifest["source"]) == content(source) and manifest.get("params") == dataclasses.asdict(params)
+
+
 def _load_arrays(path: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
     """Every array the manifest lists (event arrays memory-mapped), each of its dtype and shape."""
     try:
@@ -285,6 +307,24 @@ def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir
         valid_end=arrays["valid_end"],
         manifest=manifest,
     )
+
+
+def item_ids(path: str | os.PathLike[str]) -> pl.Series:
+    """The raw id of every item index 1..N of a data dir (items.parquet; a sharded dir's root holds
+    it): element i is the raw id of index i + 1."""
+    table = pl.read_parquet(Path(path) / "items.parquet", columns=["index", "id"])
+    return table.sort("index")["id"]
+
+
+def user_ids(path: str | os.PathLike[str]) -> pl.Series:
+    """The raw id of every user index 0..U-1 of a data dir (users.parquet), numbered across the shards
+    in order for a sharded dir, as load_data_dir numbers them."""
+    path = Path(path)
+    manifest = _read_manifest(path)
+    info = manifest.get("shards")
+    dirs = [path / d for d in info["dirs"]] if isinstance(info, dict) else [path]
+    tables = [pl.read_parquet(d / "users.parquet", columns=["index", "id"]).sort("index")["id"] for d in dirs]
+    return pl.concat(tables) if len(tables) > 1 else tables[0]
 
 
 # Sharded data dirs (written by longrec_core.shards): read here, beside load_data_dir, which

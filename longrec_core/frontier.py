@@ -4,14 +4,17 @@ Pareto frontier and the line a failed run is reported by. Pure Python and NumPy:
 so the script's bad-input checks are quick.
 
 A cell is one training configuration; its name is deterministic and readable
-(`sliding-w200-s64-hall`, `last-w200`, `random-w50-h1000-kshift`) and names the directory
-its runs live in, so a rerun of the same grid finds its finished cells.
+(`sliding-w200-s64`, `last-w200`, `random-w50-maxhist1000-kshift`: regime, window, stride, and only
+what differs from the defaults) and names the directory its runs live in, so a rerun of the same
+grid finds its finished cells. Grids written before the names said `maxhist` (`h1000`, and `hall`
+for the whole history) are found under their old names (`cell_dir`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -134,13 +137,12 @@ class Cell:
 
     @property
     def name(self) -> str:
+        """regime-wWINDOW[-sSTRIDE][-maxhistH][-fresh][-ITEM_EMB]: only what differs from the defaults."""
         parts = [self.regime, f"w{self.window}"]
         if self.stride is not None:
             parts.append(f"s{self.stride}")
-        if self.regime != "last":
-            parts.append("hall" if self.max_history is None else f"h{self.max_history}")
-        elif self.max_history is not None:
-            parts.append(f"h{self.max_history}")
+        if self.max_history is not None:
+            parts.append(f"maxhist{self.max_history}")
         if self.targets != "all":
             parts.append(self.targets)
         if self.item_emb != "full":
@@ -153,7 +155,7 @@ class Cell:
         if "windows" in varying:
             parts.append(f"w{self.window}")
         if "max_history" in varying and (self.regime != "last" or self.max_history is not None):
-            parts.append("hall" if self.max_history is None else f"h{self.max_history}")
+            parts.append("whole history" if self.max_history is None else f"maxhist{self.max_history}")
         if self.targets != "all":
             parts.append(self.targets)
         if self.item_emb != "full":
@@ -168,6 +170,29 @@ class Cell:
         if self.max_history is not None:
             args += ["--max-history", str(self.max_history)]
         return args + ["--targets", self.targets, "--item-emb", self.item_emb]
+
+
+def other_spelling(name: str) -> str:
+    """A cell name as the other naming writes it: `sliding-w200-s64` <-> `sliding-w200-s64-hall`
+    (older grids named the whole history `hall` for every regime but last, and a max history `h1000`
+    where the names now say `maxhist1000`)."""
+    parts = name.split("-")
+    if "hall" in parts or any(re.fullmatch(r"h\d+", p) for p in parts):  # old -> new
+        return "-".join(f"maxhist{p[1:]}" if re.fullmatch(r"h\d+", p) else p for p in parts if p != "hall")
+    if any(re.fullmatch(r"maxhist\d+", p) for p in parts):  # new -> old
+        return "-".join(f"h{p[7:]}" if re.fullmatch(r"maxhist\d+", p) else p for p in parts)
+    if parts[0] == "last":
+        return name
+    at = max(i for i, p in enumerate(parts) if re.fullmatch(r"[ws]\d+", p)) + 1
+    return "-".join([*parts[:at], "hall", *parts[at:]])
+
+
+def cell_dir(out: str | Path, name: str) -> Path:
+    """OUT/cells/NAME, the directory of a cell's runs; a grid begun under the other naming
+    (`other_spelling`) keeps its directory, so its finished runs are found and stopped ones resume."""
+    here = Path(out) / "cells" / name
+    other = Path(out) / "cells" / other_spelling(name)
+    return other if not here.exists() and other.exists() else here
 
 
 def make_cell(regime: str, window: int, stride: int, max_history: int | None, targets: str, item_emb: str) -> Cell:
@@ -219,6 +244,30 @@ def baseline_of(cell: Cell, cells: Sequence[Cell]) -> Cell | None:
         key=lambda c: (c.item_emb != cell.item_emb, c.max_history is not None),
     )
     return same[0] if same else lasts[0] if lasts else None
+
+
+# Flags that change how fast a run trains or validates but not what it computes: a finished grid
+# trained with other values of these is still the same grid (`--report-only` with --threads 2 over
+# runs trained with --threads 1), and a stopped run resumes with new ones.
+SPEED_ONLY_FLAGS = ("--threads", "--eval-batch-size", "--compile")
+_VALUELESS = ("--compile",)
+
+
+def without_speed_flags(args: Sequence[str]) -> list[str]:
+    """train.py arguments without the speed-only flags (SPEED_ONLY_FLAGS) and their values, for
+    comparing what two invocations train."""
+    kept: list[str] = []
+    skip_value = False
+    for tok in args:
+        if skip_value:
+            skip_value = False
+            continue
+        flag = tok.split("=")[0]
+        if flag in SPEED_ONLY_FLAGS:
+            skip_value = "=" not in tok and flag not in _VALUELESS
+            continue
+        kept.append(tok)
+    return kept
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -278,6 +327,14 @@ def failure_line(log: str) -> str:
     if tracebacks:  # the frames below it are indented; the exception line is the first that is not
         return next((ln for ln in lines[tracebacks[-1] + 1 :] if not ln[0].isspace()), lines[-1])
     return lines[-1] if lines else ""
+
+
+def time_unit(max_seconds: float) -> tuple[float, str]:
+    """(seconds per unit, unit name) to draw times up to `max_seconds` in: seconds below 2 minutes,
+    minutes below 2 hours, else hours, so a plot's axis reads 0-90, not 0.0-1.5."""
+    if not max_seconds < 120:  # NaN too: hours never hide anything
+        return (60.0, "minutes") if max_seconds < 7200 else (3600.0, "hours")
+    return 1.0, "seconds"
 
 
 def validation_curve(run: Path, metric: str) -> tuple[np.ndarray, np.ndarray] | None:

@@ -597,6 +597,13 @@ class _GeluDropout(torch.autograd.Function):
         return grad_x, None, None
 
 
+def _exporting() -> bool:
+    """Whether torch.export (or torch.jit.trace) is tracing this code into a graph to save; not true
+    under torch.compile, whose training keeps the core's kernels."""
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.5
+    return bool(exporting() or torch.jit.is_tracing())
+
+
 def gelu_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """dropout(gelu(x)), the feed-forward layer's activation: fused by the core on CPU.
 
@@ -606,7 +613,8 @@ def gelu_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     where the layer's matrix products dominate, they save a few percent. Same mask as `dropout`
     (the same seed from torch's generator), GELU within 3e-7 * (1 + |x|) of torch's.
     """
-    if x.device.type != "cpu" or x.dtype not in _CORE_MASK_VIEWS or not x.is_contiguous():
+    # an exported graph (torch.export, longrec_core.recommend) cannot call the core: torch's ops there
+    if x.device.type != "cpu" or x.dtype not in _CORE_MASK_VIEWS or not x.is_contiguous() or _exporting():
         return dropout(F.gelu(x), p, training)
     p = p if training else 0.0
     return _GeluDropout.apply(x, p, _mask_seed() if p > 0.0 else 0)

@@ -29,7 +29,17 @@ CHECKPOINT_KEYS = {"model", "model_config", "optimizer", "scheduler", "rng", "st
 # On --resume every setting comes from the checkpoint, except: these keep the checkpoint's value
 # unless given again, and the per-invocation ones always come from this command line.
 RUN_LENGTH_FLAGS = ("epochs", "patience")
-PER_INVOCATION_FLAGS = ("resume", "max_train_seconds", "max_steps", "device", "precision", "threads", "compile")
+PER_INVOCATION_FLAGS = (
+    "resume",
+    "max_train_seconds",
+    "max_steps",
+    "device",
+    "precision",
+    "threads",
+    "compile",
+    "config",
+    "tensorboard",
+)
 
 
 @dataclass

@@ -67,6 +67,12 @@ def _io_flags(g: argparse._ArgumentGroup) -> None:
         default=None,
         help="run dir to continue from its ckpt.pt (its settings win, except the run-length flags)",
     )
+    g.add_argument(
+        "--config",
+        default=None,
+        help="TOML (or JSON) file of settings whose keys are these flags (a run's config.json is one); flags "
+        "given here win over it (longrec_core/train_config.py)",
+    )
 
 
 def _model_flags(g: argparse._ArgumentGroup) -> None:
@@ -274,6 +280,12 @@ def _run_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument(
         "--threads", type=int, default=None, help="CPU threads of torch and of the core's kernels; None = all cores"
+    )
+    g.add_argument(
+        "--tensorboard",
+        default=None,
+        help="also write log.jsonl's per-epoch figures as TensorBoard scalars to this dir (needs the tensorboard "
+        "package); None = off",
     )
 
 

@@ -46,6 +46,7 @@ from longrec_core.cli import (
     fail,
     input_path,
     keep_freed_memory,
+    print_path,
     progress,
     stage_main,
     stdin_piped,
@@ -484,7 +485,7 @@ def main() -> None:
     print_metrics(metrics_title(run, args.split, len(users), data.n_items, filter_seen, bool(ci)), ks, metrics, ci)
     if comparison is not None:
         print_comparison(run, args.compare, comparison)
-    print(out)
+    print_path(out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ dir, and draw what each costs in training time and tokens against what it buys i
 Grid axes (comma-separated; every combination is a cell): --regimes, --windows, --strides,
 --max-history, --targets, --item-emb. Axes that do not matter for a regime collapse (stride for
 `last` and `random`; `fresh` targets for `last` and `random`; a max history >= window+1 for
-`last`), so a cell is named only by what changes it: `last-w200`, `sliding-w200-s64-hall`.
+`last`), so a cell is named only by what changes it: `last-w200`, `sliding-w200-s64`,
+`sliding-w200-s64-maxhist1000` (a max history of 1,000 events).
 Every other flag is a train.py flag, passed to every run (`--epochs 3 --dim 32`); a grid file
 (keys: regimes, windows, strides, max_history, targets, item_emb, repeats, metric, baseline, flags)
 gives the same, and flags on the command line win over it.
@@ -63,6 +64,7 @@ import numpy as np
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter
 from rich.console import Console
 from rich.table import Table
@@ -74,6 +76,7 @@ from longrec_core.frontier import (
     DEFAULTS,
     Cell,
     baseline_of,
+    cell_dir,
     failure_line,
     load_grid,
     make_cells,
@@ -81,7 +84,9 @@ from longrec_core.frontier import (
     metric_name,
     pareto_mask,
     parse_axis,
+    time_unit,
     validation_curve,
+    without_speed_flags,
 )
 from longrec_core.train_flags import add_train_flags, flag_names
 
@@ -282,7 +287,7 @@ class Where:
         return self.seed_dir_of(cell.name, seed)
 
     def seed_dir_of(self, cell_name: str, seed: int) -> Path:
-        return self.out / "cells" / cell_name / f"seed{seed}"
+        return cell_dir(self.out, cell_name) / f"seed{seed}"
 
 
 def read_grid(args: argparse.Namespace, shared: list[str]) -> Grid:
@@ -338,7 +343,8 @@ def train_args(where: Where, grid: Grid, cell: Cell, seed: int) -> list[str]:
 def plan_runs(grid: Grid, where: Where) -> list[tuple[Cell, int]]:
     """The runs to do: every (cell, seed) without test metrics, seed-major (every cell's seed 0
     first), so a grid stopped part-way has one comparable seed of each cell. Finished runs are
-    skipped; one trained with other flags is refused, since it would silently mix two experiments."""
+    skipped; one trained with other flags is refused, since it would silently mix two experiments
+    (flags that change only speed, such as --threads, may differ: SPEED_ONLY_FLAGS)."""
     todo: list[tuple[Cell, int]] = []
     for seed in range(grid.repeats):
         for cell in grid.cells:
@@ -347,7 +353,9 @@ def plan_runs(grid: Grid, where: Where) -> list[tuple[Cell, int]]:
                 todo.append((cell, seed))
                 continue
             then = recorded_args(d)
-            if then is not None and then != train_args(where, grid, cell, seed):
+            if then is not None and without_speed_flags(then) != without_speed_flags(
+                train_args(where, grid, cell, seed)
+            ):
                 cli.fail(
                     f"{d} was trained with other flags (then: {shlex.join(then)}); "
                     f"pass another --out, or delete that cell to retrain it"
@@ -375,7 +383,8 @@ def run_one(d: Path, cell: Cell, seed: int, targs: list[str], shared: list[str])
     (Ctrl-C, a killed lane) continues from its checkpoint; any other leftover (a failed attempt)
     starts over: train.py wants an empty dir."""
     run = d / "run"
-    same = recorded_args(d) == targs
+    then = recorded_args(d)
+    same = then is not None and without_speed_flags(then) == without_speed_flags(targs)
     trained = same and (read_json(run / "summary.json") or {}).get("stop_reason") in FINISHED
     resumable = same and not trained and (run / "ckpt.pt").is_file()
     if not trained and not resumable and run.exists():
@@ -695,21 +704,27 @@ def write_plots(grid: Grid, where: Where, done: list[dict[str, Any]], baseline_n
 
 
 def write_curves(grid: Grid, where: Where, rows: list[dict[str, Any]]) -> None:
-    """OUT/curves.png and .svg: the best validation metric so far against training time, a line per
-    seed of every cell (finished or still training), to pick the regime for a given budget."""
+    """OUT/curves.png and .svg: the best validation metric so far against training time (in seconds,
+    minutes or hours, by the longest run), a line per seed of every cell (finished or still
+    training), to pick the regime for a given budget."""
+    curves = {
+        row["name"]: [
+            validation_curve(where.seed_dir_of(row["name"], seed) / "run", grid.metric) for seed in range(grid.repeats)
+        ]
+        for row in rows
+    }
+    longest = max((c[0][-1] for cs in curves.values() for c in cs if c is not None), default=0.0)
+    per_unit, unit = time_unit(longest)
     fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
     drawn = 0
     for k, row in enumerate(rows):
         color = STYLE[row["regime"]][1]
-        curves = [
-            validation_curve(where.seed_dir_of(row["name"], seed) / "run", grid.metric) for seed in range(grid.repeats)
-        ]
-        for i, curve in enumerate(c for c in curves if c is not None):
+        for i, curve in enumerate(c for c in curves[row["name"]] if c is not None):
             label = row["label"] if i == 0 else None  # one legend entry per cell
-            ax.plot(curve[0] / 60, curve[1], color=color, ls=LINES[k % len(LINES)], lw=1, label=label)
+            ax.plot(curve[0] / per_unit, curve[1], color=color, ls=LINES[k % len(LINES)], lw=1, label=label)
             drawn += 1
     if drawn:
-        ax.set_xlabel("training minutes (validation excluded)")
+        ax.set_xlabel(f"training {unit} (validation excluded)")
         ax.set_ylabel(f"best validation {grid.metric} so far")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
@@ -780,7 +795,7 @@ def main() -> None:
             highlight=False,
             soft_wrap=True,
         )
-    print(where.out, flush=True)
+    cli.print_path(where.out)
 
 
 STYLE = {
@@ -813,7 +828,7 @@ def draw(done: list[dict[str, Any]], metrics: list[str], baselines: list[dict[st
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"test {m}")
             ax.grid(alpha=0.3)
-    axs[0][0].legend(fontsize=8, loc="best")
+    axs[0][0].legend(handles=legend_handles(done, axs[0][0]), fontsize=8, loc="best")
     fig.suptitle(title)
     return fig
 
@@ -848,7 +863,6 @@ def draw_cells(
                 ms=6,
                 capsize=2,
                 lw=1,
-                label=regime,
                 zorder=3,
             )
     for r, xi, yi in zip(done, x, y):  # the costliest point's label goes left, inside the panel
@@ -861,6 +875,14 @@ def draw_cells(
             ha="right" if right else "left",
             fontsize=8,
         )
+
+
+def legend_handles(done: list[dict[str, Any]], ax: Any) -> list[Any]:
+    """The legend's entries: each regime drawn, as its marker alone (an error bar's legend entry
+    crosses the marker with its bars, so a square reads as a circle), then the frontier line."""
+    regimes = [r for r in STYLE if any(row["regime"] == r for row in done)]
+    markers = [Line2D([], [], marker=STYLE[r][0], color=STYLE[r][1], ls="none", ms=6, label=r) for r in regimes]
+    return markers + [h for h in ax.get_lines() if h.get_label() == "Pareto frontier"]
 
 
 def draw_frontier(ax: Any, x: np.ndarray, y: np.ndarray) -> None:

@@ -297,6 +297,8 @@ def prep_synthetic(args: argparse.Namespace, params: data.PrepParams, status: da
     cfg = synthetic_config(args)
     check_synthetic_memory(cfg, args.shards or 1)
     out = Path(args.out or f"data/synthetic-u{cfg.users}-i{cfg.items}-s{cfg.seed}")
+    if reuse(args, out, data.synthetic_source(cfg), params, status):
+        return out
     check_out(out, args.force, other_inputs(args))
     if args.shards is None:
         data.prepare_synthetic(
@@ -338,7 +340,9 @@ def prep_file(args: argparse.Namespace, params: data.PrepParams, status: data.St
     """Read the log file and prepare it, as one data dir (read whole) or in --shards (streamed)."""
     path = input_file(args)
     out = Path(args.out or f"data/{Path(readers.strip_compression(path.name)).stem or 'data'}")
-    check_out(out, args.force, [path, *other_inputs(args)])
+    existing = out.exists() and not args.force  # refused below, unless it holds this input prepared the same way
+    if not existing:
+        check_out(out, args.force, [path, *other_inputs(args)])
     readers.check_compression(path)
     fmt = args.format or readers.detect_format(path)
     status(f"reading {path} ({fmt})")
@@ -354,6 +358,10 @@ def prep_file(args: argparse.Namespace, params: data.PrepParams, status: data.St
     )
     status(f"hashing {path}")
     source = describe_source(path, fmt, info)
+    if existing:
+        if reuse(args, out, source, params, status):
+            return out
+        check_out(out, args.force, [path, *other_inputs(args)])
     if args.shards is None:
         log, read_counts = readers.read_log(lf, info, path, fmt, status=status)
         index = None if args.item_index is None else data.read_item_index(args.item_index, log.item_ids)
@@ -377,6 +385,18 @@ def prep_file(args: argparse.Namespace, params: data.PrepParams, status: data.St
     return out
 
 
+def reuse(
+    args: argparse.Namespace, out: Path, source: dict[str, Any], params: data.PrepParams, status: data.Status
+) -> bool:
+    """Whether `out` already holds this input prepared with these parameters (data.same_preparation),
+    so that rerunning a pipe reuses it instead of refusing it; --force prepares it again, and an
+    --item-index (a file that may have changed) always does."""
+    if args.force or args.item_index is not None or not data.same_preparation(out, source, params, args.shards):
+        return False
+    status(f"{out} already holds this input prepared with these parameters: reusing it (--force prepares it again)")
+    return True
+
+
 def report(out: Path, sharded: bool, t0: float) -> None:
     """The summary table of what was written (stderr), a warning when its split leaves nothing to
     validate or test on, and its path (stdout)."""
@@ -387,7 +407,7 @@ def report(out: Path, sharded: bool, t0: float) -> None:
     warning = empty_split_warning(manifest["split"])
     if warning:
         sys.stderr.write(f"warning: {warning}\n")  # one line (the console would wrap it), and still exit 0
-    print(out)
+    cli.print_path(out)
 
 
 def empty_split_warning(split: dict[str, Any]) -> str | None:

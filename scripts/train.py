@@ -8,6 +8,8 @@
     python scripts/train.py --data data/ml-1m --item-emb codes --code-subspaces 8 --code-centroids 128
     python scripts/prep.py ml-1m.txt.gz | python scripts/train.py --stride 64 | python scripts/eval.py
     python scripts/train.py --resume runs/20261122-101500-sliding-s64-seed0   # continue a stopped run
+    python scripts/train.py --config sasrec.toml --epochs 50   # settings from a file (a run's config.json too)
+    python scripts/train.py --stride 64 --tensorboard runs/tb/s64   # and TensorBoard scalars per epoch
     python -m torch.distributed.run --nproc_per_node 2 scripts/train.py --stride 64   # data-parallel (torchrun)
 
 Training examples are pointers (seq, start, stop) into the one event array, made per epoch by
@@ -47,6 +49,8 @@ from longrec_core.metrics import evaluate, metrics_from_ranks
 from longrec_core.model import ModelConfig, SASRec, embedding_memory_bytes, saved_codes
 from longrec_core.optim import optimizer_for
 from longrec_core.schedule import default_warmup_steps, lr_factor
+from longrec_core.tracking import TensorBoard
+from longrec_core.train_config import parse_with_config
 from longrec_core.train_flags import add_train_flags, check_settings, code_subspaces, uses_codes
 
 DEMO_DATA = Path("data/demo")
@@ -65,7 +69,7 @@ cli.report_uncaught_errors()
 # ----------------------------------------------------------------------------- settings
 p = cli.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 add_train_flags(p)  # every flag, its default and meaning: longrec_core/train_flags.py, or --help
-args = p.parse_args()
+args = parse_with_config(p, sys.argv[1:])  # --config FILE first, then the command line
 world = int(os.environ.get("WORLD_SIZE", "1"))
 rank = int(os.environ.get("RANK", "0"))
 main_process = rank == 0
@@ -82,6 +86,7 @@ def log(msg: str) -> None:
 resumed = runs.resume(args, sys.argv[1:], log) if args.resume else None
 if resumed is None:
     check_settings(args)
+tracker = TensorBoard(args.tensorboard) if args.tensorboard and main_process else None  # before any work
 
 # ----------------------------------------------------------------------------- distributed setup
 device = cli.torch_device(args.device)
@@ -366,7 +371,7 @@ if ckpt is not None:
     neg_gen.set_state(ckpt["rng"]["negatives"])
     if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
         torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-    log(f"resuming {run_dir} at epoch {state['epoch']}, batch {state['batch']} (step {state['step']})")
+    log(f"resuming {run_dir} in epoch {state['epoch'] + 1} after its batch {state['batch']} (step {state['step']})")
 
 if main_process:
     runs.write_config(run_dir, {**vars(args), "model": model_cfg.to_dict(), "world_size": world}, fresh=ckpt is None)
@@ -465,7 +470,7 @@ with progress:
                     else "there is no checkpoint yet; try a lower --lr"
                 )
                 cli.console.print(
-                    f"loss became {loss_value} at epoch {epoch}, step {state['step']}; stopping: {last_good}"
+                    f"loss became {loss_value} in epoch {epoch + 1}, step {state['step']}; stopping: {last_good}"
                 )
                 raise SystemExit(1)
             optimizer.zero_grad(set_to_none=True)
@@ -538,7 +543,7 @@ with progress:
             else:
                 state["bad_epochs"] += 1
             record = {
-                "epoch": epoch,
+                "epoch": epoch + 1,  # counted from 1, as on screen and in summary.json
                 "partial": stopped_early,
                 "loss": ep["loss_sum"] / max(1, ep["steps"]),
                 "train_seconds": ep["seconds"],
@@ -554,6 +559,8 @@ with progress:
             }
             with open(run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if tracker is not None:
+                tracker.log(record)
             log(
                 f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid NDCG@10 {ndcg:.4f} "
                 f"HR@10 {valid.get('HR@10', float('nan')):.4f}{' (best)' if improved else ''}, "
@@ -608,16 +615,19 @@ if main_process:
         "peak_memory_bytes": peak_memory_bytes(),
         "parameters": n_params,
         "embedding_memory": mem,
-        "best_epoch": state["best_epoch"],
+        "best_epoch": state["best_epoch"] + 1,  # 0: none validated
+        "first_epoch": 1,  # epochs here and in log.jsonl count from 1 (runs without this key: from 0)
         "best_valid_ndcg10": state["best_ndcg"],
         "filter_seen": filter_seen,
         "warmup_steps": warmup,
     }
     with cli.atomic_write(run_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
+if tracker is not None:
+    tracker.close()
 exit_status = 130 if main_process and stop_reason == "interrupted" else 0  # unfinished: nothing to pipe on
 if main_process and exit_status == 0:
-    print(run_dir, flush=True)
+    cli.print_path(run_dir)
 if world > 1:
     # Ranks leave together, with DDP's reducer (it holds the process group and the last step's
     # gradient work) freed first, and skip the interpreter's teardown: gloo threads still alive

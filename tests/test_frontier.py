@@ -18,17 +18,22 @@ import pytest
 
 from longrec_core.data import prepare_synthetic
 from longrec_core.frontier import (
+    SPEED_ONLY_FLAGS,
     Cell,
     baseline_of,
+    cell_dir,
     failure_line,
     load_grid,
     make_cell,
     make_cells,
     mean_sd,
     metric_name,
+    other_spelling,
     pareto_mask,
     parse_axis,
+    time_unit,
     validation_curve,
+    without_speed_flags,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,13 +130,17 @@ def test_parse_axis_values_and_errors() -> None:
 def test_cells_collapse_irrelevant_axes_and_have_stable_names() -> None:
     cells = make_cells(["last", "sliding", "random"], [50], [16, 64], [None, 20, 100], ["all", "fresh"], ["full"])
     names = [c.name for c in cells]
-    assert names[:3] == ["last-w50", "last-w50-h20", "sliding-w50-s16-hall"]  # last: no stride, no targets,
-    assert "last-w50-h100" not in names  # and a history of >= window+1 events is the whole history
-    assert [n for n in names if n.startswith("random")] == ["random-w50-hall", "random-w50-h20", "random-w50-h100"]
+    assert names[:3] == ["last-w50", "last-w50-maxhist20", "sliding-w50-s16"]  # last: no stride, no targets,
+    assert "last-w50-maxhist100" not in names  # and a history of >= window+1 events is the whole history
+    assert [n for n in names if n.startswith("random")] == [
+        "random-w50",
+        "random-w50-maxhist20",
+        "random-w50-maxhist100",
+    ]
     assert len([n for n in names if n.startswith("sliding")]) == 2 * 3 * 2
-    assert "sliding-w50-s64-h20-fresh" in names
+    assert "sliding-w50-s64-maxhist20-fresh" in names
     assert len(set(names)) == len(names)
-    c = next(c for c in cells if c.name == "sliding-w50-s16-h20-fresh")
+    c = next(c for c in cells if c.name == "sliding-w50-s16-maxhist20-fresh")
     assert c.train_args() == [
         "--regime",
         "sliding",
@@ -156,7 +165,7 @@ def test_cells_collapse_irrelevant_axes_and_have_stable_names() -> None:
         "--item-emb",
         "kshift",
     ]
-    assert make_cell("mixed", 200, 64, None, "all", "kshift").name == "mixed-w200-s64-hall-kshift"
+    assert make_cell("mixed", 200, 64, None, "all", "kshift").name == "mixed-w200-s64-kshift"
     assert make_cell("session", 50, 64, None, "fresh", "full").train_args() == [  # no stride, each target once
         "--regime",
         "session",
@@ -182,7 +191,7 @@ def test_baseline_is_the_last_cell_with_the_same_window() -> None:
     ]
     assert baseline_of(cells[4], cells).name == "last-w200"  # the whole history wins over h20
     assert baseline_of(cells[5], cells).name == "last-w200-kshift"  # same item embedding
-    assert baseline_of(cells[6], cells).name == "last-w200-h20"  # no w100: the first last cell
+    assert baseline_of(cells[6], cells).name == "last-w200-maxhist20"  # no w100: the first last cell
     assert baseline_of(cells[4], cells[4:]) is None
 
 
@@ -309,13 +318,13 @@ def test_grid_runs_every_cell_and_records_the_failed_ones(grid: tuple[Path, subp
     assert proc.stdout == f"{out}\n"
     report = json.loads((out / "frontier.json").read_text())
     cells = {c["name"]: c for c in report["cells"]}
-    assert list(cells) == ["sliding-w20-s8-h1", "sliding-w20-s8-hall", "last-w20-h1", "last-w20"]
-    for name in ("sliding-w20-s8-h1", "last-w20-h1"):
+    assert list(cells) == ["sliding-w20-s8-maxhist1", "sliding-w20-s8", "last-w20-maxhist1", "last-w20"]
+    for name in ("sliding-w20-s8-maxhist1", "last-w20-maxhist1"):
         assert cells[name]["status"] == "failed"
         assert "no training windows" in cells[name]["error"]
         rec = json.loads((out / "cells" / name / "seed0" / "cell.json").read_text())
         assert rec["status"] == "failed" and rec["stage"] == "train"
-    for name in ("sliding-w20-s8-hall", "last-w20"):
+    for name in ("sliding-w20-s8", "last-w20"):
         assert cells[name]["status"] == "ok"
     assert "2 of 4 cells failed" in proc.stderr
 
@@ -325,7 +334,7 @@ def test_grid_numbers_come_from_the_run_files(grid: tuple[Path, subprocess.Compl
     report = json.loads((out / "frontier.json").read_text())
     cells = {c["name"]: c for c in report["cells"]}
     files = {}
-    for name in ("sliding-w20-s8-hall", "last-w20"):
+    for name in ("sliding-w20-s8", "last-w20"):
         run_dir = out / "cells" / name / "seed0" / "run"
         summary = json.loads((run_dir / "summary.json").read_text())
         metrics = json.loads((run_dir / "metrics_test.json").read_text())["metrics"]
@@ -337,15 +346,15 @@ def test_grid_numbers_come_from_the_run_files(grid: tuple[Path, subprocess.Compl
         for m in ("NDCG@10", "MRR", "HR@10"):
             assert c["mean"][m] == metrics[m]
             assert c["sd"][m] is None  # one seed: no spread
-        assert c["baseline"] == "last-w20"  # the whole-history last cell, not last-w20-h1
-    (s_sum, s_met), (b_sum, b_met) = files["sliding-w20-s8-hall"], files["last-w20"]
-    s = cells["sliding-w20-s8-hall"]
+        assert c["baseline"] == "last-w20"  # the whole-history last cell, not last-w20-maxhist1
+    (s_sum, s_met), (b_sum, b_met) = files["sliding-w20-s8"], files["last-w20"]
+    s = cells["sliding-w20-s8"]
     assert s["gain"]["MRR"] == pytest.approx(s_met["MRR"] / b_met["MRR"] - 1)
     assert s["time_x"] == pytest.approx(s_sum["train_seconds"] / b_sum["train_seconds"])
     assert s["tokens_x"] == pytest.approx(s_sum["tokens"] / b_sum["tokens"])
     assert s_sum["tokens"] > b_sum["tokens"]  # sliding reads every event, last one window
     for cost, key in (("train_seconds", "train_seconds"), ("tokens", "tokens")):
-        ok = [cells[n] for n in ("sliding-w20-s8-hall", "last-w20")]
+        ok = [cells[n] for n in ("sliding-w20-s8", "last-w20")]
         mask = pareto_mask([c["mean"][key] for c in ok], [c["mean"]["NDCG@10"] for c in ok])
         assert [c[f"pareto_{cost}"] for c in ok] == mask.tolist()
     rows = list(csv.DictReader((out / "frontier.csv").open()))
@@ -368,7 +377,7 @@ def test_rerun_skips_finished_runs_and_refuses_other_flags(
     assert proc.returncode == 0, proc.stderr
     assert "skipped 2 finished runs, 0 to run" in proc.stderr
     assert [m.stat().st_mtime_ns for m in metrics] == before
-    assert [r["name"] for r in csv.DictReader((out / "frontier.csv").open())] == ["sliding-w20-s8-hall", "last-w20"]
+    assert [r["name"] for r in csv.DictReader((out / "frontier.csv").open())] == ["sliding-w20-s8", "last-w20"]
     # the same cells with another passthrough flag would mix two experiments in one table
     proc = run("--data", str(data_dir), "--out", str(out), "--regimes", "sliding,last", *TINY, "--dropout", "0.1")
     assert proc.returncode == 2 and "was trained with other flags" in proc.stderr
@@ -464,7 +473,7 @@ def test_runs_go_seed_major(data_dir: Path, tmp_path: Path) -> None:
     """Every cell's seed 0 comes before any seed 1, so a grid stopped part-way compares every cell
     (here another live lane holds every run, so the order is all that happens)."""
     out = tmp_path / "out"
-    cells = ["last-w20", "sliding-w20-s8-hall"]
+    cells = ["last-w20", "sliding-w20-s8"]
     for cell in cells:
         for seed in (0, 1):
             d = out / "cells" / cell / f"seed{seed}"
@@ -474,3 +483,84 @@ def test_runs_go_seed_major(data_dir: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     order = re.findall(r"run \d/4 (\S+) (seed\d): another frontier.py is running it", proc.stderr)
     assert order == [(c, s) for s in ("seed0", "seed1") for c in cells], proc.stderr
+
+
+# ----------------------------------------------------------------------------- rough edges of issue 32
+def test_cell_names_say_what_they_change_and_old_grids_are_found(tmp_path: Path) -> None:
+    """A cell is named by what differs from the defaults (`maxhist1000`, not `h1000` or `hall` for
+    the whole history); a grid begun under the old names keeps its directories."""
+    assert make_cell("sliding", 200, 64, None, "all", "full").name == "sliding-w200-s64"
+    assert make_cell("random", 50, 64, 1000, "all", "kshift").name == "random-w50-maxhist1000-kshift"
+    assert make_cell("sliding", 200, 64, 1000, "all", "full").label({"max_history"}) == "sliding/s64/maxhist1000"
+    pairs = {
+        "sliding-w200-s64": "sliding-w200-s64-hall",
+        "random-w50-maxhist1000-kshift": "random-w50-h1000-kshift",
+        "last-w200-maxhist20": "last-w200-h20",
+        "session-w50-fresh": "session-w50-hall-fresh",
+    }
+    for new, old in pairs.items():
+        assert other_spelling(new) == old and other_spelling(old) == new
+    assert other_spelling("last-w200") == "last-w200"
+    assert cell_dir(tmp_path, "sliding-w200-s64") == tmp_path / "cells" / "sliding-w200-s64"  # nothing yet: new
+    (tmp_path / "cells" / "sliding-w200-s64-hall").mkdir(parents=True)
+    assert cell_dir(tmp_path, "sliding-w200-s64") == tmp_path / "cells" / "sliding-w200-s64-hall"
+    (tmp_path / "cells" / "sliding-w200-s64").mkdir()
+    assert cell_dir(tmp_path, "sliding-w200-s64") == tmp_path / "cells" / "sliding-w200-s64"
+
+
+def test_speed_only_flags_are_left_out_of_the_comparison() -> None:
+    args = ["--epochs", "3", "--threads", "1", "--compile", "--dim", "8", "--eval-batch-size=4", "--lr", "0.1"]
+    assert without_speed_flags(args) == ["--epochs", "3", "--dim", "8", "--lr", "0.1"]
+    assert "--threads" in SPEED_ONLY_FLAGS and "--dropout" not in SPEED_ONLY_FLAGS
+
+
+def test_curves_pick_their_time_unit_by_the_longest_run() -> None:
+    assert time_unit(45.0) == (1.0, "seconds")
+    assert time_unit(119.0) == (1.0, "seconds")
+    assert time_unit(600.0) == (60.0, "minutes")
+    assert time_unit(3 * 3600.0) == (3600.0, "hours")
+
+
+def test_the_legend_draws_each_regime_with_the_plot_s_marker() -> None:
+    """The `last` cells are squares in the plot, and so in the legend (an error bar's legend entry drew
+    them as round blobs)."""
+    import runpy
+
+    script = runpy.run_path(str(ROOT / "scripts" / "frontier.py"), run_name="frontier_under_test")
+    style = script["STYLE"]
+
+    def row(name: str, regime: str, seconds: float, ndcg: float) -> dict[str, object]:
+        mean = {"NDCG@10": ndcg, "train_seconds": seconds, "tokens": seconds * 1e3}
+        return {"name": name, "regime": regime, "label": name, "mean": mean, "sd": dict.fromkeys(mean, 0.0)}
+
+    done = [row("last-w20", "last", 10.0, 0.1), row("sliding-w20-s8", "sliding", 30.0, 0.2)]
+    fig = script["draw"](done, ["NDCG@10"], [done[0]], "test")
+    legend = fig.axes[0].get_legend()
+    entries = {t.get_text(): h for t, h in zip(legend.get_texts(), legend.legend_handles)}
+    assert set(entries) == {"last", "sliding", "Pareto frontier"}
+    for regime in ("last", "sliding"):
+        assert entries[regime].get_marker() == style[regime][0]
+    drawn = {line.get_marker() for line in fig.axes[0].get_lines()}  # the markers the plot itself draws
+    assert {style["last"][0], style["sliding"][0]} <= drawn
+
+
+def test_report_only_accepts_a_grid_trained_with_other_speed_flags_and_old_cell_names(
+    data_dir: Path, grid: tuple[Path, subprocess.CompletedProcess[str]]
+) -> None:
+    """--threads changes how fast a run trains, not what: a grid trained with --threads 1 is reported
+    with --threads 2; and a grid whose cell dirs carry the old names (`-hall`) is found as it is."""
+    out, _ = grid
+    tiny = [*TINY[: TINY.index("--threads")], "--threads", "2"]
+    new, old = out / "cells" / "sliding-w20-s8", out / "cells" / "sliding-w20-s8-hall"
+    new.rename(old)
+    try:
+        proc = run("--data", str(data_dir), "--out", str(out), "--regimes", "sliding,last", *tiny, "--report-only")
+        assert proc.returncode == 0, proc.stderr
+        assert "2 finished runs, reporting them" in proc.stderr
+        rows = {r["name"]: r["status"] for r in csv.DictReader((out / "frontier.csv").open())}
+        assert rows == {"sliding-w20-s8": "ok", "last-w20": "ok"}
+        assert not new.exists()  # read where it is, nothing made under the new name
+        proc = run("--data", str(data_dir), "--out", str(out), "--regimes", "sliding,last", *tiny, "--dropout", "0.3")
+        assert proc.returncode == 2 and "was trained with other flags" in proc.stderr  # not a speed flag
+    finally:
+        old.rename(new)

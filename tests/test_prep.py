@@ -331,6 +331,32 @@ def test_bad_inputs(prep, tmp_path):
     assert list(tmp_path.rglob("manifest.json")) == []  # no data dir was written
 
 
+def test_rerun_reuses_an_identical_data_dir(prep, tmp_path):
+    """Rerunning the README's pipe: the same input (by content, wherever it lies) with the same
+    parameters gives the same dir, so prep prints its path without preparing it again; another
+    input or another parameter is refused as before."""
+    f = tmp_path / "ratings.dat"
+    f.write_text("1::1::5::10\n1::2::5::20\n1::3::5::30\n")
+    out = ok(prep(f))
+    manifest = tmp_path / out / "manifest.json"
+    written = manifest.stat().st_mtime_ns
+    code, stdout, stderr = prep(f)
+    assert code == 0 and stdout == f"{out}\n" and "reusing it" in stderr, stderr
+    copy = tmp_path / "elsewhere" / "ratings.dat"  # the same content under another path
+    copy.parent.mkdir()
+    copy.write_bytes(f.read_bytes())
+    assert ok(prep(copy, "--out", out)) == out
+    assert manifest.stat().st_mtime_ns == written  # never written again
+    assert_refused(prep(f, "--min-user-len", "2"), tmp_path, "already exists; pass --force")  # other parameters
+    f.write_text("1::1::5::10\n1::2::5::20\n")
+    assert_refused(prep(f), tmp_path, "already exists; pass --force")  # other content
+    assert manifest.stat().st_mtime_ns == written
+    syn = ok(prep("--synthetic", "--users", "30", "--items", "40"))  # synthetic: the same settings
+    code, stdout, stderr = prep("--synthetic", "--users", "30", "--items", "40")
+    assert code == 0 and stdout == f"{syn}\n" and "reusing it" in stderr
+    assert_refused(prep("--synthetic", "--users", "30", "--items", "40", "--out", out), tmp_path, "already exists")
+
+
 def test_force(prep, tmp_path):
     f = tmp_path / "ratings.dat"
     f.write_text("1::1::5::10\n1::2::5::20\n")

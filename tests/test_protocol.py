@@ -129,7 +129,7 @@ def test_validation_ranks_as_eval_does(dirs, tmp_path, rule, filtered):
     summary = json.loads((out / "summary.json").read_text())
     assert all(rec["filter_seen"] is filtered for rec in log) and summary["filter_seen"] is filtered
     assert summary["warmup_steps"] == default_warmup_steps(summary["steps"] // summary["epochs"])
-    best = log[summary["best_epoch"]]["valid"]
+    best = log[summary["best_epoch"] - 1]["valid"]  # epochs count from 1
     metrics = tmp_path / "valid.json"
     run(
         "scripts/eval.py",

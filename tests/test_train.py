@@ -247,7 +247,7 @@ def test_train_writes_a_run_dir_and_prints_only_its_path(data_dir, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["tokens"] > 0 and summary["train_seconds"] > 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in log] == [0, 1] and all("NDCG@10" in r["valid"] for r in log)
+    assert [r["epoch"] for r in log] == [1, 2] and all("NDCG@10" in r["valid"] for r in log)  # from 1
 
 
 def test_same_seed_same_losses_and_resume_equals_uninterrupted(data_dir, tmp_path):
@@ -575,3 +575,46 @@ def test_sigterm_stops_with_a_checkpoint_and_resume_equals_uninterrupted(data_di
     run(*TRAIN, "--resume", str(b), "--epochs", str(epochs), "--threads", "1")  # threads are per invocation
     run(*TRAIN, "--data", str(data_dir), "--out", str(a), *long_run, "--epochs", str(epochs))
     assert losses(b) == losses(a)
+
+
+def test_epochs_count_from_1_on_screen_in_the_files_and_on_resume(data_dir, tmp_path):
+    """The epoch a line on screen names is the one log.jsonl, summary.json and the resume message name."""
+    out = tmp_path / "run"
+    first = run(*TRAIN, "--data", str(data_dir), "--out", str(out), *TINY, "--max-steps", "1")
+    assert "stopped in epoch 1 after batch 1" in first.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["first_epoch"] == 1 and summary["best_epoch"] == 1  # the partial first epoch, validated
+    resumed = run(*TRAIN, "--resume", str(out), "--threads", "1")
+    assert f"resuming {out} in epoch 1 after its batch 1" in resumed.stderr, resumed.stderr
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    on_screen = [
+        int(line.split(":")[0].removeprefix("epoch "))
+        for line in resumed.stderr.splitlines()
+        if line.startswith("epoch ")
+    ]
+    assert [r["epoch"] for r in log] == [1, *on_screen] == [1, 1, 2]
+    summary = json.loads((out / "summary.json").read_text())
+    best = max(log[1:], key=lambda r: r["valid"]["NDCG@10"])
+    assert summary["best_epoch"] == best["epoch"] and summary["epochs"] == 2
+
+
+def test_a_finished_run_exits_0_when_the_next_stage_has_gone(data_dir, tmp_path):
+    """`train.py | eval.py` where eval.py fails at once: the run is done and written, so train.py
+    succeeds instead of ending on `[Errno 32] Broken pipe`."""
+    out = tmp_path / "run"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before train.py prints its run dir
+    try:
+        proc = subprocess.run(
+            [*TRAIN, "--data", str(data_dir), "--out", str(out), *TINY, "--epochs", "1"],
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert "Broken pipe" not in proc.stderr and (out / "summary.json").is_file()
