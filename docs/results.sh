@@ -78,6 +78,29 @@ lane)
   #    and amazon-beauty's best c = 16 variant on ml-1m: exact rows for the 106 most frequent items
   converged $M --out $OUT/ml1m-emb-kshift-c32-head106-weights --item-emb kshift --kshift-compression 32 \
       --kshift-head 106 --kshift-weights
+  # 8. Data-driven item codes (RecJPQ: --item-emb codes), beside the full tables of sections 2 and 4:
+  #    amazon-beauty m = 8 codes of 256 values (1/34 of the full table's training bytes) and m = 32 (1/19);
+  #    ml-1m m = 8 of 128 values (1/22) and of 64 (1/38); and the paper code's own k-shift setting,
+  #    P = 1.15 N rows (compression 1/1.15), k = 8
+  converged $B --out $OUT/beauty-emb-codes-m8 --item-emb codes --code-subspaces 8 --code-centroids 256
+  converged $B --out $OUT/beauty-emb-codes-m32 --item-emb codes --code-subspaces 32 --code-centroids 256
+  converged $M --out $OUT/ml1m-emb-codes-m8-c128 --item-emb codes --code-subspaces 8 --code-centroids 128
+  converged $M --out $OUT/ml1m-emb-codes-m8-c64 --item-emb codes --code-subspaces 8 --code-centroids 64
+  converged $B --out $OUT/beauty-emb-kshift-paper --item-emb kshift --emb-compression 0.8696
+  converged $M --out $OUT/ml1m-emb-kshift-paper --item-emb kshift --emb-compression 0.8696
+  #    retailrocket sessions (36,968 items; §2's protocol, last window of 10): the full table and codes
+  R="--data data/retailrocket --regimes last --windows 10 --valid-sample 20000 --repeats 3 --group-by-length --precision bf16"
+  converged $R --out $OUT/retailrocket-emb-full
+  converged $R --out $OUT/retailrocket-emb-codes-m8 --item-emb codes --code-subspaces 8 --code-centroids 256
+  # 9. History before the window on ml-1m (§5): window 50 on every window plus a summary of the 200
+  #    events before each window in 4 tokens, against §2's window-50 and §1's window-200 cells; and
+  #    longer inputs, windows of 400 and 800 (`last` and every window)
+  W="--data data/ml-1m --regimes sliding --windows 50 --strides 50 --repeats 3 --group-by-length --precision bf16"
+  converged $W --out $OUT/ml1m-w50-summary200 --summary-events 200 --summary-tokens 4
+  for w in 400 800; do
+    converged --data data/ml-1m --out $OUT/ml1m-w$w --regimes last,sliding --windows $w --strides $w --repeats 3 \
+        --group-by-length --precision bf16
+  done
   ;;
 fast)
   # The fast recipe on ml-1m (§1): sliding windows, batches grouped by length, bf16 matmuls, both

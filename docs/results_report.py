@@ -261,6 +261,11 @@ EMB_VARIANTS = {  # results.sh's item-embedding runs: out-dir suffix (its first 
     "lowrank-c16": "low-rank c16 (r = 4)",
     "kshift-c64": "k-shift c64",
     "lowrank-c64": "low-rank c64 (r = 1)",
+    "codes-m8": "codes (RecJPQ), m = 8 of 256 values",
+    "codes-m32": "codes (RecJPQ), m = 32 of 256 values",
+    "codes-m8-c128": "codes (RecJPQ), m = 8 of 128 values",
+    "codes-m8-c64": "codes (RecJPQ), m = 8 of 64 values",
+    "kshift-paper": "k-shift with P = 1.15 N rows (the paper code's setting)",
 }
 
 
@@ -679,6 +684,9 @@ def main() -> None:
             "beauty",
             ("beauty-emb-full", "last-w50"),
             (
+                "codes-m8",
+                "codes-m32",
+                "kshift-paper",
                 "kshift-c4",
                 "lowrank-c4",
                 "kshift-c16",
@@ -694,7 +702,16 @@ def main() -> None:
         (
             "ml1m",
             ("ml1m-sasrec", "last-w200"),
-            ("kshift-c4", "lowrank-c4", "kshift-c16", "lowrank-c16", "kshift-c32-head106-weights"),
+            (
+                "codes-m8-c128",
+                "codes-m8-c64",
+                "kshift-paper",
+                "kshift-c4",
+                "lowrank-c4",
+                "kshift-c16",
+                "lowrank-c16",
+                "kshift-c32-head106-weights",
+            ),
             "ml-1m (SASRec+, last, window 200",
         ),
     ):
