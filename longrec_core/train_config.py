@@ -51,14 +51,17 @@ def config_argv(p: argparse.ArgumentParser, raw: dict[str, Any], path: str | Pat
     """The flags a config table stands for (`window = 200` -> ["--window", "200"]), so that argparse
     checks each value as it checks the command line. Unknown keys raise ValueError naming them all."""
     actions = {a.dest: a for a in p._actions if a.option_strings and a.dest != "help"}
-    settings = {k.replace("-", "_"): v for k, v in raw.items() if k.replace("-", "_") not in DESCRIBES_A_RUN}
-    unknown = sorted(
-        k for k in raw if k.replace("-", "_") not in actions and k.replace("-", "_") not in DESCRIBES_A_RUN
-    )
+    # a key is a flag's dest or any of its names (an alias such as kshift-compression), dashed or not
+    dest_of = {a.dest: a.dest for a in actions.values()} | {
+        name.removeprefix("--").replace("-", "_"): a.dest for a in actions.values() for name in a.option_strings
+    }
+    keys = {k: k.replace("-", "_") for k in raw if k.replace("-", "_") not in DESCRIBES_A_RUN}
+    unknown = sorted(k for k, key in keys.items() if key not in dest_of)
     if unknown:
         raise ValueError(f"--config {path} has unknown keys: {', '.join(unknown)} (train.py has no such flags)")
     argv: list[str] = []
-    for dest, value in settings.items():
+    for k, key in keys.items():
+        dest, value = dest_of[key], raw[k]
         action, flag = actions[dest], actions[dest].option_strings[0]
         if isinstance(action, argparse._StoreTrueAction):
             if not isinstance(value, bool):

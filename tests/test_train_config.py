@@ -47,7 +47,9 @@ def settings(run: Path) -> dict[str, object]:
 def test_config_keys_are_flags_dashed_or_underscored():
     p = train_parser()
     raw = {"window": 20, "kshift-compression": 4, "group_by_length": True, "compile": False, "max_history": None}
-    assert config_argv(p, raw, "c.toml") == ["--window", "20", "--kshift-compression", "4", "--group-by-length"]
+    # a key names a flag by its dest (kshift_compression) or any of its names; the flag's first name is passed
+    assert config_argv(p, raw, "c.toml") == ["--window", "20", "--emb-compression", "4", "--group-by-length"]
+    assert config_argv(p, {"emb-compression": 4}, "c.toml") == ["--emb-compression", "4"]
     assert config_argv(p, {"model": {"dim": 8}, "world_size": 1, "resume": None}, "c.json") == []  # a run's own
     with pytest.raises(ValueError, match="unknown keys: strid, windw"):
         config_argv(p, {"windw": 20, "strid": 4, "dim": 8}, "c.toml")
