@@ -25,6 +25,9 @@ JSON's path, one line; the table goes to stderr.
 
 from __future__ import annotations
 
+# First, before torch and polars load: Ctrl-C or SIGTERM while they do ends the stage quietly (exit 130).
+import longrec_core.startup  # noqa: F401  # isort: skip
+
 import argparse
 import json
 import os

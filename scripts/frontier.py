@@ -42,6 +42,9 @@ metric so far against its training time (which regime leads at a given budget). 
 
 from __future__ import annotations
 
+# First, before torch and polars load: Ctrl-C or SIGTERM while they do ends the stage quietly (exit 130).
+import longrec_core.startup  # noqa: F401  # isort: skip
+
 import argparse
 import atexit
 import csv

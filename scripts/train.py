@@ -23,6 +23,9 @@ What --resume takes from a run dir, and which existing dirs are refused: longrec
 
 from __future__ import annotations
 
+# First, before torch and polars load: Ctrl-C or SIGTERM while they do ends the stage quietly (exit 130).
+import longrec_core.startup  # noqa: F401  # isort: skip
+
 import argparse
 import json
 import math
