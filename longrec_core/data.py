@@ -145,6 +145,13 @@ def history_events(offsets: np.ndarray, users: np.ndarray, end: np.ndarray) -> t
     return rows, np.arange(len(rows)) + (begin - (np.cumsum(lens) - lens))[rows]
 
 
+def fingerprint(data: DataDir) -> str:
+    """A data dir's identity: the sha256 of its manifest (which holds the hash of every array and
+    table, the source and every prep setting), so that two dirs with the same fingerprint hold the
+    same data. A run records it at training; eval.py checks that it ranks on the same data."""
+    return hashlib.sha256(json.dumps(data.manifest, sort_keys=True).encode()).hexdigest()
+
+
 def resolve_filter_seen(choice: str, data: DataDir) -> bool:
     """Whether evaluation drops the user's already-seen items from the competitors.
 
