@@ -48,7 +48,7 @@ from longrec_core.metrics import evaluate, metrics_from_ranks
 from longrec_core.model import ModelConfig, SASRec, embedding_memory_bytes
 from longrec_core.optim import optimizer_for
 from longrec_core.schedule import default_warmup_steps, lr_factor
-from longrec_core.train_flags import add_train_flags, check_settings
+from longrec_core.train_flags import add_train_flags, check_settings, settings_warning
 
 DEMO_DATA = Path("data/demo")
 # the parts of embedding_memory_bytes that train.py logs, each in MiB
@@ -75,6 +75,8 @@ def log(msg: str) -> None:
 resumed = runs.resume(args, sys.argv[1:], log) if args.resume else None
 if resumed is None:
     check_settings(args)
+if settings_warning(args):
+    log(f"warning: {settings_warning(args)}")
 
 # ----------------------------------------------------------------------------- distributed setup
 device = cli.torch_device(args.device)

@@ -594,3 +594,16 @@ def test_resume_cuts_the_log_back_to_the_checkpoint(data_dir, tmp_path):
 
     (c / "log.jsonl").write_text((c / "log.jsonl").read_text() + (c / "log.jsonl").read_text().splitlines()[1] + "\n")
     assert [r["epoch"] for r in read_log(c)] == [0, 1]
+
+
+def test_a_stride_larger_than_the_window_is_warned_about(data_dir, tmp_path):
+    """Issue 34: --stride larger than --window skipped events without a word."""
+    args = [*TINY, "--epochs", "1", "--window", "4"]
+    proc = run(*TRAIN, "--data", str(data_dir), "--out", str(tmp_path / "a"), *args, "--stride", "7")
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        "warning: --stride 7 is larger than --window 4: the 3 events between consecutive windows of a user are "
+        "never a target; use a --stride of at most --window to train on every event"
+    ], proc.stderr
+    proc = run(*TRAIN, "--data", str(data_dir), "--out", str(tmp_path / "b"), *args, "--stride", "4")
+    assert "warning" not in proc.stderr
