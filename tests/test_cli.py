@@ -95,7 +95,9 @@ def test_fail_and_stage_main(capsys):
         cli.stage_main(too_big)
     assert e.value.code == 2
     assert re.fullmatch(
-        r"error: windows: the output needs \S+ GiB, more than could be allocated\n", capsys.readouterr().err
+        r"error: windows: the output needs \S+ GiB, more than the \S+ GiB of memory available now \(MemAvailable\); "
+        r"ask for a smaller output or free memory\n",
+        capsys.readouterr().err,
     )
 
     def bug() -> None:
