@@ -216,6 +216,8 @@ def write_config(run_dir: Path, config: dict[str, Any], *, ckpt_state: dict[str,
     weights); a resumed run drops its summary.json (it is training again, so not finished) and
     cuts log.jsonl back to what the checkpoint had seen (`truncate_log`). Returns the lines log.jsonl
     keeps."""
+    if run_dir.is_dir():
+        foreign_files(run_dir)  # removes the temporaries that killed writes of a run file left
     if ckpt_state is None:
         for name in ("log.jsonl", "model.pt"):
             (run_dir / name).unlink(missing_ok=True)
