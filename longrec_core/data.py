@@ -145,11 +145,18 @@ def history_events(offsets: np.ndarray, users: np.ndarray, end: np.ndarray) -> t
     return rows, np.arange(len(rows)) + (begin - (np.cumsum(lens) - lens))[rows]
 
 
+FINGERPRINT_KEYS = ("format_version", "source", "params", "counts", "split", "types")
+
+
 def fingerprint(data: DataDir) -> str:
-    """A data dir's identity: the sha256 of its manifest (which holds the hash of every array and
-    table, the source and every prep setting), so that two dirs with the same fingerprint hold the
-    same data. A run records it at training; eval.py checks that it ranks on the same data."""
-    return hashlib.sha256(json.dumps(data.manifest, sort_keys=True).encode()).hexdigest()
+    """What data a data dir holds, as a sha256: its source (the input's hash, or the synthetic
+    generator's settings), every prep setting, the counts, the split and the item numbering (the
+    hash of items.parquet). Not how it is laid out: one dir and its --shards version of the same log
+    share it. A run records it at training, and eval.py checks that it ranks on the same data; that
+    the arrays are those the manifest describes is the loader's check (their hashes)."""
+    m = data.manifest
+    what = {k: m.get(k) for k in FINGERPRINT_KEYS} | {"items": m.get("tables", {}).get("items", {}).get("sha256")}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
 def resolve_filter_seen(choice: str, data: DataDir) -> bool:
