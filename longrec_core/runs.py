@@ -10,8 +10,9 @@ training has ended. Every state a kill can leave is one of two kinds:
 - ckpt.pt: continued by `--resume` from the checkpoint. What was written after it is rewritten by
   the resumed run (training is deterministic for a thread count): log.jsonl is cut back to the
   lines the checkpoint had seen, and summary.json is dropped while the run trains again.
-A run has finished when it has summary.json (eval.py evaluates only those). Temporary files that a
-killed write left (`.ckpt.pt.tmp-PID-HEX`) never make a dir foreign. Every refusal is one sentence
+A run has finished when its summary.json says it stopped for a reason in FINISHED (not
+`interrupted`); eval.py evaluates only those, and frontier.py resumes the others. Temporary files
+that a killed write left (`.ckpt.pt.tmp-PID-HEX`) never make a dir foreign. Every refusal is one sentence
 and exit 2 (`cli.fail`), before any training.
 """
 

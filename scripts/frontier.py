@@ -86,6 +86,7 @@ from longrec_core.frontier import (
     parse_axis,
     validation_curve,
 )
+from longrec_core.runs import finished as training_finished
 from longrec_core.train_flags import add_train_flags, flag_names
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -103,8 +104,6 @@ OWN_TRAIN_FLAGS = (
     "--targets",
     "--item-emb",
 )
-# A run dir whose summary.json says this has finished training (anything else is resumed or redone).
-FINISHED = ("epochs", "early_stopping", "max_train_seconds", "max_steps")
 CLAIM = "lane.pid"  # in a seed dir: the pid of the frontier.py that is running it
 # Far more training runs than a grid is meant to hold; more is a typo (and listing them would hang).
 MAX_RUNS = 10_000
@@ -379,7 +378,7 @@ def run_one(d: Path, cell: Cell, seed: int, targs: list[str], shared: list[str])
     starts over: train.py wants an empty dir."""
     run = d / "run"
     same = recorded_args(d) == targs
-    trained = same and (read_json(run / "summary.json") or {}).get("stop_reason") in FINISHED
+    trained = same and training_finished(run) is not None  # anything else is resumed or redone
     resumable = same and not trained and (run / "ckpt.pt").is_file()
     if not trained and not resumable and run.exists():
         shutil.rmtree(run)
