@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import io
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -128,9 +129,82 @@ def input_path(arg: str | os.PathLike[str] | None, what: str) -> Path:
     return Path(line)
 
 
-def _tmp_sibling(final: Path) -> Path:
+# A temporary sibling is named `.NAME.tmp-PID-HEX` (an output being written) or `.NAME.old-PID-HEX`
+# (an old dir being replaced, kept until the new one is in place), PID being its writer's.
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<tag>[0-9A-Za-z]+)$")
+
+
+def _tmp_sibling(final: Path, kind: str = "tmp") -> Path:
     # Same parent, so the final os.replace/rename is atomic (no cross-device move).
-    return final.parent / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    return final.parent / f".{final.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def temp_of(name: str) -> str | None:
+    """The output a temporary sibling named `name` stands for (`.m.json.tmp-12-ab01cd23` -> `m.json`),
+    or None when `name` is not one."""
+    m = _TEMP_NAME.match(name)
+    return m["name"] if m else None
+
+
+def _writer_gone(pid: int) -> bool:
+    """Whether the process that named a temporary file after its pid can no longer be writing it:
+    it is gone, or it is this process (which has not made one yet: an earlier process had this pid,
+    as every process does in a fresh container)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # alive under another user; or no such pid at all
+        return False
+    return False
+
+
+def remove_stale_temps(final: str | os.PathLike[str]) -> list[Path]:
+    """Clean up what killed writers of `final` left beside it: their temporary siblings
+    (`.NAME.tmp-PID-HEX`, file or dir) are removed once their process is gone, and an old dir that
+    a replacement renamed away (`.NAME.old-PID-HEX`) is renamed back when nothing took its place.
+    Returns the paths removed or restored; temporaries of live processes are left alone."""
+    final = Path(final)
+    try:
+        entries = list(final.parent.iterdir())
+    except OSError:  # no parent yet, or unreadable: nothing to clean
+        return []
+    done = []
+    for entry in sorted(entries):
+        m = _TEMP_NAME.match(entry.name)
+        if not m or m["name"] != final.name or not _writer_gone(int(m["pid"])):
+            continue
+        if m["kind"] == "old" and not os.path.lexists(final):
+            os.rename(entry, final)  # the replacement was killed before the new dir went in
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        done.append(entry)
+    return done
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the paths `a` and `b` in one step (Linux renameat2 RENAME_EXCHANGE); False where the
+    system or file system cannot, and nothing was changed."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # not glibc >= 2.28
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    ok = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
+    return ok
 
 
 def check_replaceable(final: str | os.PathLike[str], force: bool, marker: str | None = None) -> None:
@@ -167,6 +241,7 @@ def atomic_dir(final: str | os.PathLike[str], force: bool = False, *, marker: st
     a mistyped --out never deletes an unrelated folder.
     """
     final = Path(final)
+    remove_stale_temps(final)  # a killed earlier writer's leftovers (and a dir it had moved away)
     check_replaceable(final, force, marker)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(final)
@@ -174,13 +249,15 @@ def atomic_dir(final: str | os.PathLike[str], force: bool = False, *, marker: st
     try:
         yield tmp
         check_replaceable(final, force, marker)  # something may have appeared meanwhile
-        if os.path.lexists(final):
-            old = _tmp_sibling(final)
-            final.rename(old)
-            tmp.rename(final)
+        if not os.path.lexists(final):
+            os.rename(tmp, final)
+        elif _exchange(tmp, final):  # one step: `final` is the old dir, then the new one
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old dir; a kill here leaves a stale temp
+        else:  # two steps; a kill between them leaves `.NAME.old-...`, which the next writer puts back
+            old = _tmp_sibling(final, "old")
+            os.rename(final, old)
+            os.rename(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -191,6 +268,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary file name next to `path`; os.replace it onto `path` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)  # what a killed earlier writer of `path` left
     tmp = _tmp_sibling(path)
     try:
         yield tmp

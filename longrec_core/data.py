@@ -145,6 +145,20 @@ def history_events(offsets: np.ndarray, users: np.ndarray, end: np.ndarray) -> t
     return rows, np.arange(len(rows)) + (begin - (np.cumsum(lens) - lens))[rows]
 
 
+FINGERPRINT_KEYS = ("format_version", "source", "params", "counts", "split", "types")
+
+
+def fingerprint(data: DataDir) -> str:
+    """What data a data dir holds, as a sha256: its source (the input's hash, or the synthetic
+    generator's settings), every prep setting, the counts, the split and the item numbering (the
+    hash of items.parquet). Not how it is laid out: one dir and its --shards version of the same log
+    share it. A run records it at training, and eval.py checks that it ranks on the same data; that
+    the arrays are those the manifest describes is the loader's check (their hashes)."""
+    m = data.manifest
+    what = {k: m.get(k) for k in FINGERPRINT_KEYS} | {"items": m.get("tables", {}).get("items", {}).get("sha256")}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
 def resolve_filter_seen(choice: str, data: DataDir) -> bool:
     """Whether evaluation drops the user's already-seen items from the competitors.
 
@@ -174,6 +188,18 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _damaged_file(path: Path, file: str, e: BaseException) -> DataDirError:
+    """The error for a file of the data dir `path` that NumPy cannot read: which file, why in a few
+    words (not NumPy's advice to load an untrusted file unsafely), and what to do."""
+    if isinstance(e, FileNotFoundError):
+        why = "it is missing"
+    elif "pickle" in str(e) or isinstance(e, zipfile.BadZipFile):
+        why = "it is not a NumPy array file"  # np.load takes unknown bytes for a pickle
+    else:
+        why = f"it is truncated or not a NumPy array file ({type(e).__name__})"
+    return DataDirError(f"{path} is damaged: {file} cannot be read ({why}); re-run prep.py to make the data dir again")
+
+
 def _load_array(path: Path, name: str, spec: dict[str, Any], split: Any) -> np.ndarray:
     where = path / spec["file"]
     try:
@@ -181,8 +207,10 @@ def _load_array(path: Path, name: str, spec: dict[str, Any], split: Any) -> np.n
             a = split[name]
         else:
             a = np.load(where, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, KeyError) as e:  # missing, truncated (mmap longer than file), not .npy
-        raise DataDirError(f"{path} is damaged: cannot read {name} from {spec['file']} ({e})") from None
+    except KeyError:
+        raise DataDirError(f"{path} is damaged: {spec['file']} holds no {name} array; re-run prep.py") from None
+    except (OSError, ValueError, EOFError) as e:  # missing, truncated (mmap longer than file), not .npy
+        raise _damaged_file(path, spec["file"], e) from None
     if str(a.dtype) != spec["dtype"] or list(a.shape) != spec["shape"]:
         raise DataDirError(
             f"{path} is damaged: {name} is {a.dtype}{list(a.shape)}, the manifest says {spec['dtype']}{spec['shape']}"
@@ -235,8 +263,11 @@ def _load_arrays(path: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
     try:
         specs: dict[str, dict[str, Any]] = manifest["arrays"]
         split_file = path / "split.npz"
-        with np.load(split_file, allow_pickle=False) as z:  # O(U): read into memory
-            split = {k: z[k] for k in z.files}
+        try:
+            with np.load(split_file, allow_pickle=False) as z:  # O(U): read into memory
+                split = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise _damaged_file(path, split_file.name, e) from None
         arrays = {name: _load_array(path, name, spec, split) for name, spec in specs.items()}
         for name in ("items", "ts", "offsets", "sessions", "train_end", "valid_end"):
             if name not in arrays:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from longrec_core.choices import ITEM_EMBS, KS, REGIMES, TARGETS
+from longrec_core.runs import read_log
 from longrec_core.train_flags import train_defaults
 
 # The grid axes, their defaults (train.py's defaults, and the baseline against sliding) and the
@@ -339,18 +340,13 @@ def time_unit(max_seconds: float) -> tuple[float, str]:
 
 def validation_curve(run: Path, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(cumulative training seconds, best validation `metric` so far) after each epoch of a run,
-    finished or not, from its log.jsonl; None when it has no validated epoch yet."""
-    try:
-        lines = (run / "log.jsonl").read_text().splitlines()
-    except OSError:
-        return None
+    finished or not, from its log.jsonl; None when it has no validated epoch yet.
+
+    Each epoch counts once (`runs.read_log`): an epoch's record holds its training seconds so far,
+    so a partial record and the record of the same epoch resumed and finished are not added up."""
     points, seconds = [], 0.0
-    for line in lines:
-        try:  # a line being written by a run still training is skipped
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        seconds += rec.get("train_seconds", 0.0)  # partial epochs (a stop mid-epoch) took time too
+    for rec in read_log(run):
+        seconds += rec.get("train_seconds", 0.0)
         if isinstance(rec.get("valid"), dict) and metric in rec["valid"]:
             points.append((seconds, rec["valid"][metric]))
     if not points:

@@ -26,6 +26,7 @@ Every problem with the input raises ValueError with one sentence naming the file
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -311,12 +312,32 @@ def read_sequences(path: Path, with_user: bool) -> Frame:
     tok = pl.col("line").str.extract_all(r"\S+")
     lf = lines.with_row_index("row").with_columns(tok.alias("tok")).filter(pl.col("tok").list.len() > int(with_user))
     if with_user:
-        lf = lf.select(pl.col("tok").list.first().alias("user"), pl.col("tok").list.slice(1).alias("item"))
+        lf = lf.select(
+            pl.col("tok").list.first().alias("user"), pl.col("tok").list.slice(1).alias("item"), pl.col("row")
+        )
     else:
         lf = lf.select((pl.col("row").cast(pl.Int64) + 1).alias("user"), pl.col("tok").alias("item"))
     # Position in the file is the time: every event gets its own ordinal.
     lf = lf.explode("item").with_row_index("ts").with_columns(pl.col("ts").cast(pl.Int64))
-    return lf.select("user", "item", "ts"), {"time_unit": "s"}
+    return lf.select("user", "item", "ts", *(["row"] if with_user else [])), {"time_unit": "s"}
+
+
+def repeated_user_warning(df: pl.DataFrame, path: Path) -> str | None:
+    """A `seqs` file gives each user one line; when a user has several, say so (or None).
+
+    They are joined in file order (the position in the file is the time), which is right for a file
+    of sessions with a user column and wrong for one concatenated twice (every event would count
+    twice): a warning, not a refusal, since the first is a legitimate layout and the reader cannot
+    tell them apart."""
+    lines = df.group_by("user").agg(pl.col("row").n_unique().alias("n")).filter(pl.col("n") > 1)
+    if lines.height == 0:
+        return None
+    first = lines.sort("user").row(0, named=True)
+    users = f"{lines.height:,} users of {path} appear" if lines.height > 1 else f"a user of {path} appears"
+    return (
+        f"{users} on more than one line (user {first['user']} on {first['n']}): "
+        "their lines are joined in file order into one history; if each line is its own sequence, use --format items"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,8 +359,17 @@ def as_int64(s: pl.Series, what: str) -> pl.Series:
     return out
 
 
+WIDE_INTS = ("Int128", "UInt128")  # what Polars reads for integers beyond 64 bits; NumPy has no such type
+
+
 def to_int_ids(s: pl.Series, what: str) -> pl.Series:
-    """Integer ids stay integers; text that is all integers becomes Int64; other text stays text."""
+    """Integer ids stay integers; text that is all integers becomes Int64; other text stays text.
+    Integers beyond 64 bits (`99999999999999999999999`) are ids, not numbers: they are read as text."""
+    if str(s.dtype) in WIDE_INTS:
+        try:
+            return s.cast(pl.Int64, strict=True)
+        except pl.exceptions.InvalidOperationError:
+            return s.cast(pl.String)
     if s.dtype.is_integer():
         return s
     if s.dtype == pl.String:
@@ -422,6 +452,11 @@ def read_log(
     df = _complete_rows(df, path)
     if fmt in ORDERED and info.get("timed"):
         _check_time_order(df, path, fmt)
+    if "row" in df.columns:  # seqs
+        warning = repeated_user_warning(df, path)
+        if warning:
+            sys.stderr.write(f"warning: {warning}\n")  # one line, and prep goes on
+        df = df.drop("row")
     say(f"read {rows_read:,} rows; coding ids")
     ts = to_seconds(df["ts"], info.get("time_unit", "s"), column(info, "time", path)).to_numpy()
     user, user_ids = data.dense_codes(to_int_ids(df["user"], column(info, "user", path)))

@@ -367,6 +367,22 @@ def code_subspaces(args: argparse.Namespace) -> int:
     return args.kshift_k if args.item_emb == "kshift" else 8
 
 
+def settings_warning(args: argparse.Namespace) -> str | None:
+    """What a valid but probably unintended combination of settings does (one sentence), or None.
+
+    A stride larger than the window is a warning, not a refusal: a frontier grid crosses strides with
+    windows on purpose, and such a cell is a legitimate (cheap) point; but a user who typed it should
+    know that events are skipped."""
+    if args.regime in ("sliding", "mixed") and args.stride > args.window:
+        gap = args.stride - args.window
+        return (
+            f"--stride {args.stride} is larger than --window {args.window}: the {gap:,} event"
+            f"{'s' if gap > 1 else ''} between consecutive windows of a user {'are' if gap > 1 else 'is'} never a "
+            "target; use a --stride of at most --window to train on every event"
+        )
+    return None
+
+
 def _check_item_emb(args: argparse.Namespace) -> None:
     """Refuse the k-shift options without k-shift, the code options without codes, and shapes that do
     not compose (a low-rank width of 0, m not dividing d); the head's bound needs the catalogue, so

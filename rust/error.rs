@@ -30,6 +30,18 @@ impl CoreError {
         };
         CoreError { arg: what, msg, out_of_memory: true }
     }
+
+    /// `what`'s output of `need` bytes is more than the `have` bytes of memory available now.
+    pub fn more_than_available(what: &'static str, need: usize, have: usize) -> Self {
+        let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+        let msg = format!(
+            "the output needs {:.1} GiB, more than the {:.1} GiB of memory available now (MemAvailable); \
+             ask for a smaller output or free memory",
+            gib(need),
+            gib(have)
+        );
+        CoreError { arg: what, msg, out_of_memory: true }
+    }
 }
 
 impl fmt::Display for CoreError {

@@ -25,6 +25,9 @@ JSON's path, one line; the table goes to stderr.
 
 from __future__ import annotations
 
+# First, before torch and polars load: Ctrl-C or SIGTERM while they do ends the stage quietly (exit 130).
+import longrec_core.startup  # noqa: F401  # isort: skip
+
 import argparse
 import json
 import os
@@ -36,6 +39,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
+from longrec_core import runs
 from longrec_core.choices import DEVICES, FILTER_SEEN_CHOICES, KS, SPLITS
 from longrec_core.cli import (
     ArgumentParser,
@@ -52,7 +56,7 @@ from longrec_core.cli import (
     stdin_piped,
     torch_device,
 )
-from longrec_core.data import DataDir, load_data_dir, load_shards, resolve_filter_seen, shard_count
+from longrec_core.data import DataDir, fingerprint, load_data_dir, load_shards, resolve_filter_seen, shard_count
 from longrec_core.metrics import bootstrap_ci, evaluate, metrics_from_ranks, paired_comparison, per_user
 from longrec_core.model import SASRec, load_model
 
@@ -133,13 +137,26 @@ def ranks_path(metrics_path: Path) -> Path:
 
 def check_out(out: Path, explicit: bool, force: bool) -> None:
     """Refuse, before any work, an output that cannot be written, or an explicit --out that would
-    replace a file without --force (the default output in the run dir is rewritten each time)."""
+    replace a file without --force (the default output in the run dir is rewritten each time).
+
+    The ranks file is written first and the metrics JSON last (`write_outputs`), so a ranks file
+    without its metrics JSON is what a killed evaluation left: it is replaced, not refused."""
     for path in (out, ranks_path(out)):
         if path.is_dir():
             fail(f"cannot write {path}: it is a directory")
-        if explicit and not force and os.path.lexists(path):
+        orphan = path != out and not os.path.lexists(out) and is_ranks_file(path)
+        if explicit and not force and os.path.lexists(path) and not orphan:
             fail(f"{path} already exists; pass --force to replace it, or another --out")
     check_parent_dir(out)
+
+
+def is_ranks_file(path: Path) -> bool:
+    """Whether `path` is a ranks file that eval.py wrote (an .npz with users and ranks)."""
+    try:
+        with np.load(path) as z:
+            return {"users", "ranks"} <= set(z.files)
+    except Exception:  # whatever np.load raises on a file that is not an .npz
+        return False
 
 
 def config_data_dir(run: Path) -> str:
@@ -162,11 +179,8 @@ def config_data_dir(run: Path) -> str:
 def config_filter_seen(run: Path) -> str:
     """The seen-items rule the run validated with (its config.json), so that test metrics follow the
     rule that selected the weights; "auto" for a run without a readable one."""
-    try:
-        rule = json.loads((run / "config.json").read_text()).get("filter_seen")
-    except (OSError, ValueError, AttributeError):
-        return "auto"
-    return rule if rule in FILTER_SEEN_CHOICES else "auto"
+    rule = config_value(run, "filter_seen")
+    return rule if isinstance(rule, str) and rule in FILTER_SEEN_CHOICES else "auto"
 
 
 def load_ranks(path: Path) -> dict[str, np.ndarray]:
@@ -234,18 +248,22 @@ def read_settings(args: argparse.Namespace) -> tuple[tuple[int, ...], list[str]]
 
 
 def find_run(arg: str | None) -> Path:
-    """The run dir: --run, else a path piped on stdin, else the newest finished run under runs/."""
+    """The run dir: --run, else a path piped on stdin, else the newest finished run under runs/
+    (one whose training has ended: `runs.finished`; a run still training or stopped is skipped)."""
     if arg is None and not stdin_piped():
-        finished = sorted(Path("runs").glob("*/model.pt"), key=lambda f: f.stat().st_mtime)
-        if not finished:
+        done = [f for f in Path("runs").glob("*/model.pt") if runs.finished(f.parent) is not None]
+        if not done:
             fail("no run given and no finished run under runs/; pass --run RUN_DIR")
-        run = finished[-1].parent
+        run = max(done, key=lambda f: f.stat().st_mtime).parent
     else:
         run = input_path(arg, "run dir")
     if not run.is_dir():
         fail(f"run dir {run} {'is a file' if run.exists() else 'does not exist'}")
     if not (run / "model.pt").is_file():
         fail(f"{run} has no model.pt (not a run dir, or its training has not finished)")
+    why = runs.unfinished_reason(run)
+    if why is not None:  # its model.pt holds the best weights so far, not the run's
+        fail(f"{run} cannot be evaluated: {why}; finish it with python scripts/train.py --resume {run}")
     return run
 
 
@@ -274,7 +292,22 @@ def load_run(run: Path, data_dir: str, device: torch.device) -> tuple[SASRec, Da
             f"data dir {data_dir} has {data.n_items:,} items but the model in {run} was trained on "
             f"{model.n_items:,}; pass the data dir it was trained on with --data"
         )
+    trained_on = config_value(run, "data_fingerprint")  # older runs did not record it: the item count only
+    if isinstance(trained_on, str) and trained_on != fingerprint(data):
+        fail(
+            f"data dir {data_dir} is not the one {run} was trained on (its manifest differs from the one the "
+            "run recorded); pass the run's data dir with --data"
+        )
     return model, data, n_shards
+
+
+def config_value(run: Path, key: str) -> object:
+    """One setting from the run's config.json; None when it or the file is missing or damaged."""
+    try:
+        config = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return config.get(key) if isinstance(config, dict) else None
 
 
 def load_other(args: argparse.Namespace, mine: dict[str, object]) -> dict[str, np.ndarray]:
@@ -455,7 +488,8 @@ def main() -> None:
     ci = bootstrap_ci(ranks, ks, n_boot=args.bootstrap, seed=args.seed) if args.bootstrap > 0 else {}
     comparison = paired(args, run, users, ranks, other, compare_metrics) if other is not None else None
 
-    # -- write ranks and metrics ---------------------------------------------------------
+    # -- write ranks, then metrics: the metrics JSON exists only beside its own ranks ----------
+    out.unlink(missing_ok=True)  # the one being replaced: a kill before the new one leaves no stale pair
     write_ranks(ranks_path(out), users, ranks, mine, model.cfg.max_len)
     result = {
         "run": str(run.resolve()),

@@ -43,6 +43,9 @@ metric so far against its training time (which regime leads at a given budget). 
 
 from __future__ import annotations
 
+# First, before torch and polars load: Ctrl-C or SIGTERM while they do ends the stage quietly (exit 130).
+import longrec_core.startup  # noqa: F401  # isort: skip
+
 import argparse
 import atexit
 import csv
@@ -88,6 +91,7 @@ from longrec_core.frontier import (
     validation_curve,
     without_speed_flags,
 )
+from longrec_core.runs import finished as training_finished
 from longrec_core.train_flags import add_train_flags, flag_names
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -105,8 +109,6 @@ OWN_TRAIN_FLAGS = (
     "--targets",
     "--item-emb",
 )
-# A run dir whose summary.json says this has finished training (anything else is resumed or redone).
-FINISHED = ("epochs", "early_stopping", "max_train_seconds", "max_steps")
 CLAIM = "lane.pid"  # in a seed dir: the pid of the frontier.py that is running it
 # Far more training runs than a grid is meant to hold; more is a typo (and listing them would hang).
 MAX_RUNS = 10_000
@@ -385,7 +387,7 @@ def run_one(d: Path, cell: Cell, seed: int, targs: list[str], shared: list[str])
     run = d / "run"
     then = recorded_args(d)
     same = then is not None and without_speed_flags(then) == without_speed_flags(targs)
-    trained = same and (read_json(run / "summary.json") or {}).get("stop_reason") in FINISHED
+    trained = same and training_finished(run) is not None  # anything else is resumed or redone
     resumable = same and not trained and (run / "ckpt.pt").is_file()
     if not trained and not resumable and run.exists():
         shutil.rmtree(run)

@@ -29,6 +29,9 @@ descending count, group by user in time order, sessions, split; see longrec_core
 
 from __future__ import annotations
 
+# First, before torch and polars load: Ctrl-C or SIGTERM while they do ends the stage quietly (exit 130).
+import longrec_core.startup  # noqa: F401  # isort: skip
+
 import argparse
 import json
 import os

@@ -24,6 +24,9 @@ output path, one line. Library call: longrec_core.recommend.Recommender.
 
 from __future__ import annotations
 
+# First, before torch and polars load: Ctrl-C or SIGTERM while they do ends the stage quietly (exit 130).
+import longrec_core.startup  # noqa: F401  # isort: skip
+
 import argparse
 import os
 import sys

@@ -26,6 +26,9 @@ What --resume takes from a run dir, and which existing dirs are refused: longrec
 
 from __future__ import annotations
 
+# First, before torch and polars load: Ctrl-C or SIGTERM while they do ends the stage quietly (exit 130).
+import longrec_core.startup  # noqa: F401  # isort: skip
+
 import argparse
 import json
 import math
@@ -42,7 +45,7 @@ import torch.distributed as dist
 
 from longrec_core import cli, runs
 from longrec_core.codes import item_codes
-from longrec_core.data import DataDir, load_data_dir, load_shards, resolve_filter_seen, shard_count
+from longrec_core.data import DataDir, fingerprint, load_data_dir, load_shards, resolve_filter_seen, shard_count
 from longrec_core.examples import EpochWindows, epoch_windows, iter_batches, n_batches, regime_of, shuffled_order
 from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
 from longrec_core.metrics import evaluate, metrics_from_ranks
@@ -51,7 +54,7 @@ from longrec_core.optim import optimizer_for
 from longrec_core.schedule import default_warmup_steps, lr_factor
 from longrec_core.tracking import TensorBoard
 from longrec_core.train_config import parse_with_config
-from longrec_core.train_flags import add_train_flags, check_settings, code_subspaces, uses_codes
+from longrec_core.train_flags import add_train_flags, check_settings, code_subspaces, settings_warning, uses_codes
 
 DEMO_DATA = Path("data/demo")
 # the parts of embedding_memory_bytes that train.py logs, each in MiB
@@ -87,6 +90,8 @@ resumed = runs.resume(args, sys.argv[1:], log) if args.resume else None
 if resumed is None:
     check_settings(args)
 tracker = TensorBoard(args.tensorboard) if args.tensorboard and main_process else None  # before any work
+if settings_warning(args):
+    log(f"warning: {settings_warning(args)}")
 
 # ----------------------------------------------------------------------------- distributed setup
 device = cli.torch_device(args.device)
@@ -157,6 +162,9 @@ if ckpt is not None and ckpt["model_config"]["n_items"] != data.n_items:
         f"cannot resume: the checkpoint was trained on {ckpt['model_config']['n_items']:,} items but "
         f"{data_path} now has {data.n_items:,} (was it prepared again?)"
     )
+data_fingerprint = fingerprint(data)  # eval.py checks that it ranks on the same data dir
+if ckpt is not None and ckpt.get("data_fingerprint", data_fingerprint) != data_fingerprint:
+    cli.fail(f"cannot resume: {data_path} is not the data dir this run was trained on (was it prepared again?)")
 
 # ----------------------------------------------------------------------------- model and optimizer
 seed = args.seed
@@ -357,6 +365,7 @@ state = {
     "tokens": 0,
     "examples": 0,
     "loader_wait_seconds": 0.0,
+    "log_lines": 0,  # records in log.jsonl: a resumed run cuts it back to these (runs.truncate_log)
     "ep": {},
 }
 neg_gen = torch.Generator().manual_seed(seed * 7919 + rank)
@@ -374,7 +383,17 @@ if ckpt is not None:
     log(f"resuming {run_dir} in epoch {state['epoch'] + 1} after its batch {state['batch']} (step {state['step']})")
 
 if main_process:
-    runs.write_config(run_dir, {**vars(args), "model": model_cfg.to_dict(), "world_size": world}, fresh=ckpt is None)
+    state["log_lines"] = runs.write_config(
+        run_dir,
+        {
+            **vars(args),
+            "model": model_cfg.to_dict(),
+            "world_size": world,
+            runs.THREADS_KEY: torch.get_num_threads(),
+            "data_fingerprint": data_fingerprint,
+        },
+        ckpt_state=None if ckpt is None else ckpt["state"],
+    )
 
 
 def save_checkpoint() -> None:
@@ -395,6 +414,8 @@ def save_checkpoint() -> None:
         "rng": rng,
         "state": dict(state),
         "config": vars(args),
+        "threads": torch.get_num_threads(),  # its rounding depends on it: --resume restores it
+        "data_fingerprint": data_fingerprint,
     }
     with cli.atomic_write(run_dir / "ckpt.pt") as tmp:
         torch.save(blob, tmp)
@@ -561,6 +582,7 @@ with progress:
                 f.write(json.dumps(record) + "\n")
             if tracker is not None:
                 tracker.log(record)
+            state["log_lines"] += 1
             log(
                 f"epoch {epoch + 1}: loss {record['loss']:.4f}, valid NDCG@10 {ndcg:.4f} "
                 f"HR@10 {valid.get('HR@10', float('nan')):.4f}{' (best)' if improved else ''}, "
@@ -620,6 +642,8 @@ if main_process:
         "best_valid_ndcg10": state["best_ndcg"],
         "filter_seen": filter_seen,
         "warmup_steps": warmup,
+        "threads": torch.get_num_threads(),
+        "data_fingerprint": data_fingerprint,
     }
     with cli.atomic_write(run_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))

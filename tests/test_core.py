@@ -1,6 +1,8 @@
 """The data core against plain NumPy references on random inputs, plus every kind of bad input."""
 
+import re
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -364,7 +366,7 @@ def test_bad_input_raises_value_error(call, match):
         # valid arguments whose output (2^40 windows, 2^50 windows, 2^20 rows of 2^30) no machine holds
         (
             lambda: lc.windows([0, 2**40], window=200, stride=1),
-            r"windows: the output needs .* GiB, more than could be allocated",
+            r"windows: the output needs .* GiB, more than the .* GiB of memory available now",
         ),
         (lambda: lc.sample_windows([0, 5], window=2, per_seq=2**50, seed=0), r"sample_windows: the output needs"),
         (
@@ -377,6 +379,18 @@ def test_outputs_too_big_raise_memory_error(call, match):
     # MemoryError, not an aborted interpreter: sizes that follow from arguments can be absurd
     with pytest.raises(MemoryError, match=match):
         call()
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="MemAvailable is Linux's")
+def test_an_output_just_over_the_available_memory_is_refused_before_it_is_allocated():
+    """Issue 34: with overcommit, an output between the available and the total memory passed the
+    guard (the allocation is granted) and the process was OOM-killed while filling it."""
+    meminfo = Path("/proc/meminfo").read_text()
+    available = int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo)[1]) * 1024
+    rows = 16
+    length = (available + (512 << 20)) // (rows * 8)  # int64 [rows, length + 1]: 512 MiB over
+    with pytest.raises(MemoryError, match=r"gather: the output needs .* of memory available now \(MemAvailable\)"):
+        lc.gather([1, 2, 3], np.zeros(rows, np.int64), np.ones(rows, np.int64), length=length)
 
 
 @pytest.mark.parametrize(

@@ -295,11 +295,22 @@ def test_loader_refuses_other_version_and_missing_parts(ddir, tmp_path):
         data.load_data_dir(ddir)
     (ddir / "manifest.json").write_text(json.dumps(m))
     (ddir / "ts.npy").unlink()
-    with pytest.raises(DataDirError, match="cannot read ts"):
+    with pytest.raises(DataDirError, match=r"ts\.npy cannot be read \(it is missing\)"):
         data.load_data_dir(ddir)
     (ddir / "manifest.json").unlink()
     with pytest.raises(DataDirError, match=r"no manifest\.json"):
         data.load_data_dir(ddir)
+
+
+@pytest.mark.parametrize("file", ["items.npy", "offsets.npy", "split.npz"])
+def test_a_garbage_array_file_is_named_with_what_to_do(ddir, file):
+    """Issue 34 D9: NumPy's message for bytes that are not an array file advises loading it with
+    allow_pickle; say which file is damaged and to re-run prep.py instead."""
+    (ddir / file).write_bytes(b"garbage, not an array" * 10)
+    with pytest.raises(DataDirError) as e:
+        data.load_data_dir(ddir)
+    msg = str(e.value)
+    assert f"{file} cannot be read" in msg and "re-run prep.py" in msg and "pickle" not in msg, msg
 
 
 # ---------------------------------------------------------------- the synthetic generator

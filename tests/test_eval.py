@@ -30,13 +30,15 @@ EVAL = ROOT / "scripts" / "eval.py"
 
 
 def make_run(run: Path, data: Path, seed: int, **cfg: object) -> Path:
-    """A run dir as train.py writes it (config.json + model.pt), with random-init weights."""
+    """A finished run dir as train.py writes it (config.json, model.pt, summary.json), with
+    random-init weights."""
     torch.manual_seed(seed)
     d = load_data_dir(data)
     mc = ModelConfig(n_items=d.n_items, max_len=12, dim=16, layers=1, heads=1, ffn=32, **cfg)  # type: ignore[arg-type]
     run.mkdir(parents=True)
     torch.save({"model": SASRec(mc).state_dict(), "model_config": mc.to_dict()}, run / "model.pt")
     (run / "config.json").write_text(json.dumps({"data": str(data.resolve()), "model": mc.to_dict()}))
+    (run / "summary.json").write_text(json.dumps({"stop_reason": "epochs", "epochs": 1}))
     return run
 
 
@@ -147,6 +149,17 @@ def test_valid_split_from_stdin_and_filter_seen(world, monkeypatch, capsys):
 def test_newest_run_when_stdin_is_a_terminal(world, monkeypatch, capsys):
     os.utime(world["b"] / "model.pt")  # b is now the newest finished run
     (world["tmp"] / "runs" / "unfinished").mkdir(exist_ok=True)  # no model.pt: never picked
+    # issue 34 D5: newer weights of a run still training (no summary.json) or stopped are not picked either
+    for name, summary in (("training", None), ("stopped", {"stop_reason": "interrupted"})):
+        half = world["tmp"] / "runs" / name
+        if not half.exists():
+            shutil.copytree(world["b"], half)
+            (half / "summary.json").unlink()
+            if summary is not None:
+                (half / "summary.json").write_text(json.dumps(summary))
+        code, _, err = run_eval(monkeypatch, capsys, "--run", str(half), "--out", str(world["tmp"] / "h.json"))
+        assert code == 2 and err.count("\n") == 1 and "cannot be evaluated" in err, err
+        assert f"train.py --resume {half}" in err and not (world["tmp"] / "h.json").exists()
     code, out, err = run_eval(monkeypatch, capsys, "--bootstrap", "0", stdin=Tty(), cwd=world["tmp"])
     assert code == 0, err
     assert Path(out.strip()).resolve() == (world["b"] / "metrics_test.json").resolve()
@@ -265,6 +278,52 @@ def test_an_existing_out_is_replaced_only_with_force(world, monkeypatch, capsys,
     assert json.loads(precious.read_text())["split"] == "test"
 
 
+def test_a_killed_evaluation_leaves_no_metrics_and_its_rerun_replaces_the_ranks(world, monkeypatch, capsys, tmp_path):
+    """Issue 34 D4: the ranks file is written first and the metrics JSON last; what a kill between
+    them leaves (ranks alone) is replaced by the rerun, not refused; and a metrics JSON is never
+    left beside ranks of another evaluation."""
+    out = tmp_path / "m.json"
+    args = ["--run", str(world["a"]), "--bootstrap", "0", "--out", str(out)]
+    assert run_eval(monkeypatch, capsys, *args)[0] == 0
+    want = out.read_text()
+    out.unlink()  # what a kill after the ranks file leaves
+    code, _, err = run_eval(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert json.loads(out.read_text())["metrics"] == json.loads(want)["metrics"]
+    # a rerun with --force drops the old metrics before it writes new ranks
+    written = []
+    real = np.savez
+
+    def killed(*a: object, **k: object) -> None:
+        written.append(out.exists())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", killed)
+    code, _, err = run_eval(monkeypatch, capsys, *args, "--force", "--split", "valid")
+    monkeypatch.setattr(np, "savez", real)
+    assert code == 130 and written == [False] and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ranks.npz"]
+
+
+def test_a_data_dir_other_than_the_runs_is_refused(world, tmp_path, monkeypatch, capsys):
+    """Issue 34 D6: another data dir with the same number of items was ranked without a word;
+    the run's recorded fingerprint of its data dir is checked (older runs: the item count)."""
+    from longrec_core.data import fingerprint
+
+    run = tmp_path / "run"
+    shutil.copytree(world["a"], run)
+    config = json.loads((run / "config.json").read_text())
+    config["data_fingerprint"] = fingerprint(load_data_dir(world["data"]))
+    (run / "config.json").write_text(json.dumps(config))
+    n_items = load_data_dir(world["data"]).n_items
+    same_size = prepare_synthetic(tmp_path / "same", users=80, items=60, median_len=15, max_len=100, seed=7)
+    assert load_data_dir(same_size).n_items == n_items
+    out = ["--bootstrap", "0", "--out", str(tmp_path / "m.json")]
+    code, _, err = run_eval(monkeypatch, capsys, "--run", str(run), "--data", str(same_size), *out)
+    assert code == 2 and "is not the one" in err and "trained on" in err and err.count("\n") == 1, err
+    assert run_eval(monkeypatch, capsys, "--run", str(run), *out)[0] == 0  # its own data dir
+
+
 @pytest.mark.parametrize(
     "case, damaged, message",
     [
@@ -320,7 +379,8 @@ def test_compare_with_a_damaged_summary_leaves_the_costs_out(world, monkeypatch,
     """The costs are shown after the metrics are written: a damaged summary.json must not fail the evaluation."""
     for name in ("a", "b"):
         shutil.copytree(world["a"], tmp_path / name)
-        (tmp_path / name / "summary.json").write_text(json.dumps({"train_seconds": 1.0, "tokens": 10, "epochs": 1}))
+        summary = {"stop_reason": "epochs", "train_seconds": 1.0, "tokens": 10, "epochs": 1}
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
         assert run_eval(monkeypatch, capsys, "--run", str(tmp_path / name), "--bootstrap", "0")[0] == 0
     code, _, err = run_eval(
         monkeypatch,

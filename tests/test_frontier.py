@@ -62,11 +62,12 @@ def test_validation_curve_is_the_best_so_far_against_cumulative_training_seconds
         {"epoch": 1, "train_seconds": 12.0, "valid": {"NDCG@10": 0.15}},
         {"epoch": 2, "train_seconds": 11.0, "valid": {"NDCG@10": 0.12}},
         {"epoch": 3, "partial": True, "train_seconds": 5.0},  # stopped mid-epoch: no validation
-        {"epoch": 3, "train_seconds": 9.0, "valid": {"NDCG@10": 0.16}},  # resumed
+        # resumed and finished: an epoch's record holds all its seconds so far (5 before the stop)
+        {"epoch": 3, "train_seconds": 9.0, "valid": {"NDCG@10": 0.16}},
     ]
     (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log) + '\n{"epoch": 4, "tr')
     seconds, best = validation_curve(tmp_path, "NDCG@10")
-    assert seconds.tolist() == [10.0, 22.0, 33.0, 47.0]
+    assert seconds.tolist() == [10.0, 22.0, 33.0, 42.0]  # issue 34 D8: epoch 3 once, not 5 + 9
     assert best.tolist() == [0.10, 0.15, 0.15, 0.16]
     assert validation_curve(tmp_path, "MRR") is None
     assert validation_curve(tmp_path / "missing", "NDCG@10") is None

@@ -175,6 +175,31 @@ def test_seqs_and_items(prep, tmp_path):
     assert histories(tmp_path / out)[1] == [(1, 0), (5, 1), (6, 2), (7, 3)]
 
 
+def test_a_user_on_several_lines_of_a_seqs_file_is_joined_with_a_warning(prep, tmp_path):
+    """Issue 34: a repeated user in a `seqs` file was joined without a word."""
+    f = tmp_path / "repeats.txt"
+    f.write_text("1 5 6 7\n2 6 7 8 9\n1 9 3\n")
+    code, out, err = prep(f, "--format", "seqs")
+    assert code == 0, err
+    assert histories(tmp_path / out.strip())[1] == [(5, 0), (6, 1), (7, 2), (9, 7), (3, 8)]  # in file order
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "user 1 on 2" in warnings[0] and "--format items" in warnings[0], err
+    f.write_text("1 5 6 7\n2 6 7 8 9\n")
+    assert "more than one line" not in prep(f, "--format", "seqs", "--out", "data/once")[2]
+
+
+def test_ids_beyond_64_bits_are_read_as_text(prep, tmp_path):
+    """Issue 34 D3: a CSV whose ids do not fit 64 bits crashed with Polars' InvalidOperationError
+    (NumPy has no 128-bit integers); such ids are read as text."""
+    f = tmp_path / "big.csv"
+    f.write_text("user,item,ts\n18446744073709551616,1,1\n18446744073709551616,2,2\n7,99999999999999999999999,3\n")
+    out = ok(prep(f))
+    assert histories(tmp_path / out) == {
+        "18446744073709551616": [("1", 1), ("2", 2)],  # the item column too: one of its ids is wide
+        "7": [("99999999999999999999999", 3)],
+    }
+
+
 def test_generic_csv_with_strings_dates_and_types(prep, tmp_path):
     f = tmp_path / "log.tsv"
     f.write_text(

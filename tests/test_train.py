@@ -618,3 +618,93 @@ def test_a_finished_run_exits_0_when_the_next_stage_has_gone(data_dir, tmp_path)
         os.close(write_end)
     assert proc.returncode == 0, proc.stderr
     assert "Broken pipe" not in proc.stderr and (out / "summary.json").is_file()
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_a_dir_killed_before_its_first_checkpoint_is_resumed_or_rerun(data_dir, tmp_path):
+    """Issue 34 D1: model.pt is written before the first ckpt.pt; a kill between them leaves
+    {config.json, log.jsonl, model.pt}, which --resume and the same command both start over."""
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    one = [*TINY, "--epochs", "1"]
+    run(*TRAIN, "--data", str(data_dir), "--out", str(a), *one)
+    for r in (b, c):
+        run(*TRAIN, "--data", str(data_dir), "--out", str(r), *one)
+        for name in ("ckpt.pt", "summary.json"):
+            (r / name).unlink()
+    proc = run(*TRAIN, "--resume", str(b))
+    assert "starting it over" in proc.stderr
+    run(*TRAIN, "--data", str(data_dir), "--out", str(c), *one)  # the same command again
+    for r in (b, c):
+        assert losses(r) == losses(a) and (r / "summary.json").is_file()
+        assert_same_weights(a / "model.pt", r / "model.pt")
+    # a temporary file that a killed write left does not make the dir foreign
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / ".config.json.tmp-1-x").write_text("{")  # pid 1: alive, so it is kept, but it is a run's file
+    run(*TRAIN, "--data", str(data_dir), "--out", str(d), *one)
+    assert (d / "summary.json").is_file()
+
+
+def test_resume_restores_the_thread_count_and_warns_when_it_is_overridden(data_dir, tmp_path):
+    """Issue 34 D2: `train.py --resume R` alone (as the README says) gives the uninterrupted run's
+    bits: the thread count the run computed with is restored (here 1, on a machine with more)."""
+    a, c = tmp_path / "a", tmp_path / "c"
+    run(*TRAIN, "--data", str(data_dir), "--out", str(a), *TINY)
+    run(*TRAIN, "--data", str(data_dir), "--out", str(c), *TINY, "--max-steps", "40")
+    proc = run(*TRAIN, "--resume", str(c))
+    assert "warning" not in proc.stderr
+    wa, wc = (torch.load(r / "ckpt.pt", weights_only=False)["model"] for r in (a, c))
+    for k in wa:
+        assert torch.equal(wa[k], wc[k]), k
+    assert losses(c) == losses(a) and json.loads((c / "config.json").read_text())["threads_used"] == 1
+    shutil.rmtree(c)
+    run(*TRAIN, "--data", str(data_dir), "--out", str(c), *TINY, "--max-steps", "40")
+    proc = run(*TRAIN, "--resume", str(c), "--threads", "2")
+    assert "trained with 1 threads and resumes with --threads 2" in proc.stderr and "bitwise" in proc.stderr
+
+
+def test_resume_cuts_the_log_back_to_the_checkpoint(data_dir, tmp_path):
+    """Issue 34 D8: a kill after an epoch's log line and before its checkpoint made the resumed run
+    log that epoch twice ([0, 1, 1]); the log is cut back to the checkpoint's lines, and the reader
+    counts each epoch once."""
+    a, c = tmp_path / "a", tmp_path / "c"
+    run(*TRAIN, "--data", str(data_dir), "--out", str(a), *TINY)
+    run(*TRAIN, "--data", str(data_dir), "--out", str(c), *TINY, "--epochs", "1")
+    ckpt_one = (c / "ckpt.pt").read_bytes()
+    run(*TRAIN, "--resume", str(c), "--epochs", "2")
+    assert [json.loads(x)["epoch"] for x in (c / "log.jsonl").read_text().splitlines()] == [0, 1]
+    # what a kill right after epoch 1's log line leaves: its line, the checkpoint of epoch 0
+    (c / "ckpt.pt").write_bytes(ckpt_one)
+    (c / "summary.json").unlink()
+    with open(c / "log.jsonl", "a") as f:
+        f.write('{"epoch": 1, "partial": fal')  # and a line cut short
+    run(*TRAIN, "--resume", str(c), "--epochs", "2")
+    assert [json.loads(x)["epoch"] for x in (c / "log.jsonl").read_text().splitlines()] == [0, 1]
+    assert losses(c) == losses(a)
+    from longrec_core.runs import read_log
+
+    (c / "log.jsonl").write_text((c / "log.jsonl").read_text() + (c / "log.jsonl").read_text().splitlines()[1] + "\n")
+    assert [r["epoch"] for r in read_log(c)] == [0, 1]
+
+
+def test_a_stride_larger_than_the_window_is_warned_about(data_dir, tmp_path):
+    """Issue 34: --stride larger than --window skipped events without a word."""
+    args = [*TINY, "--epochs", "1", "--window", "4"]
+    proc = run(*TRAIN, "--data", str(data_dir), "--out", str(tmp_path / "a"), *args, "--stride", "7")
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        "warning: --stride 7 is larger than --window 4: the 3 events between consecutive windows of a user are "
+        "never a target; use a --stride of at most --window to train on every event"
+    ], proc.stderr
+    proc = run(*TRAIN, "--data", str(data_dir), "--out", str(tmp_path / "b"), *args, "--stride", "4")
+    assert "warning" not in proc.stderr
