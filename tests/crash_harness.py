@@ -1,4 +1,4 @@
-"""Crash injection (issue 34): SIGKILL the stages at seeded instants, recover, and check the bytes.
+"""Crash injection: SIGKILL the stages at seeded instants, recover, and check the bytes.
 
     python tests/crash_harness.py --kills 20 --seed 0          # the short schedule (tests/test_crash.py)
     python tests/crash_harness.py --kills 200 --seed 1         # a campaign (pytest -m crash_campaign)

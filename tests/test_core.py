@@ -383,7 +383,7 @@ def test_outputs_too_big_raise_memory_error(call, match):
 
 @pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="MemAvailable is Linux's")
 def test_an_output_just_over_the_available_memory_is_refused_before_it_is_allocated():
-    """Issue 34: with overcommit, an output between the available and the total memory passed the
+    """with overcommit, an output between the available and the total memory passed the
     guard (the allocation is granted) and the process was OOM-killed while filling it."""
     meminfo = Path("/proc/meminfo").read_text()
     available = int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo)[1]) * 1024

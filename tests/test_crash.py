@@ -1,4 +1,4 @@
-"""Crash injection (issue 34; the harness is tests/crash_harness.py): SIGKILL prep, train (fresh and
+"""Crash injection (the harness is tests/crash_harness.py): SIGKILL prep, train (fresh and
 resumed, mid-epoch and at epoch boundaries), eval and a two-cell frontier grid at seeded instants,
 recover, and require that no half-written artifact is accepted, every recovery completes, and the
 final bytes equal an uninterrupted run's.

@@ -304,7 +304,7 @@ def test_loader_refuses_other_version_and_missing_parts(ddir, tmp_path):
 
 @pytest.mark.parametrize("file", ["items.npy", "offsets.npy", "split.npz"])
 def test_a_garbage_array_file_is_named_with_what_to_do(ddir, file):
-    """Issue 34 D9: NumPy's message for bytes that are not an array file advises loading it with
+    """NumPy's message for bytes that are not an array file advises loading it with
     allow_pickle; say which file is damaged and to re-run prep.py instead."""
     (ddir / file).write_bytes(b"garbage, not an array" * 10)
     with pytest.raises(DataDirError) as e:

@@ -149,7 +149,7 @@ def test_valid_split_from_stdin_and_filter_seen(world, monkeypatch, capsys):
 def test_newest_run_when_stdin_is_a_terminal(world, monkeypatch, capsys):
     os.utime(world["b"] / "model.pt")  # b is now the newest finished run
     (world["tmp"] / "runs" / "unfinished").mkdir(exist_ok=True)  # no model.pt: never picked
-    # issue 34 D5: newer weights of a run still training (no summary.json) or stopped are not picked either
+    # newer weights of a run still training (no summary.json) or stopped are not picked either
     for name, summary in (("training", None), ("stopped", {"stop_reason": "interrupted"})):
         half = world["tmp"] / "runs" / name
         if not half.exists():
@@ -279,7 +279,7 @@ def test_an_existing_out_is_replaced_only_with_force(world, monkeypatch, capsys,
 
 
 def test_a_killed_evaluation_leaves_no_metrics_and_its_rerun_replaces_the_ranks(world, monkeypatch, capsys, tmp_path):
-    """Issue 34 D4: the ranks file is written first and the metrics JSON last; what a kill between
+    """the ranks file is written first and the metrics JSON last; what a kill between
     them leaves (ranks alone) is replaced by the rerun, not refused; and a metrics JSON is never
     left beside ranks of another evaluation."""
     out = tmp_path / "m.json"
@@ -306,7 +306,7 @@ def test_a_killed_evaluation_leaves_no_metrics_and_its_rerun_replaces_the_ranks(
 
 
 def test_a_data_dir_other_than_the_runs_is_refused(world, tmp_path, monkeypatch, capsys):
-    """Issue 34 D6: another data dir with the same number of items was ranked without a word;
+    """another data dir with the same number of items was ranked without a word;
     the run's recorded fingerprint of its data dir is checked (older runs: the item count)."""
     from longrec_core.data import fingerprint
 

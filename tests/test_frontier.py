@@ -67,7 +67,7 @@ def test_validation_curve_is_the_best_so_far_against_cumulative_training_seconds
     ]
     (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log) + '\n{"epoch": 4, "tr')
     seconds, best = validation_curve(tmp_path, "NDCG@10")
-    assert seconds.tolist() == [10.0, 22.0, 33.0, 42.0]  # issue 34 D8: epoch 3 once, not 5 + 9
+    assert seconds.tolist() == [10.0, 22.0, 33.0, 42.0]  # epoch 3 once, not 5 + 9
     assert best.tolist() == [0.10, 0.15, 0.15, 0.16]
     assert validation_curve(tmp_path, "MRR") is None
     assert validation_curve(tmp_path / "missing", "NDCG@10") is None
@@ -486,7 +486,7 @@ def test_runs_go_seed_major(data_dir: Path, tmp_path: Path) -> None:
     assert order == [(c, s) for s in ("seed0", "seed1") for c in cells], proc.stderr
 
 
-# ----------------------------------------------------------------------------- rough edges of issue 32
+# ----------------------------------------------------------------------------- rough edges
 def test_cell_names_say_what_they_change_and_old_grids_are_found(tmp_path: Path) -> None:
     """A cell is named by what differs from the defaults (`maxhist1000`, not `h1000` or `hall` for
     the whole history); a grid begun under the old names keeps its directories."""

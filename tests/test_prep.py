@@ -176,7 +176,7 @@ def test_seqs_and_items(prep, tmp_path):
 
 
 def test_a_user_on_several_lines_of_a_seqs_file_is_joined_with_a_warning(prep, tmp_path):
-    """Issue 34: a repeated user in a `seqs` file was joined without a word."""
+    """a repeated user in a `seqs` file was joined without a word."""
     f = tmp_path / "repeats.txt"
     f.write_text("1 5 6 7\n2 6 7 8 9\n1 9 3\n")
     code, out, err = prep(f, "--format", "seqs")
@@ -189,7 +189,7 @@ def test_a_user_on_several_lines_of_a_seqs_file_is_joined_with_a_warning(prep, t
 
 
 def test_ids_beyond_64_bits_are_read_as_text(prep, tmp_path):
-    """Issue 34 D3: a CSV whose ids do not fit 64 bits crashed with Polars' InvalidOperationError
+    """a CSV whose ids do not fit 64 bits crashed with Polars' InvalidOperationError
     (NumPy has no 128-bit integers); such ids are read as text."""
     f = tmp_path / "big.csv"
     f.write_text("user,item,ts\n18446744073709551616,1,1\n18446744073709551616,2,2\n7,99999999999999999999999,3\n")

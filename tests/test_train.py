@@ -632,7 +632,7 @@ def assert_same_weights(a, b):
 
 
 def test_a_dir_killed_before_its_first_checkpoint_is_resumed_or_rerun(data_dir, tmp_path):
-    """Issue 34 D1: model.pt is written before the first ckpt.pt; a kill between them leaves
+    """model.pt is written before the first ckpt.pt; a kill between them leaves
     {config.json, log.jsonl, model.pt}, which --resume and the same command both start over."""
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     one = [*TINY, "--epochs", "1"]
@@ -656,7 +656,7 @@ def test_a_dir_killed_before_its_first_checkpoint_is_resumed_or_rerun(data_dir, 
 
 
 def test_resume_restores_the_thread_count_and_warns_when_it_is_overridden(data_dir, tmp_path):
-    """Issue 34 D2: `train.py --resume R` alone (as the README says) gives the uninterrupted run's
+    """`train.py --resume R` alone (as the README says) gives the uninterrupted run's
     bits: the thread count the run computed with is restored (here 1, on a machine with more)."""
     a, c = tmp_path / "a", tmp_path / "c"
     run(*TRAIN, "--data", str(data_dir), "--out", str(a), *TINY)
@@ -674,7 +674,7 @@ def test_resume_restores_the_thread_count_and_warns_when_it_is_overridden(data_d
 
 
 def test_resume_cuts_the_log_back_to_the_checkpoint(data_dir, tmp_path):
-    """Issue 34 D8: a kill after an epoch's log line and before its checkpoint made the resumed run
+    """a kill after an epoch's log line and before its checkpoint made the resumed run
     log that epoch twice ([0, 1, 1]); the log is cut back to the checkpoint's lines, and the reader
     counts each epoch once."""
     a, c = tmp_path / "a", tmp_path / "c"
@@ -698,7 +698,7 @@ def test_resume_cuts_the_log_back_to_the_checkpoint(data_dir, tmp_path):
 
 
 def test_a_stride_larger_than_the_window_is_warned_about(data_dir, tmp_path):
-    """Issue 34: --stride larger than --window skipped events without a word."""
+    """--stride larger than --window skipped events without a word."""
     args = [*TINY, "--epochs", "1", "--window", "4"]
     proc = run(*TRAIN, "--data", str(data_dir), "--out", str(tmp_path / "a"), *args, "--stride", "7")
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
