@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from longrec_core import cli
-from longrec_core.data import prepare_synthetic
 from longrec_core.train_flags import check_settings
 
 RUN_START_FILES = ("config.json", "log.jsonl", "model.pt")  # what a run dir holds before its first checkpoint
@@ -192,6 +191,8 @@ def data_path(
         return cli.input_path(None, "data dir")
     if not (demo / "manifest.json").exists() and make_demo:
         log(f"no --data given: making the demo data set in {demo} (prep.py --synthetic defaults)")
+        from longrec_core.data import prepare_synthetic  # here: readers of run dirs need no polars
+
         prepare_synthetic(demo)
     barrier()
     return demo

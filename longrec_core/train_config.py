@@ -26,7 +26,8 @@ from typing import Any
 
 # config.json keys that are not settings of a new run: the model it built, how many processes
 # trained it, the file its settings came from, the run it resumed
-DESCRIBES_A_RUN = ("model", "world_size", "config", "resume")
+# what config.json records about a run beside its flags: read back, they are not settings
+DESCRIBES_A_RUN = ("model", "world_size", "config", "resume", "data_fingerprint", "threads_used")
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

@@ -75,7 +75,7 @@ SHARED = [
 ]  # fmt: skip
 GRID = ["--regimes", "last,sliding", "--windows", "8", "--strides", "8", *SHARED]
 EVAL_ARGS = ["--split", "test"]  # as frontier.py evaluates a cell
-SLIDING = "sliding-w8-s8-hall"  # the grid's cell that is also the reference of a plain training run
+SLIDING = "sliding-w8-s8"  # the grid's cell that is also the reference of a plain training run
 # Each bag of trials holds these kinds this often (about 20 SIGKILLs a bag), in a seeded order.
 BAG = {"prep": 2, "prep-force": 1, "train": 2, "train-term": 2, "eval": 1, "frontier": 1}
 TIMEOUT = 600  # seconds any one process may take before the harness calls it stuck

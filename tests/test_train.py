@@ -675,26 +675,26 @@ def test_resume_restores_the_thread_count_and_warns_when_it_is_overridden(data_d
 
 def test_resume_cuts_the_log_back_to_the_checkpoint(data_dir, tmp_path):
     """a kill after an epoch's log line and before its checkpoint made the resumed run
-    log that epoch twice ([0, 1, 1]); the log is cut back to the checkpoint's lines, and the reader
+    log that epoch twice ([1, 2, 2]); the log is cut back to the checkpoint's lines, and the reader
     counts each epoch once."""
     a, c = tmp_path / "a", tmp_path / "c"
     run(*TRAIN, "--data", str(data_dir), "--out", str(a), *TINY)
     run(*TRAIN, "--data", str(data_dir), "--out", str(c), *TINY, "--epochs", "1")
     ckpt_one = (c / "ckpt.pt").read_bytes()
     run(*TRAIN, "--resume", str(c), "--epochs", "2")
-    assert [json.loads(x)["epoch"] for x in (c / "log.jsonl").read_text().splitlines()] == [0, 1]
-    # what a kill right after epoch 1's log line leaves: its line, the checkpoint of epoch 0
+    assert [json.loads(x)["epoch"] for x in (c / "log.jsonl").read_text().splitlines()] == [1, 2]
+    # what a kill right after epoch 2's log line leaves: its line, the checkpoint of epoch 1
     (c / "ckpt.pt").write_bytes(ckpt_one)
     (c / "summary.json").unlink()
     with open(c / "log.jsonl", "a") as f:
-        f.write('{"epoch": 1, "partial": fal')  # and a line cut short
+        f.write('{"epoch": 2, "partial": fal')  # and a line cut short
     run(*TRAIN, "--resume", str(c), "--epochs", "2")
-    assert [json.loads(x)["epoch"] for x in (c / "log.jsonl").read_text().splitlines()] == [0, 1]
+    assert [json.loads(x)["epoch"] for x in (c / "log.jsonl").read_text().splitlines()] == [1, 2]
     assert losses(c) == losses(a)
     from longrec_core.runs import read_log
 
     (c / "log.jsonl").write_text((c / "log.jsonl").read_text() + (c / "log.jsonl").read_text().splitlines()[1] + "\n")
-    assert [r["epoch"] for r in read_log(c)] == [0, 1]
+    assert [r["epoch"] for r in read_log(c)] == [1, 2]
 
 
 def test_a_stride_larger_than_the_window_is_warned_about(data_dir, tmp_path):
