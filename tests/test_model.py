@@ -559,6 +559,34 @@ def test_bad_input_and_config_are_refused():
         ModelConfig.from_dict({"n_items": 5, "max_len": 5, "colour": 1})
 
 
+def test_flags_map_onto_every_model_field_and_refusals_name_the_flags():
+    from dataclasses import fields
+
+    from longrec_core.train_flags import model_config, train_parser
+
+    parse = train_parser().parse_args
+    argv = ["--window", "9", "--dim", "12", "--layers", "3", "--heads", "3", "--ffn", "7", "--dropout", "0.1"]
+    argv += ["--item-emb", "kshift", "--kshift-k", "4", "--emb-compression", "2", "--kshift-scheme", "rotate"]
+    argv += ["--kshift-seed", "5", "--kshift-head", "6", "--kshift-weights", "--kshift-rows", "codes"]
+    argv += ["--kshift-optimizer", "rowwise", "--summary-tokens", "2", "--summary-events", "4", "--code-centroids", "9"]
+    cfg = model_config(parse(argv), n_items=40, n_types=3)
+    default = ModelConfig(n_items=1, max_len=1)
+    # every field but the data's differs from its default: each one is set from its flag
+    assert [f.name for f in fields(cfg) if getattr(cfg, f.name) == getattr(default, f.name)] == []
+    assert (cfg.max_len, cfg.kshift_compression, cfg.code_subspaces) == (9, 2.0, 4)  # m = k for k-shift codes
+    assert model_config(parse(["--item-emb", "codes"]), n_items=40).code_subspaces == 8
+    assert model_config(parse([]), n_items=40) == ModelConfig(n_items=40, max_len=200)
+    for argv, message in [
+        (["--window", "0"], "--window must be >= 1, got 0"),
+        (["--item-emb", "lowrank", "--emb-compression", "65"], "--emb-compression (65) at most --dim (64)"),
+        (["--item-emb", "kshift", "--kshift-head", "40"], "--kshift-head (40) must be below the 40 items"),
+        (["--code-subspaces", "8"], "--code-subspaces 8 applies to --item-emb codes or --kshift-rows codes only"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            model_config(parse(argv), n_items=40)
+    model_config(parse(["--item-emb", "kshift", "--kshift-head", "40"]))  # no bound before the data is loaded
+
+
 def test_bf16_autocast_forward():
     model, x = tiny(), seqs()
     with torch.autocast("cpu", dtype=torch.bfloat16):
