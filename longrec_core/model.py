@@ -27,7 +27,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from longrec_core.choices import ITEM_EMBS, KSHIFT_OPTIMIZERS, KSHIFT_ROW_SOURCES, KSHIFT_SCHEMES
+from longrec_core.cli import INT64_MAX, check_int
 from longrec_core.codes import MAX_CENTROIDS, code_dtype, hashed_codes
+
+# Each integer field's range. The upper bounds are far beyond any real use; above them a value is a
+# typo that would overflow or exhaust memory later.
+INT_FIELDS = {
+    "n_items": (1, INT64_MAX),
+    "max_len": (1, 2**20),
+    "dim": (1, 2**16),
+    "layers": (0, 1024),
+    "heads": (1, 1024),
+    "ffn": (1, 2**20),
+    "kshift_k": (1, 1024),
+    "kshift_seed": (0, 2**64 - 1),
+    "n_types": (0, 127),
+    "kshift_head": (0, 2**40),
+    "summary_tokens": (0, 1024),
+    "summary_events": (0, 2**20),
+    "code_subspaces": (1, 2**16),
+    "code_centroids": (1, MAX_CENTROIDS),
+}
+CHOICE_FIELDS = {
+    "item_emb": ITEM_EMBS,
+    "kshift_scheme": KSHIFT_SCHEMES,
+    "kshift_rows": KSHIFT_ROW_SOURCES,
+    "kshift_optimizer": KSHIFT_OPTIMIZERS,
+}
 
 
 @dataclass
@@ -73,81 +99,66 @@ class ModelConfig:
         return self.item_emb == "codes" or (self.item_emb == "kshift" and self.kshift_rows == "codes")
 
     def __post_init__(self) -> None:
-        problems = [
-            (self.n_items < 1, f"n_items must be >= 1, got {self.n_items}"),
-            (self.max_len < 1, f"max_len must be >= 1, got {self.max_len}"),
-            (
-                self.dim < 1 or self.heads < 1 or self.dim % self.heads != 0,
-                f"dim ({self.dim}) must be a positive multiple of heads ({self.heads})",
-            ),
-            (self.layers < 0 or self.ffn < 1, f"layers must be >= 0 and ffn >= 1, got {self.layers}, {self.ffn}"),
-            (not 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-            (self.item_emb not in ITEM_EMBS, f"item_emb must be one of {ITEM_EMBS}, got {self.item_emb!r}"),
-            (self.kshift_k < 1, f"kshift_k must be >= 1, got {self.kshift_k}"),
-            (not self.kshift_compression > 0, f"kshift_compression must be > 0, got {self.kshift_compression}"),
-            (
-                self.kshift_scheme not in KSHIFT_SCHEMES,
-                f"kshift_scheme must be one of {KSHIFT_SCHEMES}, got {self.kshift_scheme!r}",
-            ),
-            (not 0 <= self.n_types < 128, f"n_types must be in 0..127, got {self.n_types}"),
-            (
-                self.item_emb == "lowrank" and self.kshift_compression > self.dim,
-                f"lowrank needs kshift_compression ({self.kshift_compression}) at most dim ({self.dim}): "
-                f"its width dim // compression would be 0",
-            ),
-            (
-                not 0 <= self.kshift_head < self.n_items,
-                f"kshift_head must be in 0..n_items-1 ({self.n_items - 1}), got {self.kshift_head}",
-            ),
-            (
-                self.kshift_rows not in KSHIFT_ROW_SOURCES,
-                f"kshift_rows must be one of {KSHIFT_ROW_SOURCES}, got {self.kshift_rows!r}",
-            ),
-            (
-                self.kshift_optimizer not in KSHIFT_OPTIMIZERS,
-                f"kshift_optimizer must be one of {KSHIFT_OPTIMIZERS}, got {self.kshift_optimizer!r}",
-            ),
-            (
-                self.item_emb != "kshift"
-                and (
-                    self.kshift_head > 0
-                    or self.kshift_weights
-                    or self.kshift_rows != "stored"
-                    or self.kshift_optimizer != "adamw"
-                ),
-                "kshift_head, kshift_weights, kshift_rows and kshift_optimizer apply to item_emb 'kshift' only",
-            ),
-            (
-                self.summary_tokens < 0
-                or self.summary_events < 0
-                or (self.summary_tokens == 0) != (self.summary_events == 0)
-                or (self.summary_tokens > 0 and self.summary_events % self.summary_tokens != 0),
-                f"summary_events ({self.summary_events}) must be a positive multiple of summary_tokens "
-                f"({self.summary_tokens}), or both 0",
-            ),
-            (
-                not self.uses_codes and (self.code_subspaces != 8 or self.code_centroids != 256),
-                "code_subspaces and code_centroids apply to item_emb 'codes' or kshift_rows 'codes' only",
-            ),
-            (
-                not 1 <= self.code_centroids <= MAX_CENTROIDS,
-                f"code_centroids must be in 1..{MAX_CENTROIDS}, got {self.code_centroids}",
-            ),
-            (
-                self.item_emb == "codes"
-                and not (1 <= self.code_subspaces <= self.dim and self.dim % self.code_subspaces == 0),
-                f"code_subspaces ({self.code_subspaces}) must divide dim ({self.dim}): an item's vector "
-                f"concatenates its sub-embeddings",
-            ),
-            (
-                self.item_emb == "kshift" and self.kshift_rows == "codes" and self.code_subspaces != self.kshift_k,
-                f"kshift_rows 'codes' reads one code per shift: code_subspaces ({self.code_subspaces}) must "
-                f"equal kshift_k ({self.kshift_k})",
-            ),
-        ]
-        for bad, msg in problems:
+        """Refuse (ValueError, one sentence naming the fields) a value out of range, then a combination
+        of settings that does not compose; the only check of model settings (train.py's flags map onto
+        these fields through `train_flags.model_config`, which names the flags in the message)."""
+        for name, (lo, hi) in INT_FIELDS.items():
+            if getattr(self, name) is None:  # which check_int lets pass
+                raise ValueError(f"{name} must be an integer, got None")
+            check_int(name, getattr(self, name), lo, hi)
+        for name, allowed in CHOICE_FIELDS.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        d, c = self.dropout, self.kshift_compression
+        if not (isinstance(d, (int, float)) and 0 <= d < 1):  # NaN fails too
+            raise ValueError(f"dropout must be a number in [0, 1), got {d!r}")
+        if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
+            raise ValueError(f"kshift_compression must be a finite number above 0, got {c!r}")
+        for bad, msg in self._combination_problems():
             if bad:
                 raise ValueError(msg)
+
+    def _combination_problems(self) -> Iterator[tuple[bool, str]]:
+        """(refused, why) for each rule across fields; every field is already in range."""
+        emb, m, k = self.item_emb, self.code_subspaces, self.kshift_k
+        yield self.dim % self.heads != 0, f"dim ({self.dim}) must be a multiple of heads ({self.heads})"
+        kshift_only = {
+            "kshift_head": self.kshift_head > 0,
+            "kshift_weights": self.kshift_weights,
+            f"kshift_rows {self.kshift_rows}": self.kshift_rows != "stored",
+            f"kshift_optimizer {self.kshift_optimizer}": self.kshift_optimizer != "adamw",
+        }
+        for setting, given in kshift_only.items():
+            yield bool(given) and emb != "kshift", f"{setting} applies to item_emb kshift only, not item_emb {emb}"
+        code_only = {f"code_subspaces {m}": m != 8, f"code_centroids {self.code_centroids}": self.code_centroids != 256}
+        for setting, given in code_only.items():
+            yield (
+                given and not self.uses_codes,
+                f"{setting} applies to item_emb codes or kshift_rows codes only, not item_emb {emb}",
+            )
+        yield (
+            emb == "codes" and self.dim % m != 0,
+            f"code_subspaces ({m}) must divide dim ({self.dim}): an item's vector concatenates its sub-embeddings",
+        )
+        yield (
+            emb == "kshift" and self.kshift_rows == "codes" and m != k,
+            f"kshift_rows codes reads one code per shift: code_subspaces ({m}) must equal kshift_k ({k})",
+        )
+        yield (
+            emb == "lowrank" and self.kshift_compression > self.dim,
+            f"item_emb lowrank needs kshift_compression ({self.kshift_compression:g}) at most dim ({self.dim}): "
+            "its width dim // kshift_compression would be 0",
+        )
+        yield (
+            self.kshift_head >= self.n_items,
+            f"kshift_head ({self.kshift_head:,}) must be below the {self.n_items:,} items",
+        )
+        yield (
+            (self.summary_tokens == 0) != (self.summary_events == 0)
+            or (self.summary_tokens > 0 and self.summary_events % self.summary_tokens != 0),
+            f"summary_events ({self.summary_events}) must be a multiple of summary_tokens ({self.summary_tokens}), "
+            "both set or both 0",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

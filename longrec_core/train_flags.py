@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
 
 from longrec_core import cli
 from longrec_core.choices import (
@@ -26,6 +27,9 @@ from longrec_core.choices import (
     SCHEDULES,
     TARGETS,
 )
+
+if TYPE_CHECKING:
+    from longrec_core.model import ModelConfig
 
 GROUPS = ("input and output", "model", "windows", "loss", "optimization", "run")  # --help headings, in order
 
@@ -289,27 +293,16 @@ def _run_flags(g: argparse._ArgumentGroup) -> None:
     )
 
 
-# Check every setting before any work, so a bad flag costs nothing. The upper bounds are far
-# beyond any real use; above them a value is a typo that would overflow or exhaust memory later.
+# Check every setting before any work, so a bad flag costs nothing. The model's settings are
+# ModelConfig's to check (model_config); the others are here. The upper bounds are far beyond any real
+# use; above them a value is a typo that would overflow or exhaust memory later.
 BIG = 2**40
 INT_RANGES = {
-    "window": (1, 2**20),
-    "dim": (1, 2**16),
-    "layers": (0, 1024),
-    "heads": (1, 1024),
-    "ffn": (1, 2**20),
     "stride": (1, BIG),
     "max_history": (1, BIG),
     "mixed_epochs": (0, BIG),
     "per_seq": (1, 2**20),
     "min_len": (2, BIG),
-    "summary_events": (0, 2**20),
-    "summary_tokens": (0, 1024),
-    "kshift_k": (1, 1024),
-    "kshift_seed": (0, 2**64 - 1),
-    "kshift_head": (0, BIG),
-    "code_subspaces": (1, 2**16),
-    "code_centroids": (1, 2**16),
     "negatives": (1, 2**24),
     "loss_chunk": (1, 2**30),
     "batch_size": (1, 2**20),
@@ -322,32 +315,47 @@ INT_RANGES = {
     "seed": (0, 2**32 - 1),
     "threads": (1, 4096),
 }
+# ModelConfig's fields that a flag of the same dest sets; max_len is --window, code_subspaces is derived
+# (model_config), n_items and n_types come from the data dir.
+MODEL_FLAGS = (
+    "dim",
+    "layers",
+    "heads",
+    "ffn",
+    "dropout",
+    "item_emb",
+    "kshift_k",
+    "kshift_compression",
+    "kshift_scheme",
+    "kshift_seed",
+    "kshift_head",
+    "kshift_weights",
+    "kshift_rows",
+    "kshift_optimizer",
+    "summary_tokens",
+    "summary_events",
+    "code_centroids",
+)
+# the flag that sets each field, as ModelConfig's refusals name it
+FLAG_OF = {
+    **{f: "--" + f.replace("_", "-") for f in (*MODEL_FLAGS, "code_subspaces")},
+    "max_len": "--window",
+    "kshift_compression": "--emb-compression",
+}
+UNKNOWN_ITEMS = 2**63 - 1  # n_items before the data is loaded: above any --kshift-head, whose bound waits for the data
 
 
 def check_settings(args: argparse.Namespace) -> None:
-    """Refuse (exit 2, as a ValueError) any setting out of range, from the command line or from a run
-    dir's config.json."""
+    """Refuse (exit 2, as a ValueError) any setting out of range or any combination that does not
+    compose, from the command line or from a run dir's config.json. The model's bound on the
+    catalogue (--kshift-head below the items) waits for the data: train.py's model_config then."""
     for name, (lo, hi) in INT_RANGES.items():
         cli.check_int(f"--{name.replace('_', '-')}", getattr(args, name), lo, hi)
-    for name in ("lr", "weight_decay", "clip", "max_train_seconds", "dropout"):
+    for name in ("lr", "weight_decay", "clip", "max_train_seconds"):
         value = getattr(args, name)
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             cli.fail(f"--{name.replace('_', '-')} must be a finite number at least 0, got {value!r}")
-    if args.dropout >= 1:
-        cli.fail(f"--dropout must be below 1, got {args.dropout}")
-    c = args.kshift_compression
-    if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
-        cli.fail(f"--emb-compression must be a finite number above 0, got {c!r}")
-    if args.dim % args.heads:
-        cli.fail(f"--dim ({args.dim}) must be a multiple of --heads ({args.heads})")
-    _check_item_emb(args)
-    if (args.summary_events == 0) != (args.summary_tokens == 0) or (
-        args.summary_tokens and args.summary_events % args.summary_tokens
-    ):
-        cli.fail(
-            f"--summary-events ({args.summary_events}) must be a multiple of --summary-tokens "
-            f"({args.summary_tokens}), both set or both 0"
-        )
+    model_config(args)
     if args.targets == "fresh" and args.regime in ("random", "session"):
         cli.fail(
             f"--targets fresh applies to --regime last, sliding or mixed: {args.regime} windows "
@@ -355,16 +363,33 @@ def check_settings(args: argparse.Namespace) -> None:
         )
 
 
-def uses_codes(args: argparse.Namespace) -> bool:
-    """Whether the settings' item embedding reads data-driven codes (ModelConfig.uses_codes)."""
-    return args.item_emb == "codes" or (args.item_emb == "kshift" and args.kshift_rows == "codes")
+def model_config(args: argparse.Namespace, n_items: int = UNKNOWN_ITEMS, n_types: int = 0) -> ModelConfig:
+    """The ModelConfig of the flags in `args` for a catalogue of `n_items` items (unknown: no bound on
+    --kshift-head yet) and `n_types` event types. ModelConfig checks every model setting; its refusal
+    is raised again (ValueError, exit 2) naming the flags as typed (`kshift_head` -> `--kshift-head`).
 
+    --code-subspaces None means m = --kshift-k for --kshift-rows codes, else 8. A --code-subspaces
+    given without codes is refused here: ModelConfig cannot tell 8 given from its default."""
+    from longrec_core.model import ModelConfig  # here: frontier.py reads these flags without torch
 
-def code_subspaces(args: argparse.Namespace) -> int:
-    """m, the codes per item: --code-subspaces, else --kshift-k for k-shift and 8 for codes."""
-    if args.code_subspaces is not None:
-        return args.code_subspaces
-    return args.kshift_k if args.item_emb == "kshift" else 8
+    codes = args.item_emb == "codes" or (args.item_emb == "kshift" and args.kshift_rows == "codes")
+    if args.code_subspaces is not None and not codes:
+        raise ValueError(
+            f"--code-subspaces {args.code_subspaces} applies to --item-emb codes or --kshift-rows codes only, "
+            f"not --item-emb {args.item_emb}"
+        )
+    m = args.code_subspaces if args.code_subspaces is not None else (args.kshift_k if args.item_emb == "kshift" else 8)
+    try:
+        return ModelConfig(
+            n_items=n_items,
+            max_len=args.window,
+            n_types=n_types,
+            code_subspaces=m if codes else 8,
+            **{f: getattr(args, f) for f in MODEL_FLAGS},
+        )
+    except ValueError as e:
+        flags = re.compile(r"\b(" + "|".join(FLAG_OF) + r")\b")
+        raise ValueError(flags.sub(lambda w: FLAG_OF[w.group(1)], str(e))) from None
 
 
 def settings_warning(args: argparse.Namespace) -> str | None:
@@ -381,40 +406,3 @@ def settings_warning(args: argparse.Namespace) -> str | None:
             "target; use a --stride of at most --window to train on every event"
         )
     return None
-
-
-def _check_item_emb(args: argparse.Namespace) -> None:
-    """Refuse the k-shift options without k-shift, the code options without codes, and shapes that do
-    not compose (a low-rank width of 0, m not dividing d); the head's bound needs the catalogue, so
-    train.py checks it once the data is loaded."""
-    kshift_only = {
-        "--kshift-head": args.kshift_head > 0,
-        "--kshift-weights": args.kshift_weights,
-        f"--kshift-rows {args.kshift_rows}": args.kshift_rows != "stored",
-        "--kshift-optimizer rowwise": args.kshift_optimizer == "rowwise",
-    }
-    for flag, given in kshift_only.items():
-        if given and args.item_emb != "kshift":
-            cli.fail(f"{flag} applies to --item-emb kshift only, not --item-emb {args.item_emb}")
-    code_only = {
-        f"--code-subspaces {args.code_subspaces}": args.code_subspaces is not None,
-        f"--code-centroids {args.code_centroids}": args.code_centroids != 256,
-    }
-    for flag, given in code_only.items():
-        if given and not uses_codes(args):
-            cli.fail(f"{flag} applies to --item-emb codes or --kshift-rows codes only, not --item-emb {args.item_emb}")
-    m = code_subspaces(args)
-    if args.item_emb == "codes" and args.dim % m:
-        cli.fail(
-            f"--code-subspaces ({m}) must divide --dim ({args.dim}): an item's vector concatenates its sub-embeddings"
-        )
-    if args.item_emb == "kshift" and args.kshift_rows == "codes" and m != args.kshift_k:
-        cli.fail(
-            f"--kshift-rows codes reads one code per shift: --code-subspaces ({m}) must equal "
-            f"--kshift-k ({args.kshift_k})"
-        )
-    if args.item_emb == "lowrank" and args.kshift_compression > args.dim:
-        cli.fail(
-            f"--item-emb lowrank needs --emb-compression ({args.kshift_compression:g}) at most --dim "
-            f"({args.dim}): its width dim // compression would be 0"
-        )

@@ -49,12 +49,12 @@ from longrec_core.data import DataDir, fingerprint, load_data_dir, load_shards, 
 from longrec_core.examples import EpochWindows, epoch_windows, iter_batches, n_batches, regime_of, shuffled_order
 from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
 from longrec_core.metrics import evaluate, metrics_from_ranks
-from longrec_core.model import ModelConfig, SASRec, embedding_memory_bytes, saved_codes
+from longrec_core.model import SASRec, embedding_memory_bytes, saved_codes
 from longrec_core.optim import optimizer_for
 from longrec_core.schedule import default_warmup_steps, lr_factor
 from longrec_core.tracking import TensorBoard
 from longrec_core.train_config import parse_with_config
-from longrec_core.train_flags import add_train_flags, check_settings, code_subspaces, settings_warning, uses_codes
+from longrec_core.train_flags import add_train_flags, check_settings, model_config, settings_warning
 
 DEMO_DATA = Path("data/demo")
 # the parts of embedding_memory_bytes that train.py logs, each in MiB
@@ -149,13 +149,12 @@ if main_process and len(data.eval_targets("valid")[0]) == 0:
         f"{data_path} has no validation targets, and training keeps the weights of the best validation "
         f"epoch; prep it with a validation split"
     )
-if uses_codes(args) and per_rank_data:
+model_cfg = model_config(args, data.n_items, data.n_types)  # checked before any work but for --kshift-head < N
+if model_cfg.uses_codes and per_rank_data:
     cli.fail(
         f"--item-emb {args.item_emb} with codes reads every user's training events to assign them, but under "
         f"torchrun each rank reads only its shards of {data_path}: train it in one process"
     )
-if args.item_emb == "kshift" and args.kshift_head >= data.n_items:
-    cli.fail(f"--kshift-head ({args.kshift_head:,}) must be below the {data.n_items:,} items of {data_path}")
 filter_seen = resolve_filter_seen(args.filter_seen, data)
 if ckpt is not None and ckpt["model_config"]["n_items"] != data.n_items:
     cli.fail(
@@ -171,29 +170,6 @@ seed = args.seed
 random.seed(seed)
 np.random.seed(seed)
 torch.manual_seed(seed)
-model_cfg = ModelConfig(
-    n_items=data.n_items,
-    max_len=args.window,
-    dim=args.dim,
-    layers=args.layers,
-    heads=args.heads,
-    ffn=args.ffn,
-    dropout=args.dropout,
-    item_emb=args.item_emb,
-    kshift_k=args.kshift_k,
-    kshift_compression=args.kshift_compression,
-    kshift_scheme=args.kshift_scheme,
-    kshift_seed=args.kshift_seed,
-    n_types=data.n_types,
-    kshift_head=args.kshift_head,
-    kshift_weights=args.kshift_weights,
-    kshift_rows=args.kshift_rows,
-    kshift_optimizer=args.kshift_optimizer,
-    summary_tokens=args.summary_tokens,
-    summary_events=args.summary_events,
-    code_subspaces=code_subspaces(args) if uses_codes(args) else 8,
-    code_centroids=args.code_centroids,
-)
 # Item codes: assigned once from the training events (never a validation or test target) before the
 # model exists; they are a buffer of the model, so a resumed run takes them from its checkpoint.
 codes = None

@@ -437,21 +437,33 @@ def test_old_configs_load_and_bad_variant_configs_are_refused():
     cfg = ModelConfig.from_dict(old)  # a config saved before the variants existed
     assert (cfg.kshift_head, cfg.kshift_weights, cfg.kshift_rows) == (0, False, "stored")
     bad = [
-        ({"kshift_head": 3}, "apply to item_emb 'kshift' only"),
-        ({"item_emb": "lowrank", "kshift_rows": "computed"}, "apply to item_emb 'kshift' only"),
-        ({"item_emb": "kshift", "kshift_head": 30}, "kshift_head must be in 0..n_items-1"),
+        ({"kshift_head": 3}, "kshift_head applies to item_emb kshift only, not item_emb full"),
+        ({"item_emb": "lowrank", "kshift_rows": "computed"}, "kshift_rows computed applies to item_emb kshift only"),
+        ({"item_emb": "kshift", "kshift_head": 30}, "kshift_head (30) must be below the 30 items"),
         ({"item_emb": "kshift", "kshift_rows": "lazy"}, "kshift_rows must be one of"),
         ({"item_emb": "kshift", "kshift_optimizer": "sgd"}, "kshift_optimizer must be one of"),
-        ({"kshift_optimizer": "rowwise"}, "apply to item_emb 'kshift' only"),
-        ({"item_emb": "lowrank", "kshift_compression": 17}, "width dim // compression would be 0"),
-        ({"code_centroids": 16}, "apply to item_emb 'codes' or kshift_rows 'codes' only"),
-        ({"item_emb": "kshift", "code_subspaces": 4}, "apply to item_emb 'codes' or kshift_rows 'codes' only"),
+        ({"kshift_optimizer": "rowwise"}, "kshift_optimizer rowwise applies to item_emb kshift only"),
+        ({"item_emb": "lowrank", "kshift_compression": 17}, "width dim // kshift_compression would be 0"),
+        ({"code_centroids": 16}, "code_centroids 16 applies to item_emb codes or kshift_rows codes only"),
+        (
+            {"item_emb": "kshift", "code_subspaces": 4},
+            "code_subspaces 4 applies to item_emb codes or kshift_rows codes",
+        ),
         ({"item_emb": "codes", "code_subspaces": 3}, "code_subspaces (3) must divide dim (16)"),
         ({"item_emb": "codes", "code_subspaces": 32}, "code_subspaces (32) must divide dim (16)"),
-        ({"item_emb": "codes", "code_centroids": 65537}, "code_centroids must be in 1..65536"),
-        ({"item_emb": "codes", "code_centroids": 0}, "code_centroids must be in 1..65536"),
+        ({"item_emb": "codes", "code_centroids": 65537}, "code_centroids must be <= 65,536, got 65,537"),
+        ({"item_emb": "codes", "code_centroids": 0}, "code_centroids must be >= 1, got 0"),
         ({"item_emb": "kshift", "kshift_rows": "codes", "kshift_k": 4}, "code_subspaces (8) must equal kshift_k (4)"),
-        ({"item_emb": "lowrank", "kshift_rows": "codes"}, "apply to item_emb 'kshift' only"),
+        ({"item_emb": "lowrank", "kshift_rows": "codes"}, "kshift_rows codes applies to item_emb kshift only"),
+        ({"ffn": "16"}, "ffn must be an integer, got '16'"),  # a hand-edited config.json
+        ({"heads": None}, "heads must be an integer, got None"),
+        ({"layers": 1025}, "layers must be <= 1,024, got 1,025"),
+        ({"kshift_seed": -1}, "kshift_seed must be >= 0, got -1"),
+        ({"n_types": 128}, "n_types must be <= 127, got 128"),
+        ({"dropout": 1.0}, "dropout must be a number in [0, 1), got 1.0"),
+        ({"dropout": "0.1"}, "dropout must be a number in [0, 1), got '0.1'"),
+        ({"kshift_compression": math.nan}, "kshift_compression must be a finite number above 0, got nan"),
+        ({"summary_events": 4}, "summary_events (4) must be a multiple of summary_tokens (0), both set or both 0"),
     ]
     for kw, message in bad:
         with pytest.raises(ValueError, match=re.escape(message)):
@@ -545,6 +557,34 @@ def test_bad_input_and_config_are_refused():
         ModelConfig(n_items=5, max_len=5, item_emb="hash")
     with pytest.raises(ValueError, match="unknown model config keys: colour"):
         ModelConfig.from_dict({"n_items": 5, "max_len": 5, "colour": 1})
+
+
+def test_flags_map_onto_every_model_field_and_refusals_name_the_flags():
+    from dataclasses import fields
+
+    from longrec_core.train_flags import model_config, train_parser
+
+    parse = train_parser().parse_args
+    argv = ["--window", "9", "--dim", "12", "--layers", "3", "--heads", "3", "--ffn", "7", "--dropout", "0.1"]
+    argv += ["--item-emb", "kshift", "--kshift-k", "4", "--emb-compression", "2", "--kshift-scheme", "rotate"]
+    argv += ["--kshift-seed", "5", "--kshift-head", "6", "--kshift-weights", "--kshift-rows", "codes"]
+    argv += ["--kshift-optimizer", "rowwise", "--summary-tokens", "2", "--summary-events", "4", "--code-centroids", "9"]
+    cfg = model_config(parse(argv), n_items=40, n_types=3)
+    default = ModelConfig(n_items=1, max_len=1)
+    # every field but the data's differs from its default: each one is set from its flag
+    assert [f.name for f in fields(cfg) if getattr(cfg, f.name) == getattr(default, f.name)] == []
+    assert (cfg.max_len, cfg.kshift_compression, cfg.code_subspaces) == (9, 2.0, 4)  # m = k for k-shift codes
+    assert model_config(parse(["--item-emb", "codes"]), n_items=40).code_subspaces == 8
+    assert model_config(parse([]), n_items=40) == ModelConfig(n_items=40, max_len=200)
+    for argv, message in [
+        (["--window", "0"], "--window must be >= 1, got 0"),
+        (["--item-emb", "lowrank", "--emb-compression", "65"], "--emb-compression (65) at most --dim (64)"),
+        (["--item-emb", "kshift", "--kshift-head", "40"], "--kshift-head (40) must be below the 40 items"),
+        (["--code-subspaces", "8"], "--code-subspaces 8 applies to --item-emb codes or --kshift-rows codes only"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            model_config(parse(argv), n_items=40)
+    model_config(parse(["--item-emb", "kshift", "--kshift-head", "40"]))  # no bound before the data is loaded
 
 
 def test_bf16_autocast_forward():

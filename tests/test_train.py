@@ -441,7 +441,7 @@ def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path, extra
         (["--item-emb", "kshift", "--kshift-head", "80"], "--kshift-head (80) must be below the 80 items"),
         (
             ["--item-emb", "lowrank", "--kshift-compression", "65"],
-            "--item-emb lowrank needs --emb-compression (65) at most --dim (64): its width dim // compression",
+            "--item-emb lowrank needs --emb-compression (65) at most --dim (64): its width --dim // --emb-compression",
         ),
         (
             ["--item-emb", "kshift", "--emb-compression", "0"],
