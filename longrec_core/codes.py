@@ -157,6 +157,25 @@ def _orthonormalize(y: np.ndarray) -> np.ndarray:
     return y
 
 
+def _projected_gram(
+    q: np.ndarray, items: np.ndarray, offsets: np.ndarray, train_end: np.ndarray, n_items: int, chunk_events: int
+) -> np.ndarray:
+    """QᵀXᵀXQ (l, l) in float64, summed over user chunks as (X_c Q)ᵀ (X_c Q)."""
+    small = np.zeros((q.shape[1], q.shape[1]))
+    for c in _chunks(items, offsets, train_end, n_items, chunk_events):
+        p = _x_times(q, c).astype(np.float64)
+        small += p.T @ p
+    return small
+
+
+def _fix_signs(factors: np.ndarray) -> None:
+    """Flip each column so its largest-magnitude entry is positive (sklearn's svd_flip convention),
+    making the factors deterministic."""
+    for j in range(factors.shape[1]):
+        if factors[np.argmax(np.abs(factors[:, j])), j] < 0:
+            factors[:, j] *= -1
+
+
 def training_item_factors(
     items: np.ndarray,
     offsets: np.ndarray,
@@ -204,20 +223,14 @@ def training_item_factors(
         q = _orthonormalize(gram_pass(q))
     # Rayleigh-Ritz: the eigenvectors of QᵀXᵀXQ = sum over chunks of (X_c Q)ᵀ (X_c Q) rotate Q onto the
     # singular vectors; its eigenvalues are the squared singular values.
-    small = np.zeros((width, width))
-    for c in _chunks(items, offsets, train_end, n_items, chunk_events):
-        p = _x_times(q, c).astype(np.float64)
-        small += p.T @ p
-    lam, w = np.linalg.eigh(small)
+    lam, w = np.linalg.eigh(_projected_gram(q, items, offsets, train_end, n_items, chunk_events))
     top = np.argsort(-lam, kind="stable")[:components]
     w = w[:, top].astype(np.float32)
     factors = np.zeros((n, components), dtype=np.float32)
     for lo in range(0, n, ROW_BLOCK):
         factors[lo : lo + ROW_BLOCK, : len(top)] = q[lo : lo + ROW_BLOCK] @ w
     factors[~seen] = 0.0  # exactly: an item without a training event has no coordinate
-    for j in range(len(top)):  # a deterministic sign (sklearn's svd_flip convention)
-        if factors[np.argmax(np.abs(factors[:, j])), j] < 0:
-            factors[:, j] *= -1
+    _fix_signs(factors)
     sigma = np.zeros(components)
     sigma[: len(top)] = np.sqrt(np.maximum(lam[top], 0.0))
     return factors, sigma, seen

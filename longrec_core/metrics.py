@@ -285,6 +285,26 @@ def _histories(
     return hist, target, types, prefix
 
 
+def _rank_batch(
+    model: RankModel,
+    hist: Tensor,
+    target: Tensor,
+    types: Tensor | None,
+    prefix: Tensor | None,
+    table: Tensor,
+    seen: tuple[Tensor, Tensor] | None,
+    item_chunk: int,
+) -> Tensor:
+    """The rank of each target (B,) among all items, from the model's state after the last history
+    event; `seen` (rows, items) on the CPU, when given, are competitors left out."""
+    dev = hist.device
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        hidden = model(hist, types) if prefix is None else model(hist, types, prefix)  # (B, window, d)
+    query = hidden[:, -1].float()  # (B, d) state after the last history event
+    on_dev = None if seen is None else (seen[0].to(dev), seen[1].to(dev))
+    return rank_of_targets(query, target, table, int(model.n_items), item_chunk=item_chunk, seen=on_dev)
+
+
 def evaluate(
     model: RankModel,
     data: Any,
@@ -333,14 +353,8 @@ def evaluate(
         for lo in range(0, len(users), batch_size):
             u, e = users[lo : lo + batch_size], end[lo : lo + batch_size]
             hist, target, types, prefix = _histories(data, u, e, window, use_types, summary_events, dev)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                hidden = model(hist, types) if prefix is None else model(hist, types, prefix)  # (B, window, d)
-            query = hidden[:, -1].float()  # (B, d) state after the last history event
-            seen = None
-            if filter_seen:
-                rows, items = _history_pairs(data, u, e)
-                seen = (rows.to(dev), items.to(dev))
-            r = rank_of_targets(query, target, table, n_items, item_chunk=item_chunk, seen=seen)
+            seen = _history_pairs(data, u, e) if filter_seen else None
+            r = _rank_batch(model, hist, target, types, prefix, table, seen, item_chunk)
             ranks[lo : lo + len(u)] = r.cpu().numpy()
             if on_batch is not None:
                 on_batch(lo + len(u), len(users))

@@ -31,14 +31,21 @@ from longrec_core.choices import (
 if TYPE_CHECKING:
     from longrec_core.model import ModelConfig
 
-GROUPS = ("input and output", "model", "windows", "loss", "optimization", "run")  # --help headings, in order
+GROUPS = (
+    "input and output",
+    "model",
+    "item embedding",
+    "windows",
+    "loss",
+    "optimization",
+    "run",
+)  # --help headings, in order
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     """Declare every train.py flag on `p` (name, type, default, choices, help), grouped by heading."""
-    for title, add in zip(
-        GROUPS, (_io_flags, _model_flags, _windows_flags, _loss_flags, _optimization_flags, _run_flags)
-    ):
+    adders = (_io_flags, _model_flags, _item_emb_flags, _windows_flags, _loss_flags, _optimization_flags, _run_flags)
+    for title, add in zip(GROUPS, adders, strict=True):
         add(p.add_argument_group(title))
 
 
@@ -86,27 +93,52 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--heads", type=int, default=2, help="attention heads (must divide --dim)")
     g.add_argument("--ffn", type=int, default=256, help="feed-forward width of each block")
     g.add_argument("--dropout", type=float, default=0.2, help="dropout on embeddings, attention and residuals")
+
+
+def _item_emb_flags(g: argparse._ArgumentGroup) -> None:
+    """The item embedding: the full table, k-shift, low-rank or item codes, and their settings."""
     g.add_argument(
         "--item-emb",
         choices=ITEM_EMBS,
         default="full",
         help="full N x d table, the k-shift shared table, lowrank: an N x r table (r = dim // "
-        "--kshift-compression) times a learned r x d projection, k-shift's memory with a row per item, or "
+        "--emb-compression) times a learned r x d projection, k-shift's memory with a row per item, or "
         "codes (RecJPQ): each item has --code-subspaces codes assigned from the training events before "
         "training (an SVD of the user x item matrix, longrec_core/codes.py) and its vector concatenates the "
         "d/m-wide row each code picks in its sub-table of --code-centroids rows",
     )
-    g.add_argument("--kshift-k", type=int, default=8, help="k-shift: rows summed per item")
     g.add_argument(
         "--emb-compression",
         "--kshift-compression",
         dest="kshift_compression",
         type=float,
+        metavar="C",
         default=16,
         help="item embedding memory over the full table's: k-shift table rows P = ceil(N / compression) "
         "(below 1: more rows than items, e.g. 0.87 for the paper code's P = 1.15 N); lowrank: width "
         "r = dim // compression",
     )
+    g.add_argument(
+        "--code-subspaces",
+        type=int,
+        default=None,
+        help="codes: codes per item m (SVD components; must divide --dim: sub-embeddings d/m wide); "
+        "None = 8, and --kshift-k with --kshift-rows codes (one code per shift)",
+    )
+    g.add_argument(
+        "--code-centroids",
+        type=int,
+        default=256,
+        help="codes and --kshift-rows codes: values of each code (1..65536; 1 byte per code up to 256, else 2): "
+        "each sub-table has this many rows, so the tables hold centroids x d floats (codes) or k x centroids x d "
+        "(k-shift) whatever the catalogue",
+    )
+    _kshift_flags(g)
+
+
+def _kshift_flags(g: argparse._ArgumentGroup) -> None:
+    """The k-shift embedding's settings (also the seed of the item codes)."""
+    g.add_argument("--kshift-k", type=int, default=8, help="k-shift: rows summed per item")
     g.add_argument(
         "--kshift-scheme",
         choices=KSHIFT_SCHEMES,
@@ -139,7 +171,7 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
         default="stored",
         help="k-shift: stored = an [N+1, k] int32 row buffer (4k bytes per item); computed = hash each "
         "batch's ids with the core on the CPU (no buffer; on CUDA a device sync per forward); codes = shift c "
-        "takes row c * C + code[item, c] of a table of k * C rows (C = --code-centroids; --kshift-compression "
+        "takes row c * C + code[item, c] of a table of k * C rows (C = --code-centroids; --emb-compression "
         "is not used), the codes assigned from the training events as for --item-emb codes (k bytes per item)",
     )
     g.add_argument(
@@ -149,21 +181,6 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
         help="k-shift: the shared table's optimizer. adamw = dense gradient and two moments (16 bytes per "
         "value with the value); rowwise = sparse gradient and one second moment and step count per row "
         "(8 bytes a row), no momentum: for catalogues whose AdamW state would not fit (longrec_core.optim)",
-    )
-    g.add_argument(
-        "--code-subspaces",
-        type=int,
-        default=None,
-        help="codes: codes per item m (SVD components; must divide --dim: sub-embeddings d/m wide); "
-        "None = 8, and --kshift-k with --kshift-rows codes (one code per shift)",
-    )
-    g.add_argument(
-        "--code-centroids",
-        type=int,
-        default=256,
-        help="codes and --kshift-rows codes: values of each code (1..65536; 1 byte per code up to 256, else 2): "
-        "each sub-table has this many rows, so the tables hold centroids x d floats (codes) or k x centroids x d "
-        "(k-shift) whatever the catalogue",
     )
 
 
