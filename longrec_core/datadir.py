@@ -88,7 +88,7 @@ def shard_dir_name(k: int) -> str:
     return f"{_SHARD_PREFIX}{k:0{_SHARD_DIGITS}d}"
 
 
-def is_shard_dir_name(name: str) -> bool:
+def _is_shard_dir_name(name: str) -> bool:
     """Whether `name` is a name shard_dir_name gives."""
     return re.fullmatch(rf"{re.escape(_SHARD_PREFIX)}\d{{{_SHARD_DIGITS}}}", name) is not None
 
@@ -98,7 +98,7 @@ def foreign_entries(path: str | os.PathLike[str]) -> list[Path]:
     name order (replacing the dir would delete them)."""
     foreign = []
     for entry in sorted(Path(path).iterdir()):
-        if is_shard_dir_name(entry.name) and entry.is_dir() and not entry.is_symlink():
+        if _is_shard_dir_name(entry.name) and entry.is_dir() and not entry.is_symlink():
             foreign += foreign_entries(entry)
         elif entry.name not in DATA_DIR_FILES:
             foreign.append(entry)
