@@ -247,7 +247,7 @@ def worker_core(spec: dict) -> dict:
 def worker_codes(spec: dict) -> dict:
     """The item codes of a data dir, timed from its loaded (memory-mapped) arrays."""
     from longrec_core.codes import item_codes
-    from longrec_core.data import load_data_dir
+    from longrec_core.datadir import load_data_dir
 
     data = load_data_dir(spec["data"])
     t = time.perf_counter()

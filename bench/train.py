@@ -127,7 +127,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.data import DataLoader, Dataset
 
     import longrec_core as lc
-    from longrec_core.data import load_data_dir
+    from longrec_core.datadir import load_data_dir
     from longrec_core.examples import epoch_windows, iter_batches, shuffled_order
     from longrec_core.losses import full_cross_entropy, naive_cross_entropy
     from longrec_core.model import ModelConfig, SASRec

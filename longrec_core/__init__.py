@@ -11,9 +11,10 @@ describes training examples as pointers into it::
 This package and its core install with numpy alone (`pip install longrec`); so do the torch-free
 modules ``.choices``, ``.synthetic``, ``.schedule``, ``.train_flags``, ``.frontier`` and ``.cli``. The
 training pieces come with the `train` extra (torch, polars, rich, matplotlib) and are imported on
-demand: ``longrec_core.data`` (data dirs), ``.readers`` (input formats), ``.shards`` (sharded data
-dirs), ``.model`` (SASRec, k-shift), ``.losses``, ``.metrics`` (full-catalogue ranking),
-``.recommend`` (top-k items for a history: ``Recommender.load(run).topk(histories, k)``).
+demand: ``longrec_core.datadir`` (the data dir format), ``.prepare`` (a log to a data dir),
+``.readers`` (input formats), ``.shards`` (sharded data dirs), ``.model`` (SASRec, k-shift),
+``.losses``, ``.metrics`` (full-catalogue ranking), ``.recommend`` (top-k items for a history:
+``Recommender.load(run).topk(histories, k)``).
 """
 
 __version__ = "0.1.0"  # equal to pyproject.toml's [project] version (tests/test_packaging.py)

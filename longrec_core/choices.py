@@ -30,7 +30,7 @@ SAMPLERS = ("uniform", "popularity")  # negatives of the sampled softmax
 # optimization (longrec_core.schedule)
 SCHEDULES = ("constant", "cosine")  # the learning rate after warm-up
 
-# evaluation (longrec_core.metrics, longrec_core.data)
+# evaluation (longrec_core.metrics)
 KS: tuple[int, ...] = (1, 5, 10, 20, 50, 100)  # cut-offs of HR/NDCG/MRR@K reported by default
 FILTER_SEEN_CHOICES = ("auto", "yes", "no")  # drop the user's seen items from the competitors
 SPLITS = ("test", "valid")  # the targets eval.py ranks

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 import longrec_core
-from longrec_core.choices import KS
-from longrec_core.data import history_events
+from longrec_core.choices import FILTER_SEEN_CHOICES, KS
+from longrec_core.datadir import DataDir, history_events
 from longrec_core.examples import window_prefix
 
 ItemVectors = Callable[[Tensor], Tensor] | Tensor  # ids [n] -> [n, d], or a table [N+1, d]
@@ -214,6 +214,20 @@ def paired_comparison(
 
 # ---------------------------------------------------------------------------------
 # Evaluating a model on a data dir
+
+
+def resolve_filter_seen(choice: str, data: DataDir) -> bool:
+    """Whether evaluation drops the user's already-seen items from the competitors.
+
+    "yes"/"no" force it; "auto" filters exactly when no validation or test target repeats a seen
+    item (`DataDir.repeat_target_share` is 0): the published protocol for data without repeat
+    consumption (ml-1m, Amazon), and unfiltered where a seen item can be the right answer.
+    """
+    if choice not in FILTER_SEEN_CHOICES:
+        raise ValueError(f"filter_seen must be one of {', '.join(FILTER_SEEN_CHOICES)}, got {choice!r}")
+    if choice == "auto":
+        return data.repeat_target_share() == 0.0
+    return choice == "yes"
 
 
 class RankModel(Protocol):

@@ -19,7 +19,7 @@ number), plus an `info` dict that describes the read for the manifest's source. 
 without times (pairs, seqs, items) get ts = the event's position in the file.
 
 Two consumers turn the raw columns into codes: `read_log` collects the whole frame into a
-`data.Log` (one data dir), and `event_batches` streams integer-id batches (a sharded prep).
+`prepare.Log` (one data dir), and `event_batches` streams integer-id batches (a sharded prep).
 Every problem with the input raises ValueError with one sentence naming the file.
 """
 
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from longrec_core import data
+from longrec_core import prepare
 from longrec_core.cli import one_sentence
 
 FORMATS = ("retailrocket", "ml-dat", "ml-csv", "inter", "pairs", "seqs", "items", "csv", "parquet")
@@ -409,7 +409,7 @@ def code_types(names: pl.Series, type_names: list[str]) -> np.ndarray:
     """Event type names as int8 codes 1 + their position in `type_names`, which grows by the names
     not in it yet, in the order they first appear (a missing name is the empty name).
 
-    The codes are provisional: `data.number_types` renumbers them as a data dir stores them.
+    The codes are provisional: `prepare.number_types` renumbers them as a data dir stores them.
     """
     names = names.fill_null("")
     for t in names.unique(maintain_order=True).to_list():
@@ -434,13 +434,13 @@ def complete(df: pl.DataFrame) -> pl.Expr:
 
 
 def read_log(
-    lf: pl.LazyFrame, info: dict[str, Any], path: Path, fmt: str, status: data.Status | None = None
-) -> tuple[data.Log, dict[str, int]]:
-    """The whole log of `scan_log` as a coded `data.Log`, and the counts rows_read and
+    lf: pl.LazyFrame, info: dict[str, Any], path: Path, fmt: str, status: prepare.Status | None = None
+) -> tuple[prepare.Log, dict[str, int]]:
+    """The whole log of `scan_log` as a coded `prepare.Log`, and the counts rows_read and
     dropped_missing (rows without a user, an item or a time) for the manifest.
 
     Ids become dense codes in raw-id order, times int64 seconds, event types the data dir's
-    numbering (`data.number_types`). In an ordered format with times, a time that goes back
+    numbering (`prepare.number_types`). In an ordered format with times, a time that goes back
     within a user is an error: there the file order is the truth.
     """
     say = status or (lambda _msg: None)
@@ -459,16 +459,16 @@ def read_log(
         df = df.drop("row")
     say(f"read {rows_read:,} rows; coding ids")
     ts = to_seconds(df["ts"], info.get("time_unit", "s"), column(info, "time", path)).to_numpy()
-    user, user_ids = data.dense_codes(to_int_ids(df["user"], column(info, "user", path)))
-    item, item_ids = data.dense_codes(to_int_ids(df["item"], column(info, "item", path)))
+    user, user_ids = prepare.dense_codes(to_int_ids(df["user"], column(info, "user", path)))
+    item, item_ids = prepare.dense_codes(to_int_ids(df["item"], column(info, "item", path)))
     types, type_names = None, []
     if "type" in df.columns:
         met: list[str] = []
         codes = code_types(df["type"], met)  # provisional: in the order the names appear
-        lut, type_names = data.number_types(met, info.get("type_order", []))
+        lut, type_names = prepare.number_types(met, info.get("type_order", []))
         types = lut[codes]
     counts = {"rows_read": rows_read, "dropped_missing": rows_read - df.height}
-    log = data.Log(
+    log = prepare.Log(
         user=user, item=item, ts=ts, types=types, user_ids=user_ids, item_ids=item_ids, type_names=type_names
     )
     return log, counts

@@ -37,8 +37,8 @@ from torch import Tensor, nn
 
 from longrec_core import cli
 from longrec_core.choices import FILTER_SEEN_CHOICES
-from longrec_core.data import item_ids, load_data_dir, resolve_filter_seen
-from longrec_core.metrics import _item_table
+from longrec_core.datadir import item_ids, load_data_dir
+from longrec_core.metrics import _item_table, resolve_filter_seen
 from longrec_core.model import SASRec, load_model
 
 

@@ -191,7 +191,7 @@ def data_path(
         return cli.input_path(None, "data dir")
     if not (demo / "manifest.json").exists() and make_demo:
         log(f"no --data given: making the demo data set in {demo} (prep.py --synthetic defaults)")
-        from longrec_core.data import prepare_synthetic  # here: readers of run dirs need no polars
+        from longrec_core.prepare import prepare_synthetic  # here: readers of run dirs need no polars
 
         prepare_synthetic(demo)
     barrier()

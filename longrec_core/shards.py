@@ -1,26 +1,17 @@
-"""Sharded data dirs: one log split by user into N data dirs that share one item index.
+"""Writing sharded data dirs: one log split by user into N data dirs that share one item index.
 
 A log too big to group in memory at once is prepared shard by shard (`prep.py --shards N`), and
-data-parallel training reads on each rank only the shards it trains on. Layout:
-
-    OUT/manifest.json   format_version, "shards" {count, dirs, by}, source, params, counts and
-                        split summed over the shards, types
-    OUT/items.parquet   the one item table (index 1..N by descending count over the whole log)
-    OUT/shard-00000/    a complete data dir of the users with shard_of(user id) == 0; its
-    OUT/shard-00001/    manifest counts the global N items, and it has no items.parquet
-    ...
+data-parallel training reads on each rank only the shards it trains on. The layout, and reading a
+sharded dir (`load_shards`, `shard_count`), belong to `longrec_core.datadir`; shard k holds the
+users with shard_of(user id) == k.
 
 How prep builds it with memory bounded by one shard, not the log:
 1. `ShardSpill` streams the log in batches, appending each event to its shard's spill files
    (raw user id, raw item id, time, type) and counting items by raw id.
 2. The item index comes from the whole log's counts. When dedupe or filters change those
    counts, each shard is cleaned once more to count what survives (`_surviving_counts`).
-3. Each shard's spill becomes a data dir through the same `data.prepare` as an unsharded log,
+3. Each shard's spill becomes a data dir through the same `prepare.prepare` as an unsharded log,
    with the global item index. Concatenating the shards gives the unsharded dir's users.
-
-Reading a sharded dir (`load_shards`, `shard_count`) lives in `longrec_core.data`, beside
-`load_data_dir`, which reads every shard through it; this module re-exports both names and
-only writes, so the two modules do not import each other.
 
 Restrictions (exit 2 in prep): integer user and item ids (item ids below 2^31, as a dense id
 from an engine's pre-grouping is); no --kcore (it needs the whole log at once); temporal cutoffs
@@ -32,7 +23,6 @@ order); its events are ordered by time like any other log's.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -41,9 +31,22 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from longrec_core import data as dd
-from longrec_core.cli import atomic_dir, atomic_write
-from longrec_core.data import load_shards, shard_count  # noqa: F401  (reading lives beside load_data_dir; kept here for callers)
+from longrec_core.cli import atomic_dir
+from longrec_core.datadir import MANIFEST, load_data_dir, shard_dir_name, write_shard_root
+from longrec_core.prepare import (
+    ItemIndex,
+    Log,
+    PrepParams,
+    Status,
+    dense_codes,
+    group_log,
+    history_len_summary,
+    index_items,
+    keep_mask,
+    number_types,
+    prepare,
+    read_item_index,
+)
 from longrec_core.synthetic import splitmix64
 
 SPILL_COLUMNS = {"user": np.int64, "item": np.int64, "ts": np.int64, "types": np.int8}
@@ -107,14 +110,14 @@ def _shard_log(
     item_ids: pl.Series,
     type_lut: np.ndarray | None,
     type_names: list[str],
-) -> dd.Log:
+) -> Log:
     ev = spill.read(k)
     if len(ev["user"]) == 0:
         raise ValueError(f"shard {k} of {spill.n_shards} has no events: use fewer --shards")
-    user, user_ids = dd.dense_codes(pl.Series("user", ev.pop("user")))
+    user, user_ids = dense_codes(pl.Series("user", ev.pop("user")))
     item = item_code[ev.pop("item")]
     types = None if type_lut is None else type_lut[ev.pop("types")]
-    return dd.Log(
+    return Log(
         user=user,
         item=item,
         ts=ev.pop("ts"),
@@ -125,17 +128,17 @@ def _shard_log(
     )
 
 
-def _surviving_counts(log: dd.Log, params: dd.PrepParams, allowed: np.ndarray | None) -> np.ndarray:
+def _surviving_counts(log: Log, params: PrepParams, allowed: np.ndarray | None) -> np.ndarray:
     """Per item code, the events of this shard that dedupe and filters keep (as `prepare` would)."""
-    offsets, _, item, ts, types = dd.group_log(log)
-    keep, _ = dd.keep_mask(offsets, item, ts, types, len(log.item_ids), params, lambda _m: None, allowed=allowed)
+    offsets, _, item, ts, types = group_log(log)
+    keep, _ = keep_mask(offsets, item, ts, types, len(log.item_ids), params, lambda _m: None, allowed=allowed)
     return np.bincount(item[keep], minlength=len(log.item_ids))
 
 
 def prepare_sharded(
     batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]],
     out: str | Path,
-    params: dd.PrepParams,
+    params: PrepParams,
     n_shards: int,
     source: dict[str, Any],
     *,
@@ -143,39 +146,40 @@ def prepare_sharded(
     type_order: Sequence[str] = (),
     read_counts: dict[str, int] | None = None,
     force: bool = False,
-    status: dd.Status | None = None,
+    status: Status | None = None,
 ) -> Path:
     """Write a sharded data dir from `batches` of (user, item, ts, type codes or None) raw events.
 
     Type codes are 1 + the position of the type's name in `type_names` (the order the reader met
     them; `type_names` may grow while batches are read); the dir numbers them as the unsharded
-    prep does (`data.number_types`). `read_counts` (rows_read, dropped_missing), filled by the
+    prep does (`prepare.number_types`). `read_counts` (rows_read, dropped_missing), filled by the
     reader while the batches are read, goes into the manifest.
     """
     say = status or (lambda _msg: None)
     _check_shardable(n_shards, params)
     out = Path(out)
-    with atomic_dir(out, force, marker=dd.MANIFEST) as tmp:
+    with atomic_dir(out, force, marker=MANIFEST) as tmp:
         spill = _spill(batches, tmp / "spill", n_shards, say)
         item_code, item_ids, counts = _item_codes(spill.item_counts)
-        type_lut, final_types = dd.number_types(type_names, type_order) if spill.with_types else (None, [])
+        type_lut, final_types = number_types(type_names, type_order) if spill.with_types else (None, [])
 
-        def shard_log(k: int) -> dd.Log:
+        def shard_log(k: int) -> Log:
             return _shard_log(spill, k, item_code, item_ids, type_lut, final_types)
 
         index = _whole_log_index(shard_log, n_shards, counts, item_ids, params, say)
-        dirs = [f"shard-{k:05d}" for k in range(n_shards)]
+        dirs = [shard_dir_name(k) for k in range(n_shards)]
         manifests, lens = [], []
         for k, name in enumerate(dirs):
             say(f"shard {k + 1}/{n_shards}")
-            dd.prepare(shard_log(k), tmp / name, params, {**source, "shard": k, "shards": n_shards}, item_index=index)
-            loaded = dd.load_data_dir(tmp / name)
+            prepare(shard_log(k), tmp / name, params, {**source, "shard": k, "shards": n_shards}, item_index=index)
+            loaded = load_data_dir(tmp / name)
             manifests.append(loaded.manifest)
             lens.append(np.diff(loaded.offsets))
         shutil.rmtree(spill.root)
         _write_root(
             tmp,
-            {"count": n_shards, "dirs": dirs, "by": "splitmix64(raw user id) mod count"},
+            dirs,
+            "splitmix64(raw user id) mod count",
             source,
             dataclasses.asdict(params),
             manifests,
@@ -187,7 +191,7 @@ def prepare_sharded(
     return out
 
 
-def _check_shardable(n_shards: int, params: dd.PrepParams) -> None:
+def _check_shardable(n_shards: int, params: PrepParams) -> None:
     """Refuse what a sharded prep cannot do: it never holds the whole log at once."""
     if n_shards < 1:
         raise ValueError(f"--shards must be >= 1, got {n_shards}")
@@ -209,7 +213,7 @@ def _spill(
     batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]],
     root: Path,
     n_shards: int,
-    say: dd.Status,
+    say: Status,
 ) -> ShardSpill:
     """Every batch appended to its shards' spill files under `root` (closed when it returns)."""
     spill = None
@@ -234,13 +238,13 @@ def _item_codes(item_counts: np.ndarray) -> tuple[np.ndarray, pl.Series, np.ndar
 
 
 def _whole_log_index(
-    shard_log: Callable[[int], dd.Log],
+    shard_log: Callable[[int], Log],
     n_shards: int,
     counts: np.ndarray,
     item_ids: pl.Series,
-    params: dd.PrepParams,
-    say: dd.Status,
-) -> dd.ItemIndex:
+    params: PrepParams,
+    say: Status,
+) -> ItemIndex:
     """The item index of the whole log, as the unsharded prep would make it: `counts` (per item
     code, as read) are recounted shard by shard when dedupe or filters change them."""
     allowed = None
@@ -256,39 +260,31 @@ def _whole_log_index(
         counts = sum(_surviving_counts(shard_log(k), params, allowed) for k in range(n_shards))
     if not counts.any():
         raise ValueError("no events are left after the filters (lower --min-item-count / --min-user-len)")
-    return dd.index_items(np.asarray(counts), item_ids)
+    return index_items(np.asarray(counts), item_ids)
 
 
 def _write_root(
     root: Path,
-    shards: dict[str, Any],
+    dirs: list[str],
+    by: str,
     source: dict[str, Any],
     params: dict[str, Any],
     manifests: list[dict[str, Any]],
     lens: list[np.ndarray],
-    index: dd.ItemIndex,
+    index: ItemIndex,
     types: list[str],
     read_counts: dict[str, int] | None,
 ) -> None:
-    """A sharded dir's root: items.parquet, then the manifest over the shards' `manifests` and
-    history lengths `lens`; each written atomically, the manifest last, so the dir is a sharded
-    dir only once it is whole."""
-    with atomic_write(root / "items.parquet") as tmp:
-        index.table.write_parquet(tmp)
+    """Make `root` a sharded dir over its shard data dirs `dirs` (users assigned to them `by` a
+    rule), with a manifest over the shards' `manifests` and history lengths `lens`."""
     manifest = {
-        "format_version": dd.FORMAT_VERSION,
-        "shards": shards,
         "source": source,
         "params": params,
         "counts": _summed_counts([m["counts"] for m in manifests], index.n_items, np.concatenate(lens), read_counts),
         "split": _summed_split([m["split"] for m in manifests]),
         "types": types,
-        "tables": {
-            "items": {"file": "items.parquet", "rows": index.n_items, "sha256": dd.file_sha256(root / "items.parquet")}
-        },
     }
-    with atomic_write(root / dd.MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    write_shard_root(root, dirs, by, manifest, index.table)
 
 
 def _summed_counts(
@@ -306,7 +302,7 @@ def _summed_counts(
         if read_counts and key in read_counts:
             total[key] = read_counts[key]
     total["types"] = per_shard[0]["types"]
-    total["history_len"] = dd.history_len_summary(lens)
+    total["history_len"] = history_len_summary(lens)
     return total
 
 
@@ -318,22 +314,22 @@ def _summed_split(per_shard: list[dict[str, Any]]) -> dict[str, Any]:
     return split
 
 
-def assemble(root: str | Path, item_index: str | Path, status: dd.Status | None = None) -> Path:
+def assemble(root: str | Path, item_index: str | Path, status: Status | None = None) -> Path:
     """Make `root` a sharded data dir from the data dirs inside it (sorted by name), each prepared
     with `prep.py --item-index item_index` (on any machine): writes root/items.parquet and the
     root manifest, after checking that every shard has the index's item count."""
     say = status or (lambda _msg: None)
     root = Path(root)
-    if (root / dd.MANIFEST).is_file():
-        raise ValueError(f"{root} already has a {dd.MANIFEST}: it is a data dir, not a folder of shards")
-    dirs = sorted(p.name for p in root.iterdir() if (p / dd.MANIFEST).is_file()) if root.is_dir() else []
+    if (root / MANIFEST).is_file():
+        raise ValueError(f"{root} already has a {MANIFEST}: it is a data dir, not a folder of shards")
+    dirs = sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file()) if root.is_dir() else []
     if not dirs:
         raise ValueError(f"{root} holds no data dirs to assemble (prep each shard into {root}/NAME first)")
-    index = dd.read_item_index(item_index, pl.Series("id", [], dtype=pl.Int64))
+    index = read_item_index(item_index, pl.Series("id", [], dtype=pl.Int64))
     manifests, lens = [], []
     for name in dirs:
         say(f"checking {root / name}")
-        d = dd.load_data_dir(root / name)
+        d = load_data_dir(root / name)
         if d.n_items != index.n_items:
             raise ValueError(
                 f"{root / name} has {d.n_items:,} items, --item-index {item_index} {index.n_items:,}: "
@@ -343,7 +339,8 @@ def assemble(root: str | Path, item_index: str | Path, status: dd.Status | None 
         lens.append(np.diff(d.offsets))
     _write_root(
         root,
-        {"count": len(dirs), "dirs": dirs, "by": "assembled"},
+        dirs,
+        "assembled",
         {"assembled": dirs, "item_index": str(Path(item_index).resolve())},
         manifests[0]["params"],
         manifests,

@@ -56,8 +56,15 @@ from longrec_core.cli import (
     stdin_piped,
     torch_device,
 )
-from longrec_core.data import DataDir, fingerprint, load_data_dir, load_shards, resolve_filter_seen, shard_count
-from longrec_core.metrics import bootstrap_ci, evaluate, metrics_from_ranks, paired_comparison, per_user
+from longrec_core.datadir import DataDir, fingerprint, load_data_dir, load_shards, shard_count
+from longrec_core.metrics import (
+    bootstrap_ci,
+    evaluate,
+    metrics_from_ranks,
+    paired_comparison,
+    per_user,
+    resolve_filter_seen,
+)
 from longrec_core.model import SASRec, load_model
 
 # Far more resamples than an interval or a p-value needs; a larger --bootstrap is a typo that would exhaust

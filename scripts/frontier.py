@@ -74,7 +74,7 @@ from rich.table import Table
 
 from longrec_core import cli
 from longrec_core.choices import ITEM_EMBS, REGIMES, TARGETS
-from longrec_core.data import DataDir, load_data_dir
+from longrec_core.datadir import DataDir, load_data_dir
 from longrec_core.frontier import (
     DEFAULTS,
     Cell,

@@ -24,7 +24,7 @@ Formats (--format; detected from the file name and first lines when absent), pla
 Ordered formats without times (pairs, seqs, items) get ts = the event's position in the file.
 
 Then: drop rows with a missing user/item/time, optional dedupe and filters, items 1..N by
-descending count, group by user in time order, sessions, split; see longrec_core.data.prepare.
+descending count, group by user in time order, sessions, split; see longrec_core.prepare.prepare.
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ from __future__ import annotations
 import longrec_core.startup  # noqa: F401  # isort: skip
 
 import argparse
-import json
 import os
-import re
 import resource
 import sys
 import time
@@ -49,21 +47,8 @@ os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
 
 from rich.progress import Progress
 
-from longrec_core import cli, data, readers, shards, synthetic
+from longrec_core import cli, datadir, prepare, readers, shards, synthetic
 
-# What a data dir holds (README, "A data dir"), besides shard-NNNNN dirs holding the same: --force
-# replaces a dir that holds nothing else.
-DATA_DIR_FILES = {
-    data.MANIFEST,
-    "items.npy",
-    "ts.npy",
-    "offsets.npy",
-    "types.npy",
-    "sessions.npy",
-    "split.npz",
-    "items.parquet",
-    "users.parquet",
-}
 # Peak memory of a synthetic prep, measured with /usr/bin/time: about 60 bytes per event of the
 # data dir (of one shard with --shards; at 8e6 to 3e7 events) plus 20 bytes per catalogue item
 # (19 between 10^6 and 8*10^6 items at 2*10^6 events).
@@ -199,13 +184,13 @@ def check_synthetic_memory(cfg: synthetic.SyntheticConfig, n_shards: int) -> Non
 def check_out(out: Path, force: bool, inputs: list[Path]) -> None:
     """Refuse an --out that cannot be made, or whose replacement (--force) would delete more than
     the old data dir: an input inside it, or any file a data dir does not hold."""
-    cli.check_replaceable(out, force, data.MANIFEST)
+    cli.check_replaceable(out, force, datadir.MANIFEST)
     cli.check_parent_dir(out)
     if out.is_dir():  # with --force, a data dir or an empty dir (check_replaceable)
         for path in inputs:
             if path.resolve().is_relative_to(out.resolve()):
                 raise ValueError(f"refusing to replace {out}: the input {path} is inside it")
-        foreign = foreign_entries(out)
+        foreign = datadir.foreign_entries(out)
         if foreign:
             raise ValueError(
                 f"refusing to replace {out}: it holds {foreign[0].relative_to(out)}, which is not part "
@@ -213,24 +198,13 @@ def check_out(out: Path, force: bool, inputs: list[Path]) -> None:
             )
 
 
-def foreign_entries(path: Path) -> list[Path]:
-    """What a (sharded) data dir at `path` holds beyond data-dir files and its shard-NNNNN dirs."""
-    foreign = []
-    for entry in sorted(path.iterdir()):
-        if re.fullmatch(r"shard-\d{5}", entry.name) and entry.is_dir() and not entry.is_symlink():
-            foreign += foreign_entries(entry)
-        elif entry.name not in DATA_DIR_FILES:
-            foreign.append(entry)
-    return foreign
-
-
 # ---------------------------------------------------------------------------------------------
 # the steps
 
 
-def checked_params(args: argparse.Namespace) -> data.PrepParams:
+def checked_params(args: argparse.Namespace) -> prepare.PrepParams:
     """The processing flags as PrepParams, after every check that needs no input (bad -> exit 2)."""
-    params = data.PrepParams(
+    params = prepare.PrepParams(
         dedupe=args.dedupe,
         dedupe_consecutive=args.dedupe_consecutive,
         min_item_count=args.min_item_count,
@@ -244,7 +218,7 @@ def checked_params(args: argparse.Namespace) -> data.PrepParams:
     cli.check_int("--session-gap", args.session_gap, 1)
     for flag, cutoff in (("--valid-cutoff", args.valid_cutoff), ("--test-cutoff", args.test_cutoff)):
         if cutoff is not None:
-            cli.check_int(flag, data.parse_cutoff(cutoff, None), -cli.INT64_MAX - 1)
+            cli.check_int(flag, prepare.parse_cutoff(cutoff, None), -cli.INT64_MAX - 1)
     cli.check_int("--shards", args.shards, 1)
     if args.shards is not None:
         check_shards(args.shards)
@@ -256,7 +230,7 @@ def checked_params(args: argparse.Namespace) -> data.PrepParams:
     return params
 
 
-def progress_log(bar: Progress, t0: float) -> data.Status:
+def progress_log(bar: Progress, t0: float) -> prepare.Status:
     """A status callback: one timed log line on stderr per step, and the bar's description."""
     task = bar.add_task("starting", total=None)
 
@@ -272,7 +246,7 @@ def other_inputs(args: argparse.Namespace) -> list[Path]:
     return [] if args.item_index is None else [Path(args.item_index)]
 
 
-def assemble(args: argparse.Namespace, status: data.Status) -> Path:
+def assemble(args: argparse.Namespace, status: prepare.Status) -> Path:
     """--assemble: make --out a sharded dir from the data dirs inside it."""
     if args.out is None or args.item_index is None or args.input is not None:
         raise ValueError("--assemble needs --out DIR (holding the shard data dirs) and --item-index, and no input")
@@ -295,22 +269,22 @@ def synthetic_config(args: argparse.Namespace) -> synthetic.SyntheticConfig:
     return synthetic.SyntheticConfig(users=2_000 if users is None else users, items=args.items, seed=args.seed)
 
 
-def prep_synthetic(args: argparse.Namespace, params: data.PrepParams, status: data.Status) -> Path:
+def prep_synthetic(args: argparse.Namespace, params: prepare.PrepParams, status: prepare.Status) -> Path:
     """--synthetic: generate a log and prepare it, as one data dir or in --shards."""
     cfg = synthetic_config(args)
     check_synthetic_memory(cfg, args.shards or 1)
     out = Path(args.out or f"data/synthetic-u{cfg.users}-i{cfg.items}-s{cfg.seed}")
-    if reuse(args, out, data.synthetic_source(cfg), params, status):
+    if reuse(args, out, prepare.synthetic_source(cfg), params, status):
         return out
     check_out(out, args.force, other_inputs(args))
     if args.shards is None:
-        data.prepare_synthetic(
+        prepare.prepare_synthetic(
             out, params, force=args.force, status=status, users=cfg.users, items=cfg.items, seed=cfg.seed
         )
     else:
         batches = ((u, i, t, None) for u, i, t in synthetic.chunks(cfg))
         shards.prepare_sharded(
-            batches, out, params, args.shards, data.synthetic_source(cfg), force=args.force, status=status
+            batches, out, params, args.shards, prepare.synthetic_source(cfg), force=args.force, status=status
         )
     return out
 
@@ -332,14 +306,14 @@ def describe_source(path: Path, fmt: str, info: dict[str, Any]) -> dict[str, Any
     }  # these two shape the read, not the source
     return {
         "path": str(path.resolve()),
-        "sha256": data.file_sha256(path),
+        "sha256": datadir.file_sha256(path),
         "bytes": path.stat().st_size,
         "format": fmt,
         **how,
     }
 
 
-def prep_file(args: argparse.Namespace, params: data.PrepParams, status: data.Status) -> Path:
+def prep_file(args: argparse.Namespace, params: prepare.PrepParams, status: prepare.Status) -> Path:
     """Read the log file and prepare it, as one data dir (read whole) or in --shards (streamed)."""
     path = input_file(args)
     out = Path(args.out or f"data/{Path(readers.strip_compression(path.name)).stem or 'data'}")
@@ -367,8 +341,8 @@ def prep_file(args: argparse.Namespace, params: data.PrepParams, status: data.St
         check_out(out, args.force, [path, *other_inputs(args)])
     if args.shards is None:
         log, read_counts = readers.read_log(lf, info, path, fmt, status=status)
-        index = None if args.item_index is None else data.read_item_index(args.item_index, log.item_ids)
-        data.prepare(log, out, params, {**source, **read_counts}, force=args.force, status=status, item_index=index)
+        index = None if args.item_index is None else prepare.read_item_index(args.item_index, log.item_ids)
+        prepare.prepare(log, out, params, {**source, **read_counts}, force=args.force, status=status, item_index=index)
     else:
         type_names: list[str] = []  # filled as the batches are read
         read_counts: dict[str, int] = {}
@@ -389,12 +363,12 @@ def prep_file(args: argparse.Namespace, params: data.PrepParams, status: data.St
 
 
 def reuse(
-    args: argparse.Namespace, out: Path, source: dict[str, Any], params: data.PrepParams, status: data.Status
+    args: argparse.Namespace, out: Path, source: dict[str, Any], params: prepare.PrepParams, status: prepare.Status
 ) -> bool:
-    """Whether `out` already holds this input prepared with these parameters (data.same_preparation),
+    """Whether `out` already holds this input prepared with these parameters (prepare.same_preparation),
     so that rerunning a pipe reuses it instead of refusing it; --force prepares it again, and an
     --item-index (a file that may have changed) always does."""
-    if args.force or args.item_index is not None or not data.same_preparation(out, source, params, args.shards):
+    if args.force or args.item_index is not None or not prepare.same_preparation(out, source, params, args.shards):
         return False
     status(f"{out} already holds this input prepared with these parameters: reusing it (--force prepares it again)")
     return True
@@ -404,8 +378,8 @@ def report(out: Path, sharded: bool, t0: float) -> None:
     """The summary table of what was written (stderr), a warning when its split leaves nothing to
     validate or test on, and its path (stdout)."""
     # the manifest, checked (a sharded dir: its root, each shard checked as it was written)
-    manifest = json.loads((out / data.MANIFEST).read_text()) if sharded else data.load_data_dir(out).manifest
-    rows = data.summary_rows(manifest) + [("seconds", f"{time.perf_counter() - t0:,.1f}")]
+    manifest = datadir.read_manifest(out) if sharded else datadir.load_data_dir(out).manifest
+    rows = prepare.summary_rows(manifest) + [("seconds", f"{time.perf_counter() - t0:,.1f}")]
     cli.print_table(f"data dir {out}", rows)
     warning = empty_split_warning(manifest["split"])
     if warning:

@@ -37,7 +37,7 @@ import numpy as np
 
 from longrec_core import cli
 from longrec_core.choices import DEVICES, FILTER_SEEN_CHOICES
-from longrec_core.data import DataDir, load_data_dir, user_ids
+from longrec_core.datadir import DataDir, load_data_dir, user_ids
 from longrec_core.recommend import (
     Recommender,
     check_output_suffix,

@@ -45,10 +45,10 @@ import torch.distributed as dist
 
 from longrec_core import cli, runs
 from longrec_core.codes import item_codes
-from longrec_core.data import DataDir, fingerprint, load_data_dir, load_shards, resolve_filter_seen, shard_count
+from longrec_core.datadir import DataDir, fingerprint, load_data_dir, load_shards, shard_count
 from longrec_core.examples import EpochWindows, epoch_windows, iter_batches, n_batches, regime_of, shuffled_order
 from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
-from longrec_core.metrics import evaluate, metrics_from_ranks
+from longrec_core.metrics import evaluate, metrics_from_ranks, resolve_filter_seen
 from longrec_core.model import SASRec, embedding_memory_bytes, saved_codes
 from longrec_core.optim import optimizer_for
 from longrec_core.schedule import default_warmup_steps, lr_factor

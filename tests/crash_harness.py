@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from longrec_core import cli, runs  # noqa: E402
-from longrec_core.data import DataDirError, load_data_dir  # noqa: E402
+from longrec_core.datadir import DataDirError, load_data_dir  # noqa: E402
 
 SCRIPTS = ROOT / "scripts"
 PREP_ARGS = ["--synthetic", "--users", "60", "--items", "40", "--seed", "0"]

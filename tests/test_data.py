@@ -1,4 +1,4 @@
-"""longrec_core.data and .synthetic: prepare() against a plain-Python reference, the loader's
+"""longrec_core.prepare, .datadir and .synthetic: prepare() against a plain-Python reference, the loader's
 checks, eval targets, cutoffs, and the synthetic generator's determinism and shape."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from longrec_core import data, synthetic
-from longrec_core.data import DataDirError, Log, PrepParams
+from longrec_core import datadir, prepare, synthetic
+from longrec_core.datadir import DataDirError
+from longrec_core.prepare import Log, PrepParams
 
 # ---------------------------------------------------------------- a plain reference of prepare()
 
@@ -106,8 +107,8 @@ def test_prepare_matches_reference(tmp_path, seed, params):
         log.user.tolist(), log.item.tolist(), log.ts.tolist(), None if log.types is None else log.types.tolist(), params
     )
     with_types = log.types is not None
-    out = data.prepare(log, tmp_path / "d", params, {"format": "test"})  # consumes the log's arrays
-    d = data.load_data_dir(out, verify=True)
+    out = prepare.prepare(log, tmp_path / "d", params, {"format": "test"})  # consumes the log's arrays
+    d = datadir.load_data_dir(out, verify=True)
     assert d.items.tolist() == ref["items"]
     assert d.ts.tolist() == ref["ts"]
     assert d.offsets.tolist() == ref["offsets"]
@@ -142,10 +143,10 @@ def test_prepare_matches_reference(tmp_path, seed, params):
 
 
 def test_prepare_is_deterministic_and_drops_nothing_by_default(tmp_path):
-    a = data.prepare(
+    a = prepare.prepare(
         random_log(np.random.default_rng(3), 300, 10, 20, False), tmp_path / "a", PrepParams(), {"format": "test"}
     )
-    b = data.prepare(
+    b = prepare.prepare(
         random_log(np.random.default_rng(3), 300, 10, 20, False), tmp_path / "b", PrepParams(), {"format": "test"}
     )
     ma, mb = (json.loads((p / "manifest.json").read_text()) for p in (a, b))
@@ -157,7 +158,7 @@ def test_prepare_is_deterministic_and_drops_nothing_by_default(tmp_path):
 def test_prepare_refuses_empty_results(tmp_path):
     log = random_log(np.random.default_rng(0), 50, 5, 10, with_types=False)
     with pytest.raises(ValueError, match="no events are left"):
-        data.prepare(log, tmp_path / "d", PrepParams(min_user_len=1000), {})
+        prepare.prepare(log, tmp_path / "d", PrepParams(min_user_len=1000), {})
     empty = Log(
         np.zeros(0, np.int64),
         np.zeros(0, np.int64),
@@ -167,7 +168,7 @@ def test_prepare_refuses_empty_results(tmp_path):
         pl.Series([], dtype=pl.Int64),
     )
     with pytest.raises(ValueError, match="no events"):
-        data.prepare(empty, tmp_path / "d", PrepParams(), {})
+        prepare.prepare(empty, tmp_path / "d", PrepParams(), {})
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
@@ -190,7 +191,7 @@ def small_log() -> Log:
 
 def test_temporal_split(tmp_path):
     params = PrepParams(split="temporal", valid_cutoff="30", test_cutoff="40")
-    d = data.load_data_dir(data.prepare(small_log(), tmp_path / "d", params, {}))
+    d = datadir.load_data_dir(prepare.prepare(small_log(), tmp_path / "d", params, {}))
     # offsets: u0 [0,4) u1 [4,6) u2 [6,7) u3 [7,9)
     assert d.offsets.tolist() == [0, 4, 6, 7, 9]
     assert d.train_end.tolist() == [2, 4, 7, 7]  # first event with ts >= 30
@@ -211,9 +212,11 @@ def test_temporal_split(tmp_path):
 
 def test_temporal_split_refusals(tmp_path):
     with pytest.raises(ValueError, match="after the test cutoff"):
-        data.prepare(small_log(), tmp_path / "d", PrepParams(split="temporal", valid_cutoff="50", test_cutoff="40"), {})
+        prepare.prepare(
+            small_log(), tmp_path / "d", PrepParams(split="temporal", valid_cutoff="50", test_cutoff="40"), {}
+        )
     with pytest.raises(ValueError, match="no user has an event at or after the test cutoff"):
-        data.prepare(
+        prepare.prepare(
             small_log(), tmp_path / "d", PrepParams(split="temporal", valid_cutoff="50", test_cutoff="1000"), {}
         )
     with pytest.raises(ValueError, match="needs --valid-cutoff"):
@@ -226,14 +229,14 @@ def test_temporal_split_refusals(tmp_path):
 
 def test_parse_cutoff():
     ts = np.arange(1, 101)
-    assert data.parse_cutoff("1438387200", ts) == 1438387200
-    assert data.parse_cutoff("2015-08-01", ts) == 1438387200  # UTC midnight
-    assert data.parse_cutoff("2015-08-01T01:00:00+01:00", ts) == 1438387200
-    assert data.parse_cutoff("q0.9", ts) == 91  # the smallest time with >= 90% at or below it
-    assert data.parse_cutoff("q1", ts) == 100
+    assert prepare.parse_cutoff("1438387200", ts) == 1438387200
+    assert prepare.parse_cutoff("2015-08-01", ts) == 1438387200  # UTC midnight
+    assert prepare.parse_cutoff("2015-08-01T01:00:00+01:00", ts) == 1438387200
+    assert prepare.parse_cutoff("q0.9", ts) == 91  # the smallest time with >= 90% at or below it
+    assert prepare.parse_cutoff("q1", ts) == 100
     for bad in ("yesterday", "q1.5", "q", "0.9", "2015-13-01"):
         with pytest.raises(ValueError, match="cutoff"):
-            data.parse_cutoff(bad, ts)
+            prepare.parse_cutoff(bad, ts)
 
 
 # ---------------------------------------------------------------- the loader's checks
@@ -241,11 +244,11 @@ def test_parse_cutoff():
 
 @pytest.fixture()
 def ddir(tmp_path) -> Path:
-    return data.prepare(small_log(), tmp_path / "d", PrepParams(), {"format": "test"})
+    return prepare.prepare(small_log(), tmp_path / "d", PrepParams(), {"format": "test"})
 
 
 def test_load_fields(ddir):
-    d = data.load_data_dir(ddir, verify=True)
+    d = datadir.load_data_dir(ddir, verify=True)
     assert d.items.dtype == np.int32 and isinstance(d.items, np.memmap)
     assert d.ts.dtype == d.offsets.dtype == d.sessions.dtype == d.train_end.dtype == np.int64
     assert (d.n_users, d.n_events, d.n_items, d.n_types) == (4, 9, 4, 0) and d.types is None
@@ -258,7 +261,7 @@ def test_loader_refuses_truncated_array(ddir):
     raw = (ddir / "items.npy").read_bytes()
     (ddir / "items.npy").write_bytes(raw[:-8])
     with pytest.raises(DataDirError, match="items"):
-        data.load_data_dir(ddir)
+        datadir.load_data_dir(ddir)
 
 
 def test_loader_refuses_edited_manifest(ddir):
@@ -266,7 +269,7 @@ def test_loader_refuses_edited_manifest(ddir):
     m["arrays"]["items"]["shape"] = [10]
     (ddir / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(DataDirError, match="manifest says"):
-        data.load_data_dir(ddir)
+        datadir.load_data_dir(ddir)
 
 
 def test_loader_refuses_edited_small_array(ddir):
@@ -274,32 +277,32 @@ def test_loader_refuses_edited_small_array(ddir):
     off[2] -= 1  # still a valid partition: only the hash can tell
     np.save(ddir / "offsets.npy", off)
     with pytest.raises(DataDirError, match="offsets does not match its hash"):
-        data.load_data_dir(ddir)
+        datadir.load_data_dir(ddir)
 
 
 def test_verify_catches_an_edited_event_array(ddir):
     items = np.load(ddir / "items.npy")
     items[0] = 3 if items[0] != 3 else 2
     np.save(ddir / "items.npy", items)
-    data.load_data_dir(ddir)  # the cheap checks pass: same size, dtype, small arrays
+    datadir.load_data_dir(ddir)  # the cheap checks pass: same size, dtype, small arrays
     with pytest.raises(DataDirError, match="items does not match its hash"):
-        data.load_data_dir(ddir, verify=True)
+        datadir.load_data_dir(ddir, verify=True)
 
 
 def test_loader_refuses_other_version_and_missing_parts(ddir, tmp_path):
     with pytest.raises(DataDirError, match="no such directory"):
-        data.load_data_dir(tmp_path / "nope")
+        datadir.load_data_dir(tmp_path / "nope")
     m = json.loads((ddir / "manifest.json").read_text())
     (ddir / "manifest.json").write_text(json.dumps({**m, "format_version": 99}))
     with pytest.raises(DataDirError, match="format version 99"):
-        data.load_data_dir(ddir)
+        datadir.load_data_dir(ddir)
     (ddir / "manifest.json").write_text(json.dumps(m))
     (ddir / "ts.npy").unlink()
     with pytest.raises(DataDirError, match=r"ts\.npy cannot be read \(it is missing\)"):
-        data.load_data_dir(ddir)
+        datadir.load_data_dir(ddir)
     (ddir / "manifest.json").unlink()
     with pytest.raises(DataDirError, match=r"no manifest\.json"):
-        data.load_data_dir(ddir)
+        datadir.load_data_dir(ddir)
 
 
 @pytest.mark.parametrize("file", ["items.npy", "offsets.npy", "split.npz"])
@@ -308,7 +311,7 @@ def test_a_garbage_array_file_is_named_with_what_to_do(ddir, file):
     allow_pickle; say which file is damaged and to re-run prep.py instead."""
     (ddir / file).write_bytes(b"garbage, not an array" * 10)
     with pytest.raises(DataDirError) as e:
-        data.load_data_dir(ddir)
+        datadir.load_data_dir(ddir)
     msg = str(e.value)
     assert f"{file} cannot be read" in msg and "re-run prep.py" in msg and "pickle" not in msg, msg
 
@@ -378,11 +381,11 @@ def test_synthetic_has_sequential_structure():
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> data.DataDir:
-    return data.load_data_dir(data.prepare_synthetic(tmp_path_factory.mktemp("demo") / "d"))  # the defaults
+def demo(tmp_path_factory) -> datadir.DataDir:
+    return datadir.load_data_dir(prepare.prepare_synthetic(tmp_path_factory.mktemp("demo") / "d"))  # the defaults
 
 
-def bigram_hr10(d: data.DataDir, keep: np.ndarray) -> float:
+def bigram_hr10(d: datadir.DataDir, keep: np.ndarray) -> float:
     """HR@10 on the test targets of a count model of (previous item -> item), fit on the
     training events where `keep` holds."""
     items = np.asarray(d.items, dtype=np.int64)
@@ -432,23 +435,23 @@ def test_synthetic_config_checks():
 
 
 def test_prepare_synthetic_matches_generator(tmp_path):
-    out = data.prepare_synthetic(tmp_path / "s", users=200, items=100, seed=3)
-    d = data.load_data_dir(out, verify=True)
+    out = prepare.prepare_synthetic(tmp_path / "s", users=200, items=100, seed=3)
+    d = datadir.load_data_dir(out, verify=True)
     user, item, ts = synthetic.generate(users=200, items=100, seed=3)
     assert d.n_events == len(user) and d.n_users == 200
     assert d.manifest["source"]["synthetic"]["seed"] == 3
     raw = pl.read_parquet(out / "items.parquet")["id"].to_numpy()  # index k -> raw id raw[k-1]
     order = np.lexsort((ts, user))
     assert np.array_equal(raw[d.items - 1], item[order]) and np.array_equal(d.ts, ts[order])
-    again = data.prepare_synthetic(tmp_path / "t", users=200, items=100, seed=3)
+    again = prepare.prepare_synthetic(tmp_path / "t", users=200, items=100, seed=3)
     assert (out / "manifest.json").read_text() == (again / "manifest.json").read_text()
 
 
 def test_number_types_puts_the_format_order_first_then_sorts():
-    lut, names = data.number_types(["zoom", "buy", "view", "cart"], ["view", "buy", "absent"])
+    lut, names = prepare.number_types(["zoom", "buy", "view", "cart"], ["view", "buy", "absent"])
     assert names == ["view", "buy", "cart", "zoom"]
     assert lut.tolist() == [0, 4, 2, 1, 3] and lut.dtype == np.int8  # provisional code 1 (zoom) -> 4
-    lut, names = data.number_types([], [])
+    lut, names = prepare.number_types([], [])
     assert names == [] and lut.tolist() == [0]
 
 
@@ -456,7 +459,7 @@ def library_imports() -> dict[str, set[str]]:
     """{module: the longrec_core modules it imports, anywhere in its body} over longrec_core/*.py."""
     import ast
 
-    package = Path(data.__file__).parent
+    package = Path(datadir.__file__).parent
     names = {p.stem for p in package.glob("*.py")} | {"_core"}
     graph: dict[str, set[str]] = {}
     for path in package.glob("*.py"):
@@ -472,8 +475,9 @@ def library_imports() -> dict[str, set[str]]:
 
 def test_the_library_has_no_import_cycle():
     graph = library_imports()
-    assert "data" in graph["shards"] and "data" in graph["readers"]  # the graph was read
-    assert "shards" not in graph["data"] and "readers" not in graph["data"]  # data is below both
+    assert {"datadir", "prepare"} <= graph["shards"] and "prepare" in graph["readers"]  # the graph was read
+    assert not {"shards", "readers"} & (graph["datadir"] | graph["prepare"])  # the data dir and prep are below both
+    assert "prepare" not in graph["datadir"]  # the format does not depend on the pipeline that fills it
     done: set[str] = set()
 
     def visit(module: str, path: tuple[str, ...]) -> None:

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from longrec_core.data import load_data_dir, prepare_synthetic
+from longrec_core.datadir import load_data_dir
 from longrec_core.metrics import bootstrap_ci, evaluate, metrics_from_ranks
 from longrec_core.model import ModelConfig, SASRec, load_model
+from longrec_core.prepare import prepare_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT / "scripts" / "eval.py"
@@ -308,7 +309,7 @@ def test_a_killed_evaluation_leaves_no_metrics_and_its_rerun_replaces_the_ranks(
 def test_a_data_dir_other_than_the_runs_is_refused(world, tmp_path, monkeypatch, capsys):
     """another data dir with the same number of items was ranked without a word;
     the run's recorded fingerprint of its data dir is checked (older runs: the item count)."""
-    from longrec_core.data import fingerprint
+    from longrec_core.datadir import fingerprint
 
     run = tmp_path / "run"
     shutil.copytree(world["a"], run)

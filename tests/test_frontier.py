@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from longrec_core.data import prepare_synthetic
 from longrec_core.frontier import (
     SPEED_ONLY_FLAGS,
     Cell,
@@ -35,6 +34,7 @@ from longrec_core.frontier import (
     validation_curve,
     without_speed_flags,
 )
+from longrec_core.prepare import prepare_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 FRONTIER = [sys.executable, str(ROOT / "scripts" / "frontier.py")]

@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from longrec_core import data
+from longrec_core import datadir, prepare
 
 ROOT = Path(__file__).parents[1]
 PREP = ROOT / "scripts" / "prep.py"
@@ -47,7 +47,7 @@ def prep(tmp_path, monkeypatch, capsys):
 
 def histories(path: Path) -> dict[object, list[tuple]]:
     """{raw user: [(raw item, ts[, type name]), ...]} of a data dir, in stored order."""
-    d = data.load_data_dir(path, verify=True)
+    d = datadir.load_data_dir(path, verify=True)
     item_ids = pl.read_parquet(path / "items.parquet")["id"].to_list()
     user_ids = pl.read_parquet(path / "users.parquet")["id"].to_list()
     names = d.manifest["types"]
@@ -103,7 +103,7 @@ def test_retailrocket(prep, tmp_path, compress):
         257597: [(355908, 1433221332, "view"), (248676, 1433221955, "transaction"), (355908, 1433221999, "addtocart")],
         992329: [(248676, 1433224214, "view")],
     }
-    m = data.load_data_dir(tmp_path / out).manifest
+    m = datadir.load_data_dir(tmp_path / out).manifest
     assert m["types"] == ["view", "addtocart", "transaction"]  # codes 1, 2, 3
     assert m["counts"]["dropped_missing"] == 1 and m["counts"]["rows_read"] == 6
     assert m["source"]["format"] == "retailrocket" and len(m["source"]["sha256"]) == 64
@@ -117,7 +117,7 @@ def test_movielens_dat(prep, tmp_path):
         1: [(1193, 978300760), (914, 978301968), (661, 978302109)],
         2: [(1193, 978298413)],
     }
-    assert data.load_data_dir(tmp_path / out).manifest["source"]["format"] == "ml-dat"
+    assert datadir.load_data_dir(tmp_path / out).manifest["source"]["format"] == "ml-dat"
 
 
 def test_movielens_csv_zst(prep, tmp_path):
@@ -145,7 +145,7 @@ def test_pairs(prep, tmp_path):
     f.write_text("1 10\n1 11\n1 10\n2 11\n2 12\n3 12\n")
     out = ok(prep(f))
     assert histories(tmp_path / out) == {1: [(10, 0), (11, 1), (10, 2)], 2: [(11, 3), (12, 4)], 3: [(12, 5)]}
-    assert data.load_data_dir(tmp_path / out).manifest["source"]["format"] == "pairs"
+    assert datadir.load_data_dir(tmp_path / out).manifest["source"]["format"] == "pairs"
 
 
 def test_pairs_with_times(prep, tmp_path):
@@ -160,12 +160,12 @@ def test_seqs_and_items(prep, tmp_path):
     f.write_text("1 5 6 7\n2 6 7 8 9\n3 9\n")
     out = ok(prep(f))  # detected: the first column counts 1, 2, 3
     assert histories(tmp_path / out) == {1: [(5, 0), (6, 1), (7, 2)], 2: [(6, 3), (7, 4), (8, 5), (9, 6)], 3: [(9, 7)]}
-    assert data.load_data_dir(tmp_path / out).manifest["source"]["format"] == "seqs"
+    assert datadir.load_data_dir(tmp_path / out).manifest["source"]["format"] == "seqs"
 
     g = tmp_path / "sessions.txt.gz"
     g.write_bytes(gzip.compress(b"1 2 1 1\n3 4 3\n\n5 6 5\n"))
     out = ok(prep(g))  # detected: 1, 3, 5 are not user ids
-    assert data.load_data_dir(tmp_path / out).manifest["source"]["format"] == "items"
+    assert datadir.load_data_dir(tmp_path / out).manifest["source"]["format"] == "items"
     assert histories(tmp_path / out) == {
         1: [(1, 0), (2, 1), (1, 2), (1, 3)],
         2: [(3, 4), (4, 5), (3, 6)],
@@ -215,7 +215,7 @@ def test_generic_csv_with_strings_dates_and_types(prep, tmp_path):
         "amy": [("sku-1", t9, "buy")],
         "bob": [("sku-1", t9 + 1800, "click"), ("sku-2", t9 + 3600, "click")],
     }
-    assert data.load_data_dir(tmp_path / out).manifest["counts"]["dropped_missing"] == 1
+    assert datadir.load_data_dir(tmp_path / out).manifest["counts"]["dropped_missing"] == 1
 
 
 def test_generic_parquet_guessed_columns_and_time_unit(prep, tmp_path):
@@ -234,7 +234,7 @@ def test_generic_parquet_guessed_columns_and_time_unit(prep, tmp_path):
 def test_synthetic_matches_the_library(prep, tmp_path):
     out = ok(prep("--synthetic", "--users", 60, "--items", 40, "--seed", 2))
     assert out == Path("data/synthetic-u60-i40-s2")
-    lib = data.prepare_synthetic(tmp_path / "lib", users=60, items=40, seed=2)
+    lib = prepare.prepare_synthetic(tmp_path / "lib", users=60, items=40, seed=2)
     assert (tmp_path / out / "manifest.json").read_text() == (lib / "manifest.json").read_text()
 
 
@@ -250,7 +250,7 @@ def test_processing_flags(prep, tmp_path):
     assert code == 2 and "no events are left" in err
     out = ok(prep(f, "--dedupe", "--dedupe-consecutive", "--min-item-count", 2, "--out", "data/y"))
     assert histories(tmp_path / out) == {1: [(5, 100), (6, 102)], 2: [(5, 200), (6, 201), (5, 202)]}
-    m = data.load_data_dir(tmp_path / out).manifest
+    m = datadir.load_data_dir(tmp_path / out).manifest
     assert (m["counts"]["dropped_duplicates"], m["counts"]["dropped_consecutive"], m["counts"]["dropped_filtered"]) == (
         1,
         3,
@@ -265,7 +265,7 @@ def test_temporal_split_flags(prep, tmp_path):
         + "".join(f"{u},{i},1,{t}\n" for u, i, t in [(1, 1, 10), (1, 2, 20), (1, 3, 30), (2, 1, 15), (2, 3, 40)])
     )
     out = ok(prep(f, "--split", "temporal", "--valid-cutoff", 20, "--test-cutoff", "q0.8"))
-    d = data.load_data_dir(tmp_path / out)
+    d = datadir.load_data_dir(tmp_path / out)
     assert d.manifest["split"]["test_cutoff"] == 40  # q0.8: 80% of the times 10, 15, 20, 30, 40 are before it
     assert d.train_end.tolist() == [1, 4] and d.valid_end.tolist() == [3, 4]
 
@@ -391,7 +391,7 @@ def test_force(prep, tmp_path):
     assert_refused(prep(f), tmp_path, "already exists; pass --force")
     assert (tmp_path / out / "manifest.json").read_text() == first  # untouched
     ok(prep(f, "--force"))
-    assert data.load_data_dir(tmp_path / out).n_users == 2
+    assert datadir.load_data_dir(tmp_path / out).n_users == 2
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("...")
     assert_refused(prep(f, "--out", "precious", "--force"), tmp_path, "has no manifest.json")
@@ -471,7 +471,7 @@ def test_bad_values_after_the_read(prep, tmp_path, name, contents, args, match):
 def test_nan_ids_count_as_missing(prep, tmp_path):
     f = tmp_path / "nan.csv"
     f.write_text(TIMES_IDS + "1,NaN,1\n1,11.0,2\n1,12,3\n")
-    m = data.load_data_dir(tmp_path / ok(prep(f))).manifest
+    m = datadir.load_data_dir(tmp_path / ok(prep(f))).manifest
     assert m["counts"]["dropped_missing"] == 1 and m["counts"]["rows_read"] == 3
 
 
@@ -593,7 +593,7 @@ def test_subprocess_pipe_and_errors(tmp_path):
 @pytest.mark.skipif(not (SHARED / "ml-1m" / "ml-1m.txt.gz").exists(), reason="../shared/data is absent")
 def test_ml1m(prep, tmp_path):
     out = ok(prep(SHARED / "ml-1m" / "ml-1m.txt.gz"))
-    d = data.load_data_dir(tmp_path / out)
+    d = datadir.load_data_dir(tmp_path / out)
     assert (d.n_users, d.n_items, d.n_events) == (6040, 3416, 999_611)
     users, end = d.eval_targets("test")
     assert len(users) == 6040 and (end == d.offsets[1:] - 1).all()
@@ -612,7 +612,7 @@ def test_ml_latest_small_temporal(prep, tmp_path):
             "2017-01-01",
         )
     )
-    d = data.load_data_dir(tmp_path / out)
+    d = datadir.load_data_dir(tmp_path / out)
     assert (d.n_users, d.n_items, d.n_events) == (610, 9724, 100_836)
     s = d.manifest["split"]
     assert s["kind"] == "temporal" and s["valid_cutoff"] == 1451606400 and s["test_cutoff"] == 1483228800

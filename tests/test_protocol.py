@@ -10,7 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from longrec_core.data import Log, PrepParams, load_data_dir, prepare, prepare_synthetic, resolve_filter_seen
+from longrec_core.datadir import load_data_dir
+from longrec_core.metrics import resolve_filter_seen
+from longrec_core.prepare import Log, PrepParams, prepare, prepare_synthetic
 from longrec_core.schedule import default_warmup_steps, lr_factor
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,9 @@ import polars as pl
 import pytest
 import torch
 
-from longrec_core.data import item_ids, load_data_dir, prepare_synthetic, user_ids
+from longrec_core.datadir import item_ids, load_data_dir, user_ids
 from longrec_core.model import ModelConfig, SASRec, load_model
+from longrec_core.prepare import prepare_synthetic
 from longrec_core.recommend import Recommender, export_model, padded, parse_histories
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,8 +15,9 @@ from conftest import torchrun_train
 from test_prep import ROOT, assert_refused, histories, ok, prep  # noqa: F401  (prep is a fixture)
 from test_train import TINY, TRAIN, run
 
-from longrec_core import data
-from longrec_core.shards import load_shards, shard_count, shard_of
+from longrec_core import datadir
+from longrec_core.datadir import load_shards, shard_count
+from longrec_core.shards import shard_of
 
 EVAL = [sys.executable, str(ROOT / "scripts" / "eval.py")]
 
@@ -24,10 +25,10 @@ EVAL = [sys.executable, str(ROOT / "scripts" / "eval.py")]
 def shard_histories(path):
     """{raw user: events} over every shard, each read as its own data dir (items from the root)."""
     item_ids = pl.read_parquet(path / "items.parquet")["id"].to_list()
-    root = json.loads((path / data.MANIFEST).read_text())
+    root = json.loads((path / datadir.MANIFEST).read_text())
     out = {}
     for name in root["shards"]["dirs"]:
-        d = data.load_data_dir(path / name, verify=True)
+        d = datadir.load_data_dir(path / name, verify=True)
         users = pl.read_parquet(path / name / "users.parquet")["id"].to_list()
         for u, raw in enumerate(users):
             rows = []
@@ -44,7 +45,7 @@ def shard_histories(path):
 
 def split_positions(path):
     """{raw user: (train events, valid events)} of a data dir (sharded or not)."""
-    d = data.load_data_dir(path)
+    d = datadir.load_data_dir(path)
     users = (
         pl.concat([pl.read_parquet(path / n / "users.parquet") for n in d.manifest["shards"]["dirs"]])
         if "shards" in d.manifest
@@ -90,7 +91,7 @@ def test_shards_hold_exactly_the_unsharded_users(prep, tmp_path, log_csv, flags)
     # the one item index (ids, order, counts), the split and every count agree
     assert pl.read_parquet(tmp_path / one / "items.parquet").equals(pl.read_parquet(tmp_path / many / "items.parquet"))
     assert split_positions(tmp_path / one) == split_positions(tmp_path / many)
-    a, b = (json.loads((tmp_path / p / data.MANIFEST).read_text()) for p in (one, many))
+    a, b = (json.loads((tmp_path / p / datadir.MANIFEST).read_text()) for p in (one, many))
     for key in ("events", "users", "items", "sessions", "rows_read", "dropped_missing", "history_len"):
         assert a["counts"][key] == b["counts"][key], key
     for key in ("train_events", "valid_targets", "test_targets"):
@@ -102,8 +103,8 @@ def test_synthetic_shards_and_readers(prep, tmp_path):  # noqa: F811
     one = tmp_path / ok(prep("--synthetic", "--users", 300, "--items", 200, "--out", "one"))
     many = tmp_path / ok(prep("--synthetic", "--users", 300, "--items", 200, "--shards", 4, "--out", "many"))
     assert shard_count(many) == 4 and shard_count(one) == 0
-    whole = data.load_data_dir(many)  # every shard, concatenated
-    assert (whole.n_users, whole.n_events, whole.n_items) == (300, data.load_data_dir(one).n_events, 200)
+    whole = datadir.load_data_dir(many)  # every shard, concatenated
+    assert (whole.n_users, whole.n_events, whole.n_items) == (300, datadir.load_data_dir(one).n_events, 200)
     two = load_shards(many, [1, 3])
     s1, s3 = load_shards(many, [1]), load_shards(many, [3])
     assert isinstance(s1.items, np.memmap)  # one shard: mapped, not copied
@@ -113,7 +114,7 @@ def test_synthetic_shards_and_readers(prep, tmp_path):  # noqa: F811
     np.testing.assert_array_equal(two.sessions[-1], two.n_events)
     users, _ends = two.eval_targets("test")
     assert len(users) == len(s1.eval_targets("test")[0]) + len(s3.eval_targets("test")[0])
-    with pytest.raises(data.DataDirError, match="cannot read shard"):
+    with pytest.raises(datadir.DataDirError, match="cannot read shard"):
         load_shards(many, [4])
 
 
@@ -174,7 +175,7 @@ def test_scale_doc_duckdb_recipe_equals_one_prep_of_the_whole_log(prep, tmp_path
     big = ok(prep("--assemble", "--item-index", "items.parquet", "--out", "data/big"))
 
     assert shard_count(tmp_path / big) == 16
-    whole, ref = data.load_data_dir(tmp_path / big), data.load_data_dir(tmp_path / one, verify=True)
+    whole, ref = datadir.load_data_dir(tmp_path / big), datadir.load_data_dir(tmp_path / one, verify=True)
     for name in ("items", "ts", "offsets", "sessions", "train_end", "valid_end"):
         np.testing.assert_array_equal(getattr(whole, name), getattr(ref, name), err_msg=name)
     assert whole.n_items == ref.n_items and whole.manifest["split"] == ref.manifest["split"]

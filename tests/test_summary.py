@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from longrec_core.data import load_data_dir, prepare_synthetic
+from longrec_core.datadir import load_data_dir
 from longrec_core.examples import epoch_windows, iter_batches, window_prefix
 from longrec_core.metrics import _histories
 from longrec_core.model import ModelConfig, SASRec
+from longrec_core.prepare import prepare_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]

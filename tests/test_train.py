@@ -15,9 +15,10 @@ from conftest import torchrun_train
 
 import longrec_core as lc
 from longrec_core.codes import hashed_codes, item_codes
-from longrec_core.data import _array_sha256, load_data_dir, prepare_synthetic
+from longrec_core.datadir import _array_sha256, load_data_dir
 from longrec_core.examples import epoch_windows, iter_batches, make_batch, n_batches, regime_of, shuffled_order
 from longrec_core.model import ModelConfig, SASRec, load_model, saved_codes
+from longrec_core.prepare import prepare_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]

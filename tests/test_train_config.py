@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from longrec_core.data import prepare_synthetic
+from longrec_core.prepare import prepare_synthetic
 from longrec_core.train_config import config_argv
 from longrec_core.train_flags import train_parser
 

@@ -1,34 +1,18 @@
-"""The data dir: one event array grouped by user, splits as pointers, and a checked manifest.
+"""The prep pipeline: a coded interaction log (any order) to a data dir.
 
-Layout (README.md, "A data dir"); E events, U users, N items, S sessions, T event types:
-
-    items.npy      int32 (E,)   item index 1..N (0 = padding, never stored), by user then time
-    ts.npy         int64 (E,)   event time in seconds (an ordinal when the source has only order)
-    offsets.npy    int64 (U+1,) user u's events are [offsets[u], offsets[u+1])
-    types.npy      int8  (E,)   event type 1..T (0 = padding); only when the source has types
-    sessions.npy   int64 (S+1,) session offsets over the same event array (never cross users)
-    split.npz      train_end, valid_end int64 (U,): training uses events before train_end[u];
-                   validation target at train_end[u] if train_end[u] < valid_end[u]; test target
-                   at valid_end[u] if valid_end[u] < offsets[u+1]
-    items.parquet  index (1..N, by descending count; ties by raw id), id (raw), count
-    users.parquet  index (0..U-1, by raw id), id (raw), events
-    manifest.json  format_version, source, params, counts, split, types, and a sha256 of
-                   every array's data and of each table file
-
-`prepare()` turns a coded log (any order) into a data dir; the readers (`longrec_core.readers`,
-for prep.py) and `prepare_synthetic()` (also used by train.py for data/demo) both go through it, so the
-same log always gives the same dir. `load_data_dir()` memory-maps it back and checks it.
+`prepare()` groups, cleans, indexes, sessionizes and splits a log and writes it through
+`longrec_core.datadir` (the format's owner); the readers (`longrec_core.readers`, for prep.py),
+the sharded prep (`longrec_core.shards`) and `prepare_synthetic()` (also used by train.py for
+data/demo) all go through it, so the same log always gives the same dir.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import os
 import re
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,461 +23,10 @@ import polars as pl
 
 import longrec_core as core
 from longrec_core import synthetic
-from longrec_core.choices import FILTER_SEEN_CHOICES
-from longrec_core.cli import atomic_dir
-
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-EVENT_ARRAYS = {"items": np.int32, "ts": np.int64, "types": np.int8}  # (E,) each
-SMALL_ARRAYS = ("offsets", "train_end", "valid_end")  # O(U): hashed on every load
-_HASH_CHUNK = 1 << 24  # bytes per hashlib update
+from longrec_core.datadir import DataDirError, read_manifest, write_data_dir
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 Status = Callable[[str], None]  # reports a stage ("grouping 1,000,000 events") to the caller
-
-
-class DataDirError(ValueError):
-    """A data dir that is missing, truncated, edited, or from another format version."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-@dataclass
-class DataDir:
-    """A loaded data dir; event arrays are read-only memory maps."""
-
-    path: Path
-    items: np.ndarray  # int32 (E,)
-    ts: np.ndarray  # int64 (E,)
-    offsets: np.ndarray  # int64 (U+1,)
-    types: np.ndarray | None  # int8 (E,), or None when the source has no event types
-    sessions: np.ndarray  # int64 (S+1,)
-    train_end: np.ndarray  # int64 (U,)
-    valid_end: np.ndarray  # int64 (U,)
-    manifest: dict[str, Any]
-
-    @property
-    def n_items(self) -> int:
-        return int(self.manifest["counts"]["items"])
-
-    @property
-    def n_users(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
-    def n_events(self) -> int:
-        return len(self.items)
-
-    @property
-    def n_types(self) -> int:
-        return len(self.manifest.get("types", []))
-
-    def eval_targets(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """(users, end) of every user with a `split` ("valid" | "test") target and at least one
-        event before it; the target is items[end], the history is the events before end.
-
-        The history condition only bites on temporal splits, where a user's first event can
-        fall after the cutoff (nothing to condition on); leave-one-out ends never allow it.
-        """
-        if split == "valid":
-            end, has = self.train_end, self.train_end < self.valid_end
-        elif split == "test":
-            end, has = self.valid_end, self.valid_end < self.offsets[1:]
-        else:
-            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
-        users = np.flatnonzero(has & (end > self.offsets[:-1]))
-        return users, end[users]
-
-    def training_item_counts(self) -> np.ndarray:
-        """float64 (N+1,) how often each item occurs before the users' training ends (index 0 =
-        padding, 0): the popularity sampler must not see validation or test targets."""
-        _, idx = history_events(self.offsets, np.arange(self.n_users), self.train_end)
-        return np.bincount(self.items[idx], minlength=self.n_items + 1).astype(np.float64)
-
-    def repeat_target_share(self, max_users: int = 100_000, seed: int = 0) -> float:
-        """Share of validation and test targets whose item the user has already consumed before it.
-
-        Zero means a seen item can never be a target (ml-1m, Amazon: one rating per user and item),
-        so removing seen items from the competitors is the literature's protocol and loses nothing;
-        above zero, repeats are legitimate targets. Looks at a seeded sample of at most `max_users`
-        targets per split, so the answer costs about one pass over those users' histories.
-        """
-        hits = total = 0
-        rng = np.random.default_rng(seed)
-        for split in ("valid", "test"):
-            users, end = self.eval_targets(split)
-            if len(users) > max_users:
-                pick = np.sort(rng.choice(len(users), max_users, replace=False))
-                users, end = users[pick], end[pick]
-            for lo in range(0, len(users), 4096):
-                e = end[lo : lo + 4096]
-                rows, idx = history_events(self.offsets, users[lo : lo + 4096], e)
-                seen = self.items[idx] == self.items[e][rows]  # (P,) the target already consumed
-                hits += int(np.count_nonzero(np.bincount(rows, weights=seen, minlength=len(e))))
-                total += len(e)
-        return hits / total if total else 0.0
-
-
-def history_events(offsets: np.ndarray, users: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, index), each int64 (P,): the events [offsets[u], end[i]) of every users[i] = u, flattened
-    in order; rows[j] = i says whose history event index[j] is (a position in the event array)."""
-    begin = np.asarray(offsets)[users]
-    lens = np.asarray(end) - begin  # (B,) history lengths
-    rows = np.repeat(np.arange(len(lens)), lens)
-    return rows, np.arange(len(rows)) + (begin - (np.cumsum(lens) - lens))[rows]
-
-
-FINGERPRINT_KEYS = ("format_version", "source", "params", "counts", "split", "types")
-
-
-def fingerprint(data: DataDir) -> str:
-    """What data a data dir holds, as a sha256: its source (the input's hash, or the synthetic
-    generator's settings), every prep setting, the counts, the split and the item numbering (the
-    hash of items.parquet). Not how it is laid out: one dir and its --shards version of the same log
-    share it. A run records it at training, and eval.py checks that it ranks on the same data; that
-    the arrays are those the manifest describes is the loader's check (their hashes)."""
-    m = data.manifest
-    what = {k: m.get(k) for k in FINGERPRINT_KEYS} | {"items": m.get("tables", {}).get("items", {}).get("sha256")}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
-
-
-def resolve_filter_seen(choice: str, data: DataDir) -> bool:
-    """Whether evaluation drops the user's already-seen items from the competitors.
-
-    "yes"/"no" force it; "auto" filters exactly when no validation or test target repeats a seen
-    item (`DataDir.repeat_target_share` is 0): the published protocol for data without repeat
-    consumption (ml-1m, Amazon), and unfiltered where a seen item can be the right answer.
-    """
-    if choice not in FILTER_SEEN_CHOICES:
-        raise ValueError(f"filter_seen must be one of {', '.join(FILTER_SEEN_CHOICES)}, got {choice!r}")
-    if choice == "auto":
-        return data.repeat_target_share() == 0.0
-    return choice == "yes"
-
-
-def _array_sha256(a: np.ndarray) -> str:
-    """sha256 of an array's data (C order), streamed so a memory map is never read whole."""
-    h = hashlib.sha256()
-    flat = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-    for i in range(0, flat.size, _HASH_CHUNK):
-        h.update(flat[i : i + _HASH_CHUNK])
-    return h.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's bytes (the manifest's hash of a table file or of prep's input)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _damaged_file(path: Path, file: str, e: BaseException) -> DataDirError:
-    """The error for a file of the data dir `path` that NumPy cannot read: which file, why in a few
-    words (not NumPy's advice to load an untrusted file unsafely), and what to do."""
-    if isinstance(e, FileNotFoundError):
-        why = "it is missing"
-    elif "pickle" in str(e) or isinstance(e, zipfile.BadZipFile):
-        why = "it is not a NumPy array file"  # np.load takes unknown bytes for a pickle
-    else:
-        why = f"it is truncated or not a NumPy array file ({type(e).__name__})"
-    return DataDirError(f"{path} is damaged: {file} cannot be read ({why}); re-run prep.py to make the data dir again")
-
-
-def _load_array(path: Path, name: str, spec: dict[str, Any], split: Any) -> np.ndarray:
-    where = path / spec["file"]
-    try:
-        if spec["file"] == "split.npz":
-            a = split[name]
-        else:
-            a = np.load(where, mmap_mode="r", allow_pickle=False)
-    except KeyError:
-        raise DataDirError(f"{path} is damaged: {spec['file']} holds no {name} array; re-run prep.py") from None
-    except (OSError, ValueError, EOFError) as e:  # missing, truncated (mmap longer than file), not .npy
-        raise _damaged_file(path, spec["file"], e) from None
-    if str(a.dtype) != spec["dtype"] or list(a.shape) != spec["shape"]:
-        raise DataDirError(
-            f"{path} is damaged: {name} is {a.dtype}{list(a.shape)}, the manifest says {spec['dtype']}{spec['shape']}"
-        )
-    return a
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest of the data dir `path`, of this code's format version."""
-    if not path.is_dir():
-        raise DataDirError(f"{path} is not a data dir: {'it is a file' if path.exists() else 'no such directory'}")
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise DataDirError(f"{path} is not a data dir: it has no {MANIFEST} (make one with scripts/prep.py)") from None
-    except (OSError, ValueError) as e:
-        raise DataDirError(f"{path} is damaged: {MANIFEST} is not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        version = manifest.get("format_version") if isinstance(manifest, dict) else None
-        raise DataDirError(
-            f"{path} has data dir format version {version}, this code reads {FORMAT_VERSION}; rerun prep.py"
-        )
-    return manifest
-
-
-def same_preparation(
-    path: str | os.PathLike[str], source: dict[str, Any], params: PrepParams, shards: int | None = None
-) -> bool:
-    """Whether the data dir at `path` holds `source` prepared with `params` (in `shards` shards, or
-    unsharded for None): the same input by content (its sha256, read as the same format with the same
-    columns; or the same synthetic settings) and every prep parameter the same, so preparing it again
-    would write the same dir. The input's path may differ (a moved or copied file)."""
-    try:
-        manifest = _read_manifest(Path(path))
-    except DataDirError:
-        return False
-    info = manifest.get("shards")
-    count = info.get("count") if isinstance(info, dict) else None
-    if count != shards or not isinstance(manifest.get("source"), dict):
-        return False
-
-    def content(src: dict[str, Any]) -> Any:
-        return json.loads(json.dumps({k: v for k, v in src.items() if k != "path"}))  # as the manifest holds it
-
-    return content(manifest["source"]) == content(source) and manifest.get("params") == dataclasses.asdict(params)
-
-
-def _load_arrays(path: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Every array the manifest lists (event arrays memory-mapped), each of its dtype and shape."""
-    try:
-        specs: dict[str, dict[str, Any]] = manifest["arrays"]
-        split_file = path / "split.npz"
-        try:
-            with np.load(split_file, allow_pickle=False) as z:  # O(U): read into memory
-                split = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise _damaged_file(path, split_file.name, e) from None
-        arrays = {name: _load_array(path, name, spec, split) for name, spec in specs.items()}
-        for name in ("items", "ts", "offsets", "sessions", "train_end", "valid_end"):
-            if name not in arrays:
-                raise DataDirError(f"{path} is damaged: the manifest lists no {name} array")
-    # a truncated or overwritten split.npz raises EOFError or BadZipFile
-    except (KeyError, TypeError, OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        if isinstance(e, DataDirError):
-            raise
-        raise DataDirError(f"{path} is damaged: cannot read its arrays ({type(e).__name__}: {e})") from None
-    return arrays
-
-
-def _check_hashes(path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray], verify: bool) -> None:
-    """The O(U) arrays against their hashes and the tables' presence; with `verify`, everything's hash."""
-    specs = manifest["arrays"]
-    for name in [n for n in specs if n in SMALL_ARRAYS or verify]:
-        if _array_sha256(arrays[name]) != specs[name]["sha256"]:
-            raise DataDirError(f"{path} is damaged: {name} does not match its hash in the manifest")
-    for spec in manifest.get("tables", {}).values():
-        file = path / spec["file"]
-        if not file.is_file():
-            raise DataDirError(f"{path} is damaged: {spec['file']} is missing")
-        if verify and file_sha256(file) != spec["sha256"]:
-            raise DataDirError(f"{path} is damaged: {spec['file']} does not match its hash in the manifest")
-
-
-def _check_ranges(path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Offsets partition the events, split ends lie within their users, item ids within 1..N."""
-    off, train_end, valid_end = arrays["offsets"], arrays["train_end"], arrays["valid_end"]
-    n_events = len(arrays["items"])
-    if len(off) < 1 or off[0] != 0 or off[-1] != n_events or np.any(np.diff(off) < 0):
-        raise DataDirError(f"{path} is damaged: offsets do not partition the {n_events:,} events")
-    if not (np.all(off[:-1] <= train_end) and np.all(train_end <= valid_end) and np.all(valid_end <= off[1:])):
-        raise DataDirError(f"{path} is damaged: split ends lie outside their users' events")
-    n_items = manifest.get("counts", {}).get("items")
-    if n_items is None:
-        raise DataDirError(f"{path} is damaged: the manifest has no item count")
-    # Unlike the small arrays, the events are not hashed on every load (seconds per GB), but an
-    # item id outside 1..N would crash training or evaluation later: a min and a max check the range.
-    items = arrays["items"]
-    if n_events and (int(items.min()) < 1 or int(items.max()) > n_items):
-        raise DataDirError(f"{path} is damaged: items.npy holds ids outside 1..{n_items:,}")
-
-
-def load_data_dir(path: str | os.PathLike[str], verify: bool = False) -> DataDir:
-    """Memory-map a data dir and check it against its manifest; raise DataDirError if it fails.
-
-    Always checked: format version, every array's presence, dtype and shape (a truncated
-    file fails here), the sha256 of the O(U) arrays (offsets, split ends), the consistency
-    of offsets and split ends, and the table files' presence. With `verify=True` also the
-    sha256 of the event arrays and tables (reads everything; seconds per GB).
-    """
-    path = Path(path)
-    manifest = _read_manifest(path)
-    if "shards" in manifest:  # a sharded dir (longrec_core.shards): all its shards as one
-        return load_shards(path, verify=verify)
-    arrays = _load_arrays(path, manifest)
-    _check_hashes(path, manifest, arrays, verify)
-    _check_ranges(path, manifest, arrays)
-    return DataDir(
-        path=path,
-        items=arrays["items"],
-        ts=arrays["ts"],
-        offsets=arrays["offsets"],
-        types=arrays.get("types"),
-        sessions=arrays["sessions"],
-        train_end=arrays["train_end"],
-        valid_end=arrays["valid_end"],
-        manifest=manifest,
-    )
-
-
-def item_ids(path: str | os.PathLike[str]) -> pl.Series:
-    """The raw id of every item index 1..N of a data dir (items.parquet; a sharded dir's root holds
-    it): element i is the raw id of index i + 1."""
-    table = pl.read_parquet(Path(path) / "items.parquet", columns=["index", "id"])
-    return table.sort("index")["id"]
-
-
-def user_ids(path: str | os.PathLike[str]) -> pl.Series:
-    """The raw id of every user index 0..U-1 of a data dir (users.parquet), numbered across the shards
-    in order for a sharded dir, as load_data_dir numbers them."""
-    path = Path(path)
-    manifest = _read_manifest(path)
-    info = manifest.get("shards")
-    dirs = [path / d for d in info["dirs"]] if isinstance(info, dict) else [path]
-    tables = [pl.read_parquet(d / "users.parquet", columns=["index", "id"]).sort("index")["id"] for d in dirs]
-    return pl.concat(tables) if len(tables) > 1 else tables[0]
-
-
-# Sharded data dirs (written by longrec_core.shards): read here, beside load_data_dir, which
-# reads a sharded dir through load_shards and each shard as a data dir.
-
-
-def shard_count(path: str | Path) -> int:
-    """Shards of a sharded data dir; 0 for an ordinary one (or anything that is not a sharded dir)."""
-    try:
-        manifest = json.loads((Path(path) / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return 0
-    shards = manifest.get("shards") if isinstance(manifest, dict) else None
-    return int(shards["count"]) if isinstance(shards, dict) else 0
-
-
-# How load_shards joins shards: event arrays end to end, offset arrays (one more entry than their
-# rows) and split ends shifted by the events before the shard.
-_CONCATENATED = ("items", "ts", "types")
-_OFFSETS = ("offsets", "sessions")
-_SPLIT_ENDS = ("train_end", "valid_end")
-
-
-def load_shards(path: str | Path, which: Sequence[int] | None = None, verify: bool = False) -> DataDir:
-    """The shards `which` (default all) of a sharded data dir as one DataDir over their users.
-
-    One shard is memory-mapped as it is; several are concatenated in memory (offsets and split
-    ends shifted), so a rank that should map rather than copy reads exactly one shard.
-    """
-    path = Path(path)
-    manifest = json.loads((path / MANIFEST).read_text())
-    info = manifest.get("shards")
-    if not isinstance(info, dict):
-        raise DataDirError(f"{path} is not a sharded data dir (its manifest has no shards)")
-    n = int(info["count"])
-    if not isinstance(info.get("dirs"), list) or len(info["dirs"]) != n:
-        raise DataDirError(f"{path} is damaged: its manifest counts {n} shards but does not list {n} shard dirs")
-    which = list(range(n)) if which is None else list(which)
-    bad = [k for k in which if not 0 <= k < n]
-    if bad or not which:
-        raise DataDirError(f"{path} has shards 0..{n - 1}; cannot read shard(s) {bad or which}")
-    if not (path / "items.parquet").is_file():
-        raise DataDirError(f"{path} is damaged: items.parquet is missing")
-    n_items = int(manifest["counts"]["items"])
-    dirs = [path / info["dirs"][k] for k in which]
-
-    def checked(k: int, d: Path) -> DataDir:
-        part = load_data_dir(d, verify=verify)
-        if part.n_items != n_items:
-            raise DataDirError(f"{path} is damaged: shard {k} has {part.n_items:,} items, the root {n_items:,}")
-        return part
-
-    if len(which) == 1:
-        return dataclasses.replace(checked(which[0], dirs[0]), path=path, manifest=manifest)
-    # Several shards are copied one at a time into arrays of the total size, so that beside them
-    # at most one shard's memory maps are resident (concatenating all the maps at once holds every
-    # shard's pages as well: twice the events at the peak).
-    specs = [_read_manifest(d)["arrays"] for d in dirs]
-    names = [n for n in (*_CONCATENATED, *_OFFSETS, *_SPLIT_ENDS) if n in specs[0]]  # types if the log has them
-    out = {
-        n: np.empty(
-            sum(s[n]["shape"][0] - (n in _OFFSETS) for s in specs) + (n in _OFFSETS), dtype=specs[0][n]["dtype"]
-        )
-        for n in names
-    }
-    filled = dict.fromkeys(names, 0)
-    base = 0  # events of the shards copied so far
-    for k, d in zip(which, dirs):
-        part = checked(k, d)
-        for n in names:
-            a = getattr(part, n)
-            a = a[:-1] + base if n in _OFFSETS else a + base if n in _SPLIT_ENDS else a
-            out[n][filled[n] : filled[n] + len(a)] = a
-            filled[n] += len(a)
-        base += part.n_events
-        del part, a  # unmaps the shard
-    for n in _OFFSETS:
-        out[n][-1] = base
-    return DataDir(path=path, types=out.get("types"), manifest=manifest, **{n: out[n] for n in names if n != "types"})
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-
-
-def write_data_dir(
-    out: str | os.PathLike[str],
-    *,
-    items: np.ndarray,
-    ts: np.ndarray,
-    offsets: np.ndarray,
-    sessions: np.ndarray,
-    train_end: np.ndarray,
-    valid_end: np.ndarray,
-    types: np.ndarray | None,
-    item_table: pl.DataFrame | None,
-    user_table: pl.DataFrame,
-    manifest: dict[str, Any],
-    force: bool = False,
-) -> Path:
-    """Write a data dir atomically (temporary sibling, renamed at the end) and return its path.
-
-    `manifest` holds source, params, counts, split and types; this adds format_version and
-    the hash, dtype and shape of every array and table.
-    """
-    out = Path(out)
-    arrays: dict[str, np.ndarray] = {
-        "items": np.ascontiguousarray(items, dtype=np.int32),
-        "ts": np.ascontiguousarray(ts, dtype=np.int64),
-        "offsets": np.ascontiguousarray(offsets, dtype=np.int64),
-        "sessions": np.ascontiguousarray(sessions, dtype=np.int64),
-        "train_end": np.ascontiguousarray(train_end, dtype=np.int64),
-        "valid_end": np.ascontiguousarray(valid_end, dtype=np.int64),
-    }
-    if types is not None:
-        arrays["types"] = np.ascontiguousarray(types, dtype=np.int8)
-    specs: dict[str, dict[str, Any]] = {}
-    tables: dict[str, dict[str, Any]] = {}
-    with atomic_dir(out, force, marker=MANIFEST) as tmp:
-        for name, a in arrays.items():
-            file = "split.npz" if name in ("train_end", "valid_end") else f"{name}.npy"
-            if file.endswith(".npy"):
-                np.save(tmp / file, a)
-            specs[name] = {"file": file, "dtype": str(a.dtype), "shape": list(a.shape), "sha256": _array_sha256(a)}
-        np.savez(tmp / "split.npz", train_end=arrays["train_end"], valid_end=arrays["valid_end"])
-        for name, table in (("items", item_table), ("users", user_table)):
-            if table is None:  # a shard: the sharded root holds the item table
-                continue
-            file = f"{name}.parquet"
-            table.write_parquet(tmp / file)
-            tables[name] = {"file": file, "rows": table.height, "sha256": file_sha256(tmp / file)}
-        full = {"format_version": FORMAT_VERSION, **manifest, "arrays": specs, "tables": tables}
-        (tmp / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# From a coded log to a data dir
 
 
 @dataclass
@@ -984,6 +517,28 @@ def summary_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
         ("validation / test targets", f"{s['valid_targets']:,} / {s['test_targets']:,}"),
     ]
     return rows
+
+
+def same_preparation(
+    path: str | os.PathLike[str], source: dict[str, Any], params: PrepParams, shards: int | None = None
+) -> bool:
+    """Whether the data dir at `path` holds `source` prepared with `params` (in `shards` shards, or
+    unsharded for None): the same input by content (its sha256, read as the same format with the same
+    columns; or the same synthetic settings) and every prep parameter the same, so preparing it again
+    would write the same dir. The input's path may differ (a moved or copied file)."""
+    try:
+        manifest = read_manifest(Path(path))
+    except DataDirError:
+        return False
+    info = manifest.get("shards")
+    count = info.get("count") if isinstance(info, dict) else None
+    if count != shards or not isinstance(manifest.get("source"), dict):
+        return False
+
+    def content(src: dict[str, Any]) -> Any:
+        return json.loads(json.dumps({k: v for k, v in src.items() if k != "path"}))  # as the manifest holds it
+
+    return content(manifest["source"]) == content(source) and manifest.get("params") == dataclasses.asdict(params)
 
 
 # ---------------------------------------------------------------------------------------------
