@@ -23,12 +23,13 @@ Pipelines, each in a fresh subprocess (`bench/train.py --worker NAME ...`):
            __getitem__ returns torch.tensor(window); DataLoader(shuffle=True, num_workers=0) with a
            right-aligning pad_sequence collate
   paper    the peer's feeding and a plain PyTorch SASRec step: the same model with torch's own
-           GELU and dropout (bernoulli_ masks) and fused attention, logits + F.cross_entropy for
+           GELU and dropout (bernoulli_ masks) and fused attention (SASRec(cfg,
+           ops=longrec_core.kernels.TORCH)), logits + F.cross_entropy for
            the loss, and glibc's default allocator: the paper-style pipeline as a whole, which the
            tokens/s target is about
   floor    the same model step on one fixed pre-built batch: the pure compute floor
 longrec, peer and floor train the same model as scripts/train.py (longrec_core.model.SASRec with
-the core's dropout masks, freed memory kept for reuse), so longrec vs peer isolates the feeding
+its default ops, the core's dropout kernels; freed memory kept for reuse), so longrec vs peer isolates the feeding
 and longrec vs paper is the whole pipeline. Every pipeline uses the same seed and loss
 (full softmax cross-entropy over the catalogue, padding never a target), AdamW and gradient
 clipping as scripts/train.py does, for --warmup then --steps timed steps. tokens = non-padding
@@ -127,6 +128,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.data import DataLoader, Dataset
 
     import longrec_core as lc
+    from longrec_core import kernels
     from longrec_core.data import load_data_dir
     from longrec_core.examples import epoch_windows, iter_batches, shuffled_order
     from longrec_core.losses import full_cross_entropy, naive_cross_entropy
@@ -135,17 +137,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     if a.threads:
         torch.set_num_threads(a.threads)
         os.environ["RAYON_NUM_THREADS"] = str(a.threads)  # the core's kernels too, as train.py --threads
-    if a.worker == "paper":  # a plain PyTorch SASRec step: torch's dropout and fused attention
-        import torch.nn.functional as F
-
-        import longrec_core.model as model_module
-
-        model_module.dropout = lambda x, p, training: F.dropout(x, p, training)
-        model_module.gelu_dropout = lambda x, p, training: F.dropout(F.gelu(x), p, training)
-        model_module.attention = lambda q, k, v, mask, p, training: F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=p if training else 0.0
-        )
-    else:  # as scripts/train.py does
+    if a.worker != "paper":  # as scripts/train.py does; "paper" is a plain PyTorch step
         from longrec_core.cli import keep_freed_memory
 
         keep_freed_memory()
@@ -231,7 +223,8 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     cfg = ModelConfig(
         n_items=data.n_items, max_len=a.window, dim=a.dim, layers=a.layers, heads=a.heads, ffn=a.ffn, dropout=a.dropout
     )
-    model = SASRec(cfg)
+    # "paper" runs torch's dropout, GELU and fused attention; the others the core's CPU kernels
+    model = SASRec(cfg, ops=kernels.TORCH if a.worker == "paper" else kernels.CORE)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
     out["parameters"] = sum(p.numel() for p in model.parameters())
