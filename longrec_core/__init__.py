@@ -12,8 +12,9 @@ This package and its core install with numpy alone (`pip install longrec`); so d
 modules ``.choices``, ``.synthetic``, ``.schedule``, ``.train_flags``, ``.frontier`` and ``.cli``. The
 training pieces come with the `train` extra (torch, polars, rich, matplotlib) and are imported on
 demand: ``longrec_core.data`` (data dirs), ``.readers`` (input formats), ``.shards`` (sharded data
-dirs), ``.model`` (SASRec, k-shift), ``.losses``, ``.metrics`` (full-catalogue ranking),
-``.recommend`` (top-k items for a history: ``Recommender.load(run).topk(histories, k)``).
+dirs), ``.model`` (SASRec, k-shift), ``.kernels`` (the ops the model trains with), ``.losses``,
+``.metrics`` (full-catalogue ranking), ``.recommend`` (top-k items for a history:
+``Recommender.load(run).topk(histories, k)``).
 """
 
 __version__ = "0.1.0"  # equal to pyproject.toml's [project] version (tests/test_packaging.py)
