@@ -2,13 +2,14 @@
 #   make demo   install, then prep -> train (last) -> train (sliding) -> eval both -> compare
 #   make test   install, then the Rust unit tests and the Python test suite
 #   make lint   ruff (lint, format), cargo fmt and clippy, and the stub check of the extension
+#   make stubs  copy the bindings' docstrings (/// in rust/python*.rs) into longrec_core/_core.pyi
 # `make install` alone sets up .venv (Python deps + the Rust extension via maturin).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint stubs bench clean
 
 # --system-site-packages reuses a torch that is already installed system-wide (it is ~3 GB);
 # anything missing is installed into .venv by pip.
@@ -33,6 +34,10 @@ lint: install
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
 	$(BIN)/python -m mypy.stubtest longrec_core._core
+	$(BIN)/python -m longrec_core.stubdoc --check
+
+stubs: install
+	$(BIN)/python -m longrec_core.stubdoc
 
 bench: install
 	$(BIN)/python bench/core.py

@@ -23,12 +23,13 @@ Pipelines, each in a fresh subprocess (`bench/train.py --worker NAME ...`):
            __getitem__ returns torch.tensor(window); DataLoader(shuffle=True, num_workers=0) with a
            right-aligning pad_sequence collate
   paper    the peer's feeding and a plain PyTorch SASRec step: the same model with torch's own
-           GELU and dropout (bernoulli_ masks) and fused attention, logits + F.cross_entropy for
+           GELU and dropout (bernoulli_ masks) and fused attention (SASRec(cfg,
+           ops=longrec_core.kernels.TORCH)), logits + F.cross_entropy for
            the loss, and glibc's default allocator: the paper-style pipeline as a whole, which the
            tokens/s target is about
   floor    the same model step on one fixed pre-built batch: the pure compute floor
 longrec, peer and floor train the same model as scripts/train.py (longrec_core.model.SASRec with
-the core's dropout masks, freed memory kept for reuse), so longrec vs peer isolates the feeding
+its default ops, the core's dropout kernels; freed memory kept for reuse), so longrec vs peer isolates the feeding
 and longrec vs paper is the whole pipeline. Every pipeline uses the same seed and loss
 (full softmax cross-entropy over the catalogue, padding never a target), AdamW and gradient
 clipping as scripts/train.py does, for --warmup then --steps timed steps. tokens = non-padding
@@ -121,37 +122,20 @@ def check_same_windows(examples: list[list[int]], items: Any, seq: Any, start: A
 
 def worker(a: argparse.Namespace) -> dict[str, Any]:
     """One pipeline in this fresh process: build its windows (best of --repeats), then train."""
-    import numpy as np
     import torch
-    from torch.nn.utils.rnn import pad_sequence
-    from torch.utils.data import DataLoader, Dataset
 
     import longrec_core as lc
     from longrec_core.datadir import load_data_dir
-    from longrec_core.examples import epoch_windows, iter_batches, shuffled_order
-    from longrec_core.losses import full_cross_entropy, naive_cross_entropy
-    from longrec_core.model import ModelConfig, SASRec
 
     if a.threads:
         torch.set_num_threads(a.threads)
         os.environ["RAYON_NUM_THREADS"] = str(a.threads)  # the core's kernels too, as train.py --threads
-    if a.worker == "paper":  # a plain PyTorch SASRec step: torch's dropout and fused attention
-        import torch.nn.functional as F
-
-        import longrec_core.model as model_module
-
-        model_module.dropout = lambda x, p, training: F.dropout(x, p, training)
-        model_module.gelu_dropout = lambda x, p, training: F.dropout(F.gelu(x), p, training)
-        model_module.attention = lambda q, k, v, mask, p, training: F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=p if training else 0.0
-        )
-    else:  # as scripts/train.py does
+    if a.worker != "paper":  # as scripts/train.py does; "paper" is a plain PyTorch step
         from longrec_core.cli import keep_freed_memory
 
         keep_freed_memory()
     data = load_data_dir(a.data)
-    items, offsets, ends = data.items, data.offsets, data.train_end
-    wargs = {"window": a.window, "stride": a.stride, "max_history": a.max_history}
+    items, offsets, ends, wargs = data.items, data.offsets, data.train_end, window_args(a)
     # torch alone holds hundreds of MiB: what each pipeline adds is its peak above this
     out: dict[str, Any] = {
         "pipeline": a.worker,
@@ -169,7 +153,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
             best = min(best, time.perf_counter() - t0)
         return res, best
 
-    # --- windows
+    examples = None
     if a.worker not in ("peer", "paper", "floor"):
         (_seq, start, _stop), out["build_s"] = timed(lambda: lc.windows(offsets, ends, **wargs))
         out["windows"] = len(start)
@@ -177,27 +161,56 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         examples, out["build_s"] = timed(lambda: peer_windows(items, offsets, ends, **wargs))
         out["windows"] = len(examples)
         out["same_windows_as_core"] = check_same_windows(examples, items, *lc.windows(offsets, ends, **wargs))
+    out.update(train(a, data.n_items, batch_source(a, data, examples)))
+    return out
 
-    # --- batches: iterators of (inputs, targets), each (B, T) long, right-aligned, 0 = padding
-    def ours() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        w = epoch_windows(offsets, ends, regime="sliding", **wargs)  # as scripts/train.py makes them
-        for epoch in range(1 << 30):  # as many epochs as the steps need
-            lengths = w.stop - w.start if a.worker in GROUPED else None
-            order = shuffled_order(len(w), a.seed, epoch, a.batch_size, lengths=lengths)
-            for inputs, targets, _ in iter_batches(items, None, w, order, batch_size=a.batch_size, window=a.window):
-                yield inputs, targets
+
+def batch_source(a: argparse.Namespace, data: Any, examples: list[list[int]] | None) -> Iterator[tuple[Any, Any]]:
+    """The pipeline's endless (inputs, targets) batches, each (B, T) long, right-aligned, 0 = padding:
+    the peer's DataLoader over `examples`, one fixed batch (floor), or the core's."""
+    if examples is not None:
+        return peer_batches(a, examples)
+    if a.worker != "floor":
+        return core_batches(a, data)
+    from longrec_core.examples import epoch_windows, iter_batches, shuffled_order
+
+    w = epoch_windows(data.offsets, data.train_end, regime="sliding", **window_args(a))
+    order = shuffled_order(len(w), a.seed, 0, a.batch_size)
+    fixed = next(iter_batches(data.items, None, w, order, batch_size=a.batch_size, window=a.window))[:2]
+    return iter(lambda: fixed, None)  # the same batch forever
+
+
+def window_args(a: argparse.Namespace) -> dict[str, Any]:
+    return {"window": a.window, "stride": a.stride, "max_history": a.max_history}
+
+
+def core_batches(a: argparse.Namespace, data: Any) -> Iterator[tuple[Any, Any]]:
+    """Shuffled epochs of the core's windows, one after another, as scripts/train.py makes them."""
+    from longrec_core.examples import epoch_windows, iter_batches, shuffled_order
+
+    w = epoch_windows(data.offsets, data.train_end, regime="sliding", **window_args(a))
+    for epoch in range(1 << 30):  # as many epochs as the steps need
+        lengths = w.stop - w.start if a.worker in GROUPED else None
+        order = shuffled_order(len(w), a.seed, epoch, a.batch_size, lengths=lengths)
+        for inputs, targets, *_ in iter_batches(data.items, None, w, order, batch_size=a.batch_size, window=a.window):
+            yield inputs, targets
+
+
+def peer_batches(a: argparse.Namespace, examples: list[list[int]]) -> Iterator[tuple[Any, Any]]:
+    """The peer's feeding, epoch after epoch: a per-example Dataset, DataLoader(shuffle=True,
+    num_workers=0) and a right-aligning pad_sequence collate."""
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+    from torch.utils.data import DataLoader, Dataset
 
     class WindowDataset(Dataset):
         """One example per window: the window's items as a tensor (variable length)."""
 
-        def __init__(self, windows: list[list[int]]) -> None:
-            self.windows = windows
-
         def __len__(self) -> int:
-            return len(self.windows)
+            return len(examples)
 
         def __getitem__(self, i: int) -> torch.Tensor:
-            return torch.tensor(self.windows[i], dtype=torch.long)
+            return torch.tensor(examples[i], dtype=torch.long)
 
     def pad_collate(batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-align (pad on the left): flip, pad_sequence, flip back; then inputs and targets."""
@@ -206,36 +219,37 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         targets[inputs == 0] = 0  # a window's first event has no input before it: not a target
         return inputs, targets
 
-    def peer() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        loader = DataLoader(
-            WindowDataset(examples),
-            batch_size=a.batch_size,
-            shuffle=True,
-            collate_fn=pad_collate,
-            num_workers=0,
-            generator=torch.Generator().manual_seed(a.seed),
-        )
-        while True:
-            yield from loader
+    loader = DataLoader(
+        WindowDataset(),
+        batch_size=a.batch_size,
+        shuffle=True,
+        collate_fn=pad_collate,
+        num_workers=0,
+        generator=torch.Generator().manual_seed(a.seed),
+    )
+    while True:
+        yield from loader
 
-    if a.worker == "floor":
-        w = epoch_windows(offsets, ends, regime="sliding", **wargs)
-        order = shuffled_order(len(w), a.seed, 0, a.batch_size)
-        fixed = next(iter_batches(items, None, w, order, batch_size=a.batch_size, window=a.window))[:2]
-        batches: Iterator = iter(lambda: fixed, None)  # the same batch forever
-    else:
-        batches = peer() if a.worker in ("peer", "paper") else ours()
 
-    # --- model and step, as scripts/train.py does them (loss `ce`, AdamW, clipping)
+def train(a: argparse.Namespace, n_items: int, batches: Iterator[tuple[Any, Any]]) -> dict[str, Any]:
+    """--warmup then --steps timed steps of the model, as scripts/train.py takes them (loss `ce`,
+    AdamW, clipping); the figures of the timed ones."""
+    import numpy as np
+    import torch
+
+    from longrec_core import kernels
+    from longrec_core.losses import full_cross_entropy, naive_cross_entropy
+    from longrec_core.model import ModelConfig, SASRec
+
     torch.manual_seed(a.seed)
     cfg = ModelConfig(
-        n_items=data.n_items, max_len=a.window, dim=a.dim, layers=a.layers, heads=a.heads, ffn=a.ffn, dropout=a.dropout
+        n_items=n_items, max_len=a.window, dim=a.dim, layers=a.layers, heads=a.heads, ffn=a.ffn, dropout=a.dropout
     )
-    model = SASRec(cfg)
+    # "paper" runs torch's dropout, GELU and fused attention; the others the core's CPU kernels
+    model = SASRec(cfg, ops=kernels.TORCH if a.worker == "paper" else kernels.CORE)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
-    out["parameters"] = sum(p.numel() for p in model.parameters())
-
+    loss_of = naive_cross_entropy if a.worker == "paper" else full_cross_entropy
     wait, tokens, examples_seen = 0.0, 0, 0
     t0, c0 = time.perf_counter(), time.process_time()
     for i in range(a.warmup + a.steps):
@@ -248,9 +262,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.worker in BF16):
             hidden = model(inputs)  # (B, T, d)
             keep = targets != 0  # padding never counts
-            loss = (naive_cross_entropy if a.worker == "paper" else full_cross_entropy)(
-                hidden[keep], model.item_table(), targets[keep]
-            )
+            loss = loss_of(hidden[keep], model.item_table(), targets[keep])
         loss_value = loss.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -261,22 +273,22 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     if hasattr(batches, "close"):
         batches.close()  # stops the gather thread
-    out.update(
-        steps=a.steps,
-        seconds=seconds,
-        step_ms=1e3 * seconds / a.steps,
-        tokens=tokens,
-        examples=examples_seen,
-        tokens_per_s=tokens / seconds,
-        loader_s=wait,
-        loader_share=wait / seconds,
-        cpu_over_wall=cpu_seconds / seconds,
-        tokens_per_cpu_s=tokens / cpu_seconds,
-        last_loss=loss_value,
-        peak_rss=peak_rss_bytes(),
-        versions={"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
-    )
-    return out
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "steps": a.steps,
+        "seconds": seconds,
+        "step_ms": 1e3 * seconds / a.steps,
+        "tokens": tokens,
+        "examples": examples_seen,
+        "tokens_per_s": tokens / seconds,
+        "loader_s": wait,
+        "loader_share": wait / seconds,
+        "cpu_over_wall": cpu_seconds / seconds,
+        "tokens_per_cpu_s": tokens / cpu_seconds,
+        "last_loss": loss_value,
+        "peak_rss": peak_rss_bytes(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+    }
 
 
 # ----------------------------------------------------------------------------- driver

@@ -13,7 +13,8 @@ modules ``.choices``, ``.synthetic``, ``.schedule``, ``.train_flags``, ``.fronti
 training pieces come with the `train` extra (torch, polars, rich, matplotlib) and are imported on
 demand: ``longrec_core.datadir`` (the data dir format), ``.prepare`` (a log to a data dir),
 ``.readers`` (input formats), ``.shards`` (sharded data dirs), ``.model`` (SASRec, k-shift),
-``.losses``, ``.metrics`` (full-catalogue ranking), ``.recommend`` (top-k items for a history:
+``.kernels`` (the ops the model trains with), ``.losses``,
+``.metrics`` (full-catalogue ranking), ``.recommend`` (top-k items for a history:
 ``Recommender.load(run).topk(histories, k)``).
 """
 

@@ -26,9 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from longrec_core import kshift_rows
 from longrec_core.choices import ITEM_EMBS, KSHIFT_OPTIMIZERS, KSHIFT_ROW_SOURCES, KSHIFT_SCHEMES
 from longrec_core.cli import INT64_MAX, check_int
 from longrec_core.codes import MAX_CENTROIDS, code_dtype, hashed_codes
+from longrec_core.kernels import CORE, Ops
 
 # Each integer field's range. The upper bounds are far beyond any real use; above them a value is a
 # typo that would overflow or exhaust memory later.
@@ -189,8 +191,6 @@ ROW_CHUNK = 1 << 20  # ids hashed at once when all N+1 are: 64 MB of int64 rows 
 def _kshift_row_chunks(n_items: int, k: int, rows: int, seed: int, scheme: str) -> Iterator[np.ndarray]:
     """The [N+1, k] row indices of ids 0..N as int32 chunks of ROW_CHUNK ids, in id order, so that
     no caller needs an int64 copy of all of them (or, for a fingerprint, any whole copy)."""
-    from longrec_core import kshift_rows  # the Rust core; imported here so the model imports without it
-
     for lo in range(0, n_items + 1, ROW_CHUNK):
         ids = np.arange(lo, min(n_items + 1, lo + ROW_CHUNK), dtype=np.int64)
         yield kshift_rows(ids, k=k, rows=rows, seed=seed, scheme=scheme).astype(np.int32)
@@ -313,8 +313,6 @@ class KShiftEmbedding(nn.Module):
         on CUDA, `.cpu()` waits for all queued GPU work (a device sync on every forward, which stalls
         the pipeline by the time the queued kernels take) and the rows go back over PCIe, 8k bytes an
         id (1.6 MB for a 128 x 200 batch at k = 8)."""
-        from longrec_core import kshift_rows  # the Rust core; imported here so the model imports without it
-
         ids = flat.detach().to("cpu", torch.int64).contiguous().numpy()
         return torch.from_numpy(kshift_rows(ids, k=k, rows=self.n_rows, seed=seed, scheme=scheme)).to(flat.device)
 
@@ -546,144 +544,44 @@ def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 # transformer
 
-# dtypes the core's masks come in, and the view of each that NumPy can hold (no bfloat16 there)
-_CORE_MASK_VIEWS = {torch.float32: torch.float32, torch.bfloat16: torch.uint16}
-
-
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    """A CPU tensor's memory as NumPy sees it (bfloat16 as its uint16 bits)."""
-    return t.detach().view(_CORE_MASK_VIEWS[t.dtype]).numpy()
-
-
-def _mask_seed() -> int:
-    """A core mask's seed, drawn from torch's generator (so torch.manual_seed governs it)."""
-    return int(torch.randint(0, 2**62, ()))
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout; on CPU the mask comes from the Rust core, elsewhere from torch.
-
-    torch's CPU dropout draws its mask with `bernoulli_` at about 9 ns per element, a quarter of a
-    SASRec training step on a 2-core machine; `longrec_core.dropout_mask` draws the same
-    distribution over 30x faster (0.26 ns per element on one thread with AVX-512), in the
-    tensor's own dtype (float32, or bfloat16 under `--precision bf16`). Its seed comes from
-    torch's generator, so `torch.manual_seed` and the checkpointed RNG state still make runs
-    reproducible.
-    """
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu" or x.dtype not in _CORE_MASK_VIEWS:
-        return F.dropout(x, p, True)
-    from longrec_core import dropout_mask  # the Rust core; imported here so the model imports without it
-
-    mask = torch.empty(x.shape, dtype=x.dtype)
-    dropout_mask(_numpy(mask), p=p, seed=_mask_seed())
-    return x * mask
-
-
-class _GeluDropout(torch.autograd.Function):
-    """dropout(gelu(x)) by the core's fused kernels: one pass forward, one backward, with the
-    mask recomputed from its seed, so neither the activation nor the mask is stored."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
-        from longrec_core import gelu_dropout
-
-        out = torch.empty_like(x)
-        gelu_dropout(_numpy(x), _numpy(out), p=p, seed=seed)
-        ctx.save_for_backward(x)
-        ctx.p, ctx.seed = p, seed
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        from longrec_core import gelu_dropout_backward
-
-        (x,) = ctx.saved_tensors
-        grad_x = torch.empty_like(x)
-        gelu_dropout_backward(
-            _numpy(x), _numpy(grad_out.to(x.dtype).contiguous()), _numpy(grad_x), p=ctx.p, seed=ctx.seed
-        )
-        return grad_x, None, None
-
-
-def _exporting() -> bool:
-    """Whether torch.export (or torch.jit.trace) is tracing this code into a graph to save; not true
-    under torch.compile, whose training keeps the core's kernels."""
-    exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.5
-    return bool(exporting() or torch.jit.is_tracing())
-
-
-def gelu_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """dropout(gelu(x)), the feed-forward layer's activation: fused by the core on CPU.
-
-    torch spends five passes over the (B, T, ffn) activations on this (GELU, mask, multiply,
-    and two backward); the core's kernels take one pass each way and store no mask. Alone they
-    are 1.5-1.9x as fast as torch's ops (a 3200 x 2048 activation, one thread); inside a step,
-    where the layer's matrix products dominate, they save a few percent. Same mask as `dropout`
-    (the same seed from torch's generator), GELU within 3e-7 * (1 + |x|) of torch's.
-    """
-    # an exported graph (torch.export, longrec_core.recommend) cannot call the core: torch's ops there
-    if x.device.type != "cpu" or x.dtype not in _CORE_MASK_VIEWS or not x.is_contiguous() or _exporting():
-        return dropout(F.gelu(x), p, training)
-    p = p if training else 0.0
-    return _GeluDropout.apply(x, p, _mask_seed() if p > 0.0 else 0)
-
 
 class Dropout(nn.Module):
-    """nn.Dropout with the fast CPU mask of `dropout`."""
+    """Inverted dropout by `ops.dropout` (the core's fast CPU mask, by default)."""
 
-    def __init__(self, p: float) -> None:
+    def __init__(self, p: float, ops: Ops) -> None:
         super().__init__()
-        self.p = p
+        self.p, self.ops = p, ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
-
-
-def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, p: float, training: bool
-) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d_h), masked) v with dropout p on the weights; q, k, v (B, H, T, d_h).
-
-    Training on CPU spells the product out so the weights' dropout uses the fast mask (the
-    softmax in float32 also under bf16 autocast); everything else (evaluation, GPU) takes
-    torch's fused kernel.
-    """
-    if not (training and p > 0.0 and q.device.type == "cpu" and q.dtype in _CORE_MASK_VIEWS):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p if training else 0.0)
-    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
-    weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1, dtype=torch.float32)
-    return dropout(weights.to(v.dtype), p, True) @ v
+        return self.ops.dropout(x, self.p, self.training)
 
 
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + ffn(ln(x))."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, ops: Ops) -> None:
         super().__init__()
-        self.heads, self.p = cfg.heads, cfg.dropout
+        self.heads, self.p, self.ops = cfg.heads, cfg.dropout, ops
         self.ln1 = nn.LayerNorm(cfg.dim)
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
         self.proj = nn.Linear(cfg.dim, cfg.dim)
         self.ln2 = nn.LayerNorm(cfg.dim)
-        # ffn[1:3] (GELU, dropout) run fused by gelu_dropout; the Sequential keeps the layout
+        # ffn[1:3] (GELU, dropout) run as one op, ops.gelu_dropout; the Sequential keeps the layout
         # (and checkpoint keys) of the plain layer
         self.ffn = nn.Sequential(
-            nn.Linear(cfg.dim, cfg.ffn), nn.GELU(), Dropout(cfg.dropout), nn.Linear(cfg.ffn, cfg.dim)
+            nn.Linear(cfg.dim, cfg.ffn), nn.GELU(), Dropout(cfg.dropout, ops), nn.Linear(cfg.ffn, cfg.dim)
         )
-        self.drop = Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout, ops)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, T, d); mask (B, 1, T, T) bool, True where query t may attend key s."""
         B, T, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
         q, k, v = (z.view(B, T, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))  # (B, H, T, d/H)
-        y = attention(q, k, v, mask, self.p, self.training)
+        y = self.ops.attention(q, k, v, mask, self.p, self.training)
         x = x + self.drop(self.proj(y.transpose(1, 2).reshape(B, T, d)))
         up, _, _, down = self.ffn
-        return x + self.drop(down(gelu_dropout(up(self.ln2(x)), self.p, self.training)))
+        return x + self.drop(down(self.ops.gelu_dropout(up(self.ln2(x)), self.p, self.training)))
 
 
 class SASRec(nn.Module):
@@ -694,10 +592,11 @@ class SASRec(nn.Module):
 
     `codes` ([N+1, m] ints from `longrec_core.codes.item_codes`) are the item codes of a config whose
     embedding uses them (`cfg.uses_codes`); None builds hashed codes, which `load_state_dict` (load_model,
-    --resume) replaces with the saved ones.
+    --resume) replaces with the saved ones. `ops` are the dropout, fused GELU + dropout and attention
+    ops of every layer (`longrec_core.kernels`: the core's CPU kernels by default, or torch's).
     """
 
-    def __init__(self, cfg: ModelConfig, codes: np.ndarray | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, codes: np.ndarray | None = None, ops: Ops = CORE) -> None:
         super().__init__()
         self.cfg = cfg
         if codes is not None and not cfg.uses_codes:
@@ -728,8 +627,8 @@ class SASRec(nn.Module):
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
         self.summary_pos = nn.Embedding(cfg.summary_tokens, cfg.dim) if cfg.summary_tokens > 0 else None
         self.type_emb = nn.Embedding(cfg.n_types + 1, cfg.dim, padding_idx=0) if cfg.n_types > 0 else None
-        self.drop = Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.drop = Dropout(cfg.dropout, ops)
+        self.blocks = nn.ModuleList(Block(cfg, ops) for _ in range(cfg.layers))
         self.ln_f = nn.LayerNorm(cfg.dim)
         for m in self.modules():  # small init as in GPT-2; the k-shift and low-rank tables initialize themselves
             if isinstance(m, (nn.Linear, nn.Embedding)):

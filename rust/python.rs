@@ -1,5 +1,9 @@
 //! The thin PyO3 layer: borrow NumPy arrays, release the GIL, call the pure-Rust function,
-//! hand the result back without a copy. Nothing here decides anything about the data.
+//! hand the result back without a copy. Nothing here decides anything about the data. The `///`
+//! comments on the functions are their Python docstrings, copied into longrec_core/_core.pyi by
+//! `python -m longrec_core.stubdoc`.
+
+mod kernels;
 
 use std::borrow::Cow;
 
@@ -169,7 +173,8 @@ fn triple<'py>(py: Python<'py>, windows: Windows) -> PyResult<Triple<'py>> {
 ///
 /// Returns ``(perm, offsets)``: ``users[perm]`` and ``ts[perm]`` are sorted by user, then
 /// time, ties in time keeping input order; the k-th smallest distinct user id owns
-/// ``perm[offsets[k]:offsets[k+1]]``. Users may be any non-negative integers.
+/// ``perm[offsets[k]:offsets[k+1]]`` (``offsets`` has U + 1 entries for U distinct users). Users
+/// may be any non-negative integers.
 #[pyfunction]
 fn group<'py>(
     py: Python<'py>,
@@ -204,7 +209,8 @@ fn sessionize<'py>(
 /// stop - a >= min_len, and start = max(a, stop - window - 1): at most ``window + 1``
 /// events, inputs the first stop-start-1, targets the same shifted by one. ``regime="last"``
 /// keeps only stop = b. Windows of one sequence come in time order. The three arrays are
-/// views of one buffer, freed when the last of them is.
+/// views of one buffer (one allocation is cheaper than three), freed when the last of them is;
+/// copy one to keep it alone.
 #[pyfunction]
 #[pyo3(signature = (offsets, ends=None, *, window, stride, min_len=2, max_history=None, regime="sliding"))]
 #[allow(clippy::too_many_arguments)]
@@ -391,125 +397,14 @@ fn temporal_ends<'py>(
     Ok(PyArray1::from_vec(py, out))
 }
 
-/// Run `$body` with `$t` the element type of the dropout kernels' array `$a` (named `$arg` in
-/// errors): `u16` for bfloat16 bits, `f32` for float32.
-macro_rules! with_float_type {
-    ($a:expr, $arg:expr, $t:ident => $body:block) => {
-        if float_kind($a, $arg)? {
-            type $t = u16;
-            $body
-        } else {
-            type $t = f32;
-            $body
-        }
-    };
-}
-
-/// Fill ``out`` (any shape, C-contiguous, writable) with an inverted-dropout mask: 0 where an
-/// element is dropped (probability ``p``, rounded to 1/65536), else ``1 / (1 - p)``. ``out`` is
-/// float32, or uint16 holding bfloat16 bit patterns (NumPy has no bfloat16; pass
-/// ``torch_bf16_tensor.view(torch.uint16).numpy()``). The mask depends only on ``seed`` and the
-/// element index: both types drop the same elements.
-#[pyfunction]
-#[pyo3(signature = (out, *, p, seed))]
-fn dropout_mask(py: Python<'_>, out: &Bound<'_, PyAny>, p: f64, seed: u64) -> PyResult<()> {
-    with_float_type!(out, "out", T => {
-        let mut out = writable::<T>(out, "out", None)?;
-        let out = out.as_slice_mut().unwrap_or(&mut []);
-        py.detach(|| crate::dropout::dropout_mask(out, p, seed))?;
-    });
-    Ok(())
-}
-
-/// ``out = gelu(x) * mask``: torch's exact GELU (``nn.GELU()``; in float32 within
-/// 3e-7 * (1 + |x|) of the exact value) and an inverted dropout with
-/// ``dropout_mask(p=p, seed=seed)``'s mask, in one pass that never stores the mask. ``x`` and ``out``: the same shape, float32 or uint16 bfloat16 bits (as in
-/// ``dropout_mask``), C-contiguous; ``out`` writable and not ``x``. ``p=0`` is GELU alone.
-#[pyfunction]
-#[pyo3(signature = (x, out, *, p, seed))]
-fn gelu_dropout(py: Python<'_>, x: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>, p: f64, seed: u64) -> PyResult<()> {
-    with_float_type!(x, "x", T => {
-        let x = x.cast::<numpy::PyArrayDyn<T>>()?.readonly();
-        let mut out = writable::<T>(out, "out", Some(x.shape()))?;
-        let (x, out) = (x.as_slice().unwrap_or(&[]), out.as_slice_mut().unwrap_or(&mut []));
-        py.detach(|| crate::dropout::gelu_dropout(x, out, p, seed))?;
-    });
-    Ok(())
-}
-
-/// The gradient of ``gelu_dropout(x, out, p=p, seed=seed)``: writes ``grad_out * mask *
-/// gelu'(x)`` into ``grad_x`` (the same shape and dtype as ``x``, writable, not an input).
-#[pyfunction]
-#[pyo3(signature = (x, grad_out, grad_x, *, p, seed))]
-fn gelu_dropout_backward(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    grad_out: &Bound<'_, PyAny>,
-    grad_x: &Bound<'_, PyAny>,
-    p: f64,
-    seed: u64,
-) -> PyResult<()> {
-    with_float_type!(x, "x", T => {
-        let x = x.cast::<numpy::PyArrayDyn<T>>()?.readonly();
-        let grad_out = same_as::<T>(grad_out, "grad_out", x.shape())?.readonly();
-        let mut grad_x = writable::<T>(grad_x, "grad_x", Some(x.shape()))?;
-        let (x, g) = (x.as_slice().unwrap_or(&[]), grad_out.as_slice().unwrap_or(&[]));
-        let grad_x = grad_x.as_slice_mut().unwrap_or(&mut []);
-        py.detach(|| crate::dropout::gelu_dropout_backward(x, g, grad_x, p, seed))?;
-    });
-    Ok(())
-}
-
-/// Whether a float array for the dropout kernels holds bfloat16 bits (uint16) rather than
-/// float32; a TypeError for any other dtype, a ValueError unless C-contiguous.
-fn float_kind(a: &Bound<'_, PyAny>, arg: &str) -> PyResult<bool> {
-    let arr = a.cast::<PyUntypedArray>().map_err(|_| PyTypeError::new_err(format!("{arg} must be a NumPy array")))?;
-    if !arr.is_c_contiguous() {
-        return Err(PyValueError::new_err(format!("{arg}: must be C-contiguous")));
-    }
-    let dtype = arr.dtype();
-    if dtype.is_equiv_to(&numpy::dtype::<u16>(a.py())) {
-        Ok(true)
-    } else if dtype.is_equiv_to(&numpy::dtype::<f32>(a.py())) {
-        Ok(false)
-    } else {
-        Err(PyTypeError::new_err(format!("{arg} must be float32 or uint16 (bfloat16 bits), got {dtype}")))
-    }
-}
-
-/// `a` as an array of T with `shape`, C-contiguous; errors name `arg`.
-fn same_as<'py, T: numpy::Element>(
-    a: &Bound<'py, PyAny>,
-    arg: &str,
-    shape: &[usize],
-) -> PyResult<Bound<'py, numpy::PyArrayDyn<T>>> {
-    let arr = a.cast::<PyUntypedArray>().map_err(|_| PyTypeError::new_err(format!("{arg} must be a NumPy array")))?;
-    let typed = a.cast::<numpy::PyArrayDyn<T>>().map_err(|_| {
-        PyTypeError::new_err(format!("{arg} must have the dtype {}, got {}", numpy::dtype::<T>(a.py()), arr.dtype()))
-    })?;
-    if arr.shape() != shape {
-        return Err(PyValueError::new_err(format!("{arg} has shape {:?} but x has shape {shape:?}", arr.shape())));
-    }
-    if !arr.is_c_contiguous() {
-        return Err(PyValueError::new_err(format!("{arg}: must be C-contiguous")));
-    }
-    Ok(typed.clone())
-}
-
-/// `a` borrowed for writing (shape checked when given); an error if it is read-only or
-/// overlaps an array already borrowed (an input).
-fn writable<'py, T: numpy::Element>(
-    a: &Bound<'py, PyAny>,
-    arg: &str,
-    shape: Option<&[usize]>,
-) -> PyResult<numpy::PyReadwriteArrayDyn<'py, T>> {
-    let arr = a.cast::<PyUntypedArray>().map_err(|_| PyTypeError::new_err(format!("{arg} must be a NumPy array")))?;
-    let typed = same_as::<T>(a, arg, shape.unwrap_or(arr.shape()))?;
-    typed
-        .try_readwrite()
-        .map_err(|_| PyValueError::new_err(format!("{arg}: must be writable and not overlap an input")))
-}
-
+/// The compiled core of longrec (rust/): the data core's functions over integer arrays, and the
+/// training kernels over float arrays.
+///
+/// Integer arrays of any width are accepted (anything ``numpy.asarray`` turns into a 1-D integer
+/// array); they must be C-contiguous. Outputs are int64 arrays handed over without a copy. Bad input
+/// raises ValueError naming the argument and the first offending index (so do a non-contiguous array
+/// and an ``out`` of the wrong shape); an array of a non-integer dtype or not 1-D raises TypeError;
+/// valid arguments whose output cannot be allocated (say, 2^40 windows) raise MemoryError.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(group, m)?)?;
@@ -521,8 +416,5 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kshift_rows, m)?)?;
     m.add_function(wrap_pyfunction!(leave_one_out_ends, m)?)?;
     m.add_function(wrap_pyfunction!(temporal_ends, m)?)?;
-    m.add_function(wrap_pyfunction!(dropout_mask, m)?)?;
-    m.add_function(wrap_pyfunction!(gelu_dropout, m)?)?;
-    m.add_function(wrap_pyfunction!(gelu_dropout_backward, m)?)?;
-    Ok(())
+    kernels::register(m)
 }

@@ -1,5 +1,7 @@
 """The data core against plain NumPy references on random inputs, plus every kind of bad input."""
 
+import ast
+import inspect
 import re
 from itertools import pairwise
 from pathlib import Path
@@ -10,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import longrec_core as lc
+from longrec_core import _core, stubdoc
 
 # ---------------------------------------------------------------- references
 
@@ -479,3 +482,33 @@ def test_extreme_arguments_raise_errors_never_crash(name, data):
         calls[name]()
     except (ValueError, TypeError, MemoryError, OverflowError):
         pass
+
+
+# ---------------------------------------------------------------- the stub
+
+
+def stub_functions() -> dict[str, ast.FunctionDef]:
+    tree = ast.parse(stubdoc.STUB.read_text())
+    return {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+
+
+def test_the_stub_declares_every_binding_with_its_parameters():
+    """Each function of _core.pyi exists in the extension and vice versa, with the parameter names and
+    kinds (positional or keyword-only) of the binding's __text_signature__."""
+    stub = stub_functions()
+    bindings = {name for name in dir(_core) if not name.startswith("_")}
+    assert set(stub) == bindings
+    for name, node in stub.items():
+        declared = [(a.arg, False) for a in node.args.posonlyargs + node.args.args]
+        declared += [(a.arg, True) for a in node.args.kwonlyargs]
+        params = inspect.signature(getattr(_core, name)).parameters.values()
+        assert declared == [(q.name, q.kind == q.KEYWORD_ONLY) for q in params], name
+
+
+def test_the_stub_docstrings_are_the_bindings():
+    """Written once, in the `///` comments of rust/python*.rs; `python -m longrec_core.stubdoc` copies them."""
+    text = stubdoc.STUB.read_text()
+    assert ast.get_docstring(ast.parse(text)) == inspect.cleandoc(_core.__doc__)
+    for name, node in stub_functions().items():
+        assert ast.get_docstring(node) == inspect.cleandoc(getattr(_core, name).__doc__), name
+    assert stubdoc.with_docs(text, _core) == text  # and regenerating would not change the file

@@ -1,14 +1,17 @@
 """SASRec and the k-shift layer: rows against a NumPy port of the hash, masks, padding, loading."""
 
+import collections
 import json
 import math
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
 
 import longrec_core.model as model_module
+from longrec_core import kernels
 from longrec_core.codes import hashed_codes
 from longrec_core.model import (
     WEIGHT_SEED_SALT,
@@ -17,10 +20,7 @@ from longrec_core.model import (
     LowRankEmbedding,
     ModelConfig,
     SASRec,
-    attention,
-    dropout,
     embedding_memory_bytes,
-    gelu_dropout,
     kshift_collision_share,
     kshift_table_rows,
     load_model,
@@ -473,12 +473,12 @@ def test_old_configs_load_and_bad_variant_configs_are_refused():
 # --- SASRec ------------------------------------------------------------------------------------
 
 
-def tiny(item_emb: str = "full", **kw) -> SASRec:
+def tiny(item_emb: str = "full", ops: kernels.Ops = kernels.CORE, **kw) -> SASRec:
     torch.manual_seed(0)
     cfg = ModelConfig(
         n_items=30, max_len=12, dim=16, layers=2, heads=2, ffn=32, item_emb=item_emb, kshift_compression=4, **kw
     )
-    return SASRec(cfg).eval()
+    return SASRec(cfg, ops=ops).eval()
 
 
 def seqs(B: int = 4, T: int = 8, seed: int = 0) -> torch.Tensor:
@@ -610,139 +610,30 @@ def test_load_model_round_trip(tmp_path, item_emb):
 
 
 # ---------------------------------------------------------------------------------------------
-# fast CPU dropout and the spelled-out attention it needs
+# the ops every layer runs (longrec_core.kernels)
 
 
-def test_dropout_mask_from_core():
-    import longrec_core as lc
+def test_every_layer_runs_the_ops_the_model_is_given():
+    calls: collections.Counter[str] = collections.Counter()
 
-    m = np.empty((64, 1000), np.float32)
-    lc.dropout_mask(m, p=0.3, seed=5)
-    assert abs((m == 0).mean() - 0.3) < 0.01
-    assert np.allclose(m[m != 0], 1 / (1 - 0.3), atol=1e-4)
-    again = np.empty_like(m)
-    lc.dropout_mask(again, p=0.3, seed=5)
-    assert np.array_equal(m, again)
-    with pytest.raises(TypeError, match="float32 or uint16"):
-        lc.dropout_mask(np.empty(8, np.float64), p=0.1, seed=0)
-    with pytest.raises(ValueError, match="contiguous"):
-        lc.dropout_mask(m[:, ::2], p=0.1, seed=0)
-    with pytest.raises(ValueError, match="p"):
-        lc.dropout_mask(m, p=1.0, seed=0)
+    def counted(name: str) -> Callable:
+        def op(*args):
+            calls[name] += 1
+            return getattr(kernels.TORCH, name)(*args)
 
+        return op
 
-def test_bfloat16_mask_drops_what_the_float32_mask_drops():
-    import longrec_core as lc
-
-    f = np.empty((33, 101), np.float32)
-    lc.dropout_mask(f, p=0.1, seed=9)
-    b = torch.empty(f.shape, dtype=torch.bfloat16)
-    lc.dropout_mask(b.view(torch.uint16).numpy(), p=0.1, seed=9)
-    assert torch.equal(b == 0, torch.from_numpy(f == 0))
-    # the kept value is float32's 1/(1 - p) rounded to bfloat16, as torch would cast it
-    assert torch.equal(b[b != 0].unique(), torch.tensor(f[f != 0][:1]).bfloat16())
+    ops = kernels.Ops(**{name: counted(name) for name in ("dropout", "gelu_dropout", "attention")})
+    model = tiny(ops=ops).train()  # 2 layers
+    model(seqs())
+    assert calls == {"dropout": 1 + 2 * 2, "gelu_dropout": 2, "attention": 2}
+    assert torch.equal(tiny(ops=kernels.TORCH)(seqs()), tiny(ops=ops)(seqs()))  # eval: the same torch ops
 
 
-def test_bf16_training_dropout_uses_the_core_mask():
-    x = torch.randn(40, 300).bfloat16()
-    torch.manual_seed(4)
-    y = dropout(x, 0.3, True)
-    torch.manual_seed(4)  # the same seed draws the same core mask, in float32 this time
-    z = dropout(x.float(), 0.3, True)
-    assert y.dtype == torch.bfloat16
-    assert torch.equal(y == 0, z == 0)  # x has no zeros: zeros are exactly the dropped elements
-    assert torch.allclose(y.float(), z, rtol=1e-2)
-
-
-def plain_gelu_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """What gelu_dropout fuses, step by step (the same seed draw, hence the same mask)."""
-    return dropout(torch.nn.functional.gelu(x), p, training)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("p", [0.0, 0.3])
-def test_fused_gelu_dropout_equals_gelu_then_dropout(dtype, p):
-    # a partial block at the end; |x| <= 5, where GELU is not 0 in float32 (far below, both
-    # round to 0 at different points), so zeros are exactly the dropped elements
-    x0 = (torch.randn(7, 33, 65, generator=torch.Generator().manual_seed(1)) * 2).clamp(-5, 5).to(dtype)
-    grad = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2)).to(dtype)
-    results = []
-    for fn in (gelu_dropout, plain_gelu_dropout):
-        x = x0.clone().requires_grad_(True)
-        torch.manual_seed(5)
-        y = fn(x, p, True)
-        y.backward(grad)
-        results.append((y.detach().float(), x.grad.float()))
-    (y, gx), (ry, rgx) = results
-    assert y.dtype == gx.dtype == torch.float32 and x0.dtype == dtype
-    assert torch.equal(y == 0, ry == 0) if p else not (y == 0).any()
-    # the core's erf is within 5e-7 of torch's: |x| <= 5, scale 1/(1-p) and grads of ~4 make 1e-5
-    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 1e-2}
-    assert torch.allclose(y, ry, **tol) and torch.allclose(gx, rgx, **tol)
-
-
-def test_model_with_fused_activation_matches_the_plain_layer(monkeypatch):
+def test_torch_ops_and_the_cores_agree_in_evaluation():
+    """No dropout in evaluation: the two differ only by the core's GELU (within 3e-7 of torch's)."""
     x = seqs()
-
-    def step(model: SASRec) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        torch.manual_seed(3)
-        out = model(x)
-        out[x != 0].square().sum().backward()
-        return out.detach(), [q.grad for q in model.parameters() if q.grad is not None]
-
-    fused = step(tiny().train())
-    monkeypatch.setattr(model_module, "gelu_dropout", plain_gelu_dropout)
-    plain = step(tiny().train())
-    assert torch.allclose(fused[0], plain[0], atol=1e-5)
-    assert len(fused[1]) == len(plain[1])
-    for a, b in zip(fused[1], plain[1]):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (a - b).abs().max()
-
-
-def test_dropout_is_seeded_by_torch_and_keeps_the_mean():
-    x = torch.ones(200, 500)
-    torch.manual_seed(3)
-    a = dropout(x, 0.25, True)
-    torch.manual_seed(3)
-    assert torch.equal(a, dropout(x, 0.25, True))
-    assert abs(float((a == 0).float().mean()) - 0.25) < 0.01
-    assert abs(float(a.mean()) - 1.0) < 0.02
-    assert dropout(x, 0.25, False) is x
-    y = torch.randn(10, 7, requires_grad=True)  # gradient flows through the kept elements, scaled
-    out = dropout(y, 0.5, True)
-    out.sum().backward()
-    assert torch.equal(y.grad, (out.detach() / y.detach()).nan_to_num())
-
-
-def test_spelled_out_attention_equals_torch_kernel_without_dropout():
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(3, 2, 9, 8) for _ in range(3))
-    mask = torch.ones(9, 9, dtype=torch.bool).tril() | torch.eye(9, dtype=torch.bool)
-    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    # p > 0 in training takes the spelled-out path; a mask of all ones (p tiny) must match the kernel
-    spelled = attention(q, k, v, mask, 1e-9, True)
-    assert torch.allclose(spelled, fused, atol=1e-5)
-    assert torch.allclose(attention(q, k, v, mask, 0.5, False), fused)
-
-
-def test_gelu_dropout_kernels_reject_bad_arrays():
-    import longrec_core as lc
-
-    x = np.ones((3, 4), np.float32)
-    cases = [
-        ((x, x), ValueError, "overlap"),
-        ((x, np.ones((3, 5), np.float32)), ValueError, r"shape \[3, 5\]"),
-        ((x, np.ones((3, 4))), TypeError, "dtype float32"),
-        ((x.astype(np.float64), x), TypeError, "float32 or uint16"),
-        ((x, np.ones((4, 3), np.float32).T), ValueError, "C-contiguous"),
-    ]
-    for args, error, message in cases:
-        with pytest.raises(error, match=message):
-            lc.gelu_dropout(*args, p=0.1, seed=0)
-    with pytest.raises(ValueError, match="grad_out has shape"):
-        lc.gelu_dropout_backward(x, np.ones(12, np.float32), np.empty_like(x), p=0.1, seed=0)
-    with pytest.raises(ValueError, match="p: must be in"):
-        lc.gelu_dropout(x, np.empty_like(x), p=1.5, seed=0)
+    assert torch.allclose(tiny()(x), tiny(ops=kernels.TORCH)(x), atol=1e-5)
 
 
 def test_a_compression_below_one_gives_the_paper_codes_table_of_more_rows_than_items():

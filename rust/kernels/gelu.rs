@@ -1,96 +1,13 @@
-//! Dropout for CPU training, an order of magnitude faster than torch's `bernoulli_`, alone
-//! (`dropout_mask`) or fused with the GELU it follows in a transformer's feed-forward layer
-//! (`gelu_dropout` and its backward).
-//!
-//! On a 2-core CPU, `torch.nn.functional.dropout` spent a quarter of a SASRec step drawing its
-//! masks (about 9 ns per element). Here every block of four elements takes one splitmix64 of a
-//! counter, split into four 16-bit lanes: a lane below `p * 65536` drops its element. The mask
-//! depends only on `(seed, index)`, so it is the same on any number of threads, and a backward
-//! pass recomputes it instead of keeping it in memory.
+//! The feed-forward layer's `dropout(gelu(x))` in one pass each way: forward writes
+//! `gelu(x) * mask`, backward `grad * mask * gelu'(x)` with the mask recomputed from its seed, so
+//! neither the activation nor the mask is ever stored.
 
-use crate::error::{CoreError, Result};
-use crate::kshift::splitmix64;
+use super::dropout::Mask;
+use super::{first_quad, Value, CHUNK};
+use crate::error::Result;
 use crate::simd::{best_simd, Kernel};
 use crate::validate::check_len;
 use rayon::prelude::*;
-
-/// An element: float32, or bfloat16 stored as its 16 bits (Rust has no bf16 type).
-pub trait Value: Copy + Send + Sync {
-    const ZERO: Self;
-    fn to_f32(self) -> f32;
-    /// `v` in this type (bf16: rounded to nearest even, as torch casts; NaN stays NaN).
-    fn from_f32(v: f32) -> Self;
-}
-
-impl Value for f32 {
-    const ZERO: Self = 0.0;
-    fn to_f32(self) -> f32 {
-        self
-    }
-    fn from_f32(v: f32) -> Self {
-        v
-    }
-}
-
-impl Value for u16 {
-    const ZERO: Self = 0;
-    fn to_f32(self) -> f32 {
-        f32::from_bits((self as u32) << 16)
-    }
-    fn from_f32(v: f32) -> Self {
-        let bits = v.to_bits();
-        let rounded = (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16;
-        if v.is_nan() {
-            0x7FC0
-        } else {
-            rounded
-        }
-    }
-}
-
-/// Elements per parallel task: a multiple of 4, so quads never straddle tasks.
-const CHUNK: usize = 1 << 16;
-
-/// What every kernel needs to know which elements drop: `threshold` (lanes below it drop),
-/// the kept elements' scale `keep`, and the hashed seed.
-#[derive(Clone, Copy)]
-struct Mask {
-    threshold: u64,
-    keep: f32,
-    salt: u64,
-}
-
-impl Mask {
-    /// `keep = 1 / (1 - p')`, where `p'` is `p` rounded to a multiple of 1/65536 (the drop
-    /// probability the mask really has, so the kept elements' expectation is exact).
-    fn new(p: f64, seed: u64) -> Result<Mask> {
-        if !(0.0..1.0).contains(&p) {
-            return Err(CoreError::new("p", format!("must be in [0, 1), got {p}")));
-        }
-        let threshold = (p * 65536.0).round() as u64;
-        let keep = (1.0 / (1.0 - threshold as f64 / 65536.0)) as f32;
-        Ok(Mask { threshold, keep, salt: splitmix64(seed) })
-    }
-
-    /// The scale (0 or `keep`) of each element of quad `q` (elements 4q..4q+4).
-    #[inline(always)]
-    fn quad(self, q: u64) -> [f32; 4] {
-        let r = splitmix64(q ^ self.salt);
-        std::array::from_fn(|lane| if (r >> (16 * lane)) & 0xFFFF < self.threshold { 0.0 } else { self.keep })
-    }
-}
-
-/// Fill `out` with an inverted-dropout mask: 0 where an element is dropped, `1 / (1 - p')`
-/// elsewhere (see `Mask::new`; bfloat16 rounds the kept value to 8 bits, e.g. 1/(1 - 0.1) to
-/// 1.1094). Which elements drop does not depend on the element type.
-pub fn dropout_mask<T: Value>(out: &mut [T], p: f64, seed: u64) -> Result<()> {
-    let mask = Mask::new(p, seed)?;
-    let keep = T::from_f32(mask.keep);
-    out.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(c, out)| best_simd(MaskKernel { out, first: first_quad(c), mask, keep }));
-    Ok(())
-}
 
 /// `out = gelu(x) * mask`: GELU (the exact one, 0.5 x (1 + erf(x / sqrt 2)), as torch's
 /// `nn.GELU()`, here within 3e-7 * (1 + |x|) of it in float32) and dropout in one pass, so neither the
@@ -118,40 +35,8 @@ fn run_gelu<T: Value, Op: GeluOp>(x: &[T], grad: &[T], out: &mut [T], p: f64, se
     Ok(())
 }
 
-/// The first quad of parallel task `c` (its elements start at c * CHUNK).
-fn first_quad(c: usize) -> u64 {
-    (c * CHUNK / 4) as u64
-}
-
 // ---------------------------------------------------------------------------------------------
-// kernels: each runs over one block, compiled for AVX-512, AVX2 and any x86-64
-
-struct MaskKernel<'a, T> {
-    out: &'a mut [T],
-    first: u64,
-    mask: Mask,
-    keep: T,
-}
-
-impl<T: Value> Kernel for MaskKernel<'_, T> {
-    type Out = ();
-    #[inline(always)]
-    fn run(self) {
-        let Self { out, first, mask, keep } = self;
-        let fill = |q: u64, dst: &mut [T]| {
-            let m = mask.quad(q);
-            for (v, s) in dst.iter_mut().zip(m) {
-                *v = if s == 0.0 { T::ZERO } else { keep };
-            }
-        };
-        let mut quads = out.chunks_exact_mut(4);
-        let full = quads.len() as u64;
-        for (j, dst) in (&mut quads).enumerate() {
-            fill(first + j as u64, dst);
-        }
-        fill(first + full, quads.into_remainder());
-    }
-}
+// kernels: each runs over one parallel task's elements, compiled for AVX-512, AVX2 and any x86-64
 
 /// Elements whose mask scales are drawn into a stack buffer before the arithmetic runs over
 /// them: two simple loops vectorize where one loop doing both does not.
@@ -286,54 +171,24 @@ fn exp_non_positive(v: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::dropout::dropout_mask;
     use super::*;
     use crate::simd::run_version;
-
-    #[test]
-    fn drop_share_and_scale() {
-        let mut m = vec![0f32; 1 << 20];
-        dropout_mask(&mut m, 0.2, 7).unwrap();
-        let dropped = m.iter().filter(|&&v| v == 0.0).count() as f64 / m.len() as f64;
-        assert!((dropped - 0.2).abs() < 0.003, "dropped share {dropped}");
-        let kept: Vec<f32> = m.iter().copied().filter(|&v| v != 0.0).collect();
-        assert!(kept.iter().all(|&v| (v - 1.25).abs() < 1e-4));
-        let mean = m.iter().map(|&v| v as f64).sum::<f64>() / m.len() as f64;
-        assert!((mean - 1.0).abs() < 0.005, "mean {mean}");
-    }
-
-    #[test]
-    fn deterministic_and_seeded() {
-        let (mut a, mut b, mut c) = (vec![0f32; 100_003], vec![0f32; 100_003], vec![0f32; 100_003]);
-        dropout_mask(&mut a, 0.5, 1).unwrap();
-        dropout_mask(&mut b, 0.5, 1).unwrap();
-        dropout_mask(&mut c, 0.5, 2).unwrap();
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        // a prefix of a longer mask is the shorter mask: the draw depends only on the index
-        let mut short = vec![0f32; 70_001];
-        dropout_mask(&mut short, 0.5, 1).unwrap();
-        assert_eq!(&a[..70_001], &short[..]);
-    }
-
-    /// Run `kernel` with compiled version 0 (any x86-64), 1 (AVX2) or 2 (AVX-512); false
-    /// where the CPU lacks that version's features.
 
     #[test]
     fn every_compiled_version_gives_the_same_results() {
         let mask = Mask::new(0.2, 9).unwrap();
         let x: Vec<f32> = (0..4099).map(|i| (i as f32 - 2049.0) / 300.0).collect(); // a partial quad at the end
         let n = x.len();
-        // (mask, gelu, gelu backward with x as the incoming gradient) from one compiled version
+        // (gelu, gelu backward with x as the incoming gradient) from one compiled version
         let outputs = |version: usize| {
-            let (mut m, mut y, mut g) = (vec![-1f32; n], vec![-1f32; n], vec![-1f32; n]);
-            let keep = 1.25f32;
-            let ran = run_version(version, MaskKernel { out: &mut m, first: 5, mask, keep }).is_some()
-                && run_version(version, GeluKernel::<_, Forward>::new(&x, &x, &mut y, 5, mask)).is_some()
+            let (mut y, mut g) = (vec![-1f32; n], vec![-1f32; n]);
+            let ran = run_version(version, GeluKernel::<_, Forward>::new(&x, &x, &mut y, 5, mask)).is_some()
                 && run_version(version, GeluKernel::<_, Backward>::new(&x, &x, &mut g, 5, mask)).is_some();
-            ran.then_some((m, y, g))
+            ran.then_some((y, g))
         };
         let plain = outputs(0).unwrap();
-        assert!(plain.0.contains(&0.0) && plain.0.contains(&1.25));
+        assert!(plain.0.contains(&0.0));
         for version in [1, 2] {
             if let Some(fast) = outputs(version) {
                 assert_eq!(fast, plain, "version {version}");
@@ -402,32 +257,5 @@ mod tests {
             assert!((yb[i].to_f32() - want).abs() <= 0.02 * want.abs(), "{} vs {want}", yb[i].to_f32());
         }
         assert!(gelu_dropout(&x, &mut y[1..], 0.3, 11).is_err());
-    }
-
-    #[test]
-    fn bfloat16_mask_drops_the_same_elements() {
-        let mut f = vec![0f32; 10_007];
-        let mut b = vec![0u16; 10_007];
-        dropout_mask(&mut f, 0.1, 4).unwrap();
-        dropout_mask(&mut b, 0.1, 4).unwrap();
-        let keep_bits = 0x3F8E; // bf16 nearest to 1/(1 - 6554/65536) = 1.11113: 1.109375
-        for (x, y) in f.iter().zip(&b) {
-            assert_eq!(*y, if *x == 0.0 { 0 } else { keep_bits });
-        }
-        assert_eq!(u16::from_f32(1.25), 0x3FA0); // exact values stay exact
-        assert_eq!(u16::from_f32(1.0 + 1.0 / 256.0), 0x3F80); // a tie rounds to even
-        assert_eq!(u16::from_f32(1.0 + 3.0 / 256.0), 0x3F82);
-    }
-
-    #[test]
-    fn edges() {
-        let mut m = vec![1f32; 9];
-        dropout_mask(&mut m, 0.0, 3).unwrap();
-        assert!(m.iter().all(|&v| v == 1.0));
-        let mut empty: Vec<f32> = vec![];
-        dropout_mask(&mut empty, 0.3, 3).unwrap();
-        assert!(dropout_mask(&mut m, 1.0, 3).is_err());
-        assert!(dropout_mask(&mut m, -0.1, 3).is_err());
-        assert!(dropout_mask(&mut m, f64::NAN, 3).is_err());
     }
 }
