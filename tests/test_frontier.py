@@ -523,17 +523,16 @@ def test_curves_pick_their_time_unit_by_the_longest_run() -> None:
 def test_the_legend_draws_each_regime_with_the_plot_s_marker() -> None:
     """The `last` cells are squares in the plot, and so in the legend (an error bar's legend entry drew
     them as round blobs)."""
-    import runpy
+    from longrec_core import report
 
-    script = runpy.run_path(str(ROOT / "scripts" / "frontier.py"), run_name="frontier_under_test")
-    style = script["STYLE"]
+    style = report.STYLE
 
     def row(name: str, regime: str, seconds: float, ndcg: float) -> dict[str, object]:
         mean = {"NDCG@10": ndcg, "train_seconds": seconds, "tokens": seconds * 1e3}
         return {"name": name, "regime": regime, "label": name, "mean": mean, "sd": dict.fromkeys(mean, 0.0)}
 
     done = [row("last-w20", "last", 10.0, 0.1), row("sliding-w20-s8", "sliding", 30.0, 0.2)]
-    fig = script["draw"](done, ["NDCG@10"], [done[0]], "test")
+    fig = report.draw(done, ["NDCG@10"], [done[0]], "test")
     legend = fig.axes[0].get_legend()
     entries = {t.get_text(): h for t, h in zip(legend.get_texts(), legend.legend_handles)}
     assert set(entries) == {"last", "sliding", "Pareto frontier"}
