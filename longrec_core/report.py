@@ -72,7 +72,7 @@ def pm(mean: float, sd: float | None, fmt: str) -> str:
     return format(mean, fmt) + ("" if sd is None or math.isnan(sd) else f" ± {format(sd, fmt)}")
 
 
-def pareto_mask(cost: Sequence[float], value: Sequence[float]) -> np.ndarray:
+def pareto_mask(cost: Sequence[float] | np.ndarray, value: Sequence[float] | np.ndarray) -> np.ndarray:
     """(n,) bool: True where no other point has cost <= and value >= with one of them strict
     (minimize cost, maximize value). Equal points are all on the frontier; NaN points never are
     and never dominate. O(n^2): grids are small."""
@@ -121,7 +121,7 @@ def seed_mean_per_user(runs: list[RunDir], metric: str) -> tuple[np.ndarray, np.
     """(users, per-user metric averaged over the runs' seeds) on the users every run ranked."""
     from longrec_core.metrics import per_user  # here: it loads torch
 
-    per_run = [ranks_of(r) for r in runs]
+    per_run = [got for got in map(ranks_of, runs) if got is not None]  # evaluated runs: every one
     users = per_run[0][0]
     for u, _ in per_run[1:]:
         users = np.intersect1d(users, u, assume_unique=True)

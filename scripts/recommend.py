@@ -32,6 +32,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -202,7 +203,7 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def recommend(
     args: argparse.Namespace, rec: Recommender, data_path: str
-) -> tuple[list[object], list[list[object]], list[list[float]]]:
+) -> tuple[list[Any], list[list[object]], list[list[float]]]:
     """(user labels, items per user, their scores), best first: for the users of --histories, else
     for the data dir's users (--users, or all with a --split target), in batches."""
     data = None
