@@ -444,6 +444,7 @@ def stage_codes(a: argparse.Namespace, folder: Path) -> dict:
 
 def stage_train(a: argparse.Namespace, folder: Path) -> dict:
     from longrec_core.model import ModelConfig, embedding_memory_bytes
+    from longrec_core.rundir import RunDir
 
     data = train_data(a, folder)
     run = folder / f"run-items{a.items}"
@@ -489,7 +490,9 @@ def stage_train(a: argparse.Namespace, folder: Path) -> dict:
         *threads,
     ]
     res["train"] = measure({"case": "train", "argv": train})
-    summary = json.loads((run / "summary.json").read_text())
+    summary = RunDir(run).summary()
+    if summary is None:
+        raise SystemExit(f"{run}: train.py wrote no summary")
     res["train"].update(
         steps=summary["steps"],
         tokens_per_second=summary["tokens_per_second"],
@@ -511,7 +514,9 @@ def stage_train(a: argparse.Namespace, folder: Path) -> dict:
             ],
         }
     )
-    metrics = json.loads((run / "metrics_test.json").read_text())
+    metrics = RunDir(run).read_metrics()
+    if metrics is None:
+        raise SystemExit(f"{run}: eval.py wrote no metrics")
     res["eval"].update(n_users=metrics["n_users"], n_items=metrics["n_items"], ndcg10=metrics["metrics"]["NDCG@10"])
     full = embedding_memory_bytes(ModelConfig(n_items=metrics["n_items"], max_len=50))
     res["full_table_with_adam_bytes"] = full["full_total_bytes"]

@@ -161,7 +161,7 @@ b)
       --repeats 3 --max-train-seconds 90
   ;;
 report)
-  python docs/results_report.py "$OUT" docs/results
+  python scripts/report.py "$OUT" docs/results
   ;;
 *)
   echo "usage: bash docs/results.sh prep|lane|fast|a|b|report" >&2

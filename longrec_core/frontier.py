@@ -1,30 +1,24 @@
-"""The pieces of scripts/frontier.py that tests check directly: the grid (axes, grid files,
-cells with collapsed axes and stable names), aggregation over seeds, baselines, the
-Pareto frontier and the line a failed run is reported by. Pure Python and NumPy: no torch,
-so the script's bad-input checks are quick.
+"""The grid of scripts/frontier.py, the pieces tests check directly: its axes, grid files, cells
+with collapsed axes and stable names, baselines, the flags that change only speed, and the line a
+failed run is reported by. Pure Python: no torch, so the script's bad-input checks are quick.
+Where a grid's runs live: longrec_core/griddir.py; what they show: longrec_core/report.py.
 
 A cell is one training configuration; its name is deterministic and readable
 (`sliding-w200-s64`, `last-w200`, `random-w50-maxhist1000-kshift`: regime, window, stride, and only
 what differs from the defaults) and names the directory its runs live in, so a rerun of the same
-grid finds its finished cells. Grids written before the names said `maxhist` (`h1000`, and `hall`
-for the whole history) are found under their old names (`cell_dir`).
+grid finds its finished cells.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from longrec_core.choices import ITEM_EMBS, KS, REGIMES, TARGETS
-from longrec_core.runs import read_log
 from longrec_core.train_flags import train_defaults
 
 # The grid axes, their defaults (train.py's defaults, and the baseline against sliding) and the
@@ -173,29 +167,6 @@ class Cell:
         return args + ["--targets", self.targets, "--item-emb", self.item_emb]
 
 
-def other_spelling(name: str) -> str:
-    """A cell name as the other naming writes it: `sliding-w200-s64` <-> `sliding-w200-s64-hall`
-    (older grids named the whole history `hall` for every regime but last, and a max history `h1000`
-    where the names now say `maxhist1000`)."""
-    parts = name.split("-")
-    if "hall" in parts or any(re.fullmatch(r"h\d+", p) for p in parts):  # old -> new
-        return "-".join(f"maxhist{p[1:]}" if re.fullmatch(r"h\d+", p) else p for p in parts if p != "hall")
-    if any(re.fullmatch(r"maxhist\d+", p) for p in parts):  # new -> old
-        return "-".join(f"h{p[7:]}" if re.fullmatch(r"maxhist\d+", p) else p for p in parts)
-    if parts[0] == "last":
-        return name
-    at = max(i for i, p in enumerate(parts) if re.fullmatch(r"[ws]\d+", p)) + 1
-    return "-".join([*parts[:at], "hall", *parts[at:]])
-
-
-def cell_dir(out: str | Path, name: str) -> Path:
-    """OUT/cells/NAME, the directory of a cell's runs; a grid begun under the other naming
-    (`other_spelling`) keeps its directory, so its finished runs are found and stopped ones resume."""
-    here = Path(out) / "cells" / name
-    other = Path(out) / "cells" / other_spelling(name)
-    return other if not here.exists() and other.exists() else here
-
-
 def make_cell(regime: str, window: int, stride: int, max_history: int | None, targets: str, item_emb: str) -> Cell:
     """The cell of one grid point with its irrelevant axes collapsed:
     - stride only matters where sliding windows are made (sliding, mixed);
@@ -247,6 +218,23 @@ def baseline_of(cell: Cell, cells: Sequence[Cell]) -> Cell | None:
     return same[0] if same else lasts[0] if lasts else None
 
 
+@dataclass
+class Grid:
+    """What a grid runs, checked before any run: its cells, seeds, metrics and shared train.py flags."""
+
+    axes: dict[str, list[Any]]
+    repeats: int
+    metric: str  # the headline metric
+    metrics: list[str]  # reported; the first is the headline
+    shared: list[str]  # train.py flags for every run
+    cells: list[Cell]
+    baseline: str | None  # the cell every cell is compared with; None: each cell's `last` cell
+
+    @property
+    def shared_flags(self) -> set[str]:
+        return {tok.split("=")[0] for tok in self.shared if tok.startswith("--")}
+
+
 # Flags that change how fast a run trains or validates but not what it computes: a finished grid
 # trained with other values of these is still the same grid (`--report-only` with --threads 2 over
 # runs trained with --threads 1), and a stopped run resumes with new ones.
@@ -271,34 +259,7 @@ def without_speed_flags(args: Sequence[str]) -> list[str]:
     return kept
 
 
-# ----------------------------------------------------------------------------- numbers
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, sample standard deviation with ddof=1); sd is NaN for fewer than 2 values, both for none."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        return math.nan, math.nan
-    return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else math.nan
-
-
-def pareto_mask(cost: Sequence[float], value: Sequence[float]) -> np.ndarray:
-    """(n,) bool: True where no other point has cost <= and value >= with one of them strict
-    (minimize cost, maximize value). Equal points are all on the frontier; NaN points never are
-    and never dominate. O(n^2): grids are small."""
-    c = np.asarray(cost, dtype=np.float64)
-    v = np.asarray(value, dtype=np.float64)
-    if c.shape != v.shape or c.ndim != 1:
-        raise ValueError(f"cost and value must be 1-d and of one length, got {c.shape} and {v.shape}")
-    ok = np.isfinite(c) & np.isfinite(v)
-    # dominated[i, j]: point j dominates point i
-    dominated = (
-        (c[None, :] <= c[:, None])
-        & (v[None, :] >= v[:, None])
-        & ((c[None, :] < c[:, None]) | (v[None, :] > v[:, None]))
-        & ok[None, :]
-    )
-    return ok & ~dominated.any(axis=1)
-
-
+# ----------------------------------------------------------------------------- metrics and logs
 def metric_name(raw: str) -> str:
     """The eval.py metrics key of a metric name, case-insensitively; Recall@K is HR@K (one target
     per user). Raises ValueError unless eval.py reports it by default (HR/NDCG/MRR@K for K in
@@ -313,7 +274,6 @@ def metric_name(raw: str) -> str:
     )
 
 
-# ----------------------------------------------------------------------------- logs
 def failure_line(log: str) -> str:
     """What the last stage in a cell's stderr.log (after its `$ command` line) failed with: its last
     `error: ...` line; else the exception line of its traceback (a torch error's message runs over
@@ -328,28 +288,3 @@ def failure_line(log: str) -> str:
     if tracebacks:  # the frames below it are indented; the exception line is the first that is not
         return next((ln for ln in lines[tracebacks[-1] + 1 :] if not ln[0].isspace()), lines[-1])
     return lines[-1] if lines else ""
-
-
-def time_unit(max_seconds: float) -> tuple[float, str]:
-    """(seconds per unit, unit name) to draw times up to `max_seconds` in: seconds below 2 minutes,
-    minutes below 2 hours, else hours, so a plot's axis reads 0-90, not 0.0-1.5."""
-    if not max_seconds < 120:  # NaN too: hours never hide anything
-        return (60.0, "minutes") if max_seconds < 7200 else (3600.0, "hours")
-    return 1.0, "seconds"
-
-
-def validation_curve(run: Path, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(cumulative training seconds, best validation `metric` so far) after each epoch of a run,
-    finished or not, from its log.jsonl; None when it has no validated epoch yet.
-
-    Each epoch counts once (`runs.read_log`): an epoch's record holds its training seconds so far,
-    so a partial record and the record of the same epoch resumed and finished are not added up."""
-    points, seconds = [], 0.0
-    for rec in read_log(run):
-        seconds += rec.get("train_seconds", 0.0)
-        if isinstance(rec.get("valid"), dict) and metric in rec["valid"]:
-            points.append((seconds, rec["valid"][metric]))
-    if not points:
-        return None
-    at, values = np.array(points).T
-    return at, np.maximum.accumulate(values)

@@ -31,6 +31,7 @@ from longrec_core.choices import ITEM_EMBS, KSHIFT_OPTIMIZERS, KSHIFT_ROW_SOURCE
 from longrec_core.cli import INT64_MAX, check_int
 from longrec_core.codes import MAX_CENTROIDS, code_dtype, hashed_codes
 from longrec_core.kernels import CORE, Ops
+from longrec_core.rundir import RunDir
 
 # Each integer field's range. The upper bounds are far beyond any real use; above them a value is a
 # typo that would overflow or exhaust memory later.
@@ -710,11 +711,8 @@ class SASRec(nn.Module):
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> SASRec:
-    """The best weights of a run: reads run_dir/model.pt ({"model": state_dict, "model_config": dict}), eval mode."""
-    path = Path(run_dir) / "model.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no model.pt in {run_dir} (not a finished run dir?)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    """The best weights of a run (its model.pt, `RunDir.read_weights`), in eval mode."""
+    ckpt = RunDir(Path(run_dir)).read_weights()
     model = SASRec(ModelConfig.from_dict(ckpt["model_config"]))
     # a torch.compile'd model saves its keys under "_orig_mod."; accept those too
     state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}

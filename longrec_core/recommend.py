@@ -36,32 +36,18 @@ import torch
 from torch import Tensor, nn
 
 from longrec_core import cli
-from longrec_core.choices import FILTER_SEEN_CHOICES
 from longrec_core.datadir import item_ids, load_data_dir
 from longrec_core.metrics import _item_table, resolve_filter_seen
 from longrec_core.model import SASRec, load_model
+from longrec_core.rundir import RunDir
 
 
-def run_settings(run: str | os.PathLike[str]) -> dict[str, Any]:
-    """A run dir's config.json (train.py's settings), or {} when it is missing or damaged."""
-    try:
-        config = json.loads((Path(run) / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
-def run_filter_seen(run: str | os.PathLike[str]) -> bool | str:
+def run_filter_seen(run: RunDir) -> bool | str:
     """The seen-items rule a run validated with: the resolved yes/no of its summary.json when it has
     one, else the rule of its config.json ("auto" without one), to be resolved on the data."""
-    try:
-        decided = json.loads((Path(run) / "summary.json").read_text()).get("filter_seen")
-    except (OSError, ValueError, AttributeError):
-        decided = None
-    if isinstance(decided, bool):
-        return decided
-    rule = run_settings(run).get("filter_seen")
-    return rule if rule in FILTER_SEEN_CHOICES else "auto"
+    summary = run.summary()
+    decided = None if summary is None else summary.filter_seen
+    return decided if decided is not None else run.config().filter_seen
 
 
 def padded(histories: Sequence[np.ndarray], window: int) -> np.ndarray:
@@ -100,18 +86,20 @@ class Recommender:
         """The best weights of `run` (its model.pt), the raw item ids of its data dir (`data`, default the
         one in its config.json) and its seen-items rule (`filter_seen`: True/False or yes/no/auto to
         override it). Raises ValueError on a run or data dir that cannot serve (one sentence)."""
-        run = Path(run)
-        if not (run / "model.pt").is_file():
-            raise ValueError(f"{run} has no model.pt (not a run dir, or its training has not finished)")
+        run_dir = RunDir(Path(run))
+        if not run_dir.has_model():
+            raise ValueError(
+                f"{run} has no {run_dir.model_path.name} (not a run dir, or its training has not finished)"
+            )
         if data is None:
-            data = run_settings(run).get("data")
-            if not isinstance(data, str) or not data:
-                raise ValueError(f"{run}/config.json names no data dir; pass its data dir")
+            data = run_dir.config().data
+            if data is None:
+                raise ValueError(f"{run_dir.config_path} names no data dir; pass its data dir")
         try:
-            model = load_model(run)
+            model = load_model(run_dir.path)
         except Exception as e:  # whatever torch.load or load_state_dict raises on a damaged or foreign file
-            raise ValueError(f"{run / 'model.pt'} is not a model saved by train.py, or is damaged ({e})") from None
-        rule = run_filter_seen(run) if filter_seen is None else filter_seen
+            raise ValueError(f"{run_dir.model_path} is not a model saved by train.py, or is damaged ({e})") from None
+        rule = run_filter_seen(run_dir) if filter_seen is None else filter_seen
         if not isinstance(rule, bool):
             rule = resolve_filter_seen(rule, load_data_dir(data))
         ids = item_ids(data)

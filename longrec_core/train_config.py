@@ -24,10 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# config.json keys that are not settings of a new run: the model it built, how many processes
-# trained it, the file its settings came from, the run it resumed
-# what config.json records about a run beside its flags: read back, they are not settings
-DESCRIBES_A_RUN = ("model", "world_size", "config", "resume", "data_fingerprint", "threads_used")
+from longrec_core.rundir import RECORDED_KEYS
+
+# config.json keys that are not settings of a new run: what it recorded about the run beside its
+# flags (RECORDED_KEYS), the file its settings came from, and the run it resumed
+DESCRIBES_A_RUN = (*RECORDED_KEYS, "config", "resume")
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

@@ -39,7 +39,6 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from longrec_core import runs
 from longrec_core.choices import DEVICES, FILTER_SEEN_CHOICES, KS, SPLITS
 from longrec_core.cli import (
     ArgumentParser,
@@ -66,6 +65,7 @@ from longrec_core.metrics import (
     resolve_filter_seen,
 )
 from longrec_core.model import SASRec, load_model
+from longrec_core.rundir import RunDir, RunDirError, Summary, newest_run, ranks_path
 
 # Far more resamples than an interval or a p-value needs; a larger --bootstrap is a typo that would exhaust
 # memory (the resampled means are resamples x metrics floats).
@@ -137,11 +137,6 @@ p.add_argument("--out", default=None, help="metrics JSON path (default: RUN/metr
 p.add_argument("--force", action="store_true", help="replace an existing --out and its ranks file (default: refuse)")
 
 
-def ranks_path(metrics_path: Path) -> Path:
-    """Where the per-user ranks of a metrics JSON live: metrics_test.json -> metrics_test.ranks.npz."""
-    return metrics_path.with_suffix(".ranks.npz")
-
-
 def check_out(out: Path, explicit: bool, force: bool) -> None:
     """Refuse, before any work, an output that cannot be written, or an explicit --out that would
     replace a file without --force (the default output in the run dir is rewritten each time).
@@ -166,28 +161,15 @@ def is_ranks_file(path: Path) -> bool:
         return False
 
 
-def config_data_dir(run: Path) -> str:
+def config_data_dir(run: RunDir) -> str:
     """The data dir named by the run's config.json, for when --data is not given."""
-    path = run / "config.json"
     try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        fail(f"{run} has no config.json to name its data dir; pass --data DATA_DIR")
-    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
-        fail(f"{path} is not readable JSON ({type(e).__name__}); pass --data DATA_DIR")
-    if not isinstance(config, dict):
-        fail(f"{path} is damaged: it holds no JSON object of settings; pass --data DATA_DIR")
-    data = config.get("data")
-    if not isinstance(data, str) or not data:
-        fail(f"{path} names no data dir; pass --data DATA_DIR")
+        data = run.read_config().data
+    except RunDirError as e:
+        fail(f"{e}; pass --data DATA_DIR")
+    if data is None:
+        fail(f"{run.config_path} names no data dir; pass --data DATA_DIR")
     return data
-
-
-def config_filter_seen(run: Path) -> str:
-    """The seen-items rule the run validated with (its config.json), so that test metrics follow the
-    rule that selected the weights; "auto" for a run without a readable one."""
-    rule = config_value(run, "filter_seen")
-    return rule if isinstance(rule, str) and rule in FILTER_SEEN_CHOICES else "auto"
 
 
 def load_ranks(path: Path) -> dict[str, np.ndarray]:
@@ -221,14 +203,11 @@ COSTS = (
 )
 
 
-def read_summary(run: Path) -> dict[str, float] | None:
-    """A run's summary.json when it holds the training costs a comparison shows, else None (a
-    missing or damaged one only leaves the costs out: the metrics are written by then)."""
-    try:
-        summary = json.loads((run / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(summary, dict) and all(isinstance(summary.get(key), (int, float)) for key, _, _ in COSTS)
+def read_costs(run: RunDir) -> Summary | None:
+    """A run's summary when it holds the training costs a comparison shows, else None (a missing or
+    damaged one only leaves the costs out: the metrics are written by then)."""
+    summary = run.summary()
+    ok = summary is not None and all(isinstance(summary.get(key), (int, float)) for key, _, _ in COSTS)
     return summary if ok else None
 
 
@@ -254,67 +233,58 @@ def read_settings(args: argparse.Namespace) -> tuple[tuple[int, ...], list[str]]
     return ks, compare_metrics
 
 
-def find_run(arg: str | None) -> Path:
+def find_run(arg: str | None) -> RunDir:
     """The run dir: --run, else a path piped on stdin, else the newest finished run under runs/
-    (one whose training has ended: `runs.finished`; a run still training or stopped is skipped)."""
+    (one whose training has ended: `RunDir.finished`; a run still training or stopped is skipped)."""
     if arg is None and not stdin_piped():
-        done = [f for f in Path("runs").glob("*/model.pt") if runs.finished(f.parent) is not None]
-        if not done:
+        newest = newest_run(Path("runs"), finished=True)
+        if newest is None:
             fail("no run given and no finished run under runs/; pass --run RUN_DIR")
-        run = max(done, key=lambda f: f.stat().st_mtime).parent
+        run = newest
     else:
-        run = input_path(arg, "run dir")
-    if not run.is_dir():
-        fail(f"run dir {run} {'is a file' if run.exists() else 'does not exist'}")
-    if not (run / "model.pt").is_file():
-        fail(f"{run} has no model.pt (not a run dir, or its training has not finished)")
-    why = runs.unfinished_reason(run)
+        run = RunDir(input_path(arg, "run dir"))
+    if not run.path.is_dir():
+        fail(f"run dir {run.path} {'is a file' if run.path.exists() else 'does not exist'}")
+    if not run.has_model():
+        fail(f"{run.path} has no {run.model_path.name} (not a run dir, or its training has not finished)")
+    why = run.unfinished_reason()
     if why is not None:  # its model.pt holds the best weights so far, not the run's
-        fail(f"{run} cannot be evaluated: {why}; finish it with python scripts/train.py --resume {run}")
+        fail(f"{run.path} cannot be evaluated: {why}; finish it with python scripts/train.py --resume {run.path}")
     return run
 
 
-def output_path(args: argparse.Namespace, run: Path) -> Path:
+def output_path(args: argparse.Namespace, run: RunDir) -> Path:
     """The metrics JSON to write (--out, else RUN/metrics_SPLIT.json), checked before any work."""
     if args.out is not None and not args.out.strip():
         fail("--out is empty: give a path for the metrics JSON, or leave --out out")
-    out = Path(args.out) if args.out is not None else run / f"metrics_{args.split}.json"
+    out = Path(args.out) if args.out is not None else run.metrics_path(args.split)
     check_out(out, explicit=args.out is not None, force=args.force)
     return out
 
 
-def load_run(run: Path, data_dir: str, device: torch.device) -> tuple[SASRec, DataDir, int]:
+def load_run(run: RunDir, data_dir: str, device: torch.device) -> tuple[SASRec, DataDir, int]:
     """(model on `device`, the data dir or its first shard, the number of shards: 0 = not sharded)."""
     n_shards = shard_count(data_dir)
     # a sharded dir is ranked one shard at a time (memory bounded by a shard); users are numbered
     # across the shards in order, as load_data_dir(root) would number them
     data = load_shards(data_dir, [0]) if n_shards else load_data_dir(data_dir)
     try:  # on the CPU first, so that a damaged file is not mistaken for a device that cannot hold the model
-        model = load_model(run)
+        model = load_model(run.path)
     except Exception as e:  # whatever torch.load or load_state_dict raises on a damaged or foreign file
-        fail(f"{run / 'model.pt'} is not a model saved by train.py, or is damaged ({type(e).__name__})")
+        fail(f"{run.model_path} is not a model saved by train.py, or is damaged ({type(e).__name__})")
     model = model.to(device)
     if data.n_items != model.n_items:
         fail(
-            f"data dir {data_dir} has {data.n_items:,} items but the model in {run} was trained on "
+            f"data dir {data_dir} has {data.n_items:,} items but the model in {run.path} was trained on "
             f"{model.n_items:,}; pass the data dir it was trained on with --data"
         )
-    trained_on = config_value(run, "data_fingerprint")  # older runs did not record it: the item count only
-    if isinstance(trained_on, str) and trained_on != fingerprint(data):
+    trained_on = run.config().data_fingerprint  # older runs did not record it: the item count only
+    if trained_on is not None and trained_on != fingerprint(data):
         fail(
-            f"data dir {data_dir} is not the one {run} was trained on (its manifest differs from the one the "
+            f"data dir {data_dir} is not the one {run.path} was trained on (its manifest differs from the one the "
             "run recorded); pass the run's data dir with --data"
         )
     return model, data, n_shards
-
-
-def config_value(run: Path, key: str) -> object:
-    """One setting from the run's config.json; None when it or the file is missing or damaged."""
-    try:
-        config = json.loads((run / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return config.get(key) if isinstance(config, dict) else None
 
 
 def load_other(args: argparse.Namespace, mine: dict[str, object]) -> dict[str, np.ndarray]:
@@ -322,7 +292,7 @@ def load_other(args: argparse.Namespace, mine: dict[str, object]) -> dict[str, n
     filter and catalogue)."""
     other_npz = Path(args.compare)
     if other_npz.is_dir():
-        other_npz = other_npz / f"metrics_{args.split}.ranks.npz"
+        other_npz = RunDir(other_npz).ranks_path(args.split)
     elif other_npz.suffix == ".json":  # a metrics file: its ranks lie beside it
         other_npz = ranks_path(other_npz)
     if not other_npz.is_file():
@@ -383,7 +353,7 @@ def rank_targets(
 
 def paired(
     args: argparse.Namespace,
-    run: Path,
+    run: RunDir,
     users: np.ndarray,
     ranks: np.ndarray,
     other: dict[str, np.ndarray],
@@ -392,7 +362,7 @@ def paired(
     """The paired comparison with the other run on the users both ranked."""
     common, ia, ib = np.intersect1d(users, other["users"], assume_unique=True, return_indices=True)
     if len(common) == 0:
-        fail(f"{run} and {args.compare} have no evaluated users in common")
+        fail(f"{run.path} and {args.compare} have no evaluated users in common")
     n_boot = max(args.bootstrap, 1000)
     return {
         "other": args.compare,
@@ -421,10 +391,10 @@ def print_metrics(
     console.print(table)
 
 
-def print_comparison(run: Path, compare: str, comparison: dict[str, Any]) -> None:
+def print_comparison(run: RunDir, compare: str, comparison: dict[str, Any]) -> None:
     """The paired comparison on stderr, with what each run's training cost (from its summary.json)."""
     table = Table(
-        title=f"this = {run}, other = {compare}: paired, {comparison['n_common_users']:,} common users",
+        title=f"this = {run.path}, other = {compare}: paired, {comparison['n_common_users']:,} common users",
         title_justify="left",
     )
     for col in ("metric", "this", "other", "diff", "relative", "95% CI of diff", "p"):
@@ -441,8 +411,8 @@ def print_comparison(run: Path, compare: str, comparison: dict[str, Any]) -> Non
             f"{r['p_value']:.3g}",
         )
     # What the difference cost: training time and tokens from each run's summary.json.
-    other_run = Path(compare) if Path(compare).is_dir() else Path(compare).parent
-    a, b = read_summary(run), read_summary(other_run)
+    other_run = RunDir(Path(compare) if Path(compare).is_dir() else Path(compare).parent)
+    a, b = read_costs(run), read_costs(other_run)
     if a is not None and b is not None:
         for key, label, fmt in COSTS:
             ratio = f"{a[key] / b[key]:.2f}x" if b.get(key) else "-"
@@ -457,9 +427,20 @@ def write_ranks(path: Path, users: np.ndarray, ranks: np.ndarray, mine: dict[str
         np.savez(f, users=users, ranks=ranks, **mine, window=window)
 
 
-def metrics_title(run: Path, split: str, n_users: int, n_items: int, filter_seen: bool, with_ci: bool) -> str:
+def write_outputs(
+    out: Path, result: dict[str, Any], users: np.ndarray, ranks: np.ndarray, mine: dict[str, object]
+) -> None:
+    """The ranks file, then the metrics JSON `out` (`result`), so that a metrics JSON exists only beside
+    its own ranks: the one being replaced goes first, and a kill before the new one leaves no stale pair."""
+    out.unlink(missing_ok=True)
+    write_ranks(ranks_path(out), users, ranks, mine, result["window"])
+    with atomic_write(out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def metrics_title(run: RunDir, split: str, n_users: int, n_items: int, filter_seen: bool, with_ci: bool) -> str:
     """The metrics table's title: which run and split, how many users and items, what was ranked."""
-    title = f"{run.name}: {split}, {n_users:,} users, {n_items:,} items"
+    title = f"{run.path.name}: {split}, {n_users:,} users, {n_items:,} items"
     return (
         title
         + (", seen items filtered" if filter_seen else ", seen items ranked")
@@ -479,7 +460,8 @@ def main() -> None:
     data_dir = args.data if args.data is not None else config_data_dir(run)
     model, data, n_shards = load_run(run, data_dir, device)
     data_abs = str(Path(data_dir).resolve())
-    rule = args.filter_seen if args.filter_seen is not None else config_filter_seen(run)
+    # the rule that selected the weights, so that test metrics follow it
+    rule = args.filter_seen if args.filter_seen is not None else run.config().filter_seen
     filter_seen = resolve_filter_seen(rule, data)  # a sharded dir: decided on its first shard
     mine = {"split": args.split, "filter_seen": filter_seen, "n_items": data.n_items, "data": data_abs}
     other = load_other(args, mine) if args.compare is not None else None
@@ -496,10 +478,8 @@ def main() -> None:
     comparison = paired(args, run, users, ranks, other, compare_metrics) if other is not None else None
 
     # -- write ranks, then metrics: the metrics JSON exists only beside its own ranks ----------
-    out.unlink(missing_ok=True)  # the one being replaced: a kill before the new one leaves no stale pair
-    write_ranks(ranks_path(out), users, ranks, mine, model.cfg.max_len)
     result = {
-        "run": str(run.resolve()),
+        "run": str(run.path.resolve()),
         "data": data_abs,
         "split": args.split,
         "filter_seen": filter_seen,
@@ -519,8 +499,7 @@ def main() -> None:
     }
     if comparison is not None:
         result["compare"] = comparison
-    with atomic_write(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    write_outputs(out, result, users, ranks, mine)
 
     # -- report (stderr) -----------------------------------------------------------------
     print_metrics(metrics_title(run, args.split, len(users), data.n_items, filter_seen, bool(ci)), ks, metrics, ci)

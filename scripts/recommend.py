@@ -32,6 +32,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,9 +45,9 @@ from longrec_core.recommend import (
     export_model,
     history_format,
     parse_histories,
-    run_settings,
     write_recommendations,
 )
+from longrec_core.rundir import RunDir, newest_run
 
 HISTORY_ENDS = ("all", "valid", "test")
 
@@ -104,23 +105,23 @@ g.add_argument(
 )
 
 
-def find_run(arg: str | None, stdin_taken: bool) -> Path:
+def find_run(arg: str | None, stdin_taken: bool) -> RunDir:
     """The run dir: --run, else a path piped on stdin (unless the histories come from it), else the
-    newest finished run under runs/."""
+    run under runs/ with the newest weights."""
     if arg is None and (stdin_taken or not cli.stdin_piped()):
-        finished = sorted(Path("runs").glob("*/model.pt"), key=lambda f: f.stat().st_mtime)
-        if not finished:
+        newest = newest_run(Path("runs"), finished=False)
+        if newest is None:
             cli.fail("no run given and no finished run under runs/; pass --run RUN_DIR")
-        return finished[-1].parent
-    run = cli.input_path(arg, "run dir")
-    if not (run / "model.pt").is_file():
-        cli.fail(f"{run} has no model.pt (not a run dir, or its training has not finished)")
+        return newest
+    run = RunDir(cli.input_path(arg, "run dir"))
+    if not run.has_model():
+        cli.fail(f"{run.path} has no {run.model_path.name} (not a run dir, or its training has not finished)")
     return run
 
 
-def output_path(args: argparse.Namespace, run: Path, target: str | None) -> Path:
+def output_path(args: argparse.Namespace, run: RunDir, target: str | None) -> Path:
     """The file to write (--out or --export, else RUN/recommendations.parquet), checked before any work."""
-    out = Path(target) if target is not None else run / "recommendations.parquet"
+    out = Path(target) if target is not None else run.path / "recommendations.parquet"
     if target is not None and not target.strip():
         cli.fail("--out is empty: give a file name, or leave --out out")
     if args.export is None:
@@ -191,33 +192,20 @@ def data_users(data: DataDir, data_path: str, split: str, users_arg: str | None)
     return users, end
 
 
-def main() -> None:
-    args = p.parse_args()
+def check_flags(args: argparse.Namespace) -> None:
     for flag, value in (("--k", args.k), ("--batch-size", args.batch_size), ("--item-chunk", args.item_chunk)):
         cli.check_int(flag, value, 1)
     if args.export is not None and (args.out is not None or args.histories is not None):
         cli.fail("--export writes the model only: drop --out and --histories")
     if args.histories is not None and args.users is not None:
         cli.fail("--users picks users of the data dir; with --histories the file names its users")
-    cli.keep_freed_memory()
-    device = cli.torch_device(args.device)
-    run = find_run(args.run, stdin_taken=args.histories == "-")
-    out = output_path(args, run, args.export if args.export is not None else args.out)
-    data_path = args.data if args.data is not None else run_settings(run).get("data")
-    if not isinstance(data_path, str) or not data_path:
-        cli.fail(f"{run}/config.json names no data dir; pass --data DATA_DIR")
-    rec = Recommender.load(run, data=data_path, filter_seen=args.filter_seen, device=device, item_chunk=args.item_chunk)
 
-    if args.export is not None:
-        export_model(rec.model, out)
-        cli.console.print(
-            f"exported {run} with torch.export: items (B, {rec.window}) -> scores (B, {rec.n_items + 1:,})",
-            highlight=False,
-        )
-        cli.print_path(out)
-        return
 
-    t0 = time.perf_counter()
+def recommend(
+    args: argparse.Namespace, rec: Recommender, data_path: str
+) -> tuple[list[Any], list[list[object]], list[list[float]]]:
+    """(user labels, items per user, their scores), best first: for the users of --histories, else
+    for the data dir's users (--users, or all with a --split target), in batches."""
     data = None
     if args.histories is not None:
         labels, histories = file_histories(rec, args.histories)
@@ -225,7 +213,7 @@ def main() -> None:
     else:
         data = load_data_dir(data_path)
         users, end = data_users(data, data_path, args.split, args.users)
-        raw_users = user_ids(data_path).gather(users).to_list()
+        labels = user_ids(data_path).gather(users).to_list()
     n = len(histories) if users is None else len(users)
     items_out: list[list[object]] = []
     scores_out: list[list[float]] = []
@@ -247,9 +235,37 @@ def main() -> None:
                 items_out.append(rec.raw_ids(it[keep]))
                 scores_out.append(sc[keep].tolist())
             bar.update(task, completed=hi)
-    write_recommendations(out, labels if users is None else raw_users, items_out, scores_out)
+    return labels, items_out, scores_out
+
+
+def main() -> None:
+    args = p.parse_args()
+    check_flags(args)
+    cli.keep_freed_memory()
+    device = cli.torch_device(args.device)
+    run = find_run(args.run, stdin_taken=args.histories == "-")
+    out = output_path(args, run, args.export if args.export is not None else args.out)
+    data_path = args.data if args.data is not None else run.config().data
+    if data_path is None:
+        cli.fail(f"{run.config_path} names no data dir; pass --data DATA_DIR")
+    rec = Recommender.load(
+        run.path, data=data_path, filter_seen=args.filter_seen, device=device, item_chunk=args.item_chunk
+    )
+
+    if args.export is not None:
+        export_model(rec.model, out)
+        cli.console.print(
+            f"exported {run.path} with torch.export: items (B, {rec.window}) -> scores (B, {rec.n_items + 1:,})",
+            highlight=False,
+        )
+        cli.print_path(out)
+        return
+
+    t0 = time.perf_counter()
+    labels, items, scores = recommend(args, rec, data_path)
+    write_recommendations(out, labels, items, scores)
     cli.console.print(
-        f"recommended {args.k} items to each of {n:,} users among {rec.n_items:,} items "
+        f"recommended {args.k} items to each of {len(labels):,} users among {rec.n_items:,} items "
         f"({'seen items left out' if rec.filter_seen else 'seen items kept'}) in {time.perf_counter() - t0:.1f} s",
         highlight=False,
     )

@@ -21,7 +21,8 @@ kept in model.pt. stdout carries one line: the run dir.
 
 Settings are flags, declared with their defaults and meanings in longrec_core/train_flags.py
 (frontier.py parses the flags it passes through with the same declaration); `--help` lists them.
-What --resume takes from a run dir, and which existing dirs are refused: longrec_core/runs.py.
+What --resume takes from a run dir, and which existing dirs are refused: longrec_core/runs.py; the
+run dir's files (config.json, log.jsonl, model.pt, ckpt.pt, summary.json): longrec_core/rundir.py.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from __future__ import annotations
 import longrec_core.startup  # noqa: F401  # isort: skip
 
 import argparse
-import json
 import math
 import os
 import random
@@ -51,6 +51,7 @@ from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampl
 from longrec_core.metrics import evaluate, metrics_from_ranks, resolve_filter_seen
 from longrec_core.model import SASRec, embedding_memory_bytes, saved_codes
 from longrec_core.optim import optimizer_for
+from longrec_core.rundir import Checkpoint, RunConfig
 from longrec_core.schedule import default_warmup_steps, lr_factor
 from longrec_core.tracking import TensorBoard
 from longrec_core.train_config import parse_with_config
@@ -125,7 +126,7 @@ else:
     start = runs.start(
         args, DEMO_DATA, main_process=main_process, log=log, barrier=dist.barrier if world > 1 else lambda: None
     )
-run_dir, data_path, ckpt = start.run_dir, start.data_path, start.ckpt
+run, data_path, ckpt = start.run, start.data_path, start.ckpt
 
 # A sharded data dir under torchrun: each rank reads only its shards (rank, rank + world, ...) and
 # draws its batches from them; the ranks agree on the steps per epoch (the fewest any rank has).
@@ -156,13 +157,13 @@ if model_cfg.uses_codes and per_rank_data:
         f"torchrun each rank reads only its shards of {data_path}: train it in one process"
     )
 filter_seen = resolve_filter_seen(args.filter_seen, data)
-if ckpt is not None and ckpt["model_config"]["n_items"] != data.n_items:
+if ckpt is not None and ckpt.model_config["n_items"] != data.n_items:
     cli.fail(
-        f"cannot resume: the checkpoint was trained on {ckpt['model_config']['n_items']:,} items but "
+        f"cannot resume: the checkpoint was trained on {ckpt.model_config['n_items']:,} items but "
         f"{data_path} now has {data.n_items:,} (was it prepared again?)"
     )
 data_fingerprint = fingerprint(data)  # eval.py checks that it ranks on the same data dir
-if ckpt is not None and ckpt.get("data_fingerprint", data_fingerprint) != data_fingerprint:
+if ckpt is not None and ckpt.data_fingerprint not in (None, data_fingerprint):  # None: older runs
     cli.fail(f"cannot resume: {data_path} is not the data dir this run was trained on (was it prepared again?)")
 
 # ----------------------------------------------------------------------------- model and optimizer
@@ -192,7 +193,7 @@ if model_cfg.uses_codes and ckpt is None:
         + " ".join(f"{v:,.1f}" for v in assigned.singular_values)
     )
 elif model_cfg.uses_codes:  # resumed: the checkpoint's codes, never recomputed
-    codes = saved_codes(ckpt["model"])
+    codes = saved_codes(ckpt.model)
     log("codes: restored from the checkpoint")
 model = SASRec(model_cfg, codes=codes).to(device)
 raw_model = model
@@ -341,34 +342,33 @@ state = {
     "tokens": 0,
     "examples": 0,
     "loader_wait_seconds": 0.0,
-    "log_lines": 0,  # records in log.jsonl: a resumed run cuts it back to these (runs.truncate_log)
+    "log_lines": 0,  # records in log.jsonl: a resumed run cuts it back to these (RunDir.truncate_log)
     "ep": {},
 }
 neg_gen = torch.Generator().manual_seed(seed * 7919 + rank)
 if ckpt is not None:
-    raw_model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    state.update(ckpt["state"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    np.random.set_state(ckpt["rng"]["numpy"])
-    random.setstate(ckpt["rng"]["python"])
-    neg_gen.set_state(ckpt["rng"]["negatives"])
-    if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-        torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-    log(f"resuming {run_dir} in epoch {state['epoch'] + 1} after its batch {state['batch']} (step {state['step']})")
+    raw_model.load_state_dict(ckpt.model)
+    optimizer.load_state_dict(ckpt.optimizer)
+    scheduler.load_state_dict(ckpt.scheduler)
+    state.update(ckpt.state)
+    torch.set_rng_state(ckpt.rng["torch"])
+    np.random.set_state(ckpt.rng["numpy"])
+    random.setstate(ckpt.rng["python"])
+    neg_gen.set_state(ckpt.rng["negatives"])
+    if device.type == "cuda" and ckpt.rng.get("cuda") is not None:
+        torch.cuda.set_rng_state(ckpt.rng["cuda"])
+    log(f"resuming {run.path} in epoch {state['epoch'] + 1} after its batch {state['batch']} (step {state['step']})")
 
 if main_process:
-    state["log_lines"] = runs.write_config(
-        run_dir,
-        {
-            **vars(args),
-            "model": model_cfg.to_dict(),
-            "world_size": world,
-            runs.THREADS_KEY: torch.get_num_threads(),
-            "data_fingerprint": data_fingerprint,
-        },
-        ckpt_state=None if ckpt is None else ckpt["state"],
+    state["log_lines"] = run.prepare(ckpt_state=None if ckpt is None else ckpt.state)
+    run.write_config(
+        RunConfig(
+            vars(args),
+            model=model_cfg.to_dict(),
+            world_size=world,
+            threads_used=torch.get_num_threads(),
+            data_fingerprint=data_fingerprint,
+        )
     )
 
 
@@ -382,24 +382,19 @@ def save_checkpoint() -> None:
         "negatives": neg_gen.get_state(),
         "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
     }
-    blob = {
-        "model": raw_model.state_dict(),
-        "model_config": model_cfg.to_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": rng,
-        "state": dict(state),
-        "config": vars(args),
-        "threads": torch.get_num_threads(),  # its rounding depends on it: --resume restores it
-        "data_fingerprint": data_fingerprint,
-    }
-    with cli.atomic_write(run_dir / "ckpt.pt") as tmp:
-        torch.save(blob, tmp)
-
-
-def save_best() -> None:
-    with cli.atomic_write(run_dir / "model.pt") as tmp:
-        torch.save({"model": raw_model.state_dict(), "model_config": model_cfg.to_dict()}, tmp)
+    run.save_checkpoint(
+        Checkpoint(
+            model=raw_model.state_dict(),
+            model_config=model_cfg.to_dict(),
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            rng=rng,
+            state=dict(state),
+            config=vars(args),
+            threads=torch.get_num_threads(),  # its rounding depends on it: --resume restores it
+            data_fingerprint=data_fingerprint,
+        )
+    )
 
 
 def peak_memory_bytes() -> int:
@@ -462,8 +457,8 @@ with progress:
                 loss, loss_value = loss_fn(hidden, targets, neg_gen, targets_per_step)
             if not math.isfinite(loss_value):
                 last_good = (
-                    f"the last good checkpoint is {run_dir / 'ckpt.pt'}"
-                    if (run_dir / "ckpt.pt").exists()
+                    f"the last good checkpoint is {run.checkpoint_path}"
+                    if run.has_checkpoint()
                     else "there is no checkpoint yet; try a lower --lr"
                 )
                 cli.console.print(
@@ -536,7 +531,7 @@ with progress:
             improved = ndcg > state["best_ndcg"]
             if improved:
                 state["best_ndcg"], state["best_epoch"], state["bad_epochs"] = ndcg, epoch, 0
-                save_best()
+                run.save_model(raw_model.state_dict(), model_cfg.to_dict())
             else:
                 state["bad_epochs"] += 1
             record = {
@@ -554,8 +549,7 @@ with progress:
                 "filter_seen": filter_seen,
                 "valid": valid,
             }
-            with open(run_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            run.append_log(record)
             if tracker is not None:
                 tracker.log(record)
             state["log_lines"] += 1
@@ -569,7 +563,7 @@ with progress:
             save_checkpoint()
             log(
                 f"stopped in epoch {epoch + 1} after batch {state['batch']} ({stop_reason}); "
-                f"continue with --resume {run_dir}"
+                f"continue with --resume {run.path}"
             )
             break
         state["epoch"] += 1
@@ -594,7 +588,7 @@ if main_process:
     tokens, examples = state["tokens"] + partial["tokens"], state["examples"] + partial["examples"]
     loader_wait = state["loader_wait_seconds"] + partial["wait"]
     summary = {
-        "run_dir": str(run_dir),
+        "run_dir": str(run.path),
         "data": args.data,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "precision": "bf16" if bf16 else "fp32",
@@ -621,13 +615,12 @@ if main_process:
         "threads": torch.get_num_threads(),
         "data_fingerprint": data_fingerprint,
     }
-    with cli.atomic_write(run_dir / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+    run.write_summary(summary)
 if tracker is not None:
     tracker.close()
 exit_status = 130 if main_process and stop_reason == "interrupted" else 0  # unfinished: nothing to pipe on
 if main_process and exit_status == 0:
-    cli.print_path(run_dir)
+    cli.print_path(run.path)
 if world > 1:
     # Ranks leave together, with DDP's reducer (it holds the process group and the last step's
     # gradient work) freed first, and skip the interpreter's teardown: gloo threads still alive

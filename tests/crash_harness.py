@@ -63,8 +63,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from longrec_core import cli, runs  # noqa: E402
+from longrec_core import cli  # noqa: E402
 from longrec_core.datadir import DataDirError, load_data_dir  # noqa: E402
+from longrec_core.rundir import RunDir  # noqa: E402
 
 SCRIPTS = ROOT / "scripts"
 PREP_ARGS = ["--synthetic", "--users", "60", "--items", "40", "--seed", "0"]
@@ -289,7 +290,7 @@ def check_run(r: Path, ref: Path) -> list[str]:
                 weights(r / name)
             except Exception as e:  # a truncated torch file
                 problems.append(f"{r / name} is half-written ({type(e).__name__})")
-    if not problems and runs.finished(r) is not None and (r / "model.pt").exists():
+    if not problems and RunDir(r).finished() is not None and (r / "model.pt").exists():
         if not same_weights(r / "model.pt", ref / "model.pt"):
             problems.append(f"{r} is accepted as finished but model.pt is not the final weights")
     return problems
@@ -321,8 +322,8 @@ def check_metrics(m: Path, ref: Path) -> list[str]:
 def final_run(r: Path, ref: Path) -> list[str]:
     """After the last recovery: the run equals the reference `ref` (weights, log, finished)."""
     problems = []
-    if runs.finished(r) is None:
-        return [f"{r} did not finish ({runs.unfinished_reason(r)})"]
+    if RunDir(r).finished() is None:
+        return [f"{r} did not finish ({RunDir(r).unfinished_reason()})"]
     for name in ("model.pt", "ckpt.pt"):
         if not same_weights(r / name, ref / name):
             problems.append(f"{r / name}: weights differ from the uninterrupted run's")

@@ -20,21 +20,18 @@ from longrec_core.frontier import (
     SPEED_ONLY_FLAGS,
     Cell,
     baseline_of,
-    cell_dir,
     failure_line,
     load_grid,
     make_cell,
     make_cells,
-    mean_sd,
     metric_name,
-    other_spelling,
-    pareto_mask,
     parse_axis,
-    time_unit,
-    validation_curve,
     without_speed_flags,
 )
+from longrec_core.griddir import GridDir, other_spelling
 from longrec_core.prepare import prepare_synthetic
+from longrec_core.report import mean_sd, pareto_mask, time_unit, validation_curve
+from longrec_core.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 FRONTIER = [sys.executable, str(ROOT / "scripts" / "frontier.py")]
@@ -66,11 +63,11 @@ def test_validation_curve_is_the_best_so_far_against_cumulative_training_seconds
         {"epoch": 3, "train_seconds": 9.0, "valid": {"NDCG@10": 0.16}},
     ]
     (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log) + '\n{"epoch": 4, "tr')
-    seconds, best = validation_curve(tmp_path, "NDCG@10")
+    seconds, best = validation_curve(RunDir(tmp_path), "NDCG@10")
     assert seconds.tolist() == [10.0, 22.0, 33.0, 42.0]  # epoch 3 once, not 5 + 9
     assert best.tolist() == [0.10, 0.15, 0.15, 0.16]
-    assert validation_curve(tmp_path, "MRR") is None
-    assert validation_curve(tmp_path / "missing", "NDCG@10") is None
+    assert validation_curve(RunDir(tmp_path), "MRR") is None
+    assert validation_curve(RunDir(tmp_path / "missing"), "NDCG@10") is None
 
 
 def test_pareto_on_a_hand_made_set() -> None:
@@ -257,6 +254,7 @@ def test_the_grid_and_train_flags_load_without_torch() -> None:
     """frontier.py checks a grid and the flags it passes to train.py before any run, and quickly."""
     code = (
         "import sys, longrec_core.frontier, longrec_core.train_flags, longrec_core.choices\n"
+        "import longrec_core.griddir, longrec_core.rundir, longrec_core.report\n"
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -502,11 +500,11 @@ def test_cell_names_say_what_they_change_and_old_grids_are_found(tmp_path: Path)
     for new, old in pairs.items():
         assert other_spelling(new) == old and other_spelling(old) == new
     assert other_spelling("last-w200") == "last-w200"
-    assert cell_dir(tmp_path, "sliding-w200-s64") == tmp_path / "cells" / "sliding-w200-s64"  # nothing yet: new
+    assert GridDir(tmp_path).cell_dir("sliding-w200-s64") == tmp_path / "cells" / "sliding-w200-s64"  # nothing yet: new
     (tmp_path / "cells" / "sliding-w200-s64-hall").mkdir(parents=True)
-    assert cell_dir(tmp_path, "sliding-w200-s64") == tmp_path / "cells" / "sliding-w200-s64-hall"
+    assert GridDir(tmp_path).cell_dir("sliding-w200-s64") == tmp_path / "cells" / "sliding-w200-s64-hall"
     (tmp_path / "cells" / "sliding-w200-s64").mkdir()
-    assert cell_dir(tmp_path, "sliding-w200-s64") == tmp_path / "cells" / "sliding-w200-s64"
+    assert GridDir(tmp_path).cell_dir("sliding-w200-s64") == tmp_path / "cells" / "sliding-w200-s64"
 
 
 def test_speed_only_flags_are_left_out_of_the_comparison() -> None:
@@ -525,17 +523,16 @@ def test_curves_pick_their_time_unit_by_the_longest_run() -> None:
 def test_the_legend_draws_each_regime_with_the_plot_s_marker() -> None:
     """The `last` cells are squares in the plot, and so in the legend (an error bar's legend entry drew
     them as round blobs)."""
-    import runpy
+    from longrec_core import report
 
-    script = runpy.run_path(str(ROOT / "scripts" / "frontier.py"), run_name="frontier_under_test")
-    style = script["STYLE"]
+    style = report.STYLE
 
     def row(name: str, regime: str, seconds: float, ndcg: float) -> dict[str, object]:
         mean = {"NDCG@10": ndcg, "train_seconds": seconds, "tokens": seconds * 1e3}
         return {"name": name, "regime": regime, "label": name, "mean": mean, "sd": dict.fromkeys(mean, 0.0)}
 
     done = [row("last-w20", "last", 10.0, 0.1), row("sliding-w20-s8", "sliding", 30.0, 0.2)]
-    fig = script["draw"](done, ["NDCG@10"], [done[0]], "test")
+    fig = report.draw(done, ["NDCG@10"], [done[0]], "test")
     legend = fig.axes[0].get_legend()
     entries = {t.get_text(): h for t, h in zip(legend.get_texts(), legend.legend_handles)}
     assert set(entries) == {"last", "sliding", "Pareto frontier"}

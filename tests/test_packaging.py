@@ -40,7 +40,7 @@ def test_torch_free_modules_import_without_the_training_packages():
         "import sys\n"
         "for m in ('torch', 'polars', 'rich', 'matplotlib'): sys.modules[m] = None  # import fails\n"
         "import numpy as np, longrec_core as lc\n"
-        "from longrec_core import choices, cli, frontier, schedule, synthetic, train_flags\n"
+        "from longrec_core import choices, cli, frontier, griddir, rundir, schedule, synthetic, train_flags\n"
         "assert lc.windows(np.array([0, 4]), window=2, stride=1)[2].tolist() == [2, 3, 4]\n"
         "assert train_flags.train_defaults()['window'] == 200\n"
     )

@@ -692,10 +692,10 @@ def test_resume_cuts_the_log_back_to_the_checkpoint(data_dir, tmp_path):
     run(*TRAIN, "--resume", str(c), "--epochs", "2")
     assert [json.loads(x)["epoch"] for x in (c / "log.jsonl").read_text().splitlines()] == [1, 2]
     assert losses(c) == losses(a)
-    from longrec_core.runs import read_log
+    from longrec_core.rundir import RunDir
 
     (c / "log.jsonl").write_text((c / "log.jsonl").read_text() + (c / "log.jsonl").read_text().splitlines()[1] + "\n")
-    assert [r["epoch"] for r in read_log(c)] == [1, 2]
+    assert [r["epoch"] for r in RunDir(c).read_log()] == [1, 2]
 
 
 def test_a_stride_larger_than_the_window_is_warned_about(data_dir, tmp_path):
