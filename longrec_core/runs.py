@@ -126,9 +126,11 @@ def data_path(
         return Path(data)
     if cli.stdin_piped():
         return cli.input_path(None, "data dir")
-    if not (demo / "manifest.json").exists() and make_demo:
+    from longrec_core.datadir import MANIFEST  # here: readers of run dirs need no polars
+
+    if not (demo / MANIFEST).exists() and make_demo:
         log(f"no --data given: making the demo data set in {demo} (prep.py --synthetic defaults)")
-        from longrec_core.prepare import prepare_synthetic  # here: readers of run dirs need no polars
+        from longrec_core.prepare import prepare_synthetic
 
         prepare_synthetic(demo)
     barrier()
