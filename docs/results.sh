@@ -5,7 +5,8 @@
 #     bash docs/results.sh lane & bash docs/results.sh lane; wait     # converged runs (§1, §2, §4)
 #     bash docs/results.sh a & bash docs/results.sh b; wait           # fixed-budget runs (§3, ablations.md)
 #     bash docs/results.sh fast          # the 20-minute two-core recipe (§1), on an idle machine
-#     bash docs/results.sh report        # the tables of docs/RESULTS.md, from the finished runs
+#     bash docs/results.sh report        # every table from the finished runs: the marked tables of
+#                                        # docs/RESULTS.md rewritten in place, the rest on stdout
 #
 # Each lane trains with one torch thread, so two lanes share the machine evenly. frontier.py skips
 # finished runs and resumes stopped ones from their checkpoints, so a lane that is interrupted
@@ -162,6 +163,7 @@ b)
   ;;
 report)
   python scripts/report.py "$OUT" docs/results
+  python scripts/report.py "$OUT" --update docs/RESULTS.md
   ;;
 *)
   echo "usage: bash docs/results.sh prep|lane|fast|a|b|report" >&2

@@ -16,7 +16,8 @@ import functools
 import json
 import math
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -634,3 +635,31 @@ def plot_epoch_points(runs: dict[str, list[tuple[int, int, float]]], title: str,
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- tables inside a document
+MARKED = re.compile(r"^<!-- report: (?P<key>[\w-]+) -->\n(?P<body>.*?)^<!-- /report -->$", re.S | re.M)
+
+
+class MissingRuns(Exception):
+    """A table cannot be made: a run it shows is not in the results dir."""
+
+
+def rewrite_marked(text: str, tables: dict[str, Callable[[], list[str]]], log: Callable[[str], None]) -> str:
+    """`text` with each block between `<!-- report: KEY -->` and `<!-- /report -->` replaced by the
+    lines `tables[KEY]()` makes; a block whose table raises MissingRuns keeps its text, and `log`
+    says which and why. KeyError (before anything is made) when the text marks a key `tables` lacks."""
+    unknown = sorted({m["key"] for m in MARKED.finditer(text)} - set(tables))
+    if unknown:
+        raise KeyError(", ".join(unknown))
+
+    def table(m: re.Match[str]) -> str:
+        try:
+            body = "".join(line + "\n" for line in tables[m["key"]]())
+        except MissingRuns as e:
+            log(f"{m['key']}: kept as it was ({e})")
+            return m[0]
+        log(f"{m['key']}: made from the runs")
+        return f"<!-- report: {m['key']} -->\n{body}<!-- /report -->"
+
+    return MARKED.sub(table, text)

@@ -13,15 +13,19 @@ files are: longrec_core/griddir.py and longrec_core/rundir.py.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from longrec_core import cli
 from longrec_core.griddir import GridDir
 from longrec_core.report import (
+    MissingRuns,
     best_within,
     cpu_hours,
     epoch_points,
@@ -31,6 +35,7 @@ from longrec_core.report import (
     paired,
     plot_epoch_points,
     pm,
+    rewrite_marked,
     seed_mean_per_user,
     seed_paired_delta,
     summary_of,
@@ -223,41 +228,63 @@ EMB_VARIANTS = {  # results.sh's item-embedding runs: out-dir suffix (its first 
 }
 
 
+EMB_HEAD = (
+    "| embedding | seeds | NDCG@10 [CI] | HR@10 | Δ NDCG@10 vs full [CI] | Δ HR@10 vs full [CI] | "
+    "best epoch of each seed | train min (mean) | bytes per item to train | × full table |"
+)
+
+
 def embedding_table(root: Path, ref: tuple[str, str], rows: list[tuple[str, str, str]], title: str) -> list[str]:
     """Item embeddings trained to early stopping against the full table's runs of the same model,
     every finished seed of each: test metrics averaged over seeds, differences paired on the same
     test users (each side's per-user metric averaged over its seeds), epochs, time and the
     embedding's training memory per item (table, gradient, AdamW moments, k-shift row buffer)."""
     ref_grid = GridDir(root / ref[0])
-    ref_runs = ref_grid.evaluated_runs(ref[1])
     lines = [
         f"### {title}",
         "",
-        f"Reference (full table): `{ref_grid.cell_dir(ref[1])}`, {len(ref_runs)} seed(s). Metrics are means "
-        "over seeds; Δ: paired on the same test users, each side averaged over its seeds [95% bootstrap CI].",
+        f"Reference (full table): `{ref_grid.cell_dir(ref[1])}`, {len(ref_grid.evaluated_runs(ref[1]))} seed(s). "
+        "Metrics are means over seeds; Δ: paired on the same test users, each side averaged over its seeds "
+        "[95% bootstrap CI].",
         "",
-        "| embedding | seeds | NDCG@10 [CI] | HR@10 | Δ NDCG@10 vs full [CI] | Δ HR@10 vs full [CI] | "
-        "best epoch of each seed | train min (mean) | bytes per item to train | × full table |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        EMB_HEAD,
+        "|---" * 10 + "|",
     ]
+    return lines + embedding_rows(root, ref, rows, strict=False) + [""]
+
+
+def embedding_rows(
+    root: Path, ref: tuple[str, str], rows: list[tuple[str, str, str]], *, strict: bool, data: str = ""
+) -> list[str]:
+    """The rows of `embedding_table`, the full table first, each led by `data` as a column when given.
+    A variant without a finished seed gets a "not finished" row, or raises MissingRuns if `strict`."""
+    ref_runs = GridDir(root / ref[0]).evaluated_runs(ref[1])
+    lead = f"| {data} " if data else ""
+    if not ref_runs:
+        if strict:
+            raise MissingRuns(f"{root / ref[0]}: no evaluated run of {ref[1]}")
+        return [f"{lead}| full table | 0 | (no evaluated run in {root / ref[0]}) |" + " |" * 7]
+    lines = []
     for label, folder, cell in [("full table", *ref), *rows]:
         grid = GridDir(root / folder)
         runs = grid.evaluated_runs(cell)
         if not runs:
+            if strict:
+                raise MissingRuns(f"{grid.path}: no evaluated run of {cell}")
             if grid.cell_dir(cell).is_dir():  # started, no seed finished yet
-                lines.append(f"| {label} | 0 | (not finished: {grid.cell_dir(cell)}) |" + " |" * 7)
+                lines.append(f"{lead}| {label} | 0 | (not finished: {grid.cell_dir(cell)}) |" + " |" * 7)
             continue
         sums, first = [summary_of(r) for r in runs], runs == ref_runs
         mem, n_items = sums[0]["embedding_memory"], test_metrics(runs[0])["n_items"]
         deltas = ["—", "—"] if first else [paired_delta(runs, ref_runs, m) for m in ("NDCG@10", "HR@10")]
         lines.append(
-            f"| {label} | {len(runs)} | {with_ci(mean_ci(seed_mean_per_user(runs, 'NDCG@10')[1]))} | "
+            f"{lead}| {label} | {len(runs)} | {with_ci(mean_ci(seed_mean_per_user(runs, 'NDCG@10')[1]))} | "
             f"{seed_mean_per_user(runs, 'HR@10')[1].mean():.4f} | {deltas[0]} | {deltas[1]} | "
             f"{', '.join(str(s.best_epoch) for s in sums)} | "
             f"{np.mean([s['train_seconds'] for s in sums]) / 60:.1f} | "
             f"{mem['total_bytes'] / n_items:,.0f} | {mem['total_bytes'] / mem['full_total_bytes']:.3f} |"
         )
-    return lines + [""]
+    return lines
 
 
 # ----------------------------------------------------------------------------- converged grids
@@ -327,7 +354,7 @@ def converged_row(
     )
 
 
-def published_row(published: dict[str, float], stats: dict[str, tuple[float, float, float]]) -> str:
+def published_row(published: dict[str, float], stats: dict[str, tuple[float, float, float]], empty: int = 10) -> str:
     """The published figures, and where each falls against the `last` cell's CI."""
     inside = {m: stats[m][1] <= v <= stats[m][2] for m, v in published.items()}
     return (
@@ -337,7 +364,7 @@ def published_row(published: dict[str, float], stats: dict[str, tuple[float, flo
             f"({'inside' if inside[m] else 'above' if published[m] > stats[m][2] else 'below'} the CI)"
             for m in ("NDCG@10", "HR@10")
         )
-        + " |" * 10
+        + " |" * empty
         + " yes |"
     )
 
@@ -495,7 +522,153 @@ def recipe_table(root: Path, rows: list[tuple[str, str]], levels: tuple[float, .
     return lines + [""]
 
 
-# ----------------------------------------------------------------------------- the document
+# ----------------------------------------------------------------------------- docs/RESULTS.md's tables
+def evaluated(root: Path, folder: str, cell: str) -> list[RunDir]:
+    """A cell's evaluated runs; MissingRuns when it has none."""
+    runs = GridDir(root / folder).evaluated_runs(cell)
+    if not runs:
+        raise MissingRuns(f"{root / folder}: no evaluated run of {cell}")
+    return runs
+
+
+def filtered(runs: list[RunDir]) -> str:
+    """yes when every run ranked with seen items filtered out."""
+    return "yes" if {test_metrics(r).get("filter_seen") for r in runs} == {True} else "no"
+
+
+def sasrec_table(root: Path, rows: list[tuple[str, str, str, str | None]], published: dict[str, float]) -> list[str]:
+    """RESULTS §1: each configuration against the one it changes (paired, on the seeds both have),
+    the published figures placed against the first row's CI, and what the runs computed with."""
+    lines = [
+        "| configuration | seeds | NDCG@10 | HR@10 | NDCG@10 per seed | Δ NDCG@10 [paired CI] | Δ HR@10 [paired CI] | "
+        "best epoch | train min in all | time × | matmuls, batches | filtered |",
+        "|---" * 12 + "|",
+    ]
+    done: dict[str, list[RunDir]] = {}
+    for label, folder, cell, against in rows:
+        runs = done[label] = evaluated(root, folder, cell)
+        stats = {m: mean_ci(seed_mean_per_user(runs, m)[1]) for m in ("NDCG@10", "HR@10")}
+        if against is None:
+            lines.append(published_row(published, stats, empty=7))
+        cols = ["—"] * 3
+        if against is not None:
+            base = done[against]
+            n = min(len(runs), len(base))
+            cols = [paired_delta(runs[:n], base[:n], m) for m in ("NDCG@10", "HR@10")]
+            cols.append(f"{mean_train_seconds(runs[:n]) / mean_train_seconds(base[:n]):.2f}×")
+        config = runs[0].config()
+        matmuls = "bf16" if config["precision"] == "bf16" else "fp32"  # auto is fp32 on a CPU
+        per_seed = ", ".join(f"{test_metrics(r)['metrics']['NDCG@10']:.4f}" for r in runs)
+        lines.append(
+            f"| {label} | {len(runs)} | {with_ci(stats['NDCG@10'])} | {with_ci(stats['HR@10'])} | {per_seed} | "
+            f"{cols[0]} | {cols[1]} | {np.mean([summary_of(r).best_epoch for r in runs]):.1f} | "
+            f"{mean_train_seconds(runs) / 60:.1f} | {cols[2]} | {matmuls}, "
+            f"{'grouped by length' if config['group_by_length'] else 'in order'} | {filtered(runs)} |"
+        )
+    return lines
+
+
+def regimes_table(root: Path, grids: list[tuple[str, str]]) -> list[str]:
+    """RESULTS §2: each converged grid's cells against its `last` cell, paired on the same test users
+    and seeds, beside the paper's claim (relative MRR and Recall@10 with CIs, time and tokens ratios)."""
+    lines = [
+        "| data, window | cell | seeds | NDCG@10 | Δ NDCG@10 vs last | Δ MRR (paper +6.04%) | "
+        "Δ Recall@10 (paper +6.34%) | train min in all | time × last (paper ~4×) | tokens × | filtered |",
+        "|---" * 11 + "|",
+    ]
+    for name, label in grids:
+        grid = GridDir(root / name)
+        order = [c["name"] for c in (grid.read_frontier() or {}).get("cells", [])] or grid.cell_names()
+        base_cell = next((c for c in order if c.startswith("last")), "last")
+        base = evaluated(root, name, base_cell)
+        for cell in [base_cell, *(c for c in order if c != base_cell)]:
+            runs = evaluated(root, name, cell)
+            n = min(len(runs), len(base))
+            cols = ["—"] * 5
+            if cell != base_cell:
+                rel = []
+                for metric in ("MRR", "HR@10"):
+                    m, lo, hi, ref = seed_paired_delta(runs[:n], base[:n], metric)
+                    rel.append(f"{m / ref:+.1%} [{lo / ref:+.1%}, {hi / ref:+.1%}]")
+                toks = [np.mean([summary_of(r)["tokens"] for r in rs[:n]]) for rs in (runs, base)]
+                ratio = mean_train_seconds(runs[:n]) / mean_train_seconds(base[:n])
+                cols = [paired_delta(runs[:n], base[:n], "NDCG@10"), *rel, f"{ratio:.2f}×", f"{toks[0] / toks[1]:.2f}×"]
+            lines.append(
+                f"| {label} | {cell} | {len(runs)} | {with_ci(mean_ci(seed_mean_per_user(runs, 'NDCG@10')[1]))} | "
+                f"{' | '.join(cols[:3])} | {mean_train_seconds(runs) / 60:.1f} | {cols[3]} | {cols[4]} | "
+                f"{filtered(runs)} |"
+            )
+    return lines
+
+
+def variant_rows(data: str, ref: tuple[str, str], variants: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """results.sh's item-embedding runs of `data` beside the full table's cell: (label, out dir, cell)."""
+    return [(EMB_VARIANTS[v], f"{data}-emb-{v}", f"{ref[1]}-{v.split('-')[0]}") for v in variants]
+
+
+BEAUTY_FULL, ML1M_FULL = ("beauty-emb-full", "last-w50"), ("ml1m-sasrec", "last-w200")
+CONVERGED_EMBEDDINGS = [  # RESULTS §4, at convergence: (data label, out-dir prefix, reference, variants)
+    (
+        "amazon-beauty",
+        "beauty",
+        BEAUTY_FULL,
+        (
+            "kshift-c4",
+            "lowrank-c4",
+            "kshift-c16",
+            "kshift-c16-weights",
+            "kshift-c16-rowwise",
+            "kshift-c32-head378-weights",
+            "lowrank-c16",
+            "kshift-c64",
+            "lowrank-c64",
+        ),
+    ),
+    (
+        "ml-1m",
+        "ml1m",
+        ML1M_FULL,
+        ("kshift-c4", "lowrank-c4", "kshift-c16", "lowrank-c16", "kshift-c32-head106-weights"),
+    ),
+]
+
+
+def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
+    """docs/RESULTS.md's tables by the key of their marker, each made on demand (MissingRuns if it can't be)."""
+    regimes = [
+        ("ml1m-w50-conv", "ml-1m w50"),
+        ("ml1m-sasrec", "ml-1m w200"),
+        ("ml100k-w50-conv", "ml-100k w50"),
+        ("retailrocket-w10-conv", "retailrocket w10"),
+        ("beauty-w20-conv", "amazon-beauty w20"),
+    ]
+    codes = variant_rows("beauty", BEAUTY_FULL, ("codes-m8", "codes-m32", "kshift-paper"))
+
+    def converged_embeddings() -> list[str]:
+        lines = ["| data " + EMB_HEAD, "|---" * 11 + "|"]
+        for data, prefix, ref, variants in CONVERGED_EMBEDDINGS:
+            lines += embedding_rows(root, ref, variant_rows(prefix, ref, variants), strict=True, data=data)
+        return lines
+
+    return {
+        "sasrec-ml1m": lambda: sasrec_table(root, TOWARD_019, PUBLISHED),
+        "regimes-converged": lambda: regimes_table(root, regimes),
+        "item-codes": lambda: [EMB_HEAD, "|---" * 10 + "|", *embedding_rows(root, BEAUTY_FULL, codes, strict=True)],
+        "embeddings-converged": converged_embeddings,
+    }
+
+
+def update_document(doc: Path, tables: dict[str, Callable[[], list[str]]], log: Callable[[str], None]) -> None:
+    """Rewrite the tables `doc` marks (longrec_core.report.rewrite_marked); the file is replaced atomically."""
+    try:
+        new = rewrite_marked(doc.read_text(), tables, log)
+    except KeyError as e:
+        cli.fail(f"{doc} marks tables the report does not make: {e.args[0]}")
+    with cli.atomic_write(doc) as tmp:
+        tmp.write_text(new)
+
+
+# ----------------------------------------------------------------------------- the whole report
 CONVERGED_GRIDS = [  # (out dir, label in the claim table, title)
     ("ml100k-w50-conv", "ml-100k w50", "ml-100k (sessions cut at 30-minute gaps), window 50, to convergence"),
     ("beauty-w20-conv", "amazon-beauty w20", "amazon-beauty, window 20, to convergence"),
@@ -596,7 +769,7 @@ def single_run_sections(root: Path) -> list[str]:
         extra="kshift",
     )
     for data, ref, variants, title in EMBEDDING_RUNS:
-        rows = [(EMB_VARIANTS[v], f"{data}-emb-{v}", f"{ref[1]}-{v.split('-')[0]}") for v in variants]
+        rows = variant_rows(data, ref, variants)
         lines += embedding_table(root, ref, rows, f"{title}, filtered): item embeddings at convergence")
     loss_rows = [("chunked CE", "ml1m-loss-chunked", "sliding-w50-s50-hall")] + [
         (f"sampled softmax, {n} negatives", f"ml1m-loss-sampled{n}", "sliding-w50-s50-hall") for n in (64, 256, 1024)
@@ -610,8 +783,26 @@ def single_run_sections(root: Path) -> list[str]:
 
 
 def main() -> None:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/results")
-    plots = Path(sys.argv[2]) if len(sys.argv) > 2 else None  # where the learning-curve PNGs go
+    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("root", nargs="?", default="runs/results", help="the results dir of docs/results.sh")
+    p.add_argument("plots", nargs="?", default=None, help="where the learning-curve PNGs go (default: none)")
+    p.add_argument(
+        "--update",
+        metavar="DOC",
+        default=None,
+        help="rewrite the tables DOC marks with <!-- report: KEY --> ... <!-- /report --> (docs/RESULTS.md) "
+        "instead of printing the whole report",
+    )
+    args = p.parse_args()
+    root, plots = Path(args.root), None if args.plots is None else Path(args.plots)
+    if not root.is_dir():
+        cli.fail(f"{root} is not a directory (the results dir of docs/results.sh)")
+    if args.update is not None:
+        doc = Path(args.update)
+        if not doc.is_file():
+            cli.fail(f"{doc} is not a file")
+        update_document(doc, document_tables(root), log=lambda m: print(m, file=sys.stderr))
+        return
     lines = ["# Tables generated by scripts/report.py from " + str(root), ""]
     lines += converged_sections(root, plots)
     for name, title in BUDGET_GRIDS:
