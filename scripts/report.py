@@ -523,6 +523,25 @@ def recipe_table(root: Path, rows: list[tuple[str, str]], levels: tuple[float, .
 
 
 # ----------------------------------------------------------------------------- docs/RESULTS.md's tables
+BEAUTY_FULL, ML1M_FULL = ("beauty-emb-full", "last-w50"), ("ml1m-sasrec", "last-w200")  # (out dir, cell)
+BEAUTY_HASHED = (  # results.sh's hashed and low-rank embeddings on amazon-beauty (EMB_VARIANTS)
+    "kshift-c4",
+    "lowrank-c4",
+    "kshift-c16",
+    "kshift-c16-weights",
+    "kshift-c16-rowwise",
+    "kshift-c32-head378-weights",
+    "lowrank-c16",
+    "kshift-c64",
+    "lowrank-c64",
+)
+ML1M_HASHED = ("kshift-c4", "lowrank-c4", "kshift-c16", "lowrank-c16", "kshift-c32-head106-weights")
+CONVERGED_EMBEDDINGS = [  # RESULTS §4, at convergence: (data label, out-dir prefix, reference, variants)
+    ("amazon-beauty", "beauty", BEAUTY_FULL, BEAUTY_HASHED),
+    ("ml-1m", "ml1m", ML1M_FULL, ML1M_HASHED),
+]
+
+
 def evaluated(root: Path, folder: str, cell: str) -> list[RunDir]:
     """A cell's evaluated runs; MissingRuns when it has none."""
     runs = GridDir(root / folder).evaluated_runs(cell)
@@ -606,33 +625,6 @@ def variant_rows(data: str, ref: tuple[str, str], variants: tuple[str, ...]) -> 
     return [(EMB_VARIANTS[v], f"{data}-emb-{v}", f"{ref[1]}-{v.split('-')[0]}") for v in variants]
 
 
-BEAUTY_FULL, ML1M_FULL = ("beauty-emb-full", "last-w50"), ("ml1m-sasrec", "last-w200")
-CONVERGED_EMBEDDINGS = [  # RESULTS §4, at convergence: (data label, out-dir prefix, reference, variants)
-    (
-        "amazon-beauty",
-        "beauty",
-        BEAUTY_FULL,
-        (
-            "kshift-c4",
-            "lowrank-c4",
-            "kshift-c16",
-            "kshift-c16-weights",
-            "kshift-c16-rowwise",
-            "kshift-c32-head378-weights",
-            "lowrank-c16",
-            "kshift-c64",
-            "lowrank-c64",
-        ),
-    ),
-    (
-        "ml-1m",
-        "ml1m",
-        ML1M_FULL,
-        ("kshift-c4", "lowrank-c4", "kshift-c16", "lowrank-c16", "kshift-c32-head106-weights"),
-    ),
-]
-
-
 def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
     """docs/RESULTS.md's tables by the key of their marker, each made on demand (MissingRuns if it can't be)."""
     regimes = [
@@ -685,36 +677,14 @@ BUDGET_GRIDS = [  # (out dir, title)
 EMBEDDING_RUNS = [  # (data, reference (out dir, cell), variants (EMB_VARIANTS), title)
     (
         "beauty",
-        ("beauty-emb-full", "last-w50"),
-        (
-            "codes-m8",
-            "codes-m32",
-            "kshift-paper",
-            "kshift-c4",
-            "lowrank-c4",
-            "kshift-c16",
-            "kshift-c16-weights",
-            "kshift-c16-rowwise",
-            "kshift-c32-head378-weights",
-            "lowrank-c16",
-            "kshift-c64",
-            "lowrank-c64",
-        ),
+        BEAUTY_FULL,
+        ("codes-m8", "codes-m32", "kshift-paper", *BEAUTY_HASHED),
         "amazon-beauty (last, window 50",
     ),
     (
         "ml1m",
-        ("ml1m-sasrec", "last-w200"),
-        (
-            "codes-m8-c128",
-            "codes-m8-c64",
-            "kshift-paper",
-            "kshift-c4",
-            "lowrank-c4",
-            "kshift-c16",
-            "lowrank-c16",
-            "kshift-c32-head106-weights",
-        ),
+        ML1M_FULL,
+        ("codes-m8-c128", "codes-m8-c64", "kshift-paper", *ML1M_HASHED),
         "ml-1m (SASRec+, last, window 200",
     ),
 ]
