@@ -13,7 +13,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_core_api_example_runs_as_documented():
-    section = README.read_text().split("\n## The core API\n", 1)[1]
+    section = README.read_text().split("\n## Use as a library\n", 1)[1]
     block = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     scope: dict = {}
     exec(compile(block, "README.md", "exec"), scope)
