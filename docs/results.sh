@@ -93,11 +93,13 @@ lane)
   R="--data data/retailrocket --regimes last --windows 10 --valid-sample 20000 --repeats 3 --group-by-length --precision bf16"
   converged $R --out $OUT/retailrocket-emb-full
   converged $R --out $OUT/retailrocket-emb-codes-m8 --item-emb codes --code-subspaces 8 --code-centroids 256
-  # 9. History before the window on ml-1m (§5): window 50 on every window plus a summary of the 200
+  # 9. History before the window (§5): ml-1m, window 50 on every window plus a summary of the 200
   #    events before each window in 4 tokens, against §2's window-50 and §1's window-200 cells; and
   #    longer inputs, windows of 400 and 800 (`last` and every window)
   W="--data data/ml-1m --regimes sliding --windows 50 --strides 50 --repeats 3 --group-by-length --precision bf16"
   converged $W --out $OUT/ml1m-w50-summary200 --summary-events 200 --summary-tokens 4
+  #    and the same summary on amazon-beauty, whose histories fit in one window (it must not hurt)
+  converged $B --out $OUT/beauty-summary200 --summary-events 200 --summary-tokens 4
   for w in 400 800; do
     converged --data data/ml-1m --out $OUT/ml1m-w$w --regimes last,sliding --windows $w --strides $w --repeats 3 \
         --group-by-length --precision bf16
