@@ -21,6 +21,7 @@ demand: ``longrec_core.datadir`` (the data dir format), ``.prepare`` (a log to a
 __version__ = "0.1.0"  # equal to pyproject.toml's [project] version (tests/test_packaging.py)
 
 from longrec_core._core import (
+    available_memory,
     dropout_mask,
     gather,
     gelu_dropout,
@@ -37,6 +38,7 @@ from longrec_core._core import (
 
 __all__ = [
     "__version__",
+    "available_memory",
     "dropout_mask",
     "gather",
     "gelu_dropout",

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "available_memory",
     "dropout_mask",
     "gather",
     "gelu_dropout",
@@ -132,6 +133,11 @@ def leave_one_out_ends(offsets: _IntArray, holdout: int = 1, min_history: int = 
 def temporal_ends(offsets: _IntArray, ts: _IntArray, cutoff: int) -> _I64:
     """Temporal ends per sequence: the first index whose time is at or after ``cutoff``
     (the sequence end when there is none)."""
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still fill without swapping or being killed: Linux's
+    MemAvailable (free memory plus the caches it can drop), at most what the cgroup's memory limit
+    leaves; None where it cannot be told. The core checks its large outputs against the same figure."""
 
 def dropout_mask(out: npt.NDArray[np.float32] | npt.NDArray[np.uint16], *, p: float, seed: int) -> None:
     """Fill ``out`` (any shape, C-contiguous, writable) with an inverted-dropout mask: 0 where an

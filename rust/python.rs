@@ -397,6 +397,14 @@ fn temporal_ends<'py>(
     Ok(PyArray1::from_vec(py, out))
 }
 
+/// Bytes of memory this process can still fill without swapping or being killed: Linux's
+/// MemAvailable (free memory plus the caches it can drop), at most what the cgroup's memory limit
+/// leaves; None where it cannot be told. The core checks its large outputs against the same figure.
+#[pyfunction]
+fn available_memory() -> Option<usize> {
+    crate::alloc::available_memory()
+}
+
 /// The compiled core of longrec (rust/): the data core's functions over integer arrays, and the
 /// training kernels over float arrays.
 ///
@@ -416,5 +424,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kshift_rows, m)?)?;
     m.add_function(wrap_pyfunction!(leave_one_out_ends, m)?)?;
     m.add_function(wrap_pyfunction!(temporal_ends, m)?)?;
+    m.add_function(wrap_pyfunction!(available_memory, m)?)?;
     kernels::register(m)
 }

@@ -47,7 +47,7 @@ os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
 
 from rich.progress import Progress
 
-from longrec_core import cli, datadir, prepare, readers, shards, synthetic
+from longrec_core import available_memory, cli, datadir, prepare, readers, shards, synthetic
 
 # Peak memory of a synthetic prep, measured with /usr/bin/time: about 60 bytes per event of the
 # data dir (of one shard with --shards; at 8e6 to 3e7 events) plus 20 bytes per catalogue item
@@ -172,12 +172,14 @@ def check_synthetic_memory(cfg: synthetic.SyntheticConfig, n_shards: int) -> Non
     """Refuse a synthetic log too big for this machine's memory, rather than run for hours and then fail."""
     events = cfg.users * cfg.expected_len()
     need = events / n_shards * SYNTH_EVENT_BYTES + cfg.items * SYNTH_ITEM_BYTES
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    have = available_memory()  # what is free now, not the machine's total
+    if have is None:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > have:
         raise ValueError(
             f"a synthetic log of {cfg.users:,} users (about {events:.3g} events) and {cfg.items:,} items "
             f"needs about {need / 2**30:,.0f} GiB of memory{'' if n_shards == 1 else ' per shard'}; "
-            f"this machine has {have / 2**30:,.0f} GiB: ask for fewer --users/--events/--items or more --shards"
+            f"{have / 2**30:,.0f} GiB is available: ask for fewer --users/--events/--items or more --shards"
         )
 
 

@@ -2,6 +2,7 @@
 
 import ast
 import inspect
+import os
 import re
 from itertools import pairwise
 from pathlib import Path
@@ -512,3 +513,12 @@ def test_the_stub_docstrings_are_the_bindings():
     for name, node in stub_functions().items():
         assert ast.get_docstring(node) == inspect.cleandoc(getattr(_core, name).__doc__), name
     assert stubdoc.with_docs(text, _core) == text  # and regenerating would not change the file
+
+
+def test_available_memory_is_at_most_the_machines_total():
+    have = lc.available_memory()
+    if not Path("/proc/meminfo").exists():
+        assert have is None
+        return
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert isinstance(have, int) and 0 < have <= total
