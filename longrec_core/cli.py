@@ -61,6 +61,20 @@ class ArgumentParser(argparse.ArgumentParser):
         fail(f"{message} (see --help)")
 
 
+def add_scoring_flags(g: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The flags of a stage that scores the whole catalogue for batches of users (eval.py, recommend.py)."""
+    g.add_argument("--batch-size", type=int, default=256, help="users scored at once (default: %(default)s)")
+    g.add_argument(
+        "--item-chunk",
+        type=int,
+        default=65536,
+        help="items scored at once; memory ~ batch-size x item-chunk floats (default: %(default)s)",
+    )
+    g.add_argument(
+        "--device", default="auto", choices=DEVICES, help="auto = cuda when available (default: %(default)s)"
+    )
+
+
 def fail(msg: str) -> NoReturn:
     """Print `error: msg` on stderr and exit 2 (bad input; no traceback)."""
     sys.stdout.flush()

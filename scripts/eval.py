@@ -39,9 +39,10 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from longrec_core.choices import DEVICES, FILTER_SEEN_CHOICES, KS, SPLITS
+from longrec_core.choices import FILTER_SEEN_CHOICES, KS, SPLITS
 from longrec_core.cli import (
     ArgumentParser,
+    add_scoring_flags,
     atomic_write,
     check_int,
     check_parent_dir,
@@ -124,14 +125,7 @@ p.add_argument(
     help="a run trained with a history summary (train.py --summary-events) reads the events before the window "
     "too; `no` predicts from the window alone (default: %(default)s)",
 )
-p.add_argument("--batch-size", type=int, default=256, help="users scored at once (default: %(default)s)")
-p.add_argument(
-    "--item-chunk",
-    type=int,
-    default=65536,
-    help="items scored at once; memory ~ batch-size x item-chunk floats (default: %(default)s)",
-)
-p.add_argument("--device", default="auto", choices=DEVICES, help="auto = cuda when available (default: %(default)s)")
+add_scoring_flags(p)
 # output
 p.add_argument("--out", default=None, help="metrics JSON path (default: RUN/metrics_SPLIT.json); ranks go beside it")
 p.add_argument("--force", action="store_true", help="replace an existing --out and its ranks file (default: refuse)")

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from longrec_core import cli
-from longrec_core.choices import DEVICES, FILTER_SEEN_CHOICES
+from longrec_core.choices import FILTER_SEEN_CHOICES
 from longrec_core.datadir import DataDir, load_data_dir, user_ids
 from longrec_core.recommend import (
     Recommender,
@@ -82,14 +82,7 @@ g.add_argument(
     help="leave the user's history out of the recommendations: yes, no, or auto (as train.py) (default: the "
     "rule the run validated with)",
 )
-g.add_argument("--batch-size", type=int, default=256, help="users scored at once (default: %(default)s)")
-g.add_argument(
-    "--item-chunk",
-    type=int,
-    default=65536,
-    help="items scored at once; memory ~ batch-size x item-chunk floats (default: %(default)s)",
-)
-g.add_argument("--device", default="auto", choices=DEVICES, help="auto = cuda when available (default: %(default)s)")
+cli.add_scoring_flags(g)
 g = p.add_argument_group("output")
 g.add_argument(
     "--out",
