@@ -22,6 +22,9 @@ KSHIFT_ROW_SOURCES = ("stored", "computed", "codes")
 # the shared table's optimizer: AdamW (dense gradient, two moments per value) or longrec_core.optim's
 # row-wise rule (sparse gradient, 8 bytes of state per row)
 KSHIFT_OPTIMIZERS = ("adamw", "rowwise")
+# how the history summary turns the events before a window into its tokens: the mean item vector of
+# each equal run of them, or learned queries attending over all of them (longrec_core.model)
+SUMMARY_POOLS = ("mean", "attention")
 
 # loss (longrec_core.losses)
 LOSSES = ("ce", "sampled", "chunked")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from longrec_core import kshift_rows
-from longrec_core.choices import ITEM_EMBS, KSHIFT_OPTIMIZERS, KSHIFT_ROW_SOURCES, KSHIFT_SCHEMES
+from longrec_core.choices import ITEM_EMBS, KSHIFT_OPTIMIZERS, KSHIFT_ROW_SOURCES, KSHIFT_SCHEMES, SUMMARY_POOLS
 from longrec_core.cli import INT64_MAX, check_int
 from longrec_core.codes import MAX_CENTROIDS, code_dtype, hashed_codes
 from longrec_core.kernels import CORE, Ops
@@ -56,6 +56,7 @@ CHOICE_FIELDS = {
     "kshift_scheme": KSHIFT_SCHEMES,
     "kshift_rows": KSHIFT_ROW_SOURCES,
     "kshift_optimizer": KSHIFT_OPTIMIZERS,
+    "summary_pool": SUMMARY_POOLS,
 }
 
 
@@ -87,11 +88,14 @@ class ModelConfig:
     kshift_rows: str = "stored"
     # "adamw" | "rowwise": the shared table's optimizer (longrec_core.optim); rowwise = sparse gradient
     kshift_optimizer: str = "adamw"
-    # History before the window: the `summary_events` events before a window's first input are
-    # mean-pooled, in `summary_tokens` equal runs (the most recent run last), into that many extra
-    # input tokens that every position of the window attends to. 0 and 0 = no summary.
+    # History before the window: the `summary_events` events before a window's first input become
+    # `summary_tokens` extra input tokens that every position of the window attends to. 0 and 0 = no
+    # summary. summary_pool "mean": token i is the mean item vector of the i-th equal run of the events
+    # (the most recent run last); "attention": token i is what learned query i picks from all of them
+    # (SummaryAttention), so the summary learns which earlier events matter.
     summary_tokens: int = 0
     summary_events: int = 0
+    summary_pool: str = "mean"
     # data-driven codes (longrec_core.codes), for item_emb "codes" and kshift_rows "codes"
     code_subspaces: int = 8  # m: codes per item (the SVD's components); must divide dim (codes), = kshift_k
     code_centroids: int = 256  # values of each code, 1..65536: rows of each sub-table
@@ -161,6 +165,11 @@ class ModelConfig:
             or (self.summary_tokens > 0 and self.summary_events % self.summary_tokens != 0),
             f"summary_events ({self.summary_events}) must be a multiple of summary_tokens ({self.summary_tokens}), "
             "both set or both 0",
+        )
+        yield (
+            self.summary_pool != "mean" and self.summary_tokens == 0,
+            f"summary_pool {self.summary_pool} applies to a history summary only: "
+            "set summary_tokens and summary_events",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -585,6 +594,33 @@ class Block(nn.Module):
         return x + self.drop(down(self.ops.gelu_dropout(up(self.ln2(x)), self.p, self.training)))
 
 
+class SummaryAttention(nn.Module):
+    """The learned history summary: S learned queries, each attending (one head) over the H events
+    before a window, give S tokens. Keys and values are linear maps of each event's item vector plus
+    its position among the H (right-aligned: the event just before the window is position H - 1), so
+    a query can prefer recent events, frequent ones or a kind of item. Cost per window: O(S H d),
+    against O(H^2 d) for feeding the H events to the transformer as inputs."""
+
+    def __init__(self, dim: int, tokens: int, events: int) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(tokens, dim) * 0.02)
+        self.pos = nn.Embedding(events, dim)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+
+    def forward(self, vecs: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """vecs (B, H, d) the events' item vectors, present (B, H) bool (False = padding) ->
+        (tokens (B, S, d), real (B, S)): a row without any event gives zero tokens, none of them real."""
+        x = vecs + self.pos.weight
+        scores = torch.einsum("sd,bhd->bsh", self.queries.to(x.dtype), self.key(x)) / math.sqrt(x.shape[-1])
+        any_event = present.any(1)  # (B,)
+        # mask padding; a row with no event keeps finite scores (softmax of all -inf is NaN) and is zeroed
+        keep = present[:, None, :] | ~any_event[:, None, None]
+        weights = torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)  # (B, S, H)
+        tokens = (weights @ self.value(x)) * any_event[:, None, None]
+        return tokens, any_event[:, None].expand(-1, self.queries.shape[0])
+
+
 class SASRec(nn.Module):
     """Causal transformer over left-padded item sequences; scores are tied to the item embedding.
 
@@ -627,6 +663,11 @@ class SASRec(nn.Module):
             self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)  # row 0 zero, never trained
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
         self.summary_pos = nn.Embedding(cfg.summary_tokens, cfg.dim) if cfg.summary_tokens > 0 else None
+        self.summary_attention = (
+            SummaryAttention(cfg.dim, cfg.summary_tokens, cfg.summary_events)
+            if cfg.summary_tokens > 0 and cfg.summary_pool == "attention"
+            else None
+        )
         self.type_emb = nn.Embedding(cfg.n_types + 1, cfg.dim, padding_idx=0) if cfg.n_types > 0 else None
         self.drop = Dropout(cfg.dropout, ops)
         self.blocks = nn.ModuleList(Block(cfg, ops) for _ in range(cfg.layers))
@@ -659,13 +700,18 @@ class SASRec(nn.Module):
 
     def summary(self, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """prefix (B, H) long, the H = summary_events events before each window, left-padded with 0
-        -> (tokens (B, S, d), real (B, S)): the mean item vector of each of S equal runs of the
-        prefix (oldest run first) plus the run's own position vector; a run with no event is not
-        real (never attended to)."""
+        -> (tokens (B, S, d), real (B, S)), each token plus its own position vector. Pool "mean": the
+        mean item vector of each of S equal runs of the prefix (oldest run first); a run with no event
+        is not real (never attended to). Pool "attention": `SummaryAttention` over the whole prefix;
+        its tokens are not real when the prefix has no event."""
         B, H = prefix.shape
         S = self.cfg.summary_tokens
         if H != self.cfg.summary_events:
             raise ValueError(f"prefix must hold {self.cfg.summary_events} events per row, got {H}")
+        if self.summary_attention is not None:
+            present = prefix != 0  # (B, H)
+            x, real = self.summary_attention(self.item_emb(prefix) * math.sqrt(self.cfg.dim), present)
+            return x + self.summary_pos.weight, real
         present = (prefix != 0).view(B, S, H // S, 1)  # (B, S, H/S, 1)
         vecs = self.item_emb(prefix).view(B, S, H // S, -1) * present  # (B, S, H/S, d)
         count = present.sum(2)  # (B, S, 1)

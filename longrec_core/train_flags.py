@@ -25,6 +25,7 @@ from longrec_core.choices import (
     REGIMES,
     SAMPLERS,
     SCHEDULES,
+    SUMMARY_POOLS,
     TARGETS,
 )
 
@@ -203,14 +204,20 @@ def _windows_flags(g: argparse._ArgumentGroup) -> None:
         type=int,
         default=0,
         help="history before the window: the model also reads this many events before each window's first "
-        "input, in training and in prediction, mean-pooled into --summary-tokens extra inputs (0 = off)",
+        "input, in training and in prediction, pooled into --summary-tokens extra inputs (0 = off)",
     )
     g.add_argument(
         "--summary-tokens",
         type=int,
         default=0,
-        help="history summary: tokens the --summary-events are pooled into, one per equal run of them "
-        "(must divide --summary-events)",
+        help="history summary: tokens the --summary-events are pooled into (must divide --summary-events)",
+    )
+    g.add_argument(
+        "--summary-pool",
+        choices=SUMMARY_POOLS,
+        default="mean",
+        help="history summary: mean = token i is the mean item vector of the i-th equal run of the events; "
+        "attention = token i is what a learned query picks from all of them (default: mean)",
     )
     g.add_argument("--mixed-epochs", type=int, default=1, help="mixed: epochs of `last` before switching to sliding")
     g.add_argument("--per-seq", type=int, default=1, help="random: windows drawn per user per epoch")
@@ -351,6 +358,7 @@ MODEL_FLAGS = (
     "kshift_optimizer",
     "summary_tokens",
     "summary_events",
+    "summary_pool",
     "code_centroids",
 )
 # the flag that sets each field, as ModelConfig's refusals name it

@@ -569,6 +569,7 @@ def test_flags_map_onto_every_model_field_and_refusals_name_the_flags():
     argv += ["--item-emb", "kshift", "--kshift-k", "4", "--emb-compression", "2", "--kshift-scheme", "rotate"]
     argv += ["--kshift-seed", "5", "--kshift-head", "6", "--kshift-weights", "--kshift-rows", "codes"]
     argv += ["--kshift-optimizer", "rowwise", "--summary-tokens", "2", "--summary-events", "4", "--code-centroids", "9"]
+    argv += ["--summary-pool", "attention"]
     cfg = model_config(parse(argv), n_items=40, n_types=3)
     default = ModelConfig(n_items=1, max_len=1)
     # every field but the data's differs from its default: each one is set from its flag

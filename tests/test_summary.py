@@ -5,6 +5,7 @@ test target), predicting with and without it is selectable, and a run with it re
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +93,11 @@ def test_iter_batches_yield_the_prefix_only_when_asked(data_dir):
         assert torch.equal(a, b)
 
 
-def test_an_empty_prefix_predicts_as_the_window_alone_and_events_change_it():
+@pytest.mark.parametrize("pool", ["mean", "attention"])
+def test_an_empty_prefix_predicts_as_the_window_alone_and_events_change_it(pool):
     torch.manual_seed(0)
-    model = SASRec(ModelConfig(n_items=50, max_len=8, dim=16, heads=2, summary_tokens=2, summary_events=6)).eval()
+    cfg = ModelConfig(n_items=50, max_len=8, dim=16, heads=2, summary_tokens=2, summary_events=6, summary_pool=pool)
+    model = SASRec(cfg).eval()
     items = torch.randint(1, 51, (4, 8))
     alone = model(items)
     empty = model(items, prefix=torch.zeros(4, 6, dtype=torch.long))
@@ -109,6 +112,24 @@ def test_an_empty_prefix_predicts_as_the_window_alone_and_events_change_it():
         model(items, prefix=prefix[:, :5])
 
 
+def test_the_attention_summary_weighs_only_real_events_and_learns():
+    """Padding in the prefix gets no weight (adding or removing padding changes nothing), and the
+    learned queries get a gradient from the loss."""
+    torch.manual_seed(1)
+    cfg = ModelConfig(n_items=50, max_len=8, dim=16, heads=2, summary_tokens=2, summary_events=6)
+    model = SASRec(replace(cfg, summary_pool="attention")).eval()
+    vecs = torch.randn(3, 6, 16)
+    present = torch.tensor([[False] * 3 + [True] * 3, [True] * 6, [False] * 6])
+    tokens, real = model.summary_attention(vecs, present)
+    changed = vecs.clone()
+    changed[0, :3] = 100.0  # padding positions of row 0: whatever their vectors, they weigh nothing
+    torch.testing.assert_close(model.summary_attention(changed, present)[0][0], tokens[0])
+    assert real.tolist() == [[True, True], [True, True], [False, False]] and not tokens[2].any()
+    items = torch.randint(1, 51, (3, 8))
+    model(items, prefix=torch.randint(1, 51, (3, 6))).pow(2).sum().backward()
+    assert model.summary_attention.queries.grad.abs().sum() > 0 and model.summary_attention.key.weight.grad.any()
+
+
 def test_a_model_without_a_summary_refuses_a_prefix():
     model = SASRec(ModelConfig(n_items=50, max_len=8, dim=16, heads=2))
     with pytest.raises(ValueError, match="no history summary"):
@@ -116,11 +137,13 @@ def test_a_model_without_a_summary_refuses_a_prefix():
 
 
 @pytest.mark.parametrize(
-    "tokens, events", [(0, 4), (3, 0), (3, 10), (-1, 4)], ids=["no-tokens", "no-events", "not-a-multiple", "negative"]
+    "tokens, events, pool",
+    [(0, 4, "mean"), (3, 0, "mean"), (3, 10, "mean"), (-1, 4, "mean"), (0, 0, "attention"), (2, 4, "max")],
+    ids=["no-tokens", "no-events", "not-a-multiple", "negative", "pool-without-summary", "unknown-pool"],
 )
-def test_model_config_refuses_bad_summary_settings(tokens, events):
+def test_model_config_refuses_bad_summary_settings(tokens, events, pool):
     with pytest.raises(ValueError, match="summary"):
-        ModelConfig(n_items=5, max_len=4, summary_tokens=tokens, summary_events=events)
+        ModelConfig(n_items=5, max_len=4, summary_tokens=tokens, summary_events=events, summary_pool=pool)
 
 
 @pytest.mark.parametrize(
@@ -129,6 +152,7 @@ def test_model_config_refuses_bad_summary_settings(tokens, events):
         (["--summary-events", "12"], "--summary-events (12) must be a multiple of --summary-tokens (0)"),
         (["--summary-events", "10", "--summary-tokens", "3"], "must be a multiple of --summary-tokens (3)"),
         (["--summary-tokens", "-1"], "--summary-tokens must be >= 0"),
+        (["--summary-pool", "attention"], "--summary-pool attention applies to a history summary only"),
     ],
 )
 def test_bad_summary_flags_exit_2_with_one_sentence(data_dir, tmp_path, argv, message):
@@ -137,20 +161,23 @@ def test_bad_summary_flags_exit_2_with_one_sentence(data_dir, tmp_path, argv, me
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
-def test_a_run_with_a_summary_records_it_resumes_bitwise_and_predicts_with_or_without_it(data_dir, tmp_path):
+@pytest.mark.parametrize("pool", ["mean", "attention"])
+def test_a_run_with_a_summary_records_it_resumes_bitwise_and_predicts_with_or_without_it(data_dir, tmp_path, pool):
     a, c = tmp_path / "a", tmp_path / "c"
-    run(*TRAIN, "--data", str(data_dir), "--out", str(a), *TINY, *SUMMARY)
+    summary = [*SUMMARY, "--summary-pool", pool]
+    run(*TRAIN, "--data", str(data_dir), "--out", str(a), *TINY, *summary)
     config = json.loads((a / "config.json").read_text())
     assert (config["model"]["summary_events"], config["model"]["summary_tokens"]) == (12, 3)
+    assert config["model"]["summary_pool"] == pool
     # stopped inside the second epoch, then resumed: the same losses and weights as the run in one go
     steps_per_epoch = torch.load(a / "ckpt.pt", weights_only=False)["state"]["step"] // 2
-    run(*TRAIN, "--data", str(data_dir), "--out", str(c), *TINY, *SUMMARY, "--max-steps", str(steps_per_epoch + 3))
+    run(*TRAIN, "--data", str(data_dir), "--out", str(c), *TINY, *summary, "--max-steps", str(steps_per_epoch + 3))
     run(*TRAIN, "--resume", str(c), "--threads", "1")
     records = ([json.loads(x) for x in (r / "log.jsonl").read_text().splitlines()] for r in (a, c))
     la, lc_ = ([r["loss"] for r in log if not r["partial"]] for log in records)  # a budget stop logs its part
     assert len(la) == 2 and la == lc_
     wa, wc = (torch.load(r / "ckpt.pt", weights_only=False)["model"] for r in (a, c))
-    assert "summary_pos.weight" in wa
+    assert "summary_pos.weight" in wa and ("summary_attention.queries" in wa) == (pool == "attention")
     for k in wa:
         assert torch.equal(wa[k], wc[k]), k
     # prediction with the summary (the default) and from the window alone, each recorded
