@@ -88,6 +88,8 @@ lane)
   converged $M --out $OUT/ml1m-emb-codes-m8-c128 --item-emb codes --code-subspaces 8 --code-centroids 128
   converged $M --out $OUT/ml1m-emb-codes-m8-c64 --item-emb codes --code-subspaces 8 --code-centroids 64
   converged $B --out $OUT/beauty-emb-kshift-paper --item-emb kshift --emb-compression 0.8696
+  #    k-shift whose k = 8 rows are picked by the item's codes instead of a hash (8 x 64 rows, 1/20)
+  converged $B --out $OUT/beauty-emb-kshift-codes-c64 --item-emb kshift --kshift-rows codes --code-centroids 64
   converged $M --out $OUT/ml1m-emb-kshift-paper --item-emb kshift --emb-compression 0.8696
   #    retailrocket sessions (36,968 items; §2's protocol, last window of 10): the full table and codes
   R="--data data/retailrocket --regimes last --windows 10 --valid-sample 20000 --repeats 3 --group-by-length --precision bf16"
@@ -98,6 +100,10 @@ lane)
   #    longer inputs, windows of 400 and 800 (`last` and every window)
   W="--data data/ml-1m --regimes sliding --windows 50 --strides 50 --repeats 3 --group-by-length --precision bf16"
   converged $W --out $OUT/ml1m-w50-summary200 --summary-events 200 --summary-tokens 4
+  #    the same events in 20 tokens (runs of 10), and in 4 tokens of learned attention pooling
+  converged $W --out $OUT/ml1m-w50-summary200-t20 --summary-events 200 --summary-tokens 20
+  converged $W --out $OUT/ml1m-w50-summary200-attention --summary-events 200 --summary-tokens 4 \
+      --summary-pool attention
   #    and the same summary on amazon-beauty, whose histories fit in one window (it must not hurt)
   converged $B --out $OUT/beauty-summary200 --summary-events 200 --summary-tokens 4
   for w in 400 800; do

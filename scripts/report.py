@@ -225,6 +225,7 @@ EMB_VARIANTS = {  # results.sh's item-embedding runs: out-dir suffix (its first 
     "codes-m8-c128": "codes (RecJPQ), m = 8 of 128 values",
     "codes-m8-c64": "codes (RecJPQ), m = 8 of 64 values",
     "kshift-paper": "k-shift with P = 1.15 N rows (the paper code's setting)",
+    "kshift-codes-c64": "k-shift, its 8 rows picked by codes of 64 values (8 x 64 rows)",
 }
 
 
@@ -651,7 +652,7 @@ def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
         ("retailrocket-w10-conv", "retailrocket w10"),
         ("beauty-w20-conv", "amazon-beauty w20"),
     ]
-    codes = variant_rows("beauty", BEAUTY_FULL, ("codes-m8", "codes-m32", "kshift-paper"))
+    codes = variant_rows("beauty", BEAUTY_FULL, ("codes-m8", "codes-m32", "kshift-codes-c64", "kshift-paper"))
 
     def converged_embeddings() -> list[str]:
         lines = ["| data " + EMB_HEAD, "|---" * 11 + "|"]
@@ -696,7 +697,7 @@ EMBEDDING_RUNS = [  # (data, reference (out dir, cell), variants (EMB_VARIANTS),
     (
         "beauty",
         BEAUTY_FULL,
-        ("codes-m8", "codes-m32", "kshift-paper", *BEAUTY_HASHED),
+        ("codes-m8", "codes-m32", "kshift-codes-c64", "kshift-paper", *BEAUTY_HASHED),
         "amazon-beauty (last, window 50",
     ),
     (
