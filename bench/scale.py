@@ -245,17 +245,17 @@ def worker_core(spec: dict) -> dict:
 
 
 def worker_codes(spec: dict) -> dict:
-    """The item codes of a data dir, timed from its loaded (memory-mapped) arrays."""
-    from longrec_core.codes import item_codes
-    from longrec_core.datadir import load_data_dir
+    """The item codes of a data dir, timed from its memory-mapped shards (the event arrays it does not
+    read, times and sessions, are never loaded)."""
+    from longrec_core.codes import item_codes, training_events
+    from longrec_core.datadir import read_manifest
 
-    data = load_data_dir(spec["data"])
+    events = training_events(spec["data"])
+    counts = read_manifest(spec["data"])["counts"]
     t = time.perf_counter()
     out = item_codes(
-        data.items,
-        data.offsets,
-        data.train_end,
-        data.n_items,
+        events,
+        counts["items"],
         subspaces=spec["subspaces"],
         centroids=spec["centroids"],
         seed=0,
@@ -265,9 +265,9 @@ def worker_codes(spec: dict) -> dict:
         "seconds": time.perf_counter() - t,
         "peak_rss": peak_rss_bytes(),
         "unseen_share": out.unseen_share,
-        "n_items": data.n_items,
-        "n_users": data.n_users,
-        "n_events": data.n_events,
+        "n_items": counts["items"],
+        "n_users": sum(len(train_end) for _, _, train_end in events),
+        "n_events": sum(len(items) for items, _, _ in events),
     }
 
 

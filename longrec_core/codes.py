@@ -9,7 +9,7 @@ same or nearby codes, and every code value is used by as many items as any other
 Items with no training event have no SVD value; they get the k-shift hash instead
 (`longrec_core.kshift_rows(ids, k=m, rows=centroids, seed=seed, scheme="mix")`).
 
-    codes = item_codes(data.items, data.offsets, data.train_end, data.n_items, subspaces=8, centroids=256, seed=0)
+    codes = item_codes(training_events(data), data.n_items, subspaces=8, centroids=256, seed=0)
     codes.codes      # (N+1, m) uint8 (uint16 above 256 centroids); row 0 = padding, all zeros
     codes.unseen     # (N+1,) bool, items that got hashed codes (row 0 is False: padding is no item)
 
@@ -31,8 +31,10 @@ the codes in the model, so a run and its resumption never recompute them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +43,24 @@ CHUNK_EVENTS = 1 << 21  # training events per streamed chunk of users (a chunk's
 # rows of an (N+1) x l array handled at once in the dense steps: 4 MB of float64 at l = 16, so the
 # temporaries stay in cache and are reused instead of page-faulted in (5-10x faster than 2^20 rows)
 ROW_BLOCK = 1 << 16
+
+
+# one data dir's (or shard's) training events: items (E,), offsets (U+1,) and train_end (U,)
+Events = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def training_events(data: Any) -> list[Events]:
+    """The parts `item_codes` reads: [(items, offsets, train_end)] of a loaded DataDir, or of a data
+    dir's path, one part per shard of a sharded dir (each memory-mapped, none concatenated, so the
+    events' other arrays are never read)."""
+    from longrec_core.datadir import load_data_dir, load_shards, shard_count
+
+    if isinstance(data, (str, os.PathLike)):
+        n = shard_count(data)
+        parts = [load_shards(data, which=[k]) for k in range(n)] if n else [load_data_dir(data)]
+    else:
+        parts = [data]
+    return [(d.items, d.offsets, d.train_end) for d in parts]
 
 
 @dataclass
@@ -88,12 +108,18 @@ class _Chunk:
     item_ids: np.ndarray
 
 
-def _chunks(
+def _chunks(events: Sequence[Events], n_items: int, chunk_events: int) -> Iterator[_Chunk]:
+    """The binary matrix X of training events, part after part, chunk by chunk of consecutive users
+    with about `chunk_events` training events each (a user with more is a chunk alone). Repeated
+    (user, item) events count once: X is binary, as in RecJPQ."""
+    for items, offsets, train_end in events:
+        yield from _part_chunks(items, offsets, train_end, n_items, chunk_events)
+
+
+def _part_chunks(
     items: np.ndarray, offsets: np.ndarray, train_end: np.ndarray, n_items: int, chunk_events: int
 ) -> Iterator[_Chunk]:
-    """The binary matrix X of training events, chunk by chunk of consecutive users with about
-    `chunk_events` training events each (a user with more is a chunk alone). Repeated (user, item)
-    events count once: X is binary, as in RecJPQ."""
+    """`_chunks` of one part."""
     begin = np.asarray(offsets[:-1], dtype=np.int64)
     lens = np.clip(np.asarray(train_end, dtype=np.int64) - begin, 0, None)  # (U,) training events per user
     cum = np.concatenate([[0], np.cumsum(lens)])
@@ -157,12 +183,10 @@ def _orthonormalize(y: np.ndarray) -> np.ndarray:
     return y
 
 
-def _projected_gram(
-    q: np.ndarray, items: np.ndarray, offsets: np.ndarray, train_end: np.ndarray, n_items: int, chunk_events: int
-) -> np.ndarray:
+def _projected_gram(q: np.ndarray, events: Sequence[Events], n_items: int, chunk_events: int) -> np.ndarray:
     """QᵀXᵀXQ (l, l) in float64, summed over user chunks as (X_c Q)ᵀ (X_c Q)."""
     small = np.zeros((q.shape[1], q.shape[1]))
-    for c in _chunks(items, offsets, train_end, n_items, chunk_events):
+    for c in _chunks(events, n_items, chunk_events):
         p = _x_times(q, c).astype(np.float64)
         small += p.T @ p
     return small
@@ -177,9 +201,7 @@ def _fix_signs(factors: np.ndarray) -> None:
 
 
 def training_item_factors(
-    items: np.ndarray,
-    offsets: np.ndarray,
-    train_end: np.ndarray,
+    events: Sequence[Events],
     n_items: int,
     components: int,
     *,
@@ -190,8 +212,8 @@ def training_item_factors(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The top `components` right singular vectors of the binary training matrix X (users x items).
 
-    items, offsets, train_end: a data dir's event array (ids 1..N), CSR offsets (U+1,) and training ends
-    (U,); only events before train_end are read. Returns (factors, singular_values, seen):
+    events: parts of (items (ids 1..N), CSR offsets (U+1,), training ends (U,)), a data dir's or each
+    shard's (`training_events`); only events before train_end are read. Returns (factors, singular_values, seen):
     factors (N+1, components) float32 with orthonormal columns (row 0 and items without a training
     event are 0), each column's sign fixed so its largest-magnitude entry is positive;
     singular_values (components,) float64, descending; seen (N+1,) bool, items with a training event.
@@ -200,8 +222,9 @@ def training_item_factors(
     """
     if components < 1:
         raise ValueError(f"components must be >= 1, got {components}")
-    if len(offsets) != len(train_end) + 1:
-        raise ValueError(f"offsets has {len(offsets)} entries but train_end {len(train_end)}: want U+1 and U")
+    for _, offsets, train_end in events:
+        if len(offsets) != len(train_end) + 1:
+            raise ValueError(f"offsets has {len(offsets)} entries but train_end {len(train_end)}: want U+1 and U")
     n = n_items + 1
     width = max(1, min(components + oversample, n_items))  # l
     gen = np.random.default_rng([seed, 0])
@@ -212,7 +235,7 @@ def training_item_factors(
     def gram_pass(q: np.ndarray) -> np.ndarray:
         """XᵀX q, one streamed pass over the users."""
         y = np.zeros_like(q)
-        for c in _chunks(items, offsets, train_end, n_items, chunk_events):
+        for c in _chunks(events, n_items, chunk_events):
             _add_xt_times(y, _x_times(q, c), c)
             seen[c.item_ids] = True
         return y
@@ -223,7 +246,7 @@ def training_item_factors(
         q = _orthonormalize(gram_pass(q))
     # Rayleigh-Ritz: the eigenvectors of QᵀXᵀXQ = sum over chunks of (X_c Q)ᵀ (X_c Q) rotate Q onto the
     # singular vectors; its eigenvalues are the squared singular values.
-    lam, w = np.linalg.eigh(_projected_gram(q, items, offsets, train_end, n_items, chunk_events))
+    lam, w = np.linalg.eigh(_projected_gram(q, events, n_items, chunk_events))
     top = np.argsort(-lam, kind="stable")[:components]
     w = w[:, top].astype(np.float32)
     factors = np.zeros((n, components), dtype=np.float32)
@@ -247,9 +270,7 @@ def balanced_codes(values: np.ndarray, centroids: int, tiebreak: np.ndarray) -> 
 
 
 def item_codes(
-    items: np.ndarray,
-    offsets: np.ndarray,
-    train_end: np.ndarray,
+    events: Sequence[Events],
     n_items: int,
     *,
     subspaces: int,
@@ -272,9 +293,7 @@ def item_codes(
     if subspaces < 1:
         raise ValueError(f"subspaces must be >= 1, got {subspaces}")
     factors, sigma, seen = training_item_factors(
-        items,
-        offsets,
-        train_end,
+        events,
         n_items,
         subspaces,
         seed=seed,

@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 
 from longrec_core import cli, runs
-from longrec_core.codes import item_codes
+from longrec_core.codes import item_codes, training_events
 from longrec_core.datadir import DataDir, fingerprint, load_data_dir, load_shards, shard_count
 from longrec_core.examples import EpochWindows, epoch_windows, iter_batches, n_batches, regime_of, shuffled_order
 from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
@@ -177,9 +177,7 @@ codes = None
 if model_cfg.uses_codes and ckpt is None:
     tc = time.perf_counter()
     assigned = item_codes(
-        data.items,
-        data.offsets,
-        data.train_end,
+        training_events(data),
         data.n_items,
         subspaces=model_cfg.code_subspaces,
         centroids=model_cfg.code_centroids,

@@ -38,7 +38,7 @@ def dense_training_matrix(items, offsets, train_end, n_items):
 def test_factors_match_numpy_svd_up_to_sign():
     items, offsets, train_end = planted_log()
     _, s, vt = np.linalg.svd(dense_training_matrix(items, offsets, train_end, 120))
-    factors, sigma, seen = training_item_factors(items, offsets, train_end, 120, 4, seed=3, n_iter=30)
+    factors, sigma, seen = training_item_factors([(items, offsets, train_end)], 120, 4, seed=3, n_iter=30)
     np.testing.assert_allclose(sigma, s[:4], rtol=1e-5)
     for j in range(4):
         want = vt[j] * np.sign(vt[j][np.argmax(np.abs(vt[j]))])  # the sign convention: largest entry > 0
@@ -55,17 +55,30 @@ def test_factors_match_numpy_svd_up_to_sign():
 
 def test_streamed_chunks_give_the_same_factors():
     items, offsets, train_end = planted_log()
-    whole, s1, _ = training_item_factors(items, offsets, train_end, 120, 4, seed=0)
-    chunked, s2, _ = training_item_factors(items, offsets, train_end, 120, 4, seed=0, chunk_events=7)
+    whole, s1, _ = training_item_factors([(items, offsets, train_end)], 120, 4, seed=0)
+    chunked, s2, _ = training_item_factors([(items, offsets, train_end)], 120, 4, seed=0, chunk_events=7)
     np.testing.assert_allclose(chunked, whole, atol=1e-5)  # only the float sums' order differs
     np.testing.assert_allclose(s2, s1, rtol=1e-6)
+
+
+def test_parts_of_the_users_give_the_factors_of_all_of_them():
+    """A sharded data dir is read shard by shard: X of two parts is the stack of their users."""
+    items, offsets, train_end = planted_log()
+    cut = 140  # the first part's users
+    first = (items[: offsets[cut]], offsets[: cut + 1], train_end[:cut])
+    second = (items[offsets[cut] :], offsets[cut:] - offsets[cut], train_end[cut:] - offsets[cut])
+    whole, s1, seen1 = training_item_factors([(items, offsets, train_end)], 120, 4, seed=0)
+    parts, s2, seen2 = training_item_factors([first, second], 120, 4, seed=0)
+    np.testing.assert_allclose(parts, whole, atol=1e-5)
+    np.testing.assert_allclose(s2, s1, rtol=1e-6)
+    np.testing.assert_array_equal(seen2, seen1)
 
 
 @needs_core
 def test_codes_follow_the_svd_ranking_in_balanced_buckets():
     items, offsets, train_end = planted_log()
     _, _, vt = np.linalg.svd(dense_training_matrix(items, offsets, train_end, 120))
-    out = item_codes(items, offsets, train_end, 120, subspaces=3, centroids=8, seed=0, n_iter=30)
+    out = item_codes([(items, offsets, train_end)], 120, subspaces=3, centroids=8, seed=0, n_iter=30)
     assert out.codes.dtype == np.uint8 and out.codes.shape == (121, 3) and not out.codes[0].any()
     seen = np.flatnonzero(~out.unseen)[1:]  # items 1..N with a training event (all of them here)
     assert len(seen) == 120
@@ -95,14 +108,14 @@ def test_balanced_codes_hand_made():
 @needs_core
 def test_codes_never_read_validation_or_test_targets():
     items, offsets, train_end = planted_log(seed=1)
-    before = item_codes(items, offsets, train_end, 125, subspaces=4, centroids=16, seed=0)
+    before = item_codes([(items, offsets, train_end)], 125, subspaces=4, centroids=16, seed=0)
     # every event at or after a user's training end becomes another item, some of them new (121..125)
     changed = items.copy()
     rng = np.random.default_rng(9)
     for u in range(len(train_end)):
         changed[train_end[u] : offsets[u + 1]] = rng.integers(1, 126, offsets[u + 1] - train_end[u])
     assert (changed != items).mean() > 0.05
-    after = item_codes(changed, offsets, train_end, 125, subspaces=4, centroids=16, seed=0)
+    after = item_codes([(changed, offsets, train_end)], 125, subspaces=4, centroids=16, seed=0)
     np.testing.assert_array_equal(after.codes, before.codes)
     np.testing.assert_array_equal(after.unseen, before.unseen)
     # ... while a changed training event does change them (so the equality above is not vacuous)
@@ -110,18 +123,18 @@ def test_codes_never_read_validation_or_test_targets():
     changed[offsets[0]] = 1 + changed[offsets[0]] % 120
     changed[offsets[1]] = 1 + changed[offsets[1]] % 120
     assert not np.array_equal(
-        item_codes(changed, offsets, train_end, 125, subspaces=4, centroids=16, seed=0).codes, before.codes
+        item_codes([(changed, offsets, train_end)], 125, subspaces=4, centroids=16, seed=0).codes, before.codes
     )
 
 
 @needs_core
 def test_deterministic_for_a_seed_and_seeds_differ():
     items, offsets, train_end = planted_log(seed=2)
-    a = item_codes(items, offsets, train_end, 130, subspaces=4, centroids=16, seed=5)
-    b = item_codes(items, offsets, train_end, 130, subspaces=4, centroids=16, seed=5)
+    a = item_codes([(items, offsets, train_end)], 130, subspaces=4, centroids=16, seed=5)
+    b = item_codes([(items, offsets, train_end)], 130, subspaces=4, centroids=16, seed=5)
     np.testing.assert_array_equal(a.codes, b.codes)
     np.testing.assert_array_equal(a.singular_values, b.singular_values)
-    c = item_codes(items, offsets, train_end, 130, subspaces=4, centroids=16, seed=6)
+    c = item_codes([(items, offsets, train_end)], 130, subspaces=4, centroids=16, seed=6)
     assert not np.array_equal(a.codes, c.codes)
 
 
@@ -129,7 +142,7 @@ def test_deterministic_for_a_seed_and_seeds_differ():
 def test_unseen_items_get_the_kshift_hash():
     items, offsets, train_end = planted_log(seed=4)  # items 121..140 never occur; a few others only as targets
     n = 140
-    out = item_codes(items, offsets, train_end, n, subspaces=5, centroids=300, seed=11)
+    out = item_codes([(items, offsets, train_end)], n, subspaces=5, centroids=300, seed=11)
     training = np.concatenate([items[offsets[u] : train_end[u]] for u in range(len(train_end))])
     want_unseen = np.ones(n + 1, dtype=bool)
     want_unseen[training] = False
@@ -152,8 +165,8 @@ def test_repeated_training_events_count_once():
     offsets2, train_end2 = offsets.copy(), train_end.copy()
     offsets2[u + 1 :] += 1
     train_end2[u:] += 1
-    a = item_codes(items, offsets, train_end, 120, subspaces=4, centroids=8, seed=0)
-    b = item_codes(repeated, offsets2, train_end2, 120, subspaces=4, centroids=8, seed=0)
+    a = item_codes([(items, offsets, train_end)], 120, subspaces=4, centroids=8, seed=0)
+    b = item_codes([(repeated, offsets2, train_end2)], 120, subspaces=4, centroids=8, seed=0)
     np.testing.assert_array_equal(a.codes, b.codes)
 
 
@@ -163,6 +176,6 @@ def test_tiny_catalogues_and_users_without_training_events():
     items = np.array([1, 2, 3, 1, 2, 3, 2], dtype=np.int32)
     offsets = np.array([0, 3, 4, 7])
     train_end = np.array([2, 3, 6])
-    out = item_codes(items, offsets, train_end, 3, subspaces=6, centroids=4, seed=0)
+    out = item_codes([(items, offsets, train_end)], 3, subspaces=6, centroids=4, seed=0)
     assert out.codes.shape == (4, 6) and not out.unseen.any() and out.codes.max() < 4
     assert np.isfinite(out.singular_values).all() and (out.singular_values[3:] == 0).all()

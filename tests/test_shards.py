@@ -307,3 +307,20 @@ def test_train_on_shards_one_process_and_two_ranks(sharded, tmp_path):
         check=False,
     )
     assert proc.returncode != 0 and "not a multiple of the 3 processes" in proc.stderr
+
+
+def test_codes_read_a_sharded_dir_shard_by_shard(sharded):
+    """training_events gives one memory-mapped part per shard (no concatenated copy), and the codes
+    of the parts follow the SVD of all the users, as those of the unsharded dir."""
+    from longrec_core.codes import training_events, training_item_factors
+
+    parts, whole = training_events(sharded / "two"), training_events(sharded / "one")
+    assert len(parts) == 2 and len(whole) == 1
+    assert all(isinstance(items, np.memmap) for items, _, _ in parts)
+    assert sum(len(e) for _, _, e in parts) == len(whole[0][2])  # every user, once
+    n = datadir.load_data_dir(sharded / "one").n_items
+    a, sa, seen_a = training_item_factors(parts, n, 3, seed=0)
+    b, sb, seen_b = training_item_factors(whole, n, 3, seed=0)
+    np.testing.assert_allclose(sa, sb, rtol=1e-5)
+    np.testing.assert_allclose(a, b, atol=1e-4)  # X's users in another order: the same XᵀX
+    np.testing.assert_array_equal(seen_a, seen_b)
