@@ -34,9 +34,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from longrec_core.datadir import DataDir
 
 MAX_CENTROIDS = 1 << 16  # codes are stored as uint16 at most
 CHUNK_EVENTS = 1 << 21  # training events per streamed chunk of users (a chunk's temporaries: ~100 MB at l = 16)
@@ -49,7 +52,7 @@ ROW_BLOCK = 1 << 16
 Events = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def training_events(data: Any) -> list[Events]:
+def training_events(data: DataDir | str | os.PathLike[str]) -> list[Events]:
     """The parts `item_codes` reads: [(items, offsets, train_end)] of a loaded DataDir, or of a data
     dir's path, one part per shard of a sharded dir (each memory-mapped, none concatenated, so the
     events' other arrays are never read)."""
