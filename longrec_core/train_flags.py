@@ -134,6 +134,13 @@ def _item_emb_flags(g: argparse._ArgumentGroup) -> None:
         "each sub-table has this many rows, so the tables hold centroids x d floats (codes) or k x centroids x d "
         "(k-shift) whatever the catalogue",
     )
+    g.add_argument(
+        "--code-oversample",
+        type=int,
+        default=None,
+        help="codes: extra columns of the randomized SVD that assigns them (None = 8); its memory is "
+        "2 x (N+1) x (m + oversample) floats, so pass 0 for catalogues of 10^8 items",
+    )
     _kshift_flags(g)
 
 
@@ -328,6 +335,7 @@ INT_RANGES = {
     "per_seq": (1, 2**20),
     "min_len": (2, BIG),
     "negatives": (1, 2**24),
+    "code_oversample": (0, 2**16),
     "loss_chunk": (1, 2**30),
     "batch_size": (1, 2**20),
     "warmup_steps": (0, BIG),
@@ -363,7 +371,7 @@ MODEL_FLAGS = (
 )
 # the flag that sets each field, as ModelConfig's refusals name it
 FLAG_OF = {
-    **{f: "--" + f.replace("_", "-") for f in (*MODEL_FLAGS, "code_subspaces")},
+    **{f: "--" + f.replace("_", "-") for f in (*MODEL_FLAGS, "code_subspaces", "code_oversample")},
     "max_len": "--window",
     "kshift_compression": "--emb-compression",
 }
@@ -393,16 +401,18 @@ def model_config(args: argparse.Namespace, n_items: int = UNKNOWN_ITEMS, n_types
     --kshift-head yet) and `n_types` event types. ModelConfig checks every model setting; its refusal
     is raised again (ValueError, exit 2) naming the flags as typed (`kshift_head` -> `--kshift-head`).
 
-    --code-subspaces None means m = --kshift-k for --kshift-rows codes, else 8. A --code-subspaces
-    given without codes is refused here: ModelConfig cannot tell 8 given from its default."""
+    --code-subspaces None means m = --kshift-k for --kshift-rows codes, else 8. A --code-subspaces or
+    --code-oversample given without codes is refused here: ModelConfig cannot tell 8 given from its
+    default (and the oversample is the assignment's, not the model's)."""
     from longrec_core.model import ModelConfig  # here: frontier.py reads these flags without torch
 
     codes = args.item_emb == "codes" or (args.item_emb == "kshift" and args.kshift_rows == "codes")
-    if args.code_subspaces is not None and not codes:
-        raise ValueError(
-            f"--code-subspaces {args.code_subspaces} applies to --item-emb codes or --kshift-rows codes only, "
-            f"not --item-emb {args.item_emb}"
-        )
+    for flag in ("code_subspaces", "code_oversample"):
+        if getattr(args, flag) is not None and not codes:
+            raise ValueError(
+                f"{FLAG_OF[flag]} {getattr(args, flag)} applies to --item-emb codes or --kshift-rows codes only, "
+                f"not --item-emb {args.item_emb}"
+            )
     m = args.code_subspaces if args.code_subspaces is not None else (args.kshift_k if args.item_emb == "kshift" else 8)
     try:
         return ModelConfig(

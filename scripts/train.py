@@ -182,6 +182,7 @@ if model_cfg.uses_codes and ckpt is None:
         subspaces=model_cfg.code_subspaces,
         centroids=model_cfg.code_centroids,
         seed=model_cfg.kshift_seed,
+        **({} if args.code_oversample is None else {"oversample": args.code_oversample}),
     )
     codes = assigned.codes
     log(

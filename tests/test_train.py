@@ -14,7 +14,7 @@ import torch
 from conftest import torchrun_train
 
 import longrec_core as lc
-from longrec_core.codes import hashed_codes, item_codes
+from longrec_core.codes import hashed_codes, item_codes, training_events
 from longrec_core.datadir import _array_sha256, load_data_dir
 from longrec_core.examples import epoch_windows, iter_batches, make_batch, n_batches, regime_of, shuffled_order
 from longrec_core.model import ModelConfig, SASRec, load_model, saved_codes
@@ -339,11 +339,13 @@ def test_code_runs_keep_the_codes_of_the_training_events(data_dir, tmp_path):
         "300",
         "--kshift-seed",
         "3",
+        "--code-oversample",
+        "2",
     )
     assert "codes: 4 sub-spaces x 300 centroids assigned from the training events in" in proc.stderr
     assert "bytes per item to train" in proc.stderr and "codes 0.00 MiB" in proc.stderr
     data = load_data_dir(data_dir)
-    want = item_codes(data.items, data.offsets, data.train_end, data.n_items, subspaces=4, centroids=300, seed=3)
+    want = item_codes(training_events(data), data.n_items, subspaces=4, centroids=300, seed=3, oversample=2)
     model = load_model(out)
     assert model.cfg.code_subspaces == 4 and model.item_emb.codes.dtype == torch.int16
     np.testing.assert_array_equal(saved_codes(model.state_dict()), want.codes)
@@ -460,6 +462,7 @@ def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path, extra
         (["--item-emb", "codes", "--code-subspaces", "3"], "--code-subspaces (3) must divide --dim (64)"),
         (["--item-emb", "codes", "--code-centroids", "65537"], "--code-centroids must be <= 65,536, got 65,537"),
         (["--item-emb", "codes", "--code-centroids", "0"], "--code-centroids must be >= 1, got 0"),
+        (["--item-emb", "codes", "--code-oversample", "-1"], "--code-oversample must be >= 0, got -1"),
         (["--item-emb", "codes", "--kshift-rows", "codes"], "--kshift-rows codes applies to --item-emb kshift only"),
         (
             ["--item-emb", "kshift", "--kshift-rows", "codes", "--code-subspaces", "4"],
