@@ -463,7 +463,6 @@ BEAUTY_LAST50 = "amazon-beauty, last 50 events"
 HISTORY_SUMMARY = [  # §5: a window plus a summary of the 200 events before it, against the window alone
     (W50, "ml1m-w50-conv", "sliding-w50-s50-hall", None),
     ("the same + the 200 events before: mean of 4 runs of 50", "ml1m-w50-summary200", "sliding-w50-s50-hall", W50),
-    ("the same + the 200 events before: mean of 20 runs of 10", "ml1m-w50-summary200-t20", "sliding-w50-s50-hall", W50),
     (
         "the same + the 200 events before: 4 learned queries (attention)",
         "ml1m-w50-summary200-attention",
