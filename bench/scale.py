@@ -7,7 +7,7 @@ all of it, and a 10^7-item catalogue trained and evaluated end to end, on one CP
     python bench/scale.py --only train --items 4e8 --train-events 6e8 --train-shards 8 --kshift-rows computed \
         --kshift-optimizer rowwise --eval-users 256      # a 1.16e8-item catalogue (600M events)
     python bench/scale.py --only prep,core --json bench/out/scale.json
-    python bench/scale.py --only codes --items 4e8 --train-events 6e8 --train-shards 8 --code-oversample 0  # 1.16e8 items
+    python bench/scale.py --only codes --items 4e8 --train-events 6e8 --train-shards 8 --code-oversample 0  # 116M items
 
 Stages (each figure is measured in a fresh subprocess, so each peak RSS is that stage's own;
 peak RSS is VmHWM from /proc, see bench/memory.py):
