@@ -46,6 +46,7 @@ CHUNK_EVENTS = 1 << 21  # training events per streamed chunk of users (a chunk's
 # rows of an (N+1) x l array handled at once in the dense steps: 4 MB of float64 at l = 16, so the
 # temporaries stay in cache and are reused instead of page-faulted in (5-10x faster than 2^20 rows)
 ROW_BLOCK = 1 << 16
+OVERSAMPLE = 8  # the randomized SVD's extra columns by default (train.py --code-oversample)
 
 
 # one data dir's (or shard's) training events: items (E,), offsets (U+1,) and train_end (U,)
@@ -210,7 +211,7 @@ def training_item_factors(
     *,
     seed: int,
     n_iter: int = 4,
-    oversample: int = 8,
+    oversample: int = OVERSAMPLE,
     chunk_events: int = CHUNK_EVENTS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The top `components` right singular vectors of the binary training matrix X (users x items).
@@ -280,7 +281,7 @@ def item_codes(
     centroids: int,
     seed: int,
     n_iter: int = 4,
-    oversample: int = 8,
+    oversample: int = OVERSAMPLE,
     chunk_events: int = CHUNK_EVENTS,
 ) -> ItemCodes:
     """Codes (N+1, m = subspaces) of items 1..N from the training events alone (module docstring).

@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 
 from longrec_core import cli, runs
-from longrec_core.codes import item_codes, training_events
+from longrec_core.codes import OVERSAMPLE, item_codes, training_events
 from longrec_core.datadir import DataDir, fingerprint, load_data_dir, load_shards, shard_count
 from longrec_core.examples import EpochWindows, epoch_windows, iter_batches, n_batches, regime_of, shuffled_order
 from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
@@ -182,7 +182,7 @@ if model_cfg.uses_codes and ckpt is None:
         subspaces=model_cfg.code_subspaces,
         centroids=model_cfg.code_centroids,
         seed=model_cfg.kshift_seed,
-        **({} if args.code_oversample is None else {"oversample": args.code_oversample}),
+        oversample=OVERSAMPLE if args.code_oversample is None else args.code_oversample,
     )
     codes = assigned.codes
     log(
