@@ -91,6 +91,9 @@ lane)
   #    k-shift whose k = 8 rows are picked by the item's codes instead of a hash (8 x 64 rows, 1/20)
   converged $B --out $OUT/beauty-emb-kshift-codes-c64 --item-emb kshift --kshift-rows codes --code-centroids 64
   converged $M --out $OUT/ml1m-emb-kshift-paper --item-emb kshift --emb-compression 0.8696
+  #    ml-1m codes on §2's every-window cell of 50 (ml1m-w50-conv, section 6), m = 8 of 128 values (1/22)
+  converged --data data/ml-1m --out $OUT/ml1m-w50-codes-m8-c128 --regimes sliding --windows 50 --strides 50 $F \
+      --item-emb codes --code-subspaces 8 --code-centroids 128
   #    retailrocket sessions (36,968 items; §2's protocol, last window of 10): the full table and codes
   R="--data data/retailrocket --regimes last --windows 10 --valid-sample 20000 --repeats 3 --group-by-length --precision bf16"
   converged $R --out $OUT/retailrocket-emb-full
@@ -116,6 +119,10 @@ fast)
   python scripts/train.py --data data/ml-1m --out $OUT/ml1m-fast/run --regime sliding --window 200 --stride 200 \
       --group-by-length --precision bf16 $SASREC --threads 2 --max-train-seconds 1200
   python scripts/eval.py --run $OUT/ml1m-fast/run
+  #    and §1's deeper model (4 blocks, 2 heads) in the same 20 minutes, with its learning curve
+  python scripts/frontier.py --data data/ml-1m --out $OUT/ml1m-fast-l4h2 --regimes sliding --windows 200 \
+      --strides 200 --repeats 1 --group-by-length --precision bf16 $SASREC --layers 4 --heads 2 --threads 2 \
+      --max-train-seconds 1200
   ;;
 prep)
   [ -d data/ml-1m ] || python scripts/prep.py "$S/ml-1m/ml-1m.txt.gz" --out data/ml-1m

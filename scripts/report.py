@@ -459,9 +459,10 @@ WINDOW_50_VS_200 = [  # ml-1m: the window-50 grid's cells against the last windo
 ]
 
 W50 = "ml-1m, every window of 50 (sliding, stride 50)"
+ML1M_W50 = ("ml1m-w50-conv", "sliding-w50-s50-hall")  # (out dir, cell) of §2's W50
 BEAUTY_LAST50 = "amazon-beauty, last 50 events"
 HISTORY_SUMMARY = [  # §5: a window plus a summary of the 200 events before it, against the window alone
-    (W50, "ml1m-w50-conv", "sliding-w50-s50-hall", None),
+    (W50, *ML1M_W50, None),
     ("the same + the 200 events before: mean of 4 runs of 50", "ml1m-w50-summary200", "sliding-w50-s50-hall", W50),
     (
         "the same + the 200 events before: 4 learned queries (attention)",
@@ -472,6 +473,17 @@ HISTORY_SUMMARY = [  # §5: a window plus a summary of the 200 events before it,
     (BEAUTY_LAST50, "beauty-emb-full", "last-w50", None),
     ("amazon-beauty + the 200 events before: mean of 4 runs of 50", "beauty-summary200", "last-w50", BEAUTY_LAST50),
 ]
+INPUT_LENGTH = [  # §5: longer inputs, each against the configuration it changes
+    ("ml-1m, last window of 400", "ml1m-w400", "last-w400", None),
+    ("every window of 400 (sliding, stride 400)", "ml1m-w400", "sliding-w400-s400", "ml-1m, last window of 400"),
+    ("last window of 800", "ml1m-w800", "last-w800", "ml-1m, last window of 400"),
+    ("every window of 800 (sliding, stride 800)", "ml1m-w800", "sliding-w800-s800", "last window of 800"),
+]
+FAST_RECIPE = [  # §1: the fast recipe, 20 minutes of training on both cores of the idle machine (results.sh fast)
+    ("2 blocks, 1 head", "ml1m-fast/run"),
+    ("4 blocks, 2 heads", "ml1m-fast-l4h2/cells/sliding-w200-s200/seed0/run"),
+]
+FAST_LEVELS = (0.15, 0.17, 0.1821, 0.19)
 
 
 def changes_table(root: Path, rows: list[tuple[str, str, str, str | None]], strict: bool = False) -> list[str]:
@@ -508,32 +520,30 @@ def changes_table(root: Path, rows: list[tuple[str, str, str, str | None]], stri
     return lines + [""]
 
 
-def recipe_table(root: Path, rows: list[tuple[str, str]], levels: tuple[float, ...]) -> list[str]:
-    """Single runs stopped at a training budget: test metrics at their best validation epoch and
-    the training (and wall, validation included) minutes until validation NDCG@10 reached each level."""
+def recipe_table(root: Path, rows: list[tuple[str, str]], levels: tuple[float, ...], strict: bool = False) -> list[str]:
+    """Single runs stopped at a training budget: test metrics at their best validation epoch and the
+    training minutes (validation excluded) until validation NDCG@10 reached each level.
+    A run not finished gets a "not finished" row, or raises MissingRuns if `strict`."""
     head = " / ".join(f"{lv:g}" for lv in levels)
     lines = [
         f"| run | NDCG@10 | HR@10 | best valid NDCG@10 (epoch) | train min to valid {head} | "
-        "wall min to the last level | train min in all | threads | precision |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "train min in all | threads | precision |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label, path in rows:
         run = RunDir(root / path)
         t, s = test_metrics(run), run.summary()
         if not t or not s:
-            lines.append(f"| {label} | (not finished: {run.path}) |" + " |" * 7)
+            if strict:
+                raise MissingRuns(f"{run.path}: not evaluated")
+            lines.append(f"| {label} | (not finished: {run.path}) |" + " |" * 6)
             continue
         m, ci = t["metrics"], t["ci"]
-        wall, reached = 0.0, None
-        for r in run.read_log():
-            wall += r["train_seconds"] + r["eval_seconds"]
-            if reached is None and r["valid"]["NDCG@10"] >= levels[-1]:
-                reached = wall
         lines.append(
             f"| {label} | {m['NDCG@10']:.4f} [{ci['NDCG@10'][0]:.4f}, {ci['NDCG@10'][1]:.4f}] | "
             f"{m['HR@10']:.4f} [{ci['HR@10'][0]:.4f}, {ci['HR@10'][1]:.4f}] | "
             f"{s['best_valid_ndcg10']:.4f} ({s.best_epoch}) | "
-            f"{' / '.join(minutes([time_to(run, lv)]) for lv in levels)} | {minutes([reached])} | "
+            f"{' / '.join(minutes([time_to(run, lv)]) for lv in levels)} | "
             f"{s['train_seconds'] / 60:.1f} | {run.config()['threads']} | {s['precision']} |"
         )
     return lines + [""]
@@ -651,7 +661,20 @@ def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
         ("retailrocket-w10-conv", "retailrocket w10"),
         ("beauty-w20-conv", "amazon-beauty w20"),
     ]
-    codes = variant_rows("beauty", BEAUTY_FULL, ("codes-m8", "codes-m32", "kshift-codes-c64", "kshift-paper"))
+    beauty_codes = variant_rows("beauty", BEAUTY_FULL, ("codes-m8", "codes-m32", "kshift-codes-c64", "kshift-paper"))
+    ml1m_codes = [("codes (RecJPQ), m = 8 of 128 values", "ml1m-w50-codes-m8-c128", "sliding-w50-s50-codes")]
+
+    def item_codes() -> list[str]:
+        return [
+            "| data " + EMB_HEAD,
+            "|---" * 11 + "|",
+            *embedding_rows(root, BEAUTY_FULL, beauty_codes, strict=True, data="amazon-beauty, last 50"),
+            *embedding_rows(root, ML1M_W50, ml1m_codes, strict=True, data="ml-1m, every window of 50"),
+        ]
+
+    def input_length() -> list[str]:
+        evaluated(root, *INPUT_LENGTH[0][1:3])  # the rows come as they finish, once the first has
+        return changes_table(root, INPUT_LENGTH)
 
     def converged_embeddings() -> list[str]:
         lines = ["| data " + EMB_HEAD, "|---" * 11 + "|"]
@@ -662,9 +685,11 @@ def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
     return {
         "sasrec-ml1m": lambda: sasrec_table(root, TOWARD_019, PUBLISHED),
         "regimes-converged": lambda: regimes_table(root, regimes),
-        "item-codes": lambda: [EMB_HEAD, "|---" * 10 + "|", *embedding_rows(root, BEAUTY_FULL, codes, strict=True)],
+        "item-codes": item_codes,
         "embeddings-converged": converged_embeddings,
         "history-summary": lambda: changes_table(root, HISTORY_SUMMARY, strict=True),
+        "input-length": input_length,
+        "fast-recipe": lambda: recipe_table(root, FAST_RECIPE, FAST_LEVELS, strict=True),
     }
 
 
@@ -729,10 +754,10 @@ def converged_sections(root: Path, plots: Path | None) -> list[str]:
     lines += changes_table(root, WINDOW_50_VS_200)
     lines += ["### History before the window, to convergence", ""]
     lines += changes_table(root, HISTORY_SUMMARY)
+    lines += ["### ml-1m: longer inputs, to convergence", ""]
+    lines += changes_table(root, INPUT_LENGTH)
     lines += ["### ml-1m: the 20-minute recipe (two threads, idle machine)", ""]
-    return lines + recipe_table(
-        root, [("sliding-w200-s200, bf16, grouped by length", "ml1m-fast/run")], (0.15, 0.17, 0.1821)
-    )
+    return lines + recipe_table(root, FAST_RECIPE, FAST_LEVELS) + converged_curves(root, "ml1m-fast-l4h2", plots)
 
 
 def kshift_rows(folder_prefix: str, cell: str) -> list[tuple[str, str, str]]:
