@@ -480,8 +480,8 @@ INPUT_LENGTH = [  # §5: longer inputs, each against the configuration it change
     ("every window of 800 (sliding, stride 800)", "ml1m-w800", "sliding-w800-s800", "last window of 800"),
 ]
 FAST_RECIPE = [  # §1: the fast recipe, 20 minutes of training on both cores of the idle machine (results.sh fast)
-    ("2 blocks, 1 head", "ml1m-fast/run"),
-    ("4 blocks, 2 heads", "ml1m-fast-l4h2/cells/sliding-w200-s200/seed0/run"),
+    ("2 blocks, 1 head", "ml1m-fast/run", None),  # a train.py run dir
+    ("4 blocks, 2 heads", "ml1m-fast-l4h2", "sliding-w200-s200"),  # a frontier.py grid's cell, seed 0
 ]
 FAST_LEVELS = (0.15, 0.17, 0.1821, 0.19)
 
@@ -520,7 +520,9 @@ def changes_table(root: Path, rows: list[tuple[str, str, str, str | None]], stri
     return lines + [""]
 
 
-def recipe_table(root: Path, rows: list[tuple[str, str]], levels: tuple[float, ...], strict: bool = False) -> list[str]:
+def recipe_table(
+    root: Path, rows: list[tuple[str, str, str | None]], levels: tuple[float, ...], strict: bool = False
+) -> list[str]:
     """Single runs stopped at a training budget: test metrics at their best validation epoch and the
     training minutes (validation excluded) until validation NDCG@10 reached each level.
     A run not finished gets a "not finished" row, or raises MissingRuns if `strict`."""
@@ -530,8 +532,8 @@ def recipe_table(root: Path, rows: list[tuple[str, str]], levels: tuple[float, .
         "train min in all | threads | precision |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for label, path in rows:
-        run = RunDir(root / path)
+    for label, folder, cell in rows:  # a run dir, or seed 0 of a grid's cell
+        run = RunDir(root / folder) if cell is None else GridDir(root / folder).run(cell)
         t, s = test_metrics(run), run.summary()
         if not t or not s:
             if strict:
