@@ -337,7 +337,8 @@ def evaluate(
     """Rank every `split` ("valid" | "test") target of `data` (a DataDir) on the full catalogue.
 
     History = the `window` events before the target (default: the model's max_len),
-    left-padded with 0; the query is the model's hidden state at the last position.
+    left-padded with 0 to the longest history of its batch (users are batched by history
+    length); the query is the model's hidden state at the last position.
     filter_seen drops every item of the user's history before the target (all of it,
     not just the window) from the competitors. Returns (users [M] int64, ranks [M]
     int64) in the order of `data.eval_targets(split)`. on_batch(done, total) is called
@@ -364,12 +365,17 @@ def evaluate(
     model.train(False)
     try:
         table = _item_table(model, n_items, item_chunk, dev)
+        # Batches of users with histories of similar length, each as wide as its longest history:
+        # positions count from the right, so left padding never changes a score, only costs time.
+        length = np.minimum(end - np.asarray(data.offsets, dtype=np.int64)[users], window)  # (M,)
+        order = np.argsort(length, kind="stable")
         for lo in range(0, len(users), batch_size):
-            u, e = users[lo : lo + batch_size], end[lo : lo + batch_size]
-            hist, target, types, prefix = _histories(data, u, e, window, use_types, summary_events, dev)
+            pick = order[lo : lo + batch_size]
+            u, e, width = users[pick], end[pick], max(int(length[pick].max()), 1)
+            hist, target, types, prefix = _histories(data, u, e, width, use_types, summary_events, dev)
             seen = _history_pairs(data, u, e) if filter_seen else None
             r = _rank_batch(model, hist, target, types, prefix, table, seen, item_chunk)
-            ranks[lo : lo + len(u)] = r.cpu().numpy()
+            ranks[pick] = r.cpu().numpy()
             if on_batch is not None:
                 on_batch(lo + len(u), len(users))
     finally:

@@ -162,8 +162,10 @@ class Recommender:
         b = len(histories)
         if self.model.cfg.n_types > 0 and types is None:
             raise ValueError("this model was trained with event types; histories need their types too")
-        hist = torch.from_numpy(padded(histories, self.window)).to(self.device)
-        types_t = torch.from_numpy(padded(types, self.window)).to(self.device) if types is not None else None
+        # as wide as the longest history: positions count from the right, so padding only costs time
+        width = min(self.window, max([len(h) for h in histories] + [1]))
+        hist = torch.from_numpy(padded(histories, width)).to(self.device)
+        types_t = torch.from_numpy(padded(types, width)).to(self.device) if types is not None else None
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             query = self.model(hist, types_t)[:, -1].float()  # (B, d) state after the last event
         rows = np.repeat(np.arange(b), [len(h) for h in histories])

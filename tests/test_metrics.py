@@ -257,9 +257,11 @@ class SumModel(nn.Module):
         self.emb = nn.Embedding.from_pretrained(torch.tensor(table, dtype=torch.float32))
         self.cfg = SimpleNamespace(max_len=max_len, n_types=n_types)
         self.n_items = len(table) - 1
+        self.widths: list[int] = []  # T of each batch it was given
 
     def forward(self, items: torch.Tensor, types: torch.Tensor | None = None) -> torch.Tensor:
-        assert items.shape[1] == self.cfg.max_len
+        assert items.shape[1] <= self.cfg.max_len
+        self.widths.append(items.shape[1])
         h = self.emb(items)  # (B, T, d)
         if types is not None:
             h = h + types[..., None].float()
@@ -324,6 +326,18 @@ def test_evaluate_uses_types_and_window():
     model = SumModel(table, max_len=50)  # window longer than any history
     _, ranks = evaluate(model, data, "test")
     np.testing.assert_array_equal(ranks, ref_evaluate(table, data, "test", window=50)[1])
+
+
+def test_evaluate_batches_users_by_history_length_without_padding_beyond_the_longest():
+    data = FakeData(seed=17, n_users=40)
+    table = int_case(18, n=30)[1]
+    model = SumModel(table, max_len=12)
+    users, ranks = evaluate(model, data, "test", batch_size=5)
+    np.testing.assert_array_equal(ranks, ref_evaluate(table, data, "test", window=12)[1])  # in target order
+    _, end = data.eval_targets("test")
+    lengths = np.sort(np.minimum(end - data.offsets[users], 12))  # history in the window, shortest first
+    assert model.widths == [int(lengths[lo : lo + 5].max()) for lo in range(0, len(users), 5)]
+    assert model.widths[0] < 12
 
 
 def test_evaluate_rejects_item_count_mismatch():
