@@ -319,6 +319,19 @@ def _rank_batch(
     return rank_of_targets(query, target, table, int(model.n_items), item_chunk=item_chunk, seen=on_dev)
 
 
+def _batches_by_length(
+    data: Any, users: np.ndarray, end: np.ndarray, window: int, batch_size: int
+) -> Iterator[tuple[int, np.ndarray, int]]:
+    """(first position, indices into users, width) of each batch of users with histories of
+    similar length, each batch as wide as its longest history: positions count from the right,
+    so left padding never changes a score, only costs time."""
+    length = np.minimum(end - np.asarray(data.offsets, dtype=np.int64)[users], window)  # (M,)
+    order = np.argsort(length, kind="stable")
+    for lo in range(0, len(users), batch_size):
+        pick = order[lo : lo + batch_size]
+        yield lo, pick, max(int(length[pick].max()), 1)
+
+
 def evaluate(
     model: RankModel,
     data: Any,
@@ -365,13 +378,8 @@ def evaluate(
     model.train(False)
     try:
         table = _item_table(model, n_items, item_chunk, dev)
-        # Batches of users with histories of similar length, each as wide as its longest history:
-        # positions count from the right, so left padding never changes a score, only costs time.
-        length = np.minimum(end - np.asarray(data.offsets, dtype=np.int64)[users], window)  # (M,)
-        order = np.argsort(length, kind="stable")
-        for lo in range(0, len(users), batch_size):
-            pick = order[lo : lo + batch_size]
-            u, e, width = users[pick], end[pick], max(int(length[pick].max()), 1)
+        for lo, pick, width in _batches_by_length(data, users, end, window, batch_size):
+            u, e = users[pick], end[pick]
             hist, target, types, prefix = _histories(data, u, e, width, use_types, summary_events, dev)
             seen = _history_pairs(data, u, e) if filter_seen else None
             r = _rank_batch(model, hist, target, types, prefix, table, seen, item_chunk)
