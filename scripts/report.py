@@ -490,8 +490,16 @@ FAST_RECIPE = [  # §1: the fast recipe, 20 minutes of training on both cores of
     ("4 blocks, 2 heads", "ml1m-fast-l4h2", "sliding-w200-s200", 0),  # a frontier.py grid's cell and seed
 ]
 FAST_CHANGES = [  # §1: one change each to the 4-block fast recipe, same 20 minutes (results.sh fast)
-    ("4 blocks, 2 heads, rate decayed to zero by epoch 42 (cosine)", "ml1m-fast-l4h2-cosine", "sliding-w200-s200", 0),
-    ("4 blocks, 2 heads, learning rate 2e-3", "ml1m-fast-l4h2-lr2e-3", "sliding-w200-s200", 0),
+    (
+        "4 blocks, 2 heads, rate decayed to zero by epoch 42 (cosine), seed 0",
+        "ml1m-fast-l4h2-cosine",
+        "sliding-w200-s200",
+        0,
+    ),
+    *(
+        (f"4 blocks, 2 heads, learning rate 2e-3, seed {s}", "ml1m-fast-l4h2-lr2e-3", "sliding-w200-s200", s)
+        for s in (0, 1)
+    ),
 ]
 FAST_LEVELS = (0.15, 0.17, 0.1821, 0.19)
 
