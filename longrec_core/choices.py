@@ -17,6 +17,9 @@ TARGETS = ("all", "fresh")  # fresh: only targets no later window of the same us
 # codes: m data-driven codes per item (longrec_core.codes), each picking a d/m-wide row of its sub-table
 ITEM_EMBS = ("full", "kshift", "lowrank", "codes")
 KSHIFT_SCHEMES = ("mix", "rotate", "rotate_signed")  # rotate_signed = the paper code's bug
+# how the codes come from the training matrix's SVD (longrec_core.codes): one component per code cut
+# into equal buckets (RecJPQ), or product quantisation of more components
+CODE_ASSIGNMENTS = ("quantile", "pq")
 # [N+1, k] int32 buffer, hashed per batch by the core, or chosen by the item's data-driven code
 KSHIFT_ROW_SOURCES = ("stored", "computed", "codes")
 # the shared table's optimizer: AdamW (dense gradient, two moments per value) or longrec_core.optim's

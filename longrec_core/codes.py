@@ -9,6 +9,17 @@ same or nearby codes, and every code value is used by as many items as any other
 Items with no training event have no SVD value; they get the k-shift hash instead
 (`longrec_core.kshift_rows(ids, k=m, rows=centroids, seed=seed, scheme="mix")`).
 
+That is RecJPQ's assignment (`assignment="quantile"`): m SVD components, one per code, so a code holds
+one coordinate and the item's m codes hold an m-dimensional SVD. `assignment="pq"` is product
+quantisation of a wider one: K = `components` SVD components (default 8 per code), each item's
+vector V_i Σ scaled to unit length (its direction: how its users' tastes mix, not how many users it
+has), cut into m sub-vectors (component c goes to sub-space c mod m, so every sub-space gets leading
+and trailing components alike), and each sub-space's k-means (`centroids` clusters, fitted on a seeded
+sample of at most `KMEANS_SAMPLE` seen items, Lloyd's iterations) gives the code: the nearest centroid.
+Items sharing a code are alike in K/m dimensions of the SVD instead of in one. Items with the same
+training users get the same vector; where the codes have room (centroids^m at least 4 N), all but one
+of each such group get one code redrawn at random (`spread_duplicates`), so no two items share a vector.
+
     codes = item_codes(training_events(data), data.n_items, subspaces=8, centroids=256, seed=0)
     codes.codes      # (N+1, m) uint8 (uint16 above 256 centroids); row 0 = padding, all zeros
     codes.unseen     # (N+1,) bool, items that got hashed codes (row 0 is False: padding is no item)
@@ -38,6 +49,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from longrec_core.choices import CODE_ASSIGNMENTS
+
 if TYPE_CHECKING:
     from longrec_core.datadir import DataDir
 
@@ -47,6 +60,9 @@ CHUNK_EVENTS = 1 << 21  # training events per streamed chunk of users (a chunk's
 # temporaries stay in cache and are reused instead of page-faulted in (5-10x faster than 2^20 rows)
 ROW_BLOCK = 1 << 16
 OVERSAMPLE = 8  # the randomized SVD's extra columns by default (train.py --code-oversample)
+COMPONENTS_PER_CODE = 8  # pq: SVD components per code by default (train.py --code-components)
+KMEANS_SAMPLE = 1 << 17  # pq: items each sub-space's k-means is fitted on (all items then get the nearest)
+KMEANS_ITERS = 25  # pq: Lloyd's iterations of each k-means
 
 
 # one data dir's (or shard's) training events: items (E,), offsets (U+1,) and train_end (U,)
@@ -70,7 +86,7 @@ def training_events(data: DataDir | str | os.PathLike[str]) -> list[Events]:
 @dataclass
 class ItemCodes:
     """The result of `item_codes`: codes (N+1, m) uint8 or uint16, row 0 = padding (zeros); unseen (N+1,)
-    bool, True for items 1..N without a training event (their codes are hashed); singular_values (m,)
+    bool, True for items 1..N without a training event (their codes are hashed); singular_values (m, or K for pq)
     float64, of the binary training matrix, in descending order (0 where the matrix has lower rank)."""
 
     codes: np.ndarray
@@ -273,6 +289,96 @@ def balanced_codes(values: np.ndarray, centroids: int, tiebreak: np.ndarray) -> 
     return out
 
 
+def _nearest(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """(n, w) points, (k, w) centers -> (n,) int64 index of each point's nearest center (squared
+    Euclidean distance; ties to the lower index), ROW_BLOCK points at a time."""
+    half_norms = 0.5 * (centers * centers).sum(1)
+    out = np.empty(len(points), dtype=np.int64)
+    for lo in range(0, len(points), ROW_BLOCK):
+        # argmin |p - c|^2 = argmin |c|^2 / 2 - p.c: one matrix product per block
+        out[lo : lo + ROW_BLOCK] = np.argmin(half_norms - points[lo : lo + ROW_BLOCK] @ centers.T, axis=1)
+    return out
+
+
+def _kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding (Arthur and Vassilvitskii 2007): k of the (n, w) points, each next one drawn
+    with probability proportional to its squared distance to the nearest one drawn so far."""
+    n = len(points)
+    centers = np.empty((k, points.shape[1]))
+    centers[0] = points[rng.integers(n)]
+    dist = ((points - centers[0]) ** 2).sum(1)
+    for i in range(1, k):
+        total = dist.sum()
+        pick = rng.choice(n, p=dist / total) if total > 0 else rng.integers(n)  # all points taken: any
+        centers[i] = points[pick]
+        dist = np.minimum(dist, ((points - centers[i]) ** 2).sum(1))
+    return centers
+
+
+def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, iters: int = KMEANS_ITERS) -> np.ndarray:
+    """Lloyd's k-means of (n, w) float points -> (min(k, n), w) float64 centers, seeded by k-means++
+    with `rng`; a cluster left empty restarts from a point picked by `rng`."""
+    points = np.asarray(points, dtype=np.float64)
+    n, w = points.shape
+    k = min(k, n)
+    centers = _kmeans_plus_plus(points, k, rng)
+    for _ in range(iters):
+        assign = _nearest(points, centers)
+        counts = np.bincount(assign, minlength=k)
+        sums = np.stack([np.bincount(assign, weights=points[:, c], minlength=k) for c in range(w)], axis=1)
+        empty = counts == 0
+        centers = np.where(empty[:, None], points[rng.integers(0, n, size=k)], sums / np.maximum(counts, 1)[:, None])
+    return centers
+
+
+def pq_codes(vectors: np.ndarray, subspaces: int, centroids: int, seed: int, sample: int = KMEANS_SAMPLE) -> np.ndarray:
+    """Product quantisation: (n, K) vectors -> (n, m = subspaces) int64 codes in 0..centroids-1.
+    Sub-space j holds components j, j + m, j + 2m, ...; its centers are `kmeans` of at most `sample`
+    rows (a seeded choice), and each row's code is its sub-vector's nearest center."""
+    n, width = vectors.shape
+    if width < subspaces:
+        raise ValueError(f"pq needs at least one component per code: {width} components for {subspaces} codes")
+    rng = np.random.default_rng([seed, 2])
+    fit = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+    codes = np.empty((n, subspaces), dtype=np.int64)
+    for j in range(subspaces):
+        sub = vectors[:, j::subspaces]
+        codes[:, j] = _nearest(sub, kmeans(sub[fit], centroids, rng).astype(sub.dtype))
+    return codes
+
+
+def spread_duplicates(codes: np.ndarray, centroids: int, seed: int, rounds: int = 16) -> np.ndarray:
+    """(n, m) int64 codes -> the same with identical rows made distinct, in place (and returned): every
+    row that repeats an earlier one gets one code, in a sub-space and to a value drawn from a seeded
+    generator, replaced; repeated for `rounds` rounds or until no row repeats. Items with the same
+    training users have the same SVD vector, hence the same pq code, and identical codes would give them
+    one vector the model cannot tell apart; one code of m drawn at random keeps the other m - 1 alike."""
+    rng = np.random.default_rng([seed, 3])
+    n, m = codes.shape
+    for _ in range(rounds):
+        _, first = np.unique(codes, axis=0, return_index=True)
+        repeats = np.setdiff1d(np.arange(n), first)
+        if not len(repeats):
+            break
+        codes[repeats, rng.integers(0, m, size=len(repeats))] = rng.integers(0, centroids, size=len(repeats))
+    return codes
+
+
+def _seen_codes(
+    factors: np.ndarray, sigma: np.ndarray, assignment: str, subspaces: int, centroids: int, seed: int
+) -> np.ndarray:
+    """(n, m) int64 codes of the n items seen in training from their (n, K) SVD factors (`item_codes`)."""
+    if assignment == "quantile":
+        tiebreak = np.random.default_rng([seed, 1]).permutation(len(factors))
+        return np.stack([balanced_codes(factors[:, j], centroids, tiebreak) for j in range(subspaces)], axis=1)
+    vectors = factors * sigma.astype(np.float32)  # V Σ: the items' SVD coordinates
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.float32(1e-30))
+    codes = pq_codes(vectors, subspaces, centroids, seed)
+    if centroids**subspaces >= 4 * len(codes):  # room for every item: spread the repeats
+        codes = spread_duplicates(codes, centroids, seed)
+    return codes
+
+
 def item_codes(
     events: Sequence[Events],
     n_items: int,
@@ -280,26 +386,37 @@ def item_codes(
     subspaces: int,
     centroids: int,
     seed: int,
+    assignment: str = "quantile",
+    components: int | None = None,
     n_iter: int = 4,
     oversample: int = OVERSAMPLE,
     chunk_events: int = CHUNK_EVENTS,
 ) -> ItemCodes:
     """Codes (N+1, m = subspaces) of items 1..N from the training events alone (module docstring).
 
-    Sub-space i ranks the items seen in training by their value on the i-th right singular vector of
-    the binary training matrix and cuts the ranking into `centroids` equal buckets; ties are broken by a
-    seeded random order. Items without a training event get the k-shift hash of their id
-    (`kshift_rows(ids, k=m, rows=centroids, seed=seed, scheme="mix")`). Row 0 (padding) is zeros.
+    assignment "quantile" (RecJPQ): sub-space i ranks the items seen in training by their value on the
+    i-th right singular vector of the binary training matrix and cuts the ranking into `centroids` equal
+    buckets; ties are broken by a seeded random order. "pq": `pq_codes` of the seen items' unit-length
+    V Σ over `components` SVD components (None: 8 per code). Items without a training event get the
+    k-shift hash of their id (`kshift_rows(ids, k=m, rows=centroids, seed=seed, scheme="mix")`). Row 0
+    (padding) is zeros. `singular_values` are the m (quantile) or K (pq) of the components used.
     """
     from longrec_core import kshift_rows  # the Rust core (numpy only)
 
     dtype = code_dtype(centroids)
     if subspaces < 1:
         raise ValueError(f"subspaces must be >= 1, got {subspaces}")
+    if assignment not in CODE_ASSIGNMENTS:
+        raise ValueError(f"assignment must be one of {', '.join(CODE_ASSIGNMENTS)}, got {assignment!r}")
+    if components is not None and assignment != "pq":
+        raise ValueError(f"components applies to assignment 'pq' only, not {assignment!r}")
+    width = subspaces if assignment == "quantile" else (components or COMPONENTS_PER_CODE * subspaces)
+    if width < subspaces:
+        raise ValueError(f"pq needs at least one component per code: {width} components for {subspaces} codes")
     factors, sigma, seen = training_item_factors(
         events,
         n_items,
-        subspaces,
+        width,
         seed=seed,
         n_iter=n_iter,
         oversample=oversample,
@@ -307,9 +424,8 @@ def item_codes(
     )
     codes = np.zeros((n_items + 1, subspaces), dtype=dtype)
     seen_ids = np.flatnonzero(seen)
-    tiebreak = np.random.default_rng([seed, 1]).permutation(len(seen_ids))
-    for j in range(subspaces):
-        codes[seen_ids, j] = balanced_codes(factors[seen_ids, j], centroids, tiebreak)
+    if len(seen_ids):
+        codes[seen_ids] = _seen_codes(factors[seen_ids], sigma, assignment, subspaces, centroids, seed)
     del factors
     unseen = ~seen
     unseen[0] = False

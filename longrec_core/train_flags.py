@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from longrec_core import cli
 from longrec_core.choices import (
+    CODE_ASSIGNMENTS,
     DEVICES,
     FILTER_SEEN_CHOICES,
     ITEM_EMBS,
@@ -133,6 +134,20 @@ def _item_emb_flags(g: argparse._ArgumentGroup) -> None:
         help="codes and --kshift-rows codes: values of each code (1..65536; 1 byte per code up to 256, else 2): "
         "each sub-table has this many rows, so the tables hold centroids x d floats (codes) or k x centroids x d "
         "(k-shift) whatever the catalogue",
+    )
+    g.add_argument(
+        "--code-assignment",
+        choices=CODE_ASSIGNMENTS,
+        default=None,
+        help="codes: how SVD coordinates become codes; quantile = RecJPQ's (one component per code, cut into "
+        "equal buckets), pq = product quantisation of --code-components components (k-means in each "
+        "sub-space; longrec_core/codes.py); None = quantile",
+    )
+    g.add_argument(
+        "--code-components",
+        type=int,
+        default=None,
+        help="codes with --code-assignment pq: SVD components quantised (at least --code-subspaces; None = 8 per code)",
     )
     g.add_argument(
         "--code-oversample",
@@ -336,6 +351,7 @@ INT_RANGES = {
     "min_len": (2, BIG),
     "negatives": (1, 2**24),
     "code_oversample": (0, 2**16),
+    "code_components": (1, 2**16),
     "loss_chunk": (1, 2**30),
     "batch_size": (1, 2**20),
     "warmup_steps": (0, BIG),
@@ -369,9 +385,11 @@ MODEL_FLAGS = (
     "summary_pool",
     "code_centroids",
 )
+# the code assignment's settings: they shape the codes, not the model, so they are train.py's
+CODE_FLAGS = ("code_subspaces", "code_assignment", "code_components", "code_oversample")
 # the flag that sets each field, as ModelConfig's refusals name it
 FLAG_OF = {
-    **{f: "--" + f.replace("_", "-") for f in (*MODEL_FLAGS, "code_subspaces", "code_oversample")},
+    **{f: "--" + f.replace("_", "-") for f in (*MODEL_FLAGS, *CODE_FLAGS)},
     "max_len": "--window",
     "kshift_compression": "--emb-compression",
 }
@@ -407,12 +425,14 @@ def model_config(args: argparse.Namespace, n_items: int = UNKNOWN_ITEMS, n_types
     from longrec_core.model import ModelConfig  # here: frontier.py reads these flags without torch
 
     codes = args.item_emb == "codes" or (args.item_emb == "kshift" and args.kshift_rows == "codes")
-    for flag in ("code_subspaces", "code_oversample"):
+    for flag in CODE_FLAGS:
         if getattr(args, flag) is not None and not codes:
             raise ValueError(
                 f"{FLAG_OF[flag]} {getattr(args, flag)} applies to --item-emb codes or --kshift-rows codes only, "
                 f"not --item-emb {args.item_emb}"
             )
+    if args.code_components is not None and args.code_assignment != "pq":
+        raise ValueError(f"--code-components {args.code_components} applies to --code-assignment pq only")
     m = args.code_subspaces if args.code_subspaces is not None else (args.kshift_k if args.item_emb == "kshift" else 8)
     try:
         return ModelConfig(

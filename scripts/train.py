@@ -182,11 +182,14 @@ if model_cfg.uses_codes and ckpt is None:
         subspaces=model_cfg.code_subspaces,
         centroids=model_cfg.code_centroids,
         seed=model_cfg.kshift_seed,
+        assignment=args.code_assignment or "quantile",
+        components=args.code_components,
         oversample=OVERSAMPLE if args.code_oversample is None else args.code_oversample,
     )
     codes = assigned.codes
     log(
-        f"codes: {model_cfg.code_subspaces} sub-spaces x {model_cfg.code_centroids:,} centroids assigned from the "
+        f"codes ({args.code_assignment or 'quantile'}): {model_cfg.code_subspaces} sub-spaces x "
+        f"{model_cfg.code_centroids:,} centroids assigned from the "
         f"training events in {time.perf_counter() - tc:.2f} s; {assigned.unseen_share:.2%} of items have no "
         f"training event and got hashed codes; singular values "
         + " ".join(f"{v:,.1f}" for v in assigned.singular_values)

@@ -1,9 +1,20 @@
 """Item codes from the training events (longrec_core.codes) against plain NumPy references."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 
-from longrec_core.codes import balanced_codes, code_dtype, hashed_codes, item_codes, training_item_factors
+from longrec_core.codes import (
+    balanced_codes,
+    code_dtype,
+    hashed_codes,
+    item_codes,
+    kmeans,
+    pq_codes,
+    spread_duplicates,
+    training_item_factors,
+)
 
 try:
     from longrec_core import kshift_rows
@@ -105,37 +116,94 @@ def test_balanced_codes_hand_made():
         code_dtype(65537)
 
 
+ASSIGNMENTS = pytest.mark.parametrize("assignment", ["quantile", "pq"])
+
+
 @needs_core
-def test_codes_never_read_validation_or_test_targets():
+@ASSIGNMENTS
+def test_codes_never_read_validation_or_test_targets(assignment):
     items, offsets, train_end = planted_log(seed=1)
-    before = item_codes([(items, offsets, train_end)], 125, subspaces=4, centroids=16, seed=0)
+    codes = partial(item_codes, subspaces=4, centroids=16, seed=0, assignment=assignment)
+    before = codes([(items, offsets, train_end)], 125)
     # every event at or after a user's training end becomes another item, some of them new (121..125)
     changed = items.copy()
     rng = np.random.default_rng(9)
     for u in range(len(train_end)):
         changed[train_end[u] : offsets[u + 1]] = rng.integers(1, 126, offsets[u + 1] - train_end[u])
     assert (changed != items).mean() > 0.05
-    after = item_codes([(changed, offsets, train_end)], 125, subspaces=4, centroids=16, seed=0)
+    after = codes([(changed, offsets, train_end)], 125)
     np.testing.assert_array_equal(after.codes, before.codes)
     np.testing.assert_array_equal(after.unseen, before.unseen)
     # ... while a changed training event does change them (so the equality above is not vacuous)
     changed = items.copy()
     changed[offsets[0]] = 1 + changed[offsets[0]] % 120
     changed[offsets[1]] = 1 + changed[offsets[1]] % 120
-    assert not np.array_equal(
-        item_codes([(changed, offsets, train_end)], 125, subspaces=4, centroids=16, seed=0).codes, before.codes
-    )
+    assert not np.array_equal(codes([(changed, offsets, train_end)], 125).codes, before.codes)
 
 
 @needs_core
-def test_deterministic_for_a_seed_and_seeds_differ():
+@ASSIGNMENTS
+def test_deterministic_for_a_seed_and_seeds_differ(assignment):
     items, offsets, train_end = planted_log(seed=2)
-    a = item_codes([(items, offsets, train_end)], 130, subspaces=4, centroids=16, seed=5)
-    b = item_codes([(items, offsets, train_end)], 130, subspaces=4, centroids=16, seed=5)
+    codes = partial(item_codes, [(items, offsets, train_end)], 130, subspaces=4, centroids=16, assignment=assignment)
+    a, b = codes(seed=5), codes(seed=5)
     np.testing.assert_array_equal(a.codes, b.codes)
     np.testing.assert_array_equal(a.singular_values, b.singular_values)
-    c = item_codes([(items, offsets, train_end)], 130, subspaces=4, centroids=16, seed=6)
-    assert not np.array_equal(a.codes, c.codes)
+    assert not np.array_equal(a.codes, codes(seed=6).codes)
+
+
+def test_kmeans_finds_separated_clusters():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    label = rng.integers(0, 3, 300)
+    points = centers[label] + rng.normal(scale=0.5, size=(300, 2))
+    found = kmeans(points, 3, np.random.default_rng(1))
+    assert found.shape == (3, 2)
+    # every true center has a found one within 0.3 (the clusters' means, up to noise)
+    assert (np.abs(found[:, None] - centers[None]).max(-1).min(0) < 0.3).all()
+    assert kmeans(points[:2], 5, np.random.default_rng(1)).shape == (2, 2)  # k above the points: one each
+
+
+def test_pq_codes_quantise_each_subspace_on_its_own_components():
+    """Components go to sub-spaces round robin (c -> c mod m): sub-space 0 reads columns 0 and 2, where
+    items 0..49 and 50..99 form two clusters; sub-space 1 reads columns 1 and 3, split at item 25."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(scale=0.05, size=(100, 4))
+    vectors[50:, [0, 2]] += 3.0
+    vectors[25:, [1, 3]] -= 3.0
+    codes = pq_codes(vectors, 2, 2, seed=0)
+    assert codes.shape == (100, 2) and codes.dtype == np.int64
+    for j, cut in ((0, 50), (1, 25)):
+        assert len(set(codes[:cut, j])) == len(set(codes[cut:, j])) == 1 and codes[0, j] != codes[-1, j]
+    with pytest.raises(ValueError, match="at least one component per code: 3 components for 4 codes"):
+        pq_codes(vectors[:, :3], 4, 2, seed=0)
+
+
+def test_spread_duplicates_makes_rows_distinct_and_keeps_the_first():
+    codes = np.array([[1, 2, 3], [1, 2, 3], [0, 0, 0], [1, 2, 3], [4, 4, 4]])
+    before = codes.copy()
+    out = spread_duplicates(codes, 256, seed=0)
+    assert len(np.unique(out, axis=0)) == 5
+    np.testing.assert_array_equal(out[[0, 2, 4]], before[[0, 2, 4]])  # rows that repeat nothing are kept
+    assert ((out[[1, 3]] != before[[1, 3]]).sum(1) == 1).all()  # a repeat has one code redrawn
+
+
+@needs_core
+def test_pq_codes_split_items_by_the_users_that_like_them():
+    """Two groups of items, each liked 5x more by its own group of users: one code of two values over
+    the first two SVD components (popularity and the group contrast, as a direction) puts nearly every
+    item with its group."""
+    items, offsets, train_end = planted_log(users=600, items=120, seed=3, groups=2)
+    out = item_codes(
+        [(items, offsets, train_end)], 120, subspaces=1, centroids=2, seed=0, assignment="pq", components=2
+    )
+    assert out.codes.shape == (121, 1) and out.singular_values.shape == (2,)
+    rng = np.random.default_rng(3)
+    _, item_group = rng.integers(0, 2, 600), rng.integers(0, 2, 120)  # planted_log's draws, in its order
+    agree = (out.codes[1:, 0] == item_group).mean()
+    assert max(agree, 1 - agree) > 0.9
+    with pytest.raises(ValueError, match="components applies to assignment 'pq' only"):
+        item_codes([(items, offsets, train_end)], 120, subspaces=2, centroids=4, seed=0, components=4)
 
 
 @needs_core

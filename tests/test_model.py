@@ -583,6 +583,8 @@ def test_flags_map_onto_every_model_field_and_refusals_name_the_flags():
         (["--item-emb", "kshift", "--kshift-head", "40"], "--kshift-head (40) must be below the 40 items"),
         (["--code-subspaces", "8"], "--code-subspaces 8 applies to --item-emb codes or --kshift-rows codes only"),
         (["--code-oversample", "0"], "--code-oversample 0 applies to --item-emb codes or --kshift-rows codes only"),
+        (["--code-assignment", "pq"], "--code-assignment pq applies to --item-emb codes or --kshift-rows codes only"),
+        (["--item-emb", "codes", "--code-components", "16"], "--code-components 16 applies to --code-assignment pq"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             model_config(parse(argv), n_items=40)

@@ -320,7 +320,8 @@ def test_item_embedding_variants_resume_equals_uninterrupted(data_dir, tmp_path,
     assert (mem["codes_bytes"] > 0) == variant.endswith("codes")
 
 
-def test_code_runs_keep_the_codes_of_the_training_events(data_dir, tmp_path):
+@pytest.mark.parametrize("assignment", ["quantile", "pq"])
+def test_code_runs_keep_the_codes_of_the_training_events(data_dir, tmp_path, assignment):
     out = tmp_path / "run"
     proc = run(
         *TRAIN,
@@ -341,11 +342,15 @@ def test_code_runs_keep_the_codes_of_the_training_events(data_dir, tmp_path):
         "3",
         "--code-oversample",
         "2",
+        "--code-assignment",
+        assignment,
     )
-    assert "codes: 4 sub-spaces x 300 centroids assigned from the training events in" in proc.stderr
+    assert f"codes ({assignment}): 4 sub-spaces x 300 centroids assigned from the training events in" in proc.stderr
     assert "bytes per item to train" in proc.stderr and "codes 0.00 MiB" in proc.stderr
     data = load_data_dir(data_dir)
-    want = item_codes(training_events(data), data.n_items, subspaces=4, centroids=300, seed=3, oversample=2)
+    want = item_codes(
+        training_events(data), data.n_items, subspaces=4, centroids=300, seed=3, oversample=2, assignment=assignment
+    )
     model = load_model(out)
     assert model.cfg.code_subspaces == 4 and model.item_emb.codes.dtype == torch.int16
     np.testing.assert_array_equal(saved_codes(model.state_dict()), want.codes)
