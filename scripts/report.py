@@ -221,6 +221,7 @@ EMB_VARIANTS = {  # results.sh's item-embedding runs: out-dir suffix (its first 
     "kshift-c64": "k-shift c64",
     "lowrank-c64": "low-rank c64 (r = 1)",
     "codes-m8": "codes (RecJPQ), m = 8 of 256 values",
+    "codes-pq-m8": "codes by product quantisation (pq), m = 8 of 256 values",
     "codes-m32": "codes (RecJPQ), m = 32 of 256 values",
     "codes-m8-c128": "codes (RecJPQ), m = 8 of 128 values",
     "codes-m8-c64": "codes (RecJPQ), m = 8 of 64 values",
@@ -458,6 +459,17 @@ WINDOW_50_VS_200 = [  # ml-1m: the window-50 grid's cells against the last windo
     ("a random window of 50 per user per epoch", "ml1m-w50-conv", "random-w50-hall", W200),
 ]
 
+L4_LR2 = "4 blocks, 2 heads, every window of 200, learning rate 2e-3"
+TOWARD_020 = [  # §5: the 4-block model of §1 at learning rate 2e-3, and with the history before each window
+    (L4_LR2, "ml1m-sliding-l4h2-lr2e-3", "sliding-w200-s200", None),
+    (
+        "the same + the 200 events before: 4 learned queries (attention)",
+        "ml1m-sliding-l4h2-lr2e-3-summary200",
+        "sliding-w200-s200",
+        L4_LR2,
+    ),
+]
+
 W50 = "ml-1m, every window of 50 (sliding, stride 50)"
 ML1M_W50 = ("ml1m-w50-conv", "sliding-w50-s50-hall")  # (out dir, cell) of §2's W50
 BEAUTY_LAST50 = "amazon-beauty, last 50 events"
@@ -692,6 +704,14 @@ def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
             *embedding_rows(root, ML1M_W50, ml1m_codes, strict=True, data="ml-1m, every window of 50"),
         ]
 
+    def item_codes_pq() -> list[str]:
+        rows = variant_rows("beauty", BEAUTY_FULL, ("codes-pq-m8",))
+        return [
+            "| data " + EMB_HEAD,
+            "|---" * 11 + "|",
+            *embedding_rows(root, BEAUTY_FULL, rows, strict=True, data="amazon-beauty, last 50"),
+        ]
+
     def input_length(window: int) -> list[str]:
         evaluated(root, *INPUT_LENGTH[window][0][1:3])  # the rows come as they finish, once the first has
         return changes_table(root, INPUT_LENGTH[window])
@@ -707,7 +727,9 @@ def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
         "regimes-converged": lambda: regimes_table(root, regimes),
         "item-codes": item_codes,
         "embeddings-converged": converged_embeddings,
+        "item-codes-pq": item_codes_pq,
         "history-summary": lambda: changes_table(root, HISTORY_SUMMARY, strict=True),
+        "toward-020": lambda: changes_table(root, TOWARD_020, strict=True),
         "input-length-400": lambda: input_length(400),
         "input-length-800": lambda: input_length(800),
         "fast-recipe": lambda: recipe_table(root, FAST_RECIPE, FAST_LEVELS, strict=True),
