@@ -803,7 +803,9 @@ def converged_sections(root: Path, plots: Path | None) -> list[str]:
         lines += changes_table(root, rows)
     lines += ["### ml-1m: the 20-minute recipe (two threads, idle machine)", ""]
     lines += recipe_table(root, FAST_RECIPE + FAST_CHANGES, FAST_LEVELS)
-    return lines + converged_curves(root, "ml1m-fast-l4h2", plots)
+    return (
+        lines + converged_curves(root, "ml1m-fast-l4h2", plots) + converged_curves(root, "ml1m-fast-l4h2-lr2e-3", plots)
+    )
 
 
 def kshift_rows(folder_prefix: str, cell: str) -> list[tuple[str, str, str]]:
