@@ -18,8 +18,9 @@ and trailing components alike), and each sub-space's k-means (`centroids` cluste
 sample of at most `KMEANS_SAMPLE` seen items, Lloyd's iterations) gives the code: the nearest centroid.
 Items sharing a code are alike in K/m dimensions of the SVD instead of in one. Items with the same
 training users get the same vector; where the codes have room (centroids^m at least 4 N), all but one
-of each such group get one code redrawn at random (`spread_duplicates`), so no two items share a vector. Its SVD is K + oversample columns wide, so its
-memory is K/m times the quantile assignment's: 5.8 GB at N = 10^7 and K = 64, too much at 10^8 here.
+of each such group get one code redrawn at random (`spread_duplicates`), so no two items share a
+vector. Its SVD is K + oversample columns wide, so its memory is K/m times the quantile assignment's:
+5.8 GB at N = 10^7 and K = 64, too much at 10^8.
 
     codes = item_codes(training_events(data), data.n_items, subspaces=8, centroids=256, seed=0)
     codes.codes      # (N+1, m) uint8 (uint16 above 256 centroids); row 0 = padding, all zeros

@@ -50,6 +50,7 @@ INT_FIELDS = {
     "summary_events": (0, 2**20),
     "code_subspaces": (1, 2**16),
     "code_centroids": (1, MAX_CENTROIDS),
+    "code_residual": (0, 2**16),
 }
 CHOICE_FIELDS = {
     "item_emb": ITEM_EMBS,
@@ -99,6 +100,8 @@ class ModelConfig:
     # data-driven codes (longrec_core.codes), for item_emb "codes" and kshift_rows "codes"
     code_subspaces: int = 8  # m: codes per item (the SVD's components); must divide dim (codes), = kshift_k
     code_centroids: int = 256  # values of each code, 1..65536: rows of each sub-table
+    # item_emb "codes": r floats of each item's own, projected to d and added to its sub-embeddings; 0 = none
+    code_residual: int = 0
 
     @property
     def uses_codes(self) -> bool:
@@ -138,6 +141,10 @@ class ModelConfig:
         for setting, given in kshift_only.items():
             yield bool(given) and emb != "kshift", f"{setting} applies to item_emb kshift only, not item_emb {emb}"
         code_only = {f"code_subspaces {m}": m != 8, f"code_centroids {self.code_centroids}": self.code_centroids != 256}
+        yield (
+            self.code_residual > 0 and emb != "codes",
+            f"code_residual {self.code_residual} applies to item_emb codes only, not item_emb {emb}",
+        )
         for setting, given in code_only.items():
             yield (
                 given and not self.uses_codes,
@@ -436,16 +443,28 @@ class CodesEmbedding(nn.Module):
     else int16 holding the uint16 bits; `codes=None` builds hashed codes for every item, which loading
     replaces. Id 0 (padding) maps to exact zeros and passes no gradient (its output is multiplied by 0).
     Memory: centroids x d floats in all (4 times with gradient and AdamW), plus m or 2m bytes per item.
+
+    `residual` r > 0 adds what codes cannot hold, a part of each item's own: row i of an (N+1) x r
+    table times an r x d projection (as `LowRankEmbedding`), added to the concatenation; 4r more bytes
+    per item (16r to train).
     """
 
     def __init__(
-        self, n_items: int, dim: int, subspaces: int, centroids: int, codes: np.ndarray | None = None, seed: int = 0
+        self,
+        n_items: int,
+        dim: int,
+        subspaces: int,
+        centroids: int,
+        codes: np.ndarray | None = None,
+        seed: int = 0,
+        residual: int = 0,
     ) -> None:
         super().__init__()
         if dim % subspaces:
             raise ValueError(f"subspaces ({subspaces}) must divide dim ({dim})")
         self.n_items, self.dim, self.subspaces, self.centroids = n_items, dim, subspaces, centroids
         self.table = nn.Parameter(torch.empty(subspaces * centroids, dim // subspaces).normal_(std=0.02))
+        self.residual = LowRankEmbedding(n_items, dim, residual) if residual > 0 else None
         self.register_buffer("codes", _codes_buffer(codes, n_items, subspaces, centroids, seed), persistent=True)
         self.register_buffer("sub_base", torch.arange(subspaces) * centroids, persistent=False)  # (m,)
 
@@ -458,6 +477,8 @@ class CodesEmbedding(nn.Module):
         flat = ids.reshape(-1)
         out = F.embedding(self.rows_of(flat), self.table).reshape(len(flat), self.dim)  # (n, d)
         out = out * (flat != 0).unsqueeze(1).to(out.dtype)
+        if self.residual is not None:  # zeros for id 0 too
+            out = out + self.residual(flat)
         return out.view(*ids.shape, self.dim)
 
     def collision_share(self) -> float:
@@ -498,10 +519,11 @@ def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, float]:
     full table would need. All ints except bytes_per_item.
 
     Parameters: table_bytes (the full (N+1) x d table, the k-shift P x d shared table, the low-rank
-    (N+1) x r table, or the code embedding's m sub-tables, centroids x d floats in all), head_bytes
-    (k-shift head, H x d), weights_bytes (k-shift importance weights, P x k), proj_bytes (low-rank
-    projection, r x d); params_bytes is their sum, grad_bytes equals it and adam_bytes is twice it
-    (two moments). Buffers, never trained: rows_bytes (the k-shift [N+1, k] int32 rows) and
+    (N+1) x r table, or the code embedding's m sub-tables, centroids x d floats in all, and its
+    residual's (N+1) x r table), head_bytes (k-shift head, H x d), weights_bytes (k-shift importance
+    weights, P x k), proj_bytes (the low-rank or code residual projection, r x d); params_bytes is
+    their sum, grad_bytes equals it and adam_bytes is twice it (two moments). Buffers, never trained:
+    rows_bytes (the k-shift [N+1, k] int32 rows) and
     weight_rows_bytes (the [N+1] int32 weight row of each item), both 0 when the rows are computed
     per batch; codes_bytes (the [N+1, m] codes of item_emb "codes" or kshift_rows "codes", 1 byte
     each up to 256 centroids, else 2; a k-shift table read by codes has P = k x centroids rows and no
@@ -528,8 +550,11 @@ def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, float]:
     elif cfg.item_emb == "lowrank":
         r = lowrank_width(d, cfg.kshift_compression)
         parts.update(table_bytes=(n + 1) * r * 4, proj_bytes=r * d * 4)
-    elif cfg.item_emb == "codes":  # m sub-tables of centroids x d/m
+    elif cfg.item_emb == "codes":  # m sub-tables of centroids x d/m, and the residual's table and projection
         parts["table_bytes"] = cfg.code_centroids * (d // cfg.code_subspaces) * cfg.code_subspaces * 4
+        r = cfg.code_residual
+        parts["table_bytes"] += (n + 1) * r * 4
+        parts["proj_bytes"] = r * d * 4
     params = sum(parts.values())
     dense = params  # parameters with a dense gradient and AdamW's two moments
     rowwise_state = 0
@@ -655,7 +680,13 @@ class SASRec(nn.Module):
             )
         elif cfg.item_emb == "codes":
             self.item_emb = CodesEmbedding(
-                cfg.n_items, cfg.dim, cfg.code_subspaces, cfg.code_centroids, codes=codes, seed=cfg.kshift_seed
+                cfg.n_items,
+                cfg.dim,
+                cfg.code_subspaces,
+                cfg.code_centroids,
+                codes=codes,
+                seed=cfg.kshift_seed,
+                residual=cfg.code_residual,
             )
         elif cfg.item_emb == "lowrank":
             self.item_emb = LowRankEmbedding(cfg.n_items, cfg.dim, lowrank_width(cfg.dim, cfg.kshift_compression))

@@ -136,6 +136,13 @@ def _item_emb_flags(g: argparse._ArgumentGroup) -> None:
         "(k-shift) whatever the catalogue",
     )
     g.add_argument(
+        "--code-residual",
+        type=int,
+        default=0,
+        help="codes: r learned floats of each item's own, projected to d and added to its concatenated "
+        "sub-embeddings (16r bytes per item to train with AdamW); 0 = codes alone",
+    )
+    g.add_argument(
         "--code-assignment",
         choices=CODE_ASSIGNMENTS,
         default=None,
@@ -384,6 +391,7 @@ MODEL_FLAGS = (
     "summary_events",
     "summary_pool",
     "code_centroids",
+    "code_residual",
 )
 # the code assignment's settings: they shape the codes, not the model, so they are train.py's
 CODE_FLAGS = ("code_subspaces", "code_assignment", "code_components", "code_oversample")

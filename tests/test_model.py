@@ -5,6 +5,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -560,7 +561,6 @@ def test_bad_input_and_config_are_refused():
 
 
 def test_flags_map_onto_every_model_field_and_refusals_name_the_flags():
-    from dataclasses import fields
 
     from longrec_core.train_flags import model_config, train_parser
 
@@ -572,8 +572,10 @@ def test_flags_map_onto_every_model_field_and_refusals_name_the_flags():
     argv += ["--summary-pool", "attention"]
     cfg = model_config(parse(argv), n_items=40, n_types=3)
     default = ModelConfig(n_items=1, max_len=1)
-    # every field but the data's differs from its default: each one is set from its flag
-    assert [f.name for f in fields(cfg) if getattr(cfg, f.name) == getattr(default, f.name)] == []
+    # every field but the data's differs from its default: each one is set from its flag (the code
+    # residual belongs to item_emb codes, not to the k-shift these flags choose: checked on its own)
+    assert [f.name for f in fields(cfg) if getattr(cfg, f.name) == getattr(default, f.name)] == ["code_residual"]
+    assert model_config(parse(["--item-emb", "codes", "--code-residual", "3"]), n_items=40).code_residual == 3
     assert (cfg.max_len, cfg.kshift_compression, cfg.code_subspaces) == (9, 2.0, 4)  # m = k for k-shift codes
     assert model_config(parse(["--item-emb", "codes"]), n_items=40).code_subspaces == 8
     assert model_config(parse([]), n_items=40) == ModelConfig(n_items=40, max_len=200)
@@ -583,12 +585,30 @@ def test_flags_map_onto_every_model_field_and_refusals_name_the_flags():
         (["--item-emb", "kshift", "--kshift-head", "40"], "--kshift-head (40) must be below the 40 items"),
         (["--code-subspaces", "8"], "--code-subspaces 8 applies to --item-emb codes or --kshift-rows codes only"),
         (["--code-oversample", "0"], "--code-oversample 0 applies to --item-emb codes or --kshift-rows codes only"),
+        (["--code-residual", "2"], "--code-residual 2 applies to --item-emb codes only, not --item-emb full"),
         (["--code-assignment", "pq"], "--code-assignment pq applies to --item-emb codes or --kshift-rows codes only"),
         (["--item-emb", "codes", "--code-components", "16"], "--code-components 16 applies to --code-assignment pq"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             model_config(parse(argv), n_items=40)
     model_config(parse(["--item-emb", "kshift", "--kshift-head", "40"]))  # no bound before the data is loaded
+
+
+@needs_core
+def test_code_residual_separates_items_with_one_code():
+    """With every item given the same code, codes alone give all items one vector; the residual gives
+    each its own, padding stays exact zeros, and the memory counts the residual's table and projection."""
+    cfg = ModelConfig(n_items=30, max_len=12, dim=16, layers=1, heads=2, ffn=32, item_emb="codes", code_subspaces=4)
+    same = np.zeros((31, 4), dtype=np.uint8)
+    plain = SASRec(cfg, codes=same).item_emb
+    with_residual = SASRec(replace(cfg, code_residual=2), codes=same).item_emb
+    ids = torch.tensor([0, 1, 2, 3])
+    assert torch.equal(plain(ids)[1], plain(ids)[2])
+    out = with_residual(ids)
+    assert out.shape == (4, 16) and torch.equal(out[0], torch.zeros(16))
+    assert not torch.allclose(out[1], out[2]) and not torch.allclose(out[2], out[3])
+    extra = embedding_memory_bytes(replace(cfg, code_residual=2))["params_bytes"]
+    assert extra - embedding_memory_bytes(cfg)["params_bytes"] == (31 * 2 + 2 * 16) * 4
 
 
 def test_bf16_autocast_forward():

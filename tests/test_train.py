@@ -290,6 +290,10 @@ EMB_VARIANTS = {
         "item_emb.table",
     ),
     "codes": (["--item-emb", "codes", "--code-subspaces", "4", "--code-centroids", "8"], "item_emb.codes"),
+    "codes-residual": (
+        ["--item-emb", "codes", "--code-subspaces", "4", "--code-centroids", "8", "--code-residual", "2"],
+        "item_emb.residual.table",
+    ),
     "kshift-codes": (
         ["--item-emb", "kshift", "--kshift-rows", "codes", "--kshift-k", "4", "--code-centroids", "8"],
         "item_emb.codes",
@@ -315,9 +319,11 @@ def test_item_embedding_variants_resume_equals_uninterrupted(data_dir, tmp_path,
     for k in wa["model"]:
         assert torch.equal(wa["model"][k], wc["model"][k]), k
     mem = json.loads((a / "summary.json").read_text())["embedding_memory"]
-    assert mem["bytes_per_item"] < mem["full_total_bytes"] / 80  # smaller than a full table
-    assert (mem["rows_bytes"] == 0) == (variant in ("lowrank", "kshift-rows-computed", "codes", "kshift-codes"))
-    assert (mem["codes_bytes"] > 0) == variant.endswith("codes")
+    # smaller than a full table (the residual keeps 2 of the 16 floats of each item's row)
+    assert mem["bytes_per_item"] < mem["full_total_bytes"] / (4 if variant == "codes-residual" else 80)
+    computed = ("lowrank", "kshift-rows-computed", "codes", "kshift-codes", "codes-residual")
+    assert (mem["rows_bytes"] == 0) == (variant in computed)
+    assert (mem["codes_bytes"] > 0) == ("codes" in variant)
 
 
 @pytest.mark.parametrize("assignment", ["quantile", "pq"])
