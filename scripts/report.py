@@ -222,6 +222,7 @@ EMB_VARIANTS = {  # results.sh's item-embedding runs: out-dir suffix (its first 
     "lowrank-c64": "low-rank c64 (r = 1)",
     "codes-m8": "codes (RecJPQ), m = 8 of 256 values",
     "codes-pq-m8": "codes by product quantisation (pq), m = 8 of 256 values",
+    "codes-pq-m8-r2": "the same + 2 floats of each item's own (--code-residual 2)",
     "codes-m32": "codes (RecJPQ), m = 32 of 256 values",
     "codes-m8-c128": "codes (RecJPQ), m = 8 of 128 values",
     "codes-m8-c64": "codes (RecJPQ), m = 8 of 64 values",
@@ -705,7 +706,7 @@ def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
         ]
 
     def item_codes_pq() -> list[str]:
-        rows = variant_rows("beauty", BEAUTY_FULL, ("codes-pq-m8",))
+        rows = variant_rows("beauty", BEAUTY_FULL, ("codes-pq-m8", "codes-pq-m8-r2"))
         return [
             "| data " + EMB_HEAD,
             "|---" * 11 + "|",
