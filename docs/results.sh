@@ -98,6 +98,11 @@ lane)
   R="--data data/retailrocket --regimes last --windows 10 --valid-sample 20000 --repeats 3 --group-by-length --precision bf16"
   converged $R --out $OUT/retailrocket-emb-full
   converged $R --out $OUT/retailrocket-emb-codes-m8 --item-emb codes --code-subspaces 8 --code-centroids 256
+  #    amazon-beauty codes by product quantisation of a 64-component SVD (1/34), and the same with 2
+  #    floats of each item's own (--code-residual 2: 62 bytes per item, 1/16.6)
+  P="--item-emb codes --code-subspaces 8 --code-centroids 256 --code-assignment pq"
+  converged $B --out $OUT/beauty-emb-codes-pq-m8 $P
+  converged $B --out $OUT/beauty-emb-codes-pq-m8-r2 $P --code-residual 2
   # 9. History before the window (§5): ml-1m, window 50 on every window plus a summary of the 200
   #    events before each window in 4 tokens, against §2's window-50 and §1's window-200 cells; and
   #    longer inputs, windows of 400 and 800 (`last` and every window)
@@ -112,6 +117,12 @@ lane)
     converged --data data/ml-1m --out $OUT/ml1m-w$w --regimes last,sliding --windows $w --strides $w --repeats 3 \
         --group-by-length --precision bf16
   done
+  #    §1's 4-block model on every window of 200 at learning rate 2e-3, and the same with a summary of the
+  #    200 events before each window (4 learned attention queries)
+  L4="--data data/ml-1m --regimes sliding --windows 200 --strides 200 --repeats 3 --group-by-length --precision bf16"
+  python scripts/frontier.py $L4 --out $OUT/ml1m-sliding-l4h2-lr2e-3 $SASREC --layers 4 --heads 2 --lr 2e-3
+  python scripts/frontier.py $L4 --out $OUT/ml1m-sliding-l4h2-lr2e-3-summary200 $SASREC --layers 4 --heads 2 \
+      --lr 2e-3 --summary-events 200 --summary-tokens 4 --summary-pool attention
   ;;
 fast)
   # The fast recipe on ml-1m (§1): sliding windows, batches grouped by length, bf16 matmuls, both
