@@ -464,7 +464,7 @@ L4_LR2 = "4 blocks, 2 heads, every window of 200, learning rate 2e-3"
 TOWARD_020 = [  # §5: the 4-block model of §1 at learning rate 2e-3, and with the history before each window
     (L4_LR2, "ml1m-sliding-l4h2-lr2e-3", "sliding-w200-s200", None),
     (
-        "the same + the 200 events before: 4 learned queries (attention)",
+        "the same + the 200 events before: 4 learned queries (attention), two threads",
         "ml1m-sliding-l4h2-lr2e-3-summary200",
         "sliding-w200-s200",
         L4_LR2,
