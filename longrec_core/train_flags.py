@@ -120,6 +120,12 @@ def _item_emb_flags(g: argparse._ArgumentGroup) -> None:
         "(below 1: more rows than items, e.g. 0.87 for the paper code's P = 1.15 N); lowrank: width "
         "r = dim // compression",
     )
+    _code_flags(g)
+    _kshift_flags(g)
+
+
+def _code_flags(g: argparse._ArgumentGroup) -> None:
+    """The data-driven item codes' settings (--item-emb codes, --kshift-rows codes)."""
     g.add_argument(
         "--code-subspaces",
         type=int,
@@ -163,7 +169,6 @@ def _item_emb_flags(g: argparse._ArgumentGroup) -> None:
         help="codes: extra columns of the randomized SVD that assigns them (None = 8); its memory is "
         "2 x (N+1) x (m + oversample) floats, so pass 0 for catalogues of 10^8 items",
     )
-    _kshift_flags(g)
 
 
 def _kshift_flags(g: argparse._ArgumentGroup) -> None:
