@@ -44,6 +44,7 @@ the codes in the model, so a run and its resumption never recompute them.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -376,7 +377,7 @@ def _seen_codes(
     vectors = factors * sigma.astype(np.float32)  # V Σ: the items' SVD coordinates
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), np.float32(1e-30))
     codes = pq_codes(vectors, subspaces, centroids, seed)
-    if centroids**subspaces >= 4 * len(codes):  # room for every item: spread the repeats
+    if subspaces * math.log(centroids) >= math.log(4 * len(codes)):  # C^m >= 4n: room to spread the repeats
         codes = spread_duplicates(codes, centroids, seed)
     return codes
 
