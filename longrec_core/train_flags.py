@@ -398,7 +398,7 @@ MODEL_FLAGS = (
     "code_centroids",
     "code_residual",
 )
-# the code assignment's settings: they shape the codes, not the model, so they are train.py's
+# the flags of the code assignment, refused without codes (m is also the model's code_subspaces)
 CODE_FLAGS = ("code_subspaces", "code_assignment", "code_components", "code_oversample")
 # the flag that sets each field, as ModelConfig's refusals name it
 FLAG_OF = {
@@ -447,6 +447,8 @@ def model_config(args: argparse.Namespace, n_items: int = UNKNOWN_ITEMS, n_types
     if args.code_components is not None and args.code_assignment != "pq":
         raise ValueError(f"--code-components {args.code_components} applies to --code-assignment pq only")
     m = args.code_subspaces if args.code_subspaces is not None else (args.kshift_k if args.item_emb == "kshift" else 8)
+    if codes and args.code_components is not None and args.code_components < m:
+        raise ValueError(f"--code-components ({args.code_components}) must be at least the {m} codes per item")
     try:
         return ModelConfig(
             n_items=n_items,

@@ -588,6 +588,10 @@ def test_flags_map_onto_every_model_field_and_refusals_name_the_flags():
         (["--code-residual", "2"], "--code-residual 2 applies to --item-emb codes only, not --item-emb full"),
         (["--code-assignment", "pq"], "--code-assignment pq applies to --item-emb codes or --kshift-rows codes only"),
         (["--item-emb", "codes", "--code-components", "16"], "--code-components 16 applies to --code-assignment pq"),
+        (
+            ["--item-emb", "codes", "--code-assignment", "pq", "--code-components", "4"],
+            "--code-components (4) must be at least the 8 codes per item",
+        ),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             model_config(parse(argv), n_items=40)
