@@ -713,13 +713,9 @@ def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
             *embedding_rows(root, BEAUTY_FULL, rows, strict=True, data="amazon-beauty, last 50"),
         ]
 
-    def toward_020() -> list[str]:
-        evaluated(root, *TOWARD_020[0][1:3])  # the rows come as they finish, once the first has
-        return changes_table(root, TOWARD_020)
-
-    def input_length(window: int) -> list[str]:
-        evaluated(root, *INPUT_LENGTH[window][0][1:3])  # the rows come as they finish, once the first has
-        return changes_table(root, INPUT_LENGTH[window])
+    def as_they_finish(rows: list[tuple[str, str, str, str | None]]) -> list[str]:
+        evaluated(root, *rows[0][1:3])  # the rows come as they finish, once the first has
+        return changes_table(root, rows)
 
     def converged_embeddings() -> list[str]:
         lines = ["| data " + EMB_HEAD, "|---" * 11 + "|"]
@@ -734,9 +730,9 @@ def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
         "embeddings-converged": converged_embeddings,
         "item-codes-pq": item_codes_pq,
         "history-summary": lambda: changes_table(root, HISTORY_SUMMARY, strict=True),
-        "toward-020": toward_020,
-        "input-length-400": lambda: input_length(400),
-        "input-length-800": lambda: input_length(800),
+        "toward-020": lambda: as_they_finish(TOWARD_020),
+        "input-length-400": lambda: as_they_finish(INPUT_LENGTH[400]),
+        "input-length-800": lambda: as_they_finish(INPUT_LENGTH[800]),
         "fast-recipe": lambda: recipe_table(root, FAST_RECIPE, FAST_LEVELS, strict=True),
         "fast-recipe-changes": lambda: recipe_table(root, FAST_CHANGES, FAST_LEVELS, strict=True),
     }
