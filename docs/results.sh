@@ -98,6 +98,8 @@ lane)
   R="--data data/retailrocket --regimes last --windows 10 --valid-sample 20000 --repeats 3 --group-by-length --precision bf16"
   converged $R --out $OUT/retailrocket-emb-full
   converged $R --out $OUT/retailrocket-emb-codes-m8 --item-emb codes --code-subspaces 8 --code-centroids 256
+  converged $R --out $OUT/retailrocket-emb-codes-pq-m8-r2 --item-emb codes --code-subspaces 8 --code-centroids 256 \
+      --code-assignment pq --code-residual 2
   #    amazon-beauty codes by product quantisation of a 64-component SVD (1/34), and the same with 2
   #    floats of each item's own (--code-residual 2: 62 bytes per item, 1/16.6)
   P="--item-emb codes --code-subspaces 8 --code-centroids 256 --code-assignment pq"
@@ -123,6 +125,9 @@ lane)
   python scripts/frontier.py $L4 --out $OUT/ml1m-sliding-l4h2-lr2e-3 $SASREC --layers 4 --heads 2 --lr 2e-3
   python scripts/frontier.py $L4 --out $OUT/ml1m-sliding-l4h2-lr2e-3-summary200 $SASREC --layers 4 --heads 2 \
       --lr 2e-3 --summary-events 200 --summary-tokens 4 --summary-pool attention
+  #    and the same model with dropout 0.2
+  python scripts/frontier.py $L4 --out $OUT/ml1m-sliding-l4h2-lr2e-3-dropout02 $SASREC --layers 4 --heads 2 \
+      --lr 2e-3 --dropout 0.2
   ;;
 fast)
   # The fast recipe on ml-1m (§1): sliding windows, batches grouped by length, bf16 matmuls, both

@@ -11,15 +11,16 @@ grid finds its finished cells.
 
 from __future__ import annotations
 
+import argparse
 import json
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from longrec_core.choices import ITEM_EMBS, KS, REGIMES, TARGETS
-from longrec_core.train_flags import train_defaults
+from longrec_core.train_flags import add_train_flags, train_defaults
 
 # The grid axes, their defaults (train.py's defaults, and the baseline against sliding) and the
 # keys a grid file may hold besides them.
@@ -235,28 +236,41 @@ class Grid:
         return {tok.split("=")[0] for tok in self.shared if tok.startswith("--")}
 
 
-# Flags that change how fast a run trains or validates but not what it computes: a finished grid
+# Settings that change how fast a run trains or validates but not what it computes: a finished grid
 # trained with other values of these is still the same grid (`--report-only` with --threads 2 over
 # runs trained with --threads 1), and a stopped run resumes with new ones.
-SPEED_ONLY_FLAGS = ("--threads", "--eval-batch-size", "--compile")
-_VALUELESS = ("--compile",)
+SPEED_ONLY_SETTINGS = ("threads", "eval_batch_size", "compile")
 
 
-def without_speed_flags(args: Sequence[str]) -> list[str]:
-    """train.py arguments without the speed-only flags (SPEED_ONLY_FLAGS) and their values, for
-    comparing what two invocations train."""
-    kept: list[str] = []
-    skip_value = False
-    for tok in args:
-        if skip_value:
-            skip_value = False
-            continue
-        flag = tok.split("=")[0]
-        if flag in SPEED_ONLY_FLAGS:
-            skip_value = "=" not in tok and flag not in _VALUELESS
-            continue
-        kept.append(tok)
-    return kept
+class _RaisingParser(argparse.ArgumentParser):
+    """argparse that raises ValueError on a bad command line instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
+def what_it_trains(args: Sequence[str]) -> dict[str, Any] | None:
+    """The train.py settings of command line `args`, by name, defaults filled in and the speed-only
+    ones (SPEED_ONLY_SETTINGS) left out: two spellings of one run (`--lr 1e-3 --lr 2e-3` and
+    `--lr 2e-3`; a flag left at its default or written out) give equal dicts. None when `args` does
+    not parse with today's flags (a run recorded by another version)."""
+    p = _RaisingParser(allow_abbrev=False, add_help=False)
+    add_train_flags(p)
+    try:
+        settings, unknown = p.parse_known_args(list(args))
+    except ValueError:
+        return None
+    if unknown:
+        return None
+    return {k: v for k, v in vars(settings).items() if k not in SPEED_ONLY_SETTINGS}
+
+
+def trains_the_same(then: Sequence[str] | None, now: Sequence[str]) -> bool:
+    """Whether recorded command line `then` trains what `now` does (see what_it_trains)."""
+    if then is None:
+        return False
+    recorded = what_it_trains(then)
+    return recorded is not None and recorded == what_it_trains(now)
 
 
 # ----------------------------------------------------------------------------- metrics and logs

@@ -70,7 +70,7 @@ from longrec_core.frontier import (
     make_cells,
     metric_name,
     parse_axis,
-    without_speed_flags,
+    trains_the_same,
 )
 from longrec_core.griddir import GridDir, SeedDir
 from longrec_core.train_flags import add_train_flags, flag_names
@@ -231,7 +231,7 @@ def plan_runs(grid: Grid, where: Where) -> list[tuple[Cell, int]]:
     """The runs to do: every (cell, seed) without test metrics, seed-major (every cell's seed 0
     first), so a grid stopped part-way has one comparable seed of each cell. Finished runs are
     skipped; one trained with other flags is refused, since it would silently mix two experiments
-    (flags that change only speed, such as --threads, may differ: SPEED_ONLY_FLAGS)."""
+    (settings that change only speed, such as --threads, may differ: SPEED_ONLY_SETTINGS)."""
     todo: list[tuple[Cell, int]] = []
     for seed in range(grid.repeats):
         for cell in grid.cells:
@@ -240,9 +240,7 @@ def plan_runs(grid: Grid, where: Where) -> list[tuple[Cell, int]]:
                 todo.append((cell, seed))
                 continue
             then = d.recorded_args()
-            if then is not None and without_speed_flags(then) != without_speed_flags(
-                train_args(where, grid, cell, seed)
-            ):
+            if then is not None and not trains_the_same(then, train_args(where, grid, cell, seed)):
                 cli.fail(
                     f"{d.path} was trained with other flags (then: {shlex.join(then)}); "
                     f"pass another --out, or delete that cell to retrain it"
@@ -266,7 +264,7 @@ def run_one(d: SeedDir, cell: Cell, seed: int, targs: list[str], shared: list[st
     starts over: train.py wants an empty dir."""
     run = d.run
     then = d.recorded_args()
-    same = then is not None and without_speed_flags(then) == without_speed_flags(targs)
+    same = trains_the_same(then, targs)
     trained = same and run.finished() is not None  # anything else is resumed or redone
     resumable = same and not trained and run.has_checkpoint()
     if not trained and not resumable and run.path.exists():

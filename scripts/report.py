@@ -469,6 +469,7 @@ TOWARD_020 = [  # §5: the 4-block model of §1 at learning rate 2e-3, and with 
         "sliding-w200-s200",
         L4_LR2,
     ),
+    ("the same with dropout 0.2", "ml1m-sliding-l4h2-lr2e-3-dropout02", "sliding-w200-s200", L4_LR2),
 ]
 
 W50 = "ml-1m, every window of 50 (sliding, stride 50)"
@@ -584,6 +585,7 @@ def recipe_table(
 
 # ----------------------------------------------------------------------------- docs/RESULTS.md's tables
 BEAUTY_FULL, ML1M_FULL = ("beauty-emb-full", "last-w50"), ("ml1m-sasrec", "last-w200")  # (out dir, cell)
+RETAILROCKET_FULL = ("retailrocket-emb-full", "last-w10")
 BEAUTY_HASHED = (  # results.sh's hashed and low-rank embeddings on amazon-beauty (EMB_VARIANTS)
     "kshift-c4",
     "lowrank-c4",
@@ -707,10 +709,12 @@ def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
 
     def item_codes_pq() -> list[str]:
         rows = variant_rows("beauty", BEAUTY_FULL, ("codes-pq-m8", "codes-pq-m8-r2"))
+        sessions = variant_rows("retailrocket", RETAILROCKET_FULL, ("codes-pq-m8-r2",))
         return [
             "| data " + EMB_HEAD,
             "|---" * 11 + "|",
             *embedding_rows(root, BEAUTY_FULL, rows, strict=True, data="amazon-beauty, last 50"),
+            *embedding_rows(root, RETAILROCKET_FULL, sessions, strict=False, data="retailrocket sessions, last 10"),
         ]
 
     def as_they_finish(rows: list[tuple[str, str, str, str | None]]) -> list[str]:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from longrec_core.frontier import (
-    SPEED_ONLY_FLAGS,
+    SPEED_ONLY_SETTINGS,
     Cell,
     baseline_of,
     failure_line,
@@ -26,12 +26,14 @@ from longrec_core.frontier import (
     make_cells,
     metric_name,
     parse_axis,
-    without_speed_flags,
+    trains_the_same,
+    what_it_trains,
 )
 from longrec_core.griddir import GridDir, other_spelling
 from longrec_core.prepare import prepare_synthetic
 from longrec_core.report import mean_sd, pareto_mask, time_unit, validation_curve
 from longrec_core.rundir import RunDir
+from longrec_core.train_flags import train_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 FRONTIER = [sys.executable, str(ROOT / "scripts" / "frontier.py")]
@@ -507,10 +509,16 @@ def test_cell_names_say_what_they_change_and_old_grids_are_found(tmp_path: Path)
     assert GridDir(tmp_path).cell_dir("sliding-w200-s64") == tmp_path / "cells" / "sliding-w200-s64"
 
 
-def test_speed_only_flags_are_left_out_of_the_comparison() -> None:
-    args = ["--epochs", "3", "--threads", "1", "--compile", "--dim", "8", "--eval-batch-size=4", "--lr", "0.1"]
-    assert without_speed_flags(args) == ["--epochs", "3", "--dim", "8", "--lr", "0.1"]
-    assert "--threads" in SPEED_ONLY_FLAGS and "--dropout" not in SPEED_ONLY_FLAGS
+def test_runs_compare_by_what_they_train_not_by_spelling() -> None:
+    base = ["--data", "d", "--epochs", "3", "--dim", "8", "--lr", "0.1"]
+    assert trains_the_same(base, [*base, "--threads", "2", "--compile", "--eval-batch-size=4"])  # speed only
+    assert trains_the_same(base, ["--lr", "1e-3", *base])  # the last of a repeated flag counts
+    assert trains_the_same(base, [*base, "--dropout", str(train_defaults()["dropout"])])  # a default written out
+    assert not trains_the_same(base, [*base, "--dropout", "0.3"])
+    assert not trains_the_same(None, base)  # nothing recorded
+    assert not trains_the_same([*base, "--flag-of-another-version", "1"], base)
+    assert what_it_trains(["--dim", "eight"]) is None  # no traceback, no exit
+    assert "threads" in SPEED_ONLY_SETTINGS and "dropout" not in SPEED_ONLY_SETTINGS
 
 
 def test_curves_pick_their_time_unit_by_the_longest_run() -> None:
