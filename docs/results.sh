@@ -140,11 +140,11 @@ fast)
       --strides 200 --repeats 1 --group-by-length --precision bf16 $SASREC --layers 4 --heads 2 --threads 2 \
       --max-train-seconds 1200
   #    and one change each to the 4-block model: its rate decayed to zero by epoch 42 (cosine), about where
-  #    the 20 minutes end (1 seed); a learning rate of 2e-3 (2 seeds)
+  #    the 20 minutes end (1 seed); a learning rate of 2e-3 (3 seeds)
   L4="--data data/ml-1m --regimes sliding --windows 200 --strides 200 --group-by-length --precision bf16
       $SASREC --layers 4 --heads 2 --threads 2 --max-train-seconds 1200"
   python scripts/frontier.py $L4 --out $OUT/ml1m-fast-l4h2-cosine --repeats 1 --schedule cosine --epochs 42
-  python scripts/frontier.py $L4 --out $OUT/ml1m-fast-l4h2-lr2e-3 --repeats 2 --lr 2e-3
+  python scripts/frontier.py $L4 --out $OUT/ml1m-fast-l4h2-lr2e-3 --repeats 3 --lr 2e-3
   ;;
 prep)
   [ -d data/ml-1m ] || python scripts/prep.py "$S/ml-1m/ml-1m.txt.gz" --out data/ml-1m

@@ -512,7 +512,7 @@ FAST_CHANGES = [  # §1: one change each to the 4-block fast recipe, same 20 min
     ),
     *(
         (f"4 blocks, 2 heads, learning rate 2e-3, seed {s}", "ml1m-fast-l4h2-lr2e-3", "sliding-w200-s200", s)
-        for s in (0, 1)
+        for s in (0, 1, 2)
     ),
 ]
 FAST_LEVELS = (0.15, 0.17, 0.1821, 0.19)
