@@ -98,11 +98,10 @@ lane)
   R="--data data/retailrocket --regimes last --windows 10 --valid-sample 20000 --repeats 3 --group-by-length --precision bf16"
   converged $R --out $OUT/retailrocket-emb-full
   converged $R --out $OUT/retailrocket-emb-codes-m8 --item-emb codes --code-subspaces 8 --code-centroids 256
-  converged $R --out $OUT/retailrocket-emb-codes-pq-m8-r2 --item-emb codes --code-subspaces 8 --code-centroids 256 \
-      --code-assignment pq --code-residual 2
-  #    amazon-beauty codes by product quantisation of a 64-component SVD (1/34), and the same with 2
-  #    floats of each item's own (--code-residual 2: 62 bytes per item, 1/16.6)
+  #    codes by product quantisation of a 64-component SVD (1/34 on amazon-beauty), and the same with 2
+  #    floats of each item's own (--code-residual 2: 62 bytes per item on amazon-beauty, 47 on retailrocket)
   P="--item-emb codes --code-subspaces 8 --code-centroids 256 --code-assignment pq"
+  converged $R --out $OUT/retailrocket-emb-codes-pq-m8-r2 $P --code-residual 2
   converged $B --out $OUT/beauty-emb-codes-pq-m8 $P
   converged $B --out $OUT/beauty-emb-codes-pq-m8-r2 $P --code-residual 2
   # 9. History before the window (§5): ml-1m, window 50 on every window plus a summary of the 200
