@@ -42,6 +42,7 @@ stubs: install
 bench: install
 	$(BIN)/python bench/core.py
 	$(BIN)/python bench/loss.py
+	$(BIN)/python bench/attention.py
 	$(BIN)/python bench/train.py
 
 clean:

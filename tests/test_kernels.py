@@ -97,8 +97,8 @@ def test_model_with_fused_activation_matches_the_plain_layer():
     plain = step(small_model(dataclasses.replace(CORE, gelu_dropout=plain_gelu_dropout)))
     assert torch.allclose(fused[0], plain[0], atol=1e-5)
     assert len(fused[1]) == len(plain[1])
-    for a, b in zip(fused[1], plain[1]):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (a - b).abs().max()
+    for a, b in zip(fused[1], plain[1]):  # the erfs differ by up to 5e-7; two blocks make up to 5e-5 of it
+        assert torch.allclose(a, b, rtol=2e-4, atol=1e-5), (a - b).abs().max()
 
 
 def test_dropout_is_seeded_by_torch_and_keeps_the_mean():
@@ -125,6 +125,34 @@ def test_spelled_out_attention_equals_torch_kernel_without_dropout():
     spelled = core_attention(q, k, v, mask, 1e-9, True)
     assert torch.allclose(spelled, fused, atol=1e-5)
     assert torch.allclose(core_attention(q, k, v, mask, 0.5, False), fused)
+
+
+def test_spelled_out_attention_in_bf16_is_as_accurate_as_torch_kernel():
+    # under bf16 autocast the spelled-out path keeps the scores and the softmax in bfloat16; its
+    # output and gradients must be as close to float64 as torch's fused kernel in bfloat16 is
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(4, 2, 50, 16) * 0.5 for _ in range(3))
+    pad = torch.tensor([0, 10, 30, 49])
+    t = torch.arange(50)
+    real = t[None, :] >= pad[:, None]  # left padding, as SASRec's batches
+    mask = ((t[:, None] >= t[None, :]) & real[:, None, :] | ~real[:, :, None])[:, None]  # (B, 1, T, T)
+
+    def output_and_grads(attention, dtype):
+        leaves = [x.to(dtype).requires_grad_() for x in (q, k, v)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = attention(*leaves)
+        (out.double() * torch.linspace(-1, 1, 16, dtype=torch.float64)).sum().backward()
+        return [out.double()] + [x.grad.double() for x in leaves]
+
+    def torch_kernel(*qkv: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(*qkv, attn_mask=mask)
+
+    exact = output_and_grads(torch_kernel, torch.float64)
+    fused = output_and_grads(torch_kernel, torch.bfloat16)
+    spelled = output_and_grads(lambda *a: core_attention(*a, mask, 1e-9, True), torch.bfloat16)
+    for e, f, s in zip(exact, fused, spelled):
+        assert s.dtype == torch.float64 and torch.isfinite(s).all()
+        assert (s - e).norm() <= 1.5 * (f - e).norm() + 1e-6, ((s - e).norm(), (f - e).norm())
 
 
 def test_gelu_dropout_kernels_reject_bad_arrays():
