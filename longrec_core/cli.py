@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from longrec_core import startup
 from longrec_core.choices import DEVICES
 
 if TYPE_CHECKING:
@@ -363,17 +364,20 @@ def report_uncaught_errors() -> None:
 
 def stop_requests() -> Callable[[], str | None]:
     """Make the first Ctrl-C or SIGTERM a request to stop, which a long loop polls between steps
-    so it can save its state and exit cleanly; a second one stops at once. Returns the poll: the
+    so it can save its state and exit cleanly; a second one stops at once. `startup.STOP` (what
+    frontier.py sends its stage when frontier.py itself is interrupted) is always a request only:
+    the stage may already have the Ctrl-C that interrupted frontier.py. Returns the poll: the first
     signal's name once one has arrived, else None."""
     received: list[str] = []
 
     def request_stop(signum: int, frame: object) -> None:
         received.append(signal.Signals(signum).name)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if signum != startup.STOP:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in (signal.SIGINT, signal.SIGTERM, startup.STOP):
+        signal.signal(signum, request_stop)
     return lambda: received[0] if received else None
 
 

@@ -13,6 +13,9 @@ import sys
 from types import TracebackType
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+# The signal frontier.py sends a stage it wants stopped: a request like the first Ctrl-C or SIGTERM,
+# but never the second one that stops train.py at once (the stage may have had that signal already)
+STOP = signal.SIGUSR1
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -28,8 +31,10 @@ def _hook(kind: type[BaseException], value: BaseException, tb: TracebackType | N
 
 
 def quiet_interrupts() -> None:
-    """Make an uncaught Ctrl-C, and SIGTERM, end the process with `interrupted` and exit 130."""
+    """Make an uncaught Ctrl-C, SIGTERM, and SIGUSR1 (how frontier.py asks its stages to stop: `STOP`)
+    end the process with `interrupted` and exit 130."""
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(STOP, _terminate)
     sys.excepthook = _hook
 
 

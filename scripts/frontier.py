@@ -24,7 +24,9 @@ Each seed k = 0..R-1 of a cell runs `train.py --seed k ... --out RUN`, then `eva
 --split test`, as subprocesses of this Python, in the cell's seed dir under OUT (its layout:
 longrec_core/griddir.py), which also keeps their stderr and the run's record. A run is finished when
 its test metrics are written; a run that was stopped (Ctrl-C, a killed
-job) continues from its checkpoint (train.py --resume) when frontier.py is run again. Two or more
+job) continues from its checkpoint (train.py --resume) when frontier.py is run again. Ctrl-C or
+SIGTERM stops the running train.py as it stops train.py alone (a checkpoint after the current step)
+and starts no further run. Two or more
 frontier.py processes with the same --out share its runs, each claiming one run at a time, so
 `frontier.py ARGS --threads 1 & frontier.py ARGS --threads 1; wait` trains in two lanes. A grid
 holds at most 10,000 runs (the product of the axes x repeats). Passed-through flags are parsed with
@@ -58,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from longrec_core import cli, report
+from longrec_core import cli, report, startup
 from longrec_core.choices import ITEM_EMBS, REGIMES, TARGETS
 from longrec_core.datadir import DataDir, load_data_dir
 from longrec_core.frontier import (
@@ -249,10 +251,25 @@ def plan_runs(grid: Grid, where: Where) -> list[tuple[Cell, int]]:
 
 
 def stage(cmd: list[str], log: Any) -> int:
-    """Run one stage with its stderr appended to `log` after a `$ command` line; its exit status."""
+    """Run one stage with its stderr appended to `log` after a `$ command` line; its exit status.
+
+    Ctrl-C or SIGTERM (a KeyboardInterrupt here, longrec_core.startup) stops the stage as it stops
+    train.py run alone: the stage is sent `startup.STOP` (so a signal sent to frontier.py alone
+    reaches it, and one its process group had as well does not count twice) and waited for, so
+    train.py checkpoints after its current step before frontier.py ends; a second interrupt kills
+    the stage at once."""
     log.write(f"$ {shlex.join(cmd)}\n")
     log.flush()
-    return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log).returncode
+    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log) as proc:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            try:
+                proc.send_signal(startup.STOP)
+                proc.wait()
+            except KeyboardInterrupt:
+                proc.kill()
+            raise
 
 
 def run_one(d: SeedDir, cell: Cell, seed: int, targs: list[str], shared: list[str]) -> tuple[dict[str, Any], int]:

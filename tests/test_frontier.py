@@ -9,8 +9,10 @@ import csv
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -484,6 +486,44 @@ def test_runs_go_seed_major(data_dir: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     order = re.findall(r"run \d/4 (\S+) (seed\d): another frontier.py is running it", proc.stderr)
     assert order == [(c, s) for s in ("seed0", "seed1") for c in cells], proc.stderr
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to frontier.py alone", "Ctrl-C to the process group"])
+def test_an_interrupted_grid_checkpoints_its_run_and_resumes_it(data_dir: Path, tmp_path: Path, how: str) -> None:
+    """Stopping frontier.py stops its train.py the way stopping train.py does (a checkpoint after the
+    current step), whether the signal reached frontier.py alone or its whole process group (where
+    train.py has it twice: the group's and frontier.py's); no further run starts, and a rerun resumes."""
+    out = tmp_path / "out"
+    args = [*FRONTIER, "--data", str(data_dir), "--out", str(out), "--regimes", "sliding", "--repeats", "2"]
+    args += [*TINY[:4], "--epochs", "12", "--patience", "0", *TINY[6:]]
+    seed0, seed1 = (out / "cells" / "sliding-w20-s8" / f"seed{k}" for k in (0, 1))
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell job has
+    )
+    deadline = time.monotonic() + 120
+    while not ((seed0 / "stderr.log").is_file() and "epoch 2:" in (seed0 / "stderr.log").read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, "train.py never reached its second epoch"
+        time.sleep(0.05)
+    if how == "SIGTERM to frontier.py alone":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and stderr.rstrip().endswith("interrupted"), stderr
+    assert "(interrupted); continue with --resume" in (seed0 / "stderr.log").read_text()
+    assert RunDir(seed0 / "run").has_checkpoint() and RunDir(seed0 / "run").finished() is None
+    assert not seed1.exists()  # nothing started after the stop
+    rerun = subprocess.run(args, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    epochs = [json.loads(line)["epoch"] for line in (seed0 / "run" / "log.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, 13))  # each epoch once: the stopped one resumed, none redone
+    assert [json.loads((d / "cell.json").read_text())["status"] for d in (seed0, seed1)] == ["ok", "ok"]
 
 
 # ----------------------------------------------------------------------------- rough edges
