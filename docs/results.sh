@@ -102,6 +102,8 @@ lane)
   #    floats of each item's own (--code-residual 2: 62 bytes per item on amazon-beauty, 47 on retailrocket)
   P="--item-emb codes --code-subspaces 8 --code-centroids 256 --code-assignment pq"
   converged $R --out $OUT/retailrocket-emb-codes-pq-m8-r2 $P --code-residual 2
+  #    and 3 floats (63 bytes per item on retailrocket, within 1/16)
+  converged $R --out $OUT/retailrocket-emb-codes-pq-m8-r3 $P --code-residual 3
   converged $B --out $OUT/beauty-emb-codes-pq-m8 $P
   converged $B --out $OUT/beauty-emb-codes-pq-m8-r2 $P --code-residual 2
   # 9. History before the window (§5): ml-1m, window 50 on every window plus a summary of the 200

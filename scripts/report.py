@@ -223,6 +223,7 @@ EMB_VARIANTS = {  # results.sh's item-embedding runs: out-dir suffix (its first 
     "codes-m8": "codes (RecJPQ), m = 8 of 256 values",
     "codes-pq-m8": "codes by product quantisation (pq), m = 8 of 256 values",
     "codes-pq-m8-r2": "the same + 2 floats of each item's own (--code-residual 2)",
+    "codes-pq-m8-r3": "pq codes + 3 floats of each item's own (--code-residual 3)",
     "codes-m32": "codes (RecJPQ), m = 32 of 256 values",
     "codes-m8-c128": "codes (RecJPQ), m = 8 of 128 values",
     "codes-m8-c64": "codes (RecJPQ), m = 8 of 64 values",
@@ -469,7 +470,7 @@ TOWARD_020 = [  # §5: the 4-block model of §1 at learning rate 2e-3, and with 
         "sliding-w200-s200",
         L4_LR2,
     ),
-    ("the same with dropout 0.2, two threads", "ml1m-sliding-l4h2-lr2e-3-dropout02", "sliding-w200-s200", L4_LR2),
+    ("the same with dropout 0.2, two threads, then one", "ml1m-sliding-l4h2-lr2e-3-dropout02", "sliding-w200-s200", L4_LR2),
 ]
 
 W50 = "ml-1m, every window of 50 (sliding, stride 50)"
@@ -709,7 +710,7 @@ def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
 
     def item_codes_pq() -> list[str]:
         rows = variant_rows("beauty", BEAUTY_FULL, ("codes-pq-m8", "codes-pq-m8-r2"))
-        sessions = variant_rows("retailrocket", RETAILROCKET_FULL, ("codes-pq-m8-r2",))
+        sessions = variant_rows("retailrocket", RETAILROCKET_FULL, ("codes-pq-m8-r2", "codes-pq-m8-r3"))
         return [
             "| data " + EMB_HEAD,
             "|---" * 11 + "|",
