@@ -470,7 +470,12 @@ TOWARD_020 = [  # §5: the 4-block model of §1 at learning rate 2e-3, and with 
         "sliding-w200-s200",
         L4_LR2,
     ),
-    ("the same with dropout 0.2, two threads, then one", "ml1m-sliding-l4h2-lr2e-3-dropout02", "sliding-w200-s200", L4_LR2),
+    (
+        "the same with dropout 0.2, two threads, then one",
+        "ml1m-sliding-l4h2-lr2e-3-dropout02",
+        "sliding-w200-s200",
+        L4_LR2,
+    ),
 ]
 
 W50 = "ml-1m, every window of 50 (sliding, stride 50)"
