@@ -87,7 +87,8 @@ class ModelConfig:
     # "stored" ([N+1, k] int32 buffer) | "computed" (hashed per batch) | "codes" (shift c takes row
     # c * code_centroids + code[item, c] of a table of k * code_centroids rows; code_subspaces = k)
     kshift_rows: str = "stored"
-    # "adamw" | "rowwise": the shared table's optimizer (longrec_core.optim); rowwise = sparse gradient
+    # "adamw" | "rowwise": the optimizer (longrec_core.optim) of the per-item table, k-shift's shared
+    # table or the codes' residual table; rowwise = 8 bytes of state per row (k-shift: sparse gradient)
     kshift_optimizer: str = "adamw"
     # History before the window: the `summary_events` events before a window's first input become
     # `summary_tokens` extra input tokens that every position of the window attends to. 0 and 0 = no
@@ -136,10 +137,14 @@ class ModelConfig:
             "kshift_head": self.kshift_head > 0,
             "kshift_weights": self.kshift_weights,
             f"kshift_rows {self.kshift_rows}": self.kshift_rows != "stored",
-            f"kshift_optimizer {self.kshift_optimizer}": self.kshift_optimizer != "adamw",
         }
         for setting, given in kshift_only.items():
             yield bool(given) and emb != "kshift", f"{setting} applies to item_emb kshift only, not item_emb {emb}"
+        yield (
+            self.kshift_optimizer != "adamw" and emb != "kshift" and not (emb == "codes" and self.code_residual > 0),
+            f"kshift_optimizer {self.kshift_optimizer} applies to item_emb kshift or to item_emb codes with "
+            f"code_residual above 0, not item_emb {emb}" + (" with code_residual 0" if emb == "codes" else ""),
+        )
         code_only = {f"code_subspaces {m}": m != 8, f"code_centroids {self.code_centroids}": self.code_centroids != 256}
         yield (
             self.code_residual > 0 and emb != "codes",
@@ -446,7 +451,7 @@ class CodesEmbedding(nn.Module):
 
     `residual` r > 0 adds what codes cannot hold, a part of each item's own: row i of an (N+1) x r
     table times an r x d projection (as `LowRankEmbedding`), added to the concatenation; 4r more bytes
-    per item (16r to train).
+    per item (16r to train; 8r + 8 with kshift_optimizer "rowwise", `longrec_core.optim`).
     """
 
     def __init__(
@@ -527,9 +532,11 @@ def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, float]:
     weight_rows_bytes (the [N+1] int32 weight row of each item), both 0 when the rows are computed
     per batch; codes_bytes (the [N+1, m] codes of item_emb "codes" or kshift_rows "codes", 1 byte
     each up to 256 centroids, else 2; a k-shift table read by codes has P = k x centroids rows and no
-    rows_bytes). With kshift_optimizer "rowwise" the table's share of grad_bytes is 0 (its
-    gradient holds only the rows a step touches) and its share of adam_bytes (the optimizer state) is
-    8 bytes per table row instead of two moments. total_bytes sums parameters, gradient, optimizer
+    rows_bytes). With kshift_optimizer "rowwise" the k-shift table's share of grad_bytes is 0 (its
+    gradient holds only the rows a step touches, as with a sampled loss) and its share of adam_bytes
+    (the optimizer state) is 8 bytes per table row instead of two moments; the code residual's table
+    keeps its dense gradient (the tied full-catalogue loss reaches every row) and takes 8 bytes per
+    row of state. total_bytes sums parameters, gradient, optimizer
     state and buffers;
     bytes_per_item = total_bytes / N; full_table_bytes ((N+1) x d params) and full_total_bytes
     (params, grad and AdamW state of a full table) for comparison.
@@ -556,17 +563,23 @@ def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, float]:
         parts["table_bytes"] += (n + 1) * r * 4
         parts["proj_bytes"] = r * d * 4
     params = sum(parts.values())
-    dense = params  # parameters with a dense gradient and AdamW's two moments
-    rowwise_state = 0
-    if cfg.item_emb == "kshift" and cfg.kshift_optimizer == "rowwise":
-        dense -= parts["table_bytes"]
+    grad = adamw = params  # a dense gradient, and AdamW's two moments, for every parameter
+    if cfg.kshift_optimizer == "rowwise" and cfg.item_emb == "kshift":  # sparse gradient, 8 bytes a row
+        grad -= parts["table_bytes"]
+        adamw = grad
         rowwise_state = 8 * p
-    adam = 2 * dense + rowwise_state
-    total = params + dense + adam + sum(buffers.values())
+    elif cfg.kshift_optimizer == "rowwise":  # the residual's table: 8 bytes a row; its gradient stays dense,
+        residual = (n + 1) * cfg.code_residual * 4  # as the tied full-catalogue loss reaches every row
+        adamw -= residual
+        rowwise_state = 8 * (n + 1)
+    else:
+        rowwise_state = 0
+    adam = 2 * adamw + rowwise_state
+    total = params + grad + adam + sum(buffers.values())
     return {
         **parts,
         "params_bytes": params,
-        "grad_bytes": dense,
+        "grad_bytes": grad,
         "adam_bytes": adam,
         **buffers,
         "total_bytes": total,

@@ -210,12 +210,15 @@ def _kshift_flags(g: argparse._ArgumentGroup) -> None:
         "is not used), the codes assigned from the training events as for --item-emb codes (k bytes per item)",
     )
     g.add_argument(
+        "--emb-optimizer",
         "--kshift-optimizer",
+        dest="kshift_optimizer",
         choices=KSHIFT_OPTIMIZERS,
         default="adamw",
-        help="k-shift: the shared table's optimizer. adamw = dense gradient and two moments (16 bytes per "
-        "value with the value); rowwise = sparse gradient and one second moment and step count per row "
-        "(8 bytes a row), no momentum: for catalogues whose AdamW state would not fit (longrec_core.optim)",
+        help="the per-item table's optimizer: k-shift's shared table, or --item-emb codes' --code-residual "
+        "table. adamw = two moments (8 bytes per value); rowwise = one second moment and step count per row "
+        "(8 bytes a row), no momentum, and for k-shift a sparse gradient: for catalogues whose AdamW state "
+        "would not fit, or more residual floats in the same bytes (longrec_core.optim)",
     )
 
 
@@ -405,6 +408,7 @@ FLAG_OF = {
     **{f: "--" + f.replace("_", "-") for f in (*MODEL_FLAGS, *CODE_FLAGS)},
     "max_len": "--window",
     "kshift_compression": "--emb-compression",
+    "kshift_optimizer": "--emb-optimizer",
 }
 UNKNOWN_ITEMS = 2**63 - 1  # n_items before the data is loaded: above any --kshift-head, whose bound waits for the data
 

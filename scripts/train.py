@@ -97,7 +97,7 @@ if settings_warning(args):
 # ----------------------------------------------------------------------------- distributed setup
 device = cli.torch_device(args.device)
 if world > 1 and args.kshift_optimizer == "rowwise":
-    cli.fail("--kshift-optimizer rowwise trains in one process; run it without torchrun")
+    cli.fail("--emb-optimizer rowwise trains in one process; run it without torchrun")
 if world > 1:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

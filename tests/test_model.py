@@ -168,6 +168,13 @@ VARIANTS = {
     "lowrank": {"item_emb": "lowrank"},
     "codes": {"item_emb": "codes", "code_subspaces": 4, "code_centroids": 8},
     "codes-wide": {"item_emb": "codes", "code_subspaces": 2, "code_centroids": 300},  # int16-held codes
+    "codes-residual-rowwise": {
+        "item_emb": "codes",
+        "code_subspaces": 4,
+        "code_centroids": 8,
+        "code_residual": 3,
+        "kshift_optimizer": "rowwise",
+    },
     "kshift-codes": {
         "item_emb": "kshift",
         "kshift_rows": "codes",
@@ -395,6 +402,12 @@ def test_memory_of_each_variant():
     kw = dict(item_emb="kshift", kshift_rows="codes", kshift_k=4, code_subspaces=4, code_centroids=100)
     rowwise = mem(**kw, kshift_optimizer="rowwise", kshift_weights=True)
     assert rowwise["adam_bytes"] == 8 * 400 + 2 * 400 * 4 * 4 and rowwise["weight_rows_bytes"] == (n + 1) * 4
+    residual = mem(item_emb="codes", code_residual=5)  # sub-tables 256 x d, an (N+1) x 5 table, a 5 x d projection
+    params = 256 * d * 4 + (n + 1) * 5 * 4 + 5 * d * 4
+    assert residual["params_bytes"] == residual["grad_bytes"] == params and residual["adam_bytes"] == 2 * params
+    rowwise = mem(item_emb="codes", code_residual=5, kshift_optimizer="rowwise")  # 8 bytes a row of state
+    assert rowwise["grad_bytes"] == params and rowwise["adam_bytes"] == 2 * (params - (n + 1) * 5 * 4) + 8 * (n + 1)
+    assert rowwise["total_bytes"] == residual["total_bytes"] - 2 * (n + 1) * 5 * 4 + 8 * (n + 1)
 
 
 # the sizes the code runs train at d = 64: (items, item_emb settings, at most this share of a full table)
@@ -410,6 +423,16 @@ CODE_SIZES = [
         12_101,
         {"item_emb": "kshift", "kshift_rows": "codes", "kshift_k": 8, "code_subspaces": 8, "code_centroids": 32},
         1 / 32,
+    ),
+    (  # retailrocket: 3 residual floats with AdamW, 5 with the row-wise rule
+        36_968,
+        {"item_emb": "codes", "code_subspaces": 8, "code_centroids": 256, "code_residual": 3},
+        1 / 16,
+    ),
+    (
+        36_968,
+        {"item_emb": "codes", "code_residual": 5, "kshift_optimizer": "rowwise"},
+        1 / 16,
     ),
     (3_416, {"item_emb": "codes", "code_subspaces": 8, "code_centroids": 128}, 1 / 16),  # ml-1m
     (3_416, {"item_emb": "codes", "code_subspaces": 8, "code_centroids": 64}, 1 / 32),
@@ -443,7 +466,12 @@ def test_old_configs_load_and_bad_variant_configs_are_refused():
         ({"item_emb": "kshift", "kshift_head": 30}, "kshift_head (30) must be below the 30 items"),
         ({"item_emb": "kshift", "kshift_rows": "lazy"}, "kshift_rows must be one of"),
         ({"item_emb": "kshift", "kshift_optimizer": "sgd"}, "kshift_optimizer must be one of"),
-        ({"kshift_optimizer": "rowwise"}, "kshift_optimizer rowwise applies to item_emb kshift only"),
+        (
+            {"kshift_optimizer": "rowwise"},
+            "kshift_optimizer rowwise applies to item_emb kshift or to item_emb codes with code_residual above 0, "
+            "not item_emb full",
+        ),
+        ({"item_emb": "codes", "kshift_optimizer": "rowwise"}, "not item_emb codes with code_residual 0"),
         ({"item_emb": "lowrank", "kshift_compression": 17}, "width dim // kshift_compression would be 0"),
         ({"code_centroids": 16}, "code_centroids 16 applies to item_emb codes or kshift_rows codes only"),
         (

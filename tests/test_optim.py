@@ -26,8 +26,8 @@ class TwoTables(nn.Module):
         self.dense = nn.Parameter(torch.randn(3, 4))
         self.table = nn.Parameter(torch.randn(10, 4))
 
-    def loss(self, bags: torch.Tensor) -> torch.Tensor:
-        rows = torch.nn.functional.embedding_bag(bags, self.table, mode="sum", sparse=True)  # (n, 4)
+    def loss(self, bags: torch.Tensor, sparse: bool = True) -> torch.Tensor:
+        rows = torch.nn.functional.embedding_bag(bags, self.table, mode="sum", sparse=sparse)  # (n, 4)
         return ((rows @ self.dense.T) ** 2).sum()
 
 
@@ -47,8 +47,9 @@ def reference_rows(table0: np.ndarray, grads: list[np.ndarray], lr: float, wd: f
     return p, t
 
 
+@pytest.mark.parametrize("sparse", [True, False])  # a dense gradient (the code residual's) moves its nonzero rows
 @pytest.mark.parametrize("wd", [0.0, 0.1])
-def test_rowwise_rows_follow_the_rule_and_dense_params_follow_adamw(wd):
+def test_rowwise_rows_follow_the_rule_and_dense_params_follow_adamw(wd, sparse):
     model = TwoTables()
     twin = copy.deepcopy(model)
     table0 = model.table.detach().numpy().copy()
@@ -59,8 +60,8 @@ def test_rowwise_rows_follow_the_rule_and_dense_params_follow_adamw(wd):
         twin.table.data.copy_(model.table.data)  # the twin's dense weight sees the model's table rows
         for m, o in ((model, opt), (twin, adamw)):
             o.zero_grad(set_to_none=True)
-            m.loss(bags).backward()
-        assert model.table.grad.is_sparse
+            m.loss(bags, sparse).backward()
+        assert model.table.grad.is_sparse == sparse
         grads.append(model.table.grad.to_dense().numpy().copy())
         opt.step()
         adamw.step()

@@ -294,6 +294,11 @@ EMB_VARIANTS = {
         ["--item-emb", "codes", "--code-subspaces", "4", "--code-centroids", "8", "--code-residual", "2"],
         "item_emb.residual.table",
     ),
+    "codes-residual-rowwise": (
+        ["--item-emb", "codes", "--code-subspaces", "4", "--code-centroids", "8", "--code-residual", "2"]
+        + ["--emb-optimizer", "rowwise"],
+        "item_emb.residual.table",
+    ),
     "kshift-codes": (
         ["--item-emb", "kshift", "--kshift-rows", "codes", "--kshift-k", "4", "--code-centroids", "8"],
         "item_emb.codes",
@@ -320,8 +325,8 @@ def test_item_embedding_variants_resume_equals_uninterrupted(data_dir, tmp_path,
         assert torch.equal(wa["model"][k], wc["model"][k]), k
     mem = json.loads((a / "summary.json").read_text())["embedding_memory"]
     # smaller than a full table (the residual keeps 2 of the 16 floats of each item's row)
-    assert mem["bytes_per_item"] < mem["full_total_bytes"] / (4 if variant == "codes-residual" else 80)
-    computed = ("lowrank", "kshift-rows-computed", "codes", "kshift-codes", "codes-residual")
+    assert mem["bytes_per_item"] < mem["full_total_bytes"] / (4 if variant.startswith("codes-residual") else 80)
+    computed = ("lowrank", "kshift-rows-computed", "codes", "kshift-codes", "codes-residual", "codes-residual-rowwise")
     assert (mem["rows_bytes"] == 0) == (variant in computed)
     assert (mem["codes_bytes"] > 0) == ("codes" in variant)
 
@@ -450,7 +455,11 @@ def test_two_process_data_parallel_matches_one_process(data_dir, tmp_path, extra
         (["--kshift-head", "5"], "--kshift-head applies to --item-emb kshift only, not --item-emb full"),
         (["--item-emb", "lowrank", "--kshift-weights"], "--kshift-weights applies to --item-emb kshift only"),
         (["--kshift-rows", "computed"], "--kshift-rows computed applies to --item-emb kshift only"),
-        (["--kshift-optimizer", "rowwise"], "--kshift-optimizer rowwise applies to --item-emb kshift only"),
+        (["--kshift-optimizer", "rowwise"], "--emb-optimizer rowwise applies to --item-emb kshift or to --item-emb"),
+        (
+            ["--item-emb", "codes", "--emb-optimizer", "rowwise"],
+            "--emb-optimizer rowwise applies to --item-emb kshift or to --item-emb codes with --code-residual above 0",
+        ),
         (["--item-emb", "kshift", "--kshift-head", "-1"], "--kshift-head must be >= 0, got -1"),
         (["--item-emb", "kshift", "--kshift-head", "80"], "--kshift-head (80) must be below the 80 items"),
         (
