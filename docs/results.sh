@@ -46,7 +46,7 @@ lane)
       --kshift-head 378 --kshift-weights
   #    and plain k-shift with the row-wise optimizer that large catalogues need (sparse gradient), 1 seed
   converged $B --out $OUT/beauty-emb-kshift-c16-rowwise --item-emb kshift --kshift-compression 16 \
-      --kshift-optimizer rowwise --repeats 1
+      --emb-optimizer rowwise --repeats 1
   # 3. The frontier at convergence (§2): every regime to early stopping, 3 seeds, batches grouped by
   #    length and bf16 matmuls (the fast recipe's settings that apply to every regime); the cheap
   #    grids first. Retailrocket validates on a fixed sample of 20,000 of its 126,168 sessions
@@ -104,6 +104,8 @@ lane)
   converged $R --out $OUT/retailrocket-emb-codes-pq-m8-r2 $P --code-residual 2
   #    and 3 floats (63 bytes per item on retailrocket, within 1/16)
   converged $R --out $OUT/retailrocket-emb-codes-pq-m8-r3 $P --code-residual 3
+  #    and 5 floats with 8 bytes of optimizer state a row instead of 8 a float (63 bytes per item)
+  converged $R --out $OUT/retailrocket-emb-codes-pq-m8-r5-rowwise $P --code-residual 5 --emb-optimizer rowwise
   converged $B --out $OUT/beauty-emb-codes-pq-m8 $P
   converged $B --out $OUT/beauty-emb-codes-pq-m8-r2 $P --code-residual 2
   # 9. History before the window (§5): ml-1m, window 50 on every window plus a summary of the 200
