@@ -224,6 +224,7 @@ EMB_VARIANTS = {  # results.sh's item-embedding runs: out-dir suffix (its first 
     "codes-pq-m8": "codes by product quantisation (pq), m = 8 of 256 values",
     "codes-pq-m8-r2": "the same + 2 floats of each item's own (--code-residual 2)",
     "codes-pq-m8-r3": "pq codes + 3 floats of each item's own (--code-residual 3)",
+    "codes-pq-m8-r5-rowwise": "pq codes + 5 floats of each item's own, row-wise optimizer (--emb-optimizer rowwise)",
     "codes-m32": "codes (RecJPQ), m = 32 of 256 values",
     "codes-m8-c128": "codes (RecJPQ), m = 8 of 128 values",
     "codes-m8-c64": "codes (RecJPQ), m = 8 of 64 values",
@@ -715,7 +716,8 @@ def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
 
     def item_codes_pq() -> list[str]:
         rows = variant_rows("beauty", BEAUTY_FULL, ("codes-pq-m8", "codes-pq-m8-r2"))
-        sessions = variant_rows("retailrocket", RETAILROCKET_FULL, ("codes-pq-m8-r2", "codes-pq-m8-r3"))
+        residuals = ("codes-pq-m8-r2", "codes-pq-m8-r3", "codes-pq-m8-r5-rowwise")
+        sessions = variant_rows("retailrocket", RETAILROCKET_FULL, residuals)
         return [
             "| data " + EMB_HEAD,
             "|---" * 11 + "|",
