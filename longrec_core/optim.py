@@ -17,10 +17,13 @@ most: AdamW's state is then 8r bytes a row. Rows a step does not touch and their
 as `torch.optim.SparseAdam`), so a row's bias correction counts its own updates.
 
     optimizer = optimizer_for(model, lr=1e-3)  # row-wise when model.cfg.kshift_optimizer is "rowwise"
+
+`WeightAverage` keeps an exponential moving average of the weights beside them (--ema-decay).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import torch
@@ -100,3 +103,41 @@ class RowwiseAdamW(torch.optim.AdamW):
         if weight_decay:
             p[rows] = p[rows] * (1 - lr * weight_decay)
         p.index_add_(0, rows, (values / denom[:, None]).to(p.dtype), alpha=-lr)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's parameters, which validation, model.pt and eval.py
+    then use (train.py --ema-decay). After optimizer step t (counted from 1) each averaged parameter
+    moves toward the trained one:
+
+        avg <- d_t * avg + (1 - d_t) * param,   d_t = min(decay, (1 + t) / (10 + t))
+
+    The warm-up of d_t (TensorFlow's ExponentialMovingAverage with num_updates) keeps the first
+    steps from tying the average to the random initial weights. A high learning rate makes each
+    step's weights noisy around where the loss wants them; their average sits closer.
+
+    `model` is a copy of the trained module (its buffers, such as item codes, never change); its
+    state_dict() is what a run saves as its weights. `state_dict()` / `load_state_dict()` carry the
+    average and t for a bitwise resume.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0 < decay < 1:
+            raise ValueError(f"decay must be in (0, 1), got {decay!r}")
+        self.decay, self.updates = decay, 0
+        self.model = copy.deepcopy(model).requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Average in `model`'s parameters after an optimizer step."""
+        self.updates += 1
+        keep = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for avg, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            avg.lerp_(p.detach(), 1 - keep)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = int(state["updates"])

@@ -155,9 +155,11 @@ class Checkpoint:
     config: dict[str, Any]
     threads: int | None = None  # its rounding depends on it: --resume restores it (None: older runs)
     data_fingerprint: str | None = None  # None: older runs
+    averaged: dict[str, Any] | None = None  # the weight average's state (--ema-decay); None: not kept
 
 
-REQUIRED_CHECKPOINT_KEYS = {f.name for f in fields(Checkpoint) if f.name not in ("threads", "data_fingerprint")}
+OPTIONAL_CHECKPOINT_KEYS = ("threads", "data_fingerprint", "averaged")
+REQUIRED_CHECKPOINT_KEYS = {f.name for f in fields(Checkpoint) if f.name not in OPTIONAL_CHECKPOINT_KEYS}
 
 
 def _parse_record(line: str) -> dict[str, Any] | None:
@@ -401,7 +403,13 @@ class RunDir:
             raise RunDirError(f"{path} is not a checkpoint of train.py (it lacks {sorted(missing)})")
         threads, fp = blob.get("threads"), blob.get("data_fingerprint")
         known = {k: blob[k] for k in REQUIRED_CHECKPOINT_KEYS}
-        return Checkpoint(**known, threads=_positive_int(threads), data_fingerprint=fp if isinstance(fp, str) else None)
+        averaged = blob.get("averaged")
+        return Checkpoint(
+            **known,
+            threads=_positive_int(threads),
+            data_fingerprint=fp if isinstance(fp, str) else None,
+            averaged=averaged if isinstance(averaged, dict) else None,
+        )
 
     # -------------------------------------------------------------------------- eval.py's output
     def read_metrics(self, split: str = "test") -> dict[str, Any] | None:

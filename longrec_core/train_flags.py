@@ -301,6 +301,15 @@ def _optimization_flags(g: argparse._ArgumentGroup) -> None:
         help="linear LR warmup steps; None = 10%% of the first epoch's steps, at most 100",
     )
     g.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping (0 = off)")
+    g.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.0,
+        metavar="D",
+        help="validate, keep and evaluate an exponential moving average of the weights, each step "
+        "avg = d avg + (1 - d) weights with d = min(D, (1 + step) / (10 + step)) (longrec_core.optim."
+        "WeightAverage); 0 = off, the trained weights themselves",
+    )
 
 
 def _run_flags(g: argparse._ArgumentGroup) -> None:
@@ -423,6 +432,8 @@ def check_settings(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             cli.fail(f"--{name.replace('_', '-')} must be a finite number at least 0, got {value!r}")
+    if not (isinstance(args.ema_decay, (int, float)) and 0 <= args.ema_decay < 1):  # NaN fails too
+        cli.fail(f"--ema-decay must be a number in [0, 1), got {args.ema_decay!r}")
     model_config(args)
     if args.targets == "fresh" and args.regime in ("random", "session"):
         cli.fail(

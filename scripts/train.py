@@ -50,7 +50,7 @@ from longrec_core.examples import EpochWindows, epoch_windows, iter_batches, n_b
 from longrec_core.losses import chunked_cross_entropy, full_cross_entropy, sampled_softmax
 from longrec_core.metrics import evaluate, metrics_from_ranks, resolve_filter_seen
 from longrec_core.model import SASRec, embedding_memory_bytes, saved_codes
-from longrec_core.optim import optimizer_for
+from longrec_core.optim import WeightAverage, optimizer_for
 from longrec_core.rundir import Checkpoint, RunConfig
 from longrec_core.schedule import default_warmup_steps, lr_factor
 from longrec_core.tracking import TensorBoard
@@ -200,6 +200,9 @@ elif model_cfg.uses_codes:  # resumed: the checkpoint's codes, never recomputed
 model = SASRec(model_cfg, codes=codes).to(device)
 raw_model = model
 optimizer = optimizer_for(raw_model, lr=args.lr, weight_decay=args.weight_decay)
+# --ema-decay: validation, model.pt and eval.py take the weights' moving average (its own copy)
+average = WeightAverage(raw_model, args.ema_decay) if args.ema_decay > 0 else None
+kept_model = average.model if average is not None else raw_model  # the weights validated and saved
 if world > 1:
     model = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None
@@ -288,7 +291,8 @@ if total_steps == 0:
 warmup = args.warmup_steps if args.warmup_steps is not None else default_warmup_steps(sizes[epoch_regimes[0]])
 log(
     f"schedule: {warmup} warm-up steps, then {args.schedule}; {total_steps:,} steps in {args.epochs} epochs; "
-    f"validation ranks {'without' if filter_seen else 'with'} the user's seen items "
+    + (f"validated and kept: the weights' moving average, decay {args.ema_decay:g}; " if average else "")
+    + f"validation ranks {'without' if filter_seen else 'with'} the user's seen items "
     f"(--filter-seen {args.filter_seen})"
 )
 scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -357,6 +361,10 @@ if ckpt is not None:
     np.random.set_state(ckpt.rng["numpy"])
     random.setstate(ckpt.rng["python"])
     neg_gen.set_state(ckpt.rng["negatives"])
+    if average is not None:
+        if ckpt.averaged is None:
+            cli.fail(f"cannot resume: {run.checkpoint_path} holds no weight average, yet --ema-decay is set")
+        average.load_state_dict(ckpt.averaged)
     if device.type == "cuda" and ckpt.rng.get("cuda") is not None:
         torch.cuda.set_rng_state(ckpt.rng["cuda"])
     log(f"resuming {run.path} in epoch {state['epoch'] + 1} after its batch {state['batch']} (step {state['step']})")
@@ -395,6 +403,7 @@ def save_checkpoint() -> None:
             config=vars(args),
             threads=torch.get_num_threads(),  # its rounding depends on it: --resume restores it
             data_fingerprint=data_fingerprint,
+            averaged=average.state_dict() if average is not None else None,
         )
     )
 
@@ -473,6 +482,8 @@ with progress:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update(raw_model)
             state["step"] += 1
             state["batch"] += 1
             ep["tokens"] += int((inputs != 0).sum())  # non-padding input positions
@@ -520,7 +531,7 @@ with progress:
         if main_process and stop_reason != "interrupted":  # an interrupted run stops at once
             tv = time.perf_counter()
             _, ranks = evaluate(
-                raw_model,
+                kept_model,
                 data,
                 "valid",
                 batch_size=args.eval_batch_size,
@@ -533,7 +544,7 @@ with progress:
             improved = ndcg > state["best_ndcg"]
             if improved:
                 state["best_ndcg"], state["best_epoch"], state["bad_epochs"] = ndcg, epoch, 0
-                run.save_model(raw_model.state_dict(), model_cfg.to_dict())
+                run.save_model(kept_model.state_dict(), model_cfg.to_dict())
             else:
                 state["bad_epochs"] += 1
             record = {

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from longrec_core.optim import RowwiseAdamW, param_groups
+from longrec_core.optim import RowwiseAdamW, WeightAverage, param_groups
 
 try:
     from longrec_core import kshift_rows
@@ -120,3 +120,29 @@ def test_kshift_sparse_gradient_equals_the_dense_one(weights):
         (emb(ids) ** 2).sum().backward()
     assert sparse.table.grad.is_sparse and not dense.table.grad.is_sparse
     assert torch.allclose(sparse.table.grad.to_dense(), dense.table.grad, atol=1e-6)
+
+
+def test_weight_average_follows_its_rule_and_resumes_bitwise():
+    model = TwoTables()
+    average = WeightAverage(model, decay=0.2)
+    want = {n: p.detach().double().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for t, bags in enumerate(STEPS, start=1):
+        opt.zero_grad()
+        model.loss(bags, sparse=False).backward()
+        opt.step()
+        average.update(model)
+        keep = min(0.2, (1 + t) / (10 + t))  # 2/11 while warming up, then the decay 0.2
+        for n, p in model.named_parameters():
+            want[n] = keep * want[n] + (1 - keep) * p.detach().double()
+    for n, p in average.model.named_parameters():
+        np.testing.assert_allclose(p.numpy(), want[n].numpy(), rtol=1e-6, atol=1e-7)
+        assert not p.requires_grad and not torch.equal(p, dict(model.named_parameters())[n])
+    copy_ = WeightAverage(TwoTables(), decay=0.2)
+    copy_.load_state_dict(copy.deepcopy(average.state_dict()))
+    average.update(model)
+    copy_.update(model)
+    for a, b in zip(average.model.parameters(), copy_.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="decay must be in"):
+        WeightAverage(model, decay=1.0)

@@ -276,6 +276,29 @@ def test_same_seed_same_losses_and_resume_equals_uninterrupted(data_dir, tmp_pat
     assert losses(d) != losses(a)
 
 
+def test_a_weight_average_is_what_a_run_keeps_and_it_resumes_bitwise(data_dir, tmp_path):
+    a, c, plain = tmp_path / "a", tmp_path / "c", tmp_path / "plain"
+    ema = ["--ema-decay", "0.9"]
+    run(*TRAIN, "--data", str(data_dir), "--out", str(a), *TINY, *ema, "--epochs", "1")
+    ckpt = torch.load(a / "ckpt.pt", weights_only=False)
+    kept = torch.load(a / "model.pt", weights_only=True)["model"]
+    assert ckpt["averaged"]["updates"] == json.loads((a / "summary.json").read_text())["steps"] == 32
+    for k, v in kept.items():  # model.pt holds the average (its one epoch is the best), not the trained weights
+        assert torch.equal(v, ckpt["averaged"]["model"][k]), k
+    assert not torch.equal(kept["pos_emb.weight"], ckpt["model"]["pos_emb.weight"])
+    run(*TRAIN, "--data", str(data_dir), "--out", str(plain), *TINY, "--epochs", "1")
+    assert losses(plain) == losses(a)  # the average never feeds back into training
+    # stopped inside the first epoch, resumed: the average as an uninterrupted run's, bitwise
+    run(*TRAIN, "--data", str(data_dir), "--out", str(c), *TINY, *ema, "--epochs", "1", "--max-steps", "5")
+    run(*TRAIN, "--resume", str(c), "--threads", "1")
+    resumed = torch.load(c / "ckpt.pt", weights_only=False)["averaged"]
+    assert resumed["updates"] == 32
+    for k, v in ckpt["averaged"]["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+    bad = run(*TRAIN, "--data", str(data_dir), "--out", str(tmp_path / "bad"), "--ema-decay", "1", check=False)
+    assert bad.returncode == 2 and "--ema-decay must be a number in [0, 1), got 1.0" in bad.stderr
+
+
 # The opt-in item embeddings (model.py) on the tiny run's 80 items at dim 16, and a parameter each adds.
 EMB_VARIANTS = {
     "lowrank": (["--item-emb", "lowrank", "--kshift-compression", "4"], "item_emb.proj"),
