@@ -131,6 +131,9 @@ lane)
   #    and the same model with dropout 0.2
   python scripts/frontier.py $L4 --out $OUT/ml1m-sliding-l4h2-lr2e-3-dropout02 $SASREC --layers 4 --heads 2 \
       --lr 2e-3 --dropout 0.2
+  #    and the same validated and kept as a moving average of its weights
+  python scripts/frontier.py $L4 --out $OUT/ml1m-sliding-l4h2-lr2e-3-ema0995 $SASREC --layers 4 --heads 2 \
+      --lr 2e-3 --ema-decay 0.995
   ;;
 fast)
   # The fast recipe on ml-1m (§1): sliding windows, batches grouped by length, bf16 matmuls, both

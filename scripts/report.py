@@ -477,6 +477,12 @@ TOWARD_020 = [  # §5: the 4-block model of §1 at learning rate 2e-3, and with 
         "sliding-w200-s200",
         L4_LR2,
     ),
+    (
+        "the same, validated and kept as a moving average of the weights (--ema-decay 0.995)",
+        "ml1m-sliding-l4h2-lr2e-3-ema0995",
+        "sliding-w200-s200",
+        L4_LR2,
+    ),
 ]
 
 W50 = "ml-1m, every window of 50 (sliding, stride 50)"
