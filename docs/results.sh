@@ -151,6 +151,8 @@ fast)
       $SASREC --layers 4 --heads 2 --threads 2 --max-train-seconds 1200"
   python scripts/frontier.py $L4 --out $OUT/ml1m-fast-l4h2-cosine --repeats 1 --schedule cosine --epochs 42
   python scripts/frontier.py $L4 --out $OUT/ml1m-fast-l4h2-lr2e-3 --repeats 3 --lr 2e-3
+  #    and at 2e-3 validated and kept as a moving average of the weights (3 seeds)
+  python scripts/frontier.py $L4 --out $OUT/ml1m-fast-l4h2-lr2e-3-ema0995 --repeats 3 --lr 2e-3 --ema-decay 0.995
   ;;
 prep)
   [ -d data/ml-1m ] || python scripts/prep.py "$S/ml-1m/ml-1m.txt.gz" --out data/ml-1m

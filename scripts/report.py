@@ -516,6 +516,7 @@ FAST_RECIPE = [  # §1: the fast recipe, 20 minutes of training on both cores of
     ("2 blocks, 1 head", "ml1m-fast/run", None, 0),  # a train.py run dir
     ("4 blocks, 2 heads", "ml1m-fast-l4h2", "sliding-w200-s200", 0),  # a frontier.py grid's cell and seed
 ]
+FAST_EMA = "ml1m-fast-l4h2-lr2e-3-ema0995"
 FAST_CHANGES = [  # §1: one change each to the 4-block fast recipe, same 20 minutes (results.sh fast)
     (
         "4 blocks, 2 heads, rate decayed to zero by epoch 42 (cosine), seed 0",
@@ -527,12 +528,23 @@ FAST_CHANGES = [  # §1: one change each to the 4-block fast recipe, same 20 min
         (f"4 blocks, 2 heads, learning rate 2e-3, seed {s}", "ml1m-fast-l4h2-lr2e-3", "sliding-w200-s200", s)
         for s in (0, 1, 2)
     ),
+    *((f"the same + moving average of the weights, seed {s}", FAST_EMA, "sliding-w200-s200", s) for s in (0, 1, 2)),
+]
+FAST_LR2 = "4 blocks, 2 heads, learning rate 2e-3, 20 minutes"
+FAST_EMA_PAIRED = [  # §1: the same seeds with and without the moving average, paired on the test users
+    (FAST_LR2, "ml1m-fast-l4h2-lr2e-3", "sliding-w200-s200", None),
+    (
+        "the same, validated and kept as a moving average of the weights (--ema-decay 0.995)",
+        FAST_EMA,
+        "sliding-w200-s200",
+        FAST_LR2,
+    ),
 ]
 FAST_LEVELS = (0.15, 0.17, 0.1821, 0.19)
 
 
 def changes_table(root: Path, rows: list[tuple[str, str, str, str | None]], strict: bool = False) -> list[str]:
-    """Converged configurations, each against the one it changes: test metrics over its seeds
+    """Configurations (converged, or stopped at one budget), each against the one it changes: test metrics over its seeds
     [95% CI over users] and the paired difference on the seeds both have. A row without runs is
     left out, or, when `strict`, the table is not made (MissingRuns)."""
     lines = [
@@ -753,6 +765,7 @@ def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
         "input-length-800": lambda: as_they_finish(INPUT_LENGTH[800]),
         "fast-recipe": lambda: recipe_table(root, FAST_RECIPE, FAST_LEVELS, strict=True),
         "fast-recipe-changes": lambda: recipe_table(root, FAST_CHANGES, FAST_LEVELS, strict=True),
+        "fast-recipe-ema": lambda: changes_table(root, FAST_EMA_PAIRED, strict=True),
     }
 
 
@@ -822,9 +835,10 @@ def converged_sections(root: Path, plots: Path | None) -> list[str]:
         lines += changes_table(root, rows)
     lines += ["### ml-1m: the 20-minute recipe (two threads, idle machine)", ""]
     lines += recipe_table(root, FAST_RECIPE + FAST_CHANGES, FAST_LEVELS)
-    return (
-        lines + converged_curves(root, "ml1m-fast-l4h2", plots) + converged_curves(root, "ml1m-fast-l4h2-lr2e-3", plots)
-    )
+    lines += changes_table(root, FAST_EMA_PAIRED)
+    for grid in ("ml1m-fast-l4h2", "ml1m-fast-l4h2-lr2e-3", FAST_EMA):
+        lines += converged_curves(root, grid, plots)
+    return lines
 
 
 def kshift_rows(folder_prefix: str, cell: str) -> list[tuple[str, str, str]]:
