@@ -104,8 +104,6 @@ lane)
   converged $R --out $OUT/retailrocket-emb-codes-pq-m8-r2 $P --code-residual 2
   #    and 3 floats (63 bytes per item on retailrocket, within 1/16)
   converged $R --out $OUT/retailrocket-emb-codes-pq-m8-r3 $P --code-residual 3
-  #    and 5 floats with 8 bytes of optimizer state a row instead of 8 a float (63 bytes per item)
-  converged $R --out $OUT/retailrocket-emb-codes-pq-m8-r5-rowwise $P --code-residual 5 --emb-optimizer rowwise
   converged $B --out $OUT/beauty-emb-codes-pq-m8 $P
   converged $B --out $OUT/beauty-emb-codes-pq-m8-r2 $P --code-residual 2
   # 9. History before the window (§5): ml-1m, window 50 on every window plus a summary of the 200

@@ -224,7 +224,6 @@ EMB_VARIANTS = {  # results.sh's item-embedding runs: out-dir suffix (its first 
     "codes-pq-m8": "codes by product quantisation (pq), m = 8 of 256 values",
     "codes-pq-m8-r2": "the same + 2 floats of each item's own (--code-residual 2)",
     "codes-pq-m8-r3": "pq codes + 3 floats of each item's own (--code-residual 3)",
-    "codes-pq-m8-r5-rowwise": "pq codes + 5 floats of each item's own, row-wise optimizer (--emb-optimizer rowwise)",
     "codes-m32": "codes (RecJPQ), m = 32 of 256 values",
     "codes-m8-c128": "codes (RecJPQ), m = 8 of 128 values",
     "codes-m8-c64": "codes (RecJPQ), m = 8 of 64 values",
@@ -544,9 +543,9 @@ FAST_LEVELS = (0.15, 0.17, 0.1821, 0.19)
 
 
 def changes_table(root: Path, rows: list[tuple[str, str, str, str | None]], strict: bool = False) -> list[str]:
-    """Configurations (converged, or stopped at one budget), each against the one it changes: test metrics over its seeds
-    [95% CI over users] and the paired difference on the seeds both have. A row without runs is
-    left out, or, when `strict`, the table is not made (MissingRuns)."""
+    """Configurations (converged, or stopped at one budget), each against the one it changes: test
+    metrics over its seeds [95% CI over users] and the paired difference on the seeds both have. A
+    row without runs is left out, or, when `strict`, the table is not made (MissingRuns)."""
     lines = [
         "| configuration | seeds | NDCG@10 | HR@10 | against | Δ NDCG@10 [paired CI] | Δ HR@10 [paired CI] | "
         "best epoch | train min in all | time × | matmuls, batches |",
@@ -734,8 +733,7 @@ def document_tables(root: Path) -> dict[str, Callable[[], list[str]]]:
 
     def item_codes_pq() -> list[str]:
         rows = variant_rows("beauty", BEAUTY_FULL, ("codes-pq-m8", "codes-pq-m8-r2"))
-        residuals = ("codes-pq-m8-r2", "codes-pq-m8-r3", "codes-pq-m8-r5-rowwise")
-        sessions = variant_rows("retailrocket", RETAILROCKET_FULL, residuals)
+        sessions = variant_rows("retailrocket", RETAILROCKET_FULL, ("codes-pq-m8-r2", "codes-pq-m8-r3"))
         return [
             "| data " + EMB_HEAD,
             "|---" * 11 + "|",
