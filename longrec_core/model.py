@@ -519,6 +519,20 @@ def kshift_collision_share(rows: np.ndarray) -> float:
     return float((counts[inverse.reshape(-1)] > 1).sum()) / n
 
 
+def _training_state_bytes(cfg: ModelConfig, params: int, table: int, kshift_rows: int) -> tuple[int, int]:
+    """(gradient, optimizer state) bytes of an embedding of `params` bytes whose per-item table takes
+    `table` (the k-shift table has `kshift_rows` rows): a dense gradient and AdamW's two moments for
+    every parameter, but kshift_optimizer "rowwise" keeps 8 bytes a row for the k-shift table (and a
+    sparse gradient) or the code residual's table (its gradient stays dense: the tied full-catalogue
+    loss reaches every row)."""
+    if cfg.kshift_optimizer != "rowwise":
+        return params, 2 * params
+    if cfg.item_emb == "kshift":
+        return params - table, 2 * (params - table) + 8 * kshift_rows
+    residual = (cfg.n_items + 1) * cfg.code_residual * 4
+    return params, 2 * (params - residual) + 8 * (cfg.n_items + 1)
+
+
 def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, float]:
     """Bytes the item embedding needs to train (float32 parameters, AdamW), part by part, and what a
     full table would need. All ints except bytes_per_item.
@@ -535,11 +549,9 @@ def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, float]:
     rows_bytes). With kshift_optimizer "rowwise" the k-shift table's share of grad_bytes is 0 (its
     gradient holds only the rows a step touches, as with a sampled loss) and its share of adam_bytes
     (the optimizer state) is 8 bytes per table row instead of two moments; the code residual's table
-    keeps its dense gradient (the tied full-catalogue loss reaches every row) and takes 8 bytes per
-    row of state. total_bytes sums parameters, gradient, optimizer
-    state and buffers;
-    bytes_per_item = total_bytes / N; full_table_bytes ((N+1) x d params) and full_total_bytes
-    (params, grad and AdamW state of a full table) for comparison.
+    keeps its gradient and takes 8 bytes per row of state. total_bytes sums parameters, gradient,
+    optimizer state and buffers; bytes_per_item = total_bytes / N; full_table_bytes ((N+1) x d
+    params) and full_total_bytes (params, grad and AdamW state of a full table) for comparison.
     """
     n, d = cfg.n_items, cfg.dim
     full = (n + 1) * d * 4
@@ -563,18 +575,7 @@ def embedding_memory_bytes(cfg: ModelConfig) -> dict[str, float]:
         parts["table_bytes"] += (n + 1) * r * 4
         parts["proj_bytes"] = r * d * 4
     params = sum(parts.values())
-    grad = adamw = params  # a dense gradient, and AdamW's two moments, for every parameter
-    if cfg.kshift_optimizer == "rowwise" and cfg.item_emb == "kshift":  # sparse gradient, 8 bytes a row
-        grad -= parts["table_bytes"]
-        adamw = grad
-        rowwise_state = 8 * p
-    elif cfg.kshift_optimizer == "rowwise":  # the residual's table: 8 bytes a row; its gradient stays dense,
-        residual = (n + 1) * cfg.code_residual * 4  # as the tied full-catalogue loss reaches every row
-        adamw -= residual
-        rowwise_state = 8 * (n + 1)
-    else:
-        rowwise_state = 0
-    adam = 2 * adamw + rowwise_state
+    grad, adam = _training_state_bytes(cfg, params, parts["table_bytes"], p)
     total = params + grad + adam + sum(buffers.values())
     return {
         **parts,
