@@ -5,16 +5,16 @@ With AdamW the P x d k-shift table carries a dense gradient and two moments: 16 
 with the value itself, 6.4 GB at 10^8 items (d = 64, compression 16), although a step touches a
 few thousand of its rows. A param group with `rowwise=True` instead takes a sparse gradient (the
 rows a step touched, from `F.embedding_bag(..., sparse=True)`; a dense one counts its nonzero rows)
-and keeps 8 bytes a row: one
-second moment (an EMA, with AdamW's beta2, of the mean squared gradient over the row) and one
-step count for its bias correction. A touched row r at its t-th update moves by
+and keeps 8 bytes a row: one second moment (an EMA, with AdamW's beta2, of the mean squared
+gradient over the row) and one step count for its bias correction. A touched row r at its t-th
+update moves by
 
     lr * g_r / (sqrt(v_r / (1 - beta2^t)) + eps)
 
 and decays by lr * weight_decay beforehand (decoupled, as AdamW). There is no first moment: that
 would be a P x d state again. A table of a few values a row (the code residual's r = 3-5) gains
-most: AdamW's state is then 8r bytes a row. Rows a step does not touch and their state stay as they are (lazy,
-as `torch.optim.SparseAdam`), so a row's bias correction counts its own updates.
+most: AdamW's state is then 8r bytes a row. Rows a step does not touch and their state stay as
+they are (lazy, as `torch.optim.SparseAdam`), so a row's bias correction counts its own updates.
 
     optimizer = optimizer_for(model, lr=1e-3)  # row-wise when model.cfg.kshift_optimizer is "rowwise"
 
